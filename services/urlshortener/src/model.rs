@@ -1,0 +1,87 @@
+//! The stored link record and what a lookup finds.
+
+use serde::{Deserialize, Serialize};
+
+use meshwork_common::ServiceError;
+
+/// A link as stored under `urlshortener/link/<code>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub long_url: String,
+    pub created_at_ms: i64,
+    /// 0 when the link never expires.
+    #[serde(default)]
+    pub expires_at_ms: i64,
+    #[serde(default)]
+    pub custom_alias: bool,
+    /// Set when deleted: the record stays as a tombstone so the code is never handed out again.
+    #[serde(default)]
+    pub deleted_at_ms: i64,
+}
+
+impl LinkRecord {
+    /// Encodes the record for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ServiceError> {
+        serde_json::from_slice(bytes).map_err(|e| ServiceError::Internal(format!("corrupt link record: {e}")))
+    }
+
+    /// Returns what a lookup at `now_ms` finds.
+    pub fn state_at(&self, now_ms: i64) -> LinkState {
+        if self.deleted_at_ms != 0 {
+            LinkState::Deleted
+        } else if self.expires_at_ms != 0 && now_ms >= self.expires_at_ms {
+            LinkState::Expired
+        } else {
+            LinkState::Active
+        }
+    }
+}
+
+/// The state of a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Active,
+    Expired,
+    Deleted,
+    Unknown,
+}
+
+impl LinkState {
+    /// Returns the name sent in the `meshwork-link-state` trailer of a NOT_FOUND.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Active => "active",
+            LinkState::Expired => "expired",
+            LinkState::Deleted => "deleted",
+            LinkState::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_round_trip() {
+        let mut r = LinkRecord {
+            long_url: "https://e.com/".into(),
+            created_at_ms: 10,
+            expires_at_ms: 100,
+            custom_alias: false,
+            deleted_at_ms: 0,
+        };
+        assert_eq!(LinkRecord::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.state_at(99), LinkState::Active);
+        assert_eq!(r.state_at(100), LinkState::Expired);
+        r.deleted_at_ms = 50;
+        assert_eq!(r.state_at(60), LinkState::Deleted);
+        assert!(LinkRecord::decode(b"{").is_err());
+    }
+}

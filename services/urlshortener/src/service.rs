@@ -1,0 +1,341 @@
+//! The URL shortener's domain logic, independent of gRPC: creating codes from leased ids or
+//! custom aliases, resolving through an in-process cache, deleting into tombstones, and stats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use meshwork_common::{Clock, IdAllocator, ServiceError, ServiceResult, utc_date};
+use meshwork_storage::{Condition, Direction, DynStore, EventKind, KeyRange, Mutation, StoreError, transact};
+use moka::sync::Cache;
+
+use crate::clicks::ClickRecorder;
+use crate::codes::code_for_id;
+use crate::keys;
+use crate::model::{LinkRecord, LinkState};
+use crate::validate;
+
+/// Tunables of the URL shortener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base of the short URLs handed out (`<public_url>/<code>`).
+    pub public_url: String,
+    /// How often buffered clicks are written to the store.
+    pub click_flush_interval: Duration,
+    /// Most links held in the resolve cache.
+    pub cache_capacity: u64,
+    /// How long a positive cache entry lives without a store change being seen.
+    pub cache_ttl: Duration,
+    /// How long "no such code" is remembered (bounds staleness if a watch event is missed).
+    pub negative_ttl: Duration,
+    /// How long an expired link's record is kept, answering "expired" (HTTP 410), before the
+    /// store drops it.
+    pub expired_retention: Duration,
+    /// Ids leased from the store at a time.
+    pub id_block: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            public_url: "http://127.0.0.1:8080".into(),
+            click_flush_interval: Duration::from_secs(1),
+            cache_capacity: 100_000,
+            cache_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(2),
+            expired_retention: Duration::from_secs(30 * 24 * 3600),
+            id_block: 1000,
+        }
+    }
+}
+
+/// What a lookup of a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(LinkRecord),
+    Gone(LinkState),
+}
+
+/// Click analytics of one code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub total: u64,
+    /// (date, clicks), oldest first, days with clicks only.
+    pub daily: Vec<(String, u64)>,
+    /// (referrer, clicks), most clicks first.
+    pub referrers: Vec<(String, u64)>,
+}
+
+/// The URL shortener.
+pub struct Shortener {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    ids: IdAllocator,
+    /// Code -> record (tombstones included).
+    cache: Cache<String, Arc<LinkRecord>>,
+    /// Codes known to be absent.
+    negative: Cache<String, ()>,
+    clicks: ClickRecorder,
+}
+
+const MAX_CODE_ATTEMPTS: usize = 16;
+
+impl Shortener {
+    /// Returns a shortener on `store`.
+    pub fn new(store: DynStore, clock: Arc<dyn Clock>, config: Config) -> Self {
+        Shortener {
+            ids: IdAllocator::new(store.clone(), keys::ID_COUNTER, config.id_block),
+            cache: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.cache_ttl).build(),
+            negative: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.negative_ttl).build(),
+            clicks: ClickRecorder::new(store.clone()),
+            store,
+            clock,
+            config,
+        }
+    }
+
+    /// Returns the short URL of `code`.
+    pub fn short_url(&self, code: &str) -> String {
+        format!("{}/{code}", self.config.public_url.trim_end_matches('/'))
+    }
+
+    /// Returns the click recorder (flushed by the background task and on shutdown).
+    pub fn clicks(&self) -> &ClickRecorder {
+        &self.clicks
+    }
+
+    /// Creates a code for `long_url`: `custom_alias` when given, else a generated one.
+    pub async fn shorten(
+        &self,
+        long_url: &str,
+        custom_alias: &str,
+        ttl_seconds: i64,
+    ) -> ServiceResult<(String, LinkRecord)> {
+        let long_url = validate::long_url(long_url)?;
+        if !custom_alias.is_empty() {
+            validate::custom_alias(custom_alias)?;
+        }
+        validate::ttl_seconds(ttl_seconds)?;
+
+        let now = self.clock.now_ms();
+        let record = LinkRecord {
+            long_url,
+            created_at_ms: now,
+            expires_at_ms: if ttl_seconds > 0 { now + ttl_seconds * 1000 } else { 0 },
+            custom_alias: !custom_alias.is_empty(),
+            deleted_at_ms: 0,
+        };
+        let store_ttl = (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
+
+        if !custom_alias.is_empty() {
+            return match self.create(custom_alias, &record, store_ttl).await {
+                Ok(()) => Ok((custom_alias.to_string(), record)),
+                Err(StoreError::Conflict { .. }) => {
+                    Err(ServiceError::AlreadyExists { what: format!("custom_alias {custom_alias:?}") })
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        for _ in 0..MAX_CODE_ATTEMPTS {
+            let id = self.ids.next().await?;
+            let code = code_for_id(id).ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
+            match self.create(&code, &record, store_ttl).await {
+                Ok(()) => return Ok((code, record)),
+                // A custom alias already holds this code: skip the id, never share a code.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Aborted("no free code after several ids; retry".into()))
+    }
+
+    /// Writes a new link if its code is free.
+    async fn create(&self, code: &str, record: &LinkRecord, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let key = keys::link(code);
+        let put = Mutation::Put { key: key.clone(), value: record.encode(), ttl };
+        self.store.write(vec![Condition::Absent(key)], vec![put]).await?;
+        self.negative.invalidate(code);
+        self.cache.insert(code.to_string(), Arc::new(record.clone()));
+        Ok(())
+    }
+
+    /// Returns the record of `code` (tombstones included), through the cache.
+    async fn record(&self, code: &str) -> ServiceResult<Option<Arc<LinkRecord>>> {
+        if let Some(hit) = self.cache.get(code) {
+            return Ok(Some(hit));
+        }
+        if self.negative.contains_key(code) {
+            return Ok(None);
+        }
+        match self.store.get(&keys::link(code)).await? {
+            Some(v) => {
+                let record = Arc::new(LinkRecord::decode(&v.value)?);
+                self.cache.insert(code.to_string(), record.clone());
+                Ok(Some(record))
+            }
+            None => {
+                self.negative.insert(code.to_string(), ());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Looks `code` up without counting a click.
+    pub async fn lookup(&self, code: &str) -> ServiceResult<Lookup> {
+        validate::code(code)?;
+        let Some(record) = self.record(code).await? else {
+            return Ok(Lookup::Gone(LinkState::Unknown));
+        };
+        Ok(match record.state_at(self.clock.now_ms()) {
+            LinkState::Active => Lookup::Found((*record).clone()),
+            state => Lookup::Gone(state),
+        })
+    }
+
+    /// Resolves `code` and counts a click from `referrer` unless `skip_click`.
+    pub async fn resolve(&self, code: &str, referrer: &str, skip_click: bool) -> ServiceResult<Lookup> {
+        let referrer = validate::referrer(referrer)?;
+        let found = self.lookup(code).await?;
+        if matches!(found, Lookup::Found(_)) && !skip_click {
+            self.clicks.record(code, &utc_date(self.clock.now_ms()), &referrer);
+        }
+        Ok(found)
+    }
+
+    /// Deletes `code`, leaving a tombstone so the code is never handed out again.
+    pub async fn delete(&self, code: &str) -> ServiceResult<()> {
+        validate::code(code)?;
+        let key = keys::link(code);
+        let now = self.clock.now_ms();
+        transact(&self.store, |tx| {
+            let key = &key;
+            Box::pin(async move {
+                let Some(current) = tx.get(key).await? else {
+                    return Err(ServiceError::not_found(format!("code {code:?}")));
+                };
+                let mut record = LinkRecord::decode(&current.value)?;
+                if record.deleted_at_ms != 0 {
+                    return Err(ServiceError::not_found(format!("code {code:?}")));
+                }
+                record.deleted_at_ms = now;
+                record.long_url.clear();
+                tx.put(key.clone(), record.encode());
+                Ok(())
+            })
+        })
+        .await?;
+        self.cache.invalidate(code);
+        Ok(())
+    }
+
+    /// Returns the click analytics of `code` over the last `days` days (1-366, 0 = 30) with
+    /// the top `top` referrers (1-100, 0 = 10).
+    pub async fn stats(&self, code: &str, days: i32, top: i32) -> ServiceResult<Stats> {
+        validate::code(code)?;
+        let days = match days {
+            0 => 30,
+            1..=366 => days,
+            _ => return Err(ServiceError::invalid("days", format!("must be 1 to 366 (0 means 30), got {days}"))),
+        };
+        let top = match top {
+            0 => 10,
+            1..=100 => top as usize,
+            _ => return Err(ServiceError::invalid("top_referrers", format!("must be 1 to 100 (0 means 10), got {top}"))),
+        };
+        match self.record(code).await? {
+            Some(r) if r.deleted_at_ms == 0 => {}
+            _ => return Err(ServiceError::not_found(format!("code {code:?}"))),
+        }
+        self.clicks.flush_code(code).await?;
+
+        let total = self.store.get(&keys::clicks_total(code)).await?.map(|v| keys::decode_counter(&v.value)).unwrap_or(0);
+        let now = self.clock.now_ms();
+        let first = utc_date(now - i64::from(days - 1) * 86_400_000);
+        let last = utc_date(now);
+        let day_prefix = keys::clicks_day_prefix(code);
+        let range = KeyRange::between(format!("{day_prefix}{first}"), format!("{day_prefix}{last}\u{0}"));
+        let daily = self
+            .scan_all(range)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k[day_prefix.len()..].to_string(), v))
+            .collect();
+
+        let ref_prefix = keys::clicks_referrer_prefix(code);
+        let mut referrers: Vec<(String, u64)> = self
+            .scan_all(KeyRange::prefix(ref_prefix.clone()))
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k[ref_prefix.len()..].to_string(), v))
+            .collect();
+        referrers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        referrers.truncate(top);
+        Ok(Stats { total, daily, referrers })
+    }
+
+    /// Returns every counter in `range` as (key, count).
+    async fn scan_all(&self, mut range: KeyRange) -> ServiceResult<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.scan(range.clone(), 1000, Direction::Forward).await?;
+            out.extend(
+                page.entries.iter().map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value))),
+            );
+            match page.next {
+                Some(next) => range.start = std::ops::Bound::Included(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Keeps the cache coherent with writes made by other replicas: every change under the
+    /// link prefix drops the cached entry. Runs until the watch ends for good; on an error the
+    /// caches are cleared and the watch restarts.
+    pub async fn watch_links(self: Arc<Self>) {
+        loop {
+            match self.store.watch(keys::LINK_PREFIX.as_bytes(), None).await {
+                Ok(mut events) => {
+                    // Anything cached before the watch started may be stale.
+                    self.cache.invalidate_all();
+                    self.negative.invalidate_all();
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(event) => {
+                                if let Some(code) = keys::code_of_link_key(&event.key) {
+                                    self.negative.invalidate(code);
+                                    match event.kind {
+                                        EventKind::Put => match LinkRecord::decode(&event.value) {
+                                            Ok(r) => self.cache.insert(code.to_string(), Arc::new(r)),
+                                            Err(_) => self.cache.invalidate(code),
+                                        },
+                                        EventKind::Delete => self.cache.invalidate(code),
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "link watch failed; restarting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch links; retrying"),
+            }
+            self.cache.invalidate_all();
+            self.negative.invalidate_all();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Flushes buffered clicks every interval, forever.
+    pub async fn flush_clicks_periodically(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.click_flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // Errors are logged by the recorder and the counts kept for the next tick.
+            let _ = self.clicks.flush().await;
+        }
+    }
+}
