@@ -95,7 +95,11 @@ mod tests {
     #[test]
     fn every_variant_maps_to_its_code_and_message() {
         let cases = [
-            (ServiceError::invalid("long_url", "must be http or https"), Code::InvalidArgument, "long_url: must be http or https"),
+            (
+                ServiceError::invalid("long_url", "must be http or https"),
+                Code::InvalidArgument,
+                "long_url: must be http or https",
+            ),
             (ServiceError::not_found("link abc"), Code::NotFound, "link abc not found"),
             (ServiceError::AlreadyExists { what: "alias x".into() }, Code::AlreadyExists, "alias x already exists"),
             (ServiceError::FailedPrecondition("order is shipped".into()), Code::FailedPrecondition, "order is shipped"),

@@ -123,9 +123,7 @@ pub async fn serve(
 
     tonic::transport::Server::builder()
         .layer(CatchPanicLayer::custom(panic_response))
-        .trace_fn(|request| {
-            tracing::info_span!("grpc", otel.kind = "server", rpc.method = %request.uri().path())
-        })
+        .trace_fn(|request| tracing::info_span!("grpc", otel.kind = "server", rpc.method = %request.uri().path()))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
@@ -139,4 +137,3 @@ pub async fn serve(
     tracing::info!(?addr, "server stopped");
     Ok(())
 }
-

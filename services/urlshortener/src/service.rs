@@ -126,7 +126,8 @@ impl Shortener {
             custom_alias: !custom_alias.is_empty(),
             deleted_at_ms: 0,
         };
-        let store_ttl = (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
+        let store_ttl =
+            (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
 
         if !custom_alias.is_empty() {
             return match self.create(custom_alias, &record, store_ttl).await {
@@ -139,7 +140,8 @@ impl Shortener {
         }
         for _ in 0..MAX_CODE_ATTEMPTS {
             let id = self.ids.next().await?;
-            let code = code_for_id(id).ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
+            let code =
+                code_for_id(id).ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
             match self.create(&code, &record, store_ttl).await {
                 Ok(()) => return Ok((code, record)),
                 // A custom alias already holds this code: skip the id, never share a code.
@@ -241,7 +243,9 @@ impl Shortener {
         let top = match top {
             0 => 10,
             1..=100 => top as usize,
-            _ => return Err(ServiceError::invalid("top_referrers", format!("must be 1 to 100 (0 means 10), got {top}"))),
+            _ => {
+                return Err(ServiceError::invalid("top_referrers", format!("must be 1 to 100 (0 means 10), got {top}")));
+            }
         };
         match self.record(code).await? {
             Some(r) if r.deleted_at_ms == 0 => {}
@@ -249,18 +253,15 @@ impl Shortener {
         }
         self.clicks.flush_code(code).await?;
 
-        let total = self.store.get(&keys::clicks_total(code)).await?.map(|v| keys::decode_counter(&v.value)).unwrap_or(0);
+        let total =
+            self.store.get(&keys::clicks_total(code)).await?.map(|v| keys::decode_counter(&v.value)).unwrap_or(0);
         let now = self.clock.now_ms();
         let first = utc_date(now - i64::from(days - 1) * 86_400_000);
         let last = utc_date(now);
         let day_prefix = keys::clicks_day_prefix(code);
         let range = KeyRange::between(format!("{day_prefix}{first}"), format!("{day_prefix}{last}\u{0}"));
-        let daily = self
-            .scan_all(range)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k[day_prefix.len()..].to_string(), v))
-            .collect();
+        let daily =
+            self.scan_all(range).await?.into_iter().map(|(k, v)| (k[day_prefix.len()..].to_string(), v)).collect();
 
         let ref_prefix = keys::clicks_referrer_prefix(code);
         let mut referrers: Vec<(String, u64)> = self
@@ -280,7 +281,9 @@ impl Shortener {
         loop {
             let page = self.store.scan(range.clone(), 1000, Direction::Forward).await?;
             out.extend(
-                page.entries.iter().map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value))),
+                page.entries
+                    .iter()
+                    .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value))),
             );
             match page.next {
                 Some(next) => range.start = std::ops::Bound::Included(next),

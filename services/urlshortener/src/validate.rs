@@ -33,7 +33,9 @@ pub fn long_url(raw: &str) -> Result<String, ServiceError> {
     let parsed = url::Url::parse(raw).map_err(|e| ServiceError::invalid(field, format!("is not a valid URL: {e}")))?;
     match parsed.scheme() {
         "http" | "https" => {}
-        other => return Err(ServiceError::invalid(field, format!("scheme {other:?} is not allowed; use http or https"))),
+        other => {
+            return Err(ServiceError::invalid(field, format!("scheme {other:?} is not allowed; use http or https")));
+        }
     }
     let Some(host) = parsed.host_str() else {
         return Err(ServiceError::invalid(field, "must have a host"));

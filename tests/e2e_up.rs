@@ -1,0 +1,128 @@
+//! End to end: the real `meshwork up` binary, called through its gateway by real outside
+//! clients (grpcurl 1.8.6, raw HTTP/1.1), then stopped with SIGTERM and restarted on the same
+//! data directory.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Mesh, grpcurl, header, http_get, json_field};
+
+const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
+
+#[test]
+fn grpcurl_and_http_through_the_gateway_and_a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::up(dir.path());
+    let addr = mesh.addr;
+
+    // Reflection through the gateway: the whole mesh in one list.
+    let (ok, out, err) = grpcurl(addr, &[], &["list"]);
+    assert!(ok, "grpcurl list failed: {err}");
+    for service in [SVC, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
+        assert!(out.lines().any(|l| l.trim() == service), "{service} missing from list:\n{out}");
+    }
+    let (ok, out, err) = grpcurl(addr, &[], &["describe", SVC]);
+    assert!(ok, "describe failed: {err}");
+    for rpc in ["rpc Shorten", "rpc Resolve", "rpc GetStats", "rpc Delete"] {
+        assert!(out.contains(rpc), "{rpc} missing from describe:\n{out}");
+    }
+    let (ok, out, err) = grpcurl(addr, &[], &["describe", "meshwork.urlshortener.v1.ShortenRequest"]);
+    assert!(ok && out.contains("long_url"), "message describe failed: {err}\n{out}");
+
+    // Health through the gateway.
+    let (ok, out, err) =
+        grpcurl(addr, &["-d", &format!("{{\"service\":\"{SVC}\"}}")], &["grpc.health.v1.Health/Check"]);
+    assert!(ok && out.contains("SERVING"), "health: {err}\n{out}");
+
+    // Shorten, Resolve, GetStats round trip.
+    let body = r#"{"long_url":"https://example.com/e2e?q=1","ttl_seconds":0}"#;
+    let (ok, out, err) = grpcurl(addr, &["-d", body], &[&format!("{SVC}/Shorten")]);
+    assert!(ok, "Shorten failed: {err}");
+    let code = json_field(&out, "code").expect("code in Shorten reply");
+    assert_eq!(code.len(), 7);
+    let short_url = json_field(&out, "shortUrl").expect("shortUrl");
+    assert_eq!(short_url, format!("http://{addr}/{code}"));
+    for _ in 0..3 {
+        let (ok, out, err) = grpcurl(addr, &["-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/Resolve")]);
+        assert!(ok, "Resolve failed: {err}");
+        assert_eq!(json_field(&out, "longUrl").as_deref(), Some("https://example.com/e2e?q=1"));
+    }
+    // Two more clicks through HTTP redirects.
+    for _ in 0..2 {
+        let (status, headers, _) = http_get(addr, &format!("/{code}"), &[("Referer", "https://news.example.org/x")]);
+        assert_eq!(status, 302);
+        assert_eq!(header(&headers, "location"), Some("https://example.com/e2e?q=1"));
+    }
+    let (ok, out, err) = grpcurl(addr, &["-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/GetStats")]);
+    assert!(ok, "GetStats failed: {err}");
+    assert_eq!(json_field(&out, "totalClicks").as_deref(), Some("5"), "{out}");
+    assert!(out.contains("news.example.org"), "{out}");
+
+    // Errors are real gRPC statuses through the gateway.
+    let (ok, _, err) = grpcurl(addr, &["-d", r#"{"long_url":"javascript:alert(1)"}"#], &[&format!("{SVC}/Shorten")]);
+    assert!(!ok && err.contains("InvalidArgument") && err.contains("long_url"), "{err}");
+    let (ok, _, err) = grpcurl(addr, &["-d", r#"{"code":"nosuch9"}"#], &[&format!("{SVC}/Resolve")]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    let (status, _, _) = http_get(addr, "/nosuch9", &[]);
+    assert_eq!(status, 404);
+
+    // An expiring link answers 410 once expired.
+    let (ok, out, err) = grpcurl(
+        addr,
+        &["-d", r#"{"long_url":"https://example.com/short-lived","ttl_seconds":1}"#],
+        &[&format!("{SVC}/Shorten")],
+    );
+    assert!(ok, "{err}");
+    let expiring = json_field(&out, "code").unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    let (status, _, _) = http_get(addr, &format!("/{expiring}"), &[]);
+    assert_eq!(status, 410);
+
+    // SIGTERM drains, flushes and exits 0.
+    let status = mesh.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+
+    // A restart on the same data dir keeps the code and the click count.
+    let mesh = Mesh::up(dir.path());
+    let addr = mesh.addr;
+    let (ok, out, err) = grpcurl(addr, &["-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/GetStats")]);
+    assert!(ok, "GetStats after restart failed: {err}");
+    assert_eq!(json_field(&out, "totalClicks").as_deref(), Some("5"), "{out}");
+    let (status, headers, _) = http_get(addr, &format!("/{code}"), &[]);
+    assert_eq!(status, 302);
+    assert_eq!(header(&headers, "location"), Some("https://example.com/e2e?q=1"));
+    assert!(mesh.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn bad_flags_fail_with_one_clear_line_before_binding() {
+    let bin = env!("CARGO_BIN_EXE_meshwork");
+    let cases: &[(&[&str], &str)] = &[
+        (&["up", "--store", "redis://x"], "store url \"redis://x\""),
+        (&["up", "--store", "etcd://nohostport"], "is not host:port"),
+        (&["up", "--public-url", "ftp://x"], "--public-url"),
+        (&["serve", "nosuch", "--listen", "127.0.0.1:0", "--store", "memory:"], "unknown service \"nosuch\""),
+        (&["gateway", "--config", "/nonexistent/gw.toml"], "/nonexistent/gw.toml"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(bin).args(*args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: more than one line: {err}");
+    }
+    // A taken gateway port is refused before anything starts.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["up", "--listen", &addr, "--data-dir", dir.path().to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"));
+    assert!(!dir.path().join("store").exists(), "the store was opened although the port was taken");
+}

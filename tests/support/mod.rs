@@ -1,0 +1,144 @@
+//! Shared pieces of the end-to-end tests: free ports, the real `meshwork` binary as a child
+//! process (ready when it prints its ready line, SIGTERM on drop), grpcurl and raw HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Returns a loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A running `meshwork` child process.
+pub struct Mesh {
+    pub child: Child,
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Mesh {
+    /// Starts `meshwork <args>` and waits (up to 60 s) for a stdout line containing `ready_marker`.
+    pub fn start(args: &[&str], addr: SocketAddr, ready_marker: &str) -> Mesh {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn meshwork");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mesh = Mesh { child, addr, lines };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match mesh.lines.recv_timeout(left) {
+                Ok(line) if line.contains(ready_marker) => return mesh,
+                Ok(_) => continue,
+                Err(_) => panic!("meshwork {args:?} did not print {ready_marker:?} within 60 s"),
+            }
+        }
+    }
+
+    /// Starts `meshwork up` on a fresh port with `data_dir`.
+    pub fn up(data_dir: &Path) -> Mesh {
+        let addr = free_addr();
+        let a = addr.to_string();
+        let d = data_dir.to_str().expect("utf-8 temp path");
+        Mesh::start(&["up", "--listen", &a, "--data-dir", d], addr, "meshwork ready")
+    }
+
+    /// Sends SIGTERM and returns the exit status (fails the test after `timeout`).
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        signal(&self.child, "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "meshwork did not exit within {timeout:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal (`TERM`, `INT`, `KILL`) to a child.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success());
+}
+
+/// Runs `grpcurl -plaintext <flags> <addr> <rest>` and returns (success, stdout, stderr).
+pub fn grpcurl(addr: SocketAddr, flags: &[&str], rest: &[&str]) -> (bool, String, String) {
+    let out = Command::new("grpcurl")
+        .args(["-plaintext", "-max-time", "20"])
+        .args(flags)
+        .arg(addr.to_string())
+        .args(rest)
+        .output()
+        .expect("run grpcurl (installed by scripts/install-deps.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends one HTTP/1.1 request and returns (status code, headers lower-cased, body).
+pub fn http_get(addr: SocketAddr, path: &str, extra_headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in extra_headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// Returns the value of header `name` (lower-case).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Extracts a string field from grpcurl's JSON output.
+pub fn json_field(json: &str, field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    match &v[field] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
