@@ -87,23 +87,19 @@ impl Running {
 
 /// Returns the gateway configuration for services listening at `pools` (service -> address).
 fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
-    let mut toml = format!("listen = \"{listen}\"\n");
-    for (name, _) in pools {
-        if name == "urlshortener" {
-            toml.push_str("[redirect]\npool = \"urlshortener\"\n");
-        }
-    }
+    use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
+    let mut config = GatewayConfig::new(listen);
     for (name, addr) in pools {
-        toml.push_str(&format!("[pools.{name}]\nendpoints = [\"{addr}\"]\n"));
-    }
-    for (name, _) in pools {
         let grpc = match name.as_str() {
-            "urlshortener" => meshwork_urlshortener::SERVICE_NAME,
+            "urlshortener" => {
+                config.redirect = Some(RedirectConfig { pool: name.clone() });
+                meshwork_urlshortener::SERVICE_NAME
+            }
             other => anyhow::bail!("no gRPC service name known for {other}"),
         };
-        toml.push_str(&format!("[[routes]]\nservice = \"{grpc}\"\npool = \"{name}\"\n"));
+        config.pools.insert(name.clone(), PoolConfig { endpoints: vec![addr.to_string()] });
+        config.routes.push(RouteConfig { service: grpc.to_string(), pool: name.clone() });
     }
-    let config = meshwork_proxy::GatewayConfig::from_toml_str(&toml).context("generated gateway config")?;
     config.validate().context("generated gateway config")?;
     Ok(config)
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use meshwork_common::ServiceResult;
+use meshwork_common::{ServiceResult, utc_date};
 use meshwork_storage::{DynStore, StoreError, transact};
 
 use crate::keys;
@@ -19,7 +19,8 @@ const KEYS_PER_TXN: usize = 48;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Pending {
     total: u64,
-    days: HashMap<String, u64>,
+    /// Days since the Unix epoch (UTC) -> clicks; formatted as dates only when flushed.
+    days: HashMap<i64, u64>,
     referrers: HashMap<String, u64>,
 }
 
@@ -28,7 +29,7 @@ impl Pending {
     fn increments(&self, code: &str) -> Vec<(Vec<u8>, u64)> {
         let mut out = Vec::with_capacity(1 + self.days.len() + self.referrers.len());
         out.push((keys::clicks_total(code), self.total));
-        out.extend(self.days.iter().map(|(d, n)| (keys::clicks_day(code, d), *n)));
+        out.extend(self.days.iter().map(|(d, n)| (keys::clicks_day(code, &utc_date(d * 86_400_000)), *n)));
         out.extend(self.referrers.iter().map(|(r, n)| (keys::clicks_referrer(code, r), *n)));
         out
     }
@@ -62,13 +63,23 @@ impl ClickRecorder {
         self.buffers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one click of `code` on UTC `date` from `referrer` (already normalised).
-    pub fn record(&self, code: &str, date: &str, referrer: &str) {
+    /// Counts one click of `code` at `unix_ms` from `referrer` (already normalised). This is
+    /// on the Resolve hot path: no allocation once a code, day and referrer have been seen.
+    pub fn record(&self, code: &str, unix_ms: i64, referrer: &str) {
+        let day = unix_ms.div_euclid(86_400_000);
         let mut buffers = self.buffers();
-        let entry = buffers.pending.entry(code.to_string()).or_default();
+        let entry = match buffers.pending.get_mut(code) {
+            Some(entry) => entry,
+            None => buffers.pending.entry(code.to_string()).or_default(),
+        };
         entry.total += 1;
-        *entry.days.entry(date.to_string()).or_default() += 1;
-        *entry.referrers.entry(referrer.to_string()).or_default() += 1;
+        *entry.days.entry(day).or_default() += 1;
+        match entry.referrers.get_mut(referrer) {
+            Some(n) => *n += 1,
+            None => {
+                entry.referrers.insert(referrer.to_string(), 1);
+            }
+        }
     }
 
     /// Returns how many codes have unflushed clicks.
@@ -136,12 +147,13 @@ mod tests {
     #[test]
     fn pending_lists_one_increment_per_counter() {
         let mut p = Pending { total: 3, ..Default::default() };
-        p.days.insert("2026-01-01".into(), 3);
+        p.days.insert(20_454, 3);
         p.referrers.insert("x.com".into(), 2);
         p.referrers.insert("y.com".into(), 1);
         let incs = p.increments("abc");
         assert_eq!(incs.len(), 4);
         assert_eq!(incs[0], (keys::clicks_total("abc"), 3));
         assert!(incs.contains(&(keys::clicks_referrer("abc", "y.com"), 1)));
+        assert!(incs.contains(&(keys::clicks_day("abc", "2026-01-01"), 3)));
     }
 }

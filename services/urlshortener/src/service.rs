@@ -200,7 +200,7 @@ impl Shortener {
         let referrer = validate::referrer(referrer)?;
         let found = self.lookup(code).await?;
         if matches!(found, Lookup::Found(_)) && !skip_click {
-            self.clicks.record(code, &utc_date(self.clock.now_ms()), &referrer);
+            self.clicks.record(code, self.clock.now_ms(), &referrer);
         }
         Ok(found)
     }
