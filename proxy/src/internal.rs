@@ -1,0 +1,262 @@
+//! The gateway's own gRPC services for the whole mesh: reflection (v1 and v1alpha) and health.
+//!
+//! They run in a small tonic server on `127.0.0.1:<ephemeral>` inside the gateway's internal
+//! runtime; the proxy routes `grpc.reflection.*` and `grpc.health.v1.Health` there like any other
+//! pool. Reflection lists exactly the routed services (plus health and reflection) and describes
+//! them from `meshwork_proto::FILE_DESCRIPTOR_SET`. Health reports a service SERVING while its
+//! pool has at least one replica answering gRPC health checks (checked every interval); the
+//! overall status `""` is SERVING while the gateway runs and NOT_SERVING once it drains.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::server::HealthReporter;
+
+use crate::GatewayError;
+use crate::config::BUILTIN_SERVICES;
+use crate::redirect::grpc_uri;
+use crate::routing::{Pool, Router};
+
+/// Every service described by `meshwork_proto::FILE_DESCRIPTOR_SET`, as full names.
+pub(crate) fn described_services() -> Result<Vec<String>, GatewayError> {
+    let set = prost_types::FileDescriptorSet::decode(meshwork_proto::FILE_DESCRIPTOR_SET)
+        .map_err(|e| GatewayError::Start(format!("meshwork descriptor set does not decode: {e}")))?;
+    let mut names = Vec::new();
+    for file in &set.file {
+        let package = file.package.as_deref().unwrap_or("");
+        for service in &file.service {
+            let name = service.name.as_deref().unwrap_or("");
+            names.push(if package.is_empty() { name.to_string() } else { format!("{package}.{name}") });
+        }
+    }
+    Ok(names)
+}
+
+/// What the internal server serves: the services reflection lists, and which pool decides the
+/// health of which service name.
+#[derive(Debug, Default)]
+pub(crate) struct MeshView {
+    /// Routed services that reflection lists and describes.
+    pub listed: Vec<String>,
+    /// Service name -> the pool whose replicas serve it.
+    pub health: BTreeMap<String, Arc<Pool>>,
+}
+
+impl MeshView {
+    /// Which described services are routed (to a non-internal pool), and which names get a
+    /// health status: those, plus routes that name a service (last segment capitalised) directly.
+    pub fn new(router: &Router, described: &[String], route_services: &[(String, Arc<Pool>)]) -> Self {
+        let mut view = MeshView::default();
+        for name in described {
+            if let Some(pool) = router.lookup(name)
+                && !BUILTIN_SERVICES.contains(&name.as_str())
+            {
+                view.listed.push(name.clone());
+                view.health.insert(name.clone(), pool.clone());
+            }
+        }
+        for (service, pool) in route_services {
+            let last = service.rsplit('.').next().unwrap_or("");
+            if last.starts_with(|c: char| c.is_ascii_uppercase()) {
+                view.health.entry(service.clone()).or_insert_with(|| pool.clone());
+            }
+        }
+        view.listed.sort();
+        view.listed.dedup();
+        view
+    }
+}
+
+/// The running internal server and health checker.
+pub(crate) struct Internal {
+    reporter: HealthReporter,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Replica health checking settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckSettings {
+    pub interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+fn reflection_builder(listed: &[String]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(meshwork_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in listed.iter().map(String::as_str).chain(BUILTIN_SERVICES.iter().copied()) {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
+impl Internal {
+    /// Starts the internal server on `listener` and the health checker. Must run inside the
+    /// internal runtime. The first round of health checks completes before this returns.
+    pub async fn start(
+        listener: std::net::TcpListener,
+        view: MeshView,
+        settings: CheckSettings,
+    ) -> Result<Internal, GatewayError> {
+        let addr = listener.local_addr().map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
+        listener.set_nonblocking(true).map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
+
+        let reflection_v1 = reflection_builder(&view.listed)
+            .build_v1()
+            .map_err(|e| GatewayError::Start(format!("reflection v1: {e}")))?;
+        let reflection_v1alpha = reflection_builder(&view.listed)
+            .build_v1alpha()
+            .map_err(|e| GatewayError::Start(format!("reflection v1alpha: {e}")))?;
+        let (reporter, health_server) = tonic_health::server::health_reporter();
+        for name in BUILTIN_SERVICES {
+            reporter.set_service_status(name, ServingStatus::Serving).await;
+        }
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut server_stop = stop_rx.clone();
+        let server = Server::builder()
+            .add_service(health_server)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = server_stop.wait_for(|stopped| *stopped).await;
+            });
+        let server_task = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "gateway internal gRPC server failed");
+            }
+        });
+
+        let mut checker = HealthChecker::new(&view.health, settings);
+        checker.round(&reporter).await;
+        let checker_reporter = reporter.clone();
+        let mut checker_stop = stop_rx;
+        let checker_task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.interval) => {}
+                    _ = checker_stop.wait_for(|stopped| *stopped) => break,
+                }
+                checker.round(&checker_reporter).await;
+            }
+        });
+
+        tracing::debug!(%addr, services = ?view.listed, "gateway internal gRPC server started");
+        Ok(Internal { reporter, stop, tasks: vec![server_task, checker_task] })
+    }
+
+    /// The health reporter (to change statuses from elsewhere).
+    pub fn reporter(&self) -> HealthReporter {
+        self.reporter.clone()
+    }
+
+    /// Marks the gateway as draining: overall health `""` becomes NOT_SERVING.
+    pub async fn set_draining(reporter: &HealthReporter) {
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+    }
+
+    /// Stops the server and the checker and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A pool, one lazily connected channel per replica, and the last known state per replica.
+type PoolProbe = (Arc<Pool>, Vec<Channel>, Vec<Option<bool>>);
+
+/// Periodic gRPC health checks of every replica of the pools that decide a service's health.
+struct HealthChecker {
+    /// Pool name -> its replicas' probes.
+    pools: BTreeMap<String, PoolProbe>,
+    /// Service name -> pool name.
+    services: BTreeMap<String, String>,
+    timeout: Duration,
+}
+
+impl HealthChecker {
+    fn new(health: &BTreeMap<String, Arc<Pool>>, settings: CheckSettings) -> Self {
+        let mut pools = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        for (service, pool) in health {
+            services.insert(service.clone(), pool.name().to_string());
+            pools.entry(pool.name().to_string()).or_insert_with(|| {
+                let channels = pool
+                    .replicas()
+                    .iter()
+                    .map(|addr| {
+                        Endpoint::from(grpc_uri(*addr))
+                            .connect_timeout(settings.connect_timeout)
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    })
+                    .collect();
+                (pool.clone(), channels, vec![None; pool.len()])
+            });
+        }
+        Self { pools, services, timeout: settings.connect_timeout + Duration::from_secs(1) }
+    }
+
+    /// Checks every replica once (concurrently) and publishes every service's status.
+    async fn round(&mut self, reporter: &HealthReporter) {
+        let mut checks = tokio::task::JoinSet::new();
+        for (pool_name, (_, channels, _)) in &self.pools {
+            for (idx, channel) in channels.iter().enumerate() {
+                let (pool_name, channel, timeout) = (pool_name.clone(), channel.clone(), self.timeout);
+                checks.spawn(async move { (pool_name, idx, check_replica(channel, timeout).await) });
+            }
+        }
+        let mut pool_up: BTreeSet<String> = BTreeSet::new();
+        while let Some(joined) = checks.join_next().await {
+            let Ok((pool_name, idx, up)) = joined else { continue };
+            if let Some((pool, _, states)) = self.pools.get_mut(&pool_name) {
+                let addr = pool.replicas()[idx];
+                if states[idx] != Some(up) {
+                    if up {
+                        tracing::info!(pool = %pool_name, replica = %addr, "replica is healthy");
+                    } else {
+                        tracing::warn!(pool = %pool_name, replica = %addr, "replica is not healthy");
+                    }
+                    states[idx] = Some(up);
+                }
+                if up {
+                    pool_up.insert(pool_name);
+                }
+            }
+        }
+        for (service, pool_name) in &self.services {
+            let status = if pool_up.contains(pool_name) { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status(service, status).await;
+        }
+    }
+}
+
+/// A replica is healthy when its overall gRPC health is SERVING, or when it answers gRPC but has
+/// no health service (UNIMPLEMENTED).
+async fn check_replica(channel: Channel, timeout: Duration) -> bool {
+    let mut client = HealthClient::new(channel);
+    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(response)) => {
+            response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        }
+        Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
+        Err(_) => false,
+    }
+}

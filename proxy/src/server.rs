@@ -1,0 +1,398 @@
+//! Starting and stopping the gateway: [`spawn`] runs the Pingora server on its own threads and
+//! returns a [`GatewayHandle`] once the port accepts connections; [`GatewayHandle::shutdown`]
+//! drains (stops accepting, sends HTTP/2 GOAWAY, lets in-flight calls finish up to the grace
+//! period) and returns when everything stopped; [`run`] does both around SIGINT/SIGTERM.
+//!
+//! Pingora's own shutdown waits a fixed grace period and owns the process signals. Here the
+//! proxy service is wrapped so that its shutdown watch is ours: draining starts when we say, we
+//! count in-flight requests and stop as soon as they are done, then tell Pingora (through a
+//! [`ShutdownSignalWatch`] of ours, never a process signal) to tear its runtimes down.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
+use pingora_proxy::ProxyServiceBuilder;
+use tokio::sync::watch;
+
+use crate::GatewayError;
+use crate::config::{BUILTIN_SERVICES, GatewayConfig};
+use crate::internal::{CheckSettings, Internal, MeshView, described_services};
+use crate::proxy::{GatewayProxy, ProxySettings};
+use crate::redirect::Resolver;
+use crate::routing::{Pool, Router};
+
+/// HTTP/2 flow-control window per stream, downstream and upstream.
+pub(crate) const H2_STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 flow-control window per connection, downstream and upstream.
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// How long [`spawn`] waits for the listener to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running gateway. Dropping it stops the gateway without waiting for in-flight calls.
+pub struct GatewayHandle {
+    listen: SocketAddr,
+    internal_addr: SocketAddr,
+    grace: Duration,
+    inflight: Arc<AtomicUsize>,
+    drain: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    server_thread: Option<JoinHandle<()>>,
+    internal: Option<Internal>,
+    runtime: InternalRuntime,
+}
+
+/// The gateway's internal runtime; dropping it never blocks (so that it may happen inside
+/// another runtime, where dropping a `Runtime` panics).
+struct InternalRuntime(Option<tokio::runtime::Runtime>);
+
+impl InternalRuntime {
+    fn get(&self) -> Option<&tokio::runtime::Runtime> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for InternalRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("listen", &self.listen)
+            .field("internal_addr", &self.internal_addr)
+            .field("inflight", &self.inflight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayHandle {
+    /// The address the gateway listens on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The address of the gateway's internal gRPC server (reflection and health).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
+    }
+
+    /// Requests being processed right now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Drains and stops: stops accepting, tells HTTP/2 clients GOAWAY, waits until in-flight calls
+    /// finish or the grace period ends, then stops the proxy and the internal server. Returns
+    /// when everything has stopped.
+    pub fn shutdown(mut self) -> Result<(), GatewayError> {
+        self.stop_all(true)
+    }
+
+    fn stop_all(&mut self, drain: bool) -> Result<(), GatewayError> {
+        let Some(server_thread) = self.server_thread.take() else { return Ok(()) };
+        let started = Instant::now();
+        if let (Some(internal), Some(runtime)) = (&self.internal, self.runtime.get()) {
+            let reporter = internal.reporter();
+            on_runtime(runtime, async move { Internal::set_draining(&reporter).await });
+        }
+        let _ = self.drain.send(true);
+        if drain {
+            let deadline = started + self.grace;
+            while self.inflight() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let left = self.inflight();
+            if left > 0 {
+                tracing::warn!(
+                    in_flight = left,
+                    grace_seconds = self.grace.as_secs(),
+                    "grace period over, cutting calls"
+                );
+            }
+        }
+        let _ = self.stop.send(true);
+        let joined = server_thread.join();
+        if let (Some(internal), Some(runtime)) = (self.internal.take(), self.runtime.get()) {
+            on_runtime(runtime, internal.stop());
+        }
+        drop(std::mem::replace(&mut self.runtime, InternalRuntime(None)));
+        tracing::info!(listen = %self.listen, elapsed_ms = started.elapsed().as_millis() as u64, "gateway stopped");
+        joined.map_err(|_| GatewayError::Stopped("the gateway server thread panicked".into()))
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_all(false) {
+            tracing::error!(error = %e, "gateway stop failed");
+        }
+    }
+}
+
+/// Tells Pingora to stop when our stop flag flips (instead of on a process signal).
+struct StopSignal(watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // An Err means the handle is gone: stop as well.
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Wraps the proxy service so that its listeners and connections watch our drain flag instead
+/// of Pingora's shutdown broadcast.
+struct Drainable<S> {
+    inner: S,
+    drain: ShutdownWatch,
+}
+
+#[async_trait]
+impl<S: ServiceWithDependents> ServiceWithDependents for Drainable<S> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        _shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        self.inner.start_service(fds, self.drain.clone(), listeners_per_fd, ready_notifier).await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+/// Resolves every pool's endpoints (the first address of each `host:port`).
+fn resolve_pools(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &config.pools {
+        let mut replicas = Vec::with_capacity(pool.endpoints.len());
+        for endpoint in &pool.endpoints {
+            let addr = endpoint
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
+                .map_err(|reason| GatewayError::Resolve { pool: name.clone(), endpoint: endpoint.clone(), reason })?;
+            replicas.push(addr);
+        }
+        pools.insert(name.clone(), Arc::new(Pool::new(name.clone(), replicas)));
+    }
+    Ok(pools)
+}
+
+/// Starts the gateway and returns once its port accepts connections.
+///
+/// Blocks the calling thread while starting (normally well under a second). It may be called
+/// from inside a tokio runtime, but then blocks that worker thread; prefer `spawn_blocking`.
+///
+/// Fails (with nothing left running) when the configuration is invalid, an endpoint does not
+/// resolve, or the port cannot be bound.
+pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+    config.validate()?;
+    let pools = resolve_pools(&config)?;
+    let listen = config.listen;
+    // Bind once ourselves so that "address in use" is a clean error rather than a failure inside
+    // Pingora's service thread.
+    drop(std::net::TcpListener::bind(listen).map_err(|source| GatewayError::Bind { addr: listen, source })?);
+
+    let runtime = InternalRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("meshwork-gw-internal")
+            .enable_all()
+            .build()
+            .map_err(|e| GatewayError::Start(format!("internal runtime: {e}")))?,
+    ));
+    let Some(rt) = runtime.get() else {
+        return Err(GatewayError::Start("internal runtime missing".into()));
+    };
+    let internal_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|source| GatewayError::Bind { addr: SocketAddr::from(([127, 0, 0, 1], 0)), source })?;
+    let internal_addr =
+        internal_listener.local_addr().map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
+    let internal_pool = Arc::new(Pool::new("gateway-internal", vec![internal_addr]));
+
+    let mut router = Router::new();
+    let mut route_services = Vec::new();
+    for route in &config.routes {
+        let pool = pools
+            .get(&route.pool)
+            .ok_or_else(|| GatewayError::Start(format!("route to unknown pool {}", route.pool)))?;
+        router.insert(route.service.clone(), pool.clone());
+        route_services.push((route.service.clone(), pool.clone()));
+    }
+    for name in BUILTIN_SERVICES {
+        router.insert(*name, internal_pool.clone());
+    }
+    let router = Arc::new(router);
+    let view = MeshView::new(&router, &described_services()?, &route_services);
+    let settings = CheckSettings {
+        interval: Duration::from_millis(config.health_check_interval_ms),
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+    };
+    let internal = on_runtime(rt, Internal::start(internal_listener, view, settings))
+        .ok_or_else(|| GatewayError::Start("the internal runtime stopped".into()))??;
+
+    let resolver = config.redirect.as_ref().and_then(|redirect| {
+        let pool = pools.get(&redirect.pool)?;
+        let _guard = rt.enter();
+        Some(Arc::new(Resolver::new(pool.replicas(), settings.connect_timeout)))
+    });
+
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let proxy = GatewayProxy::new(
+        router,
+        resolver,
+        inflight.clone(),
+        ProxySettings {
+            connect_timeout: settings.connect_timeout,
+            upstream_max_h2_streams: config.upstream_max_h2_streams,
+        },
+    );
+
+    let conf = ServerConf {
+        threads: config.threads,
+        // Draining is ours (see the module docs); Pingora only tears down once we are done.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = true;
+    let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
+        .name("meshwork-gateway")
+        .server_options(server_options)
+        .build();
+    if let Some(app) = service.app_logic_mut() {
+        // Pingora's defaults keep the header-list cap; raise the stream limit and the windows.
+        // Bigger windows also matter for h2 0.4.20's small-DATA-frame budget (half the
+        // connection window by default): every unary gRPC request is one small DATA frame, and
+        // with the 64 KiB default ~130 concurrent calls on one connection end it with GOAWAY
+        // ENHANCE_YOUR_CALM "too_many_data_frames".
+        let mut h2 = default_h2_options();
+        h2.max_concurrent_streams(config.max_concurrent_streams)
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .data_frame_budget(H2_CONNECTION_WINDOW as usize / 2);
+        app.h2_options = Some(h2);
+    }
+    service.add_tcp(&listen.to_string());
+    let (drain, drain_rx) = watch::channel(false);
+    server.add_service(Drainable { inner: service, drain: drain_rx });
+
+    let (stop, stop_rx) = watch::channel(false);
+    let server_thread = std::thread::Builder::new()
+        .name("meshwork-gateway".into())
+        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(StopSignal(stop_rx)) }))
+        .map_err(|e| GatewayError::Start(format!("cannot start the gateway thread: {e}")))?;
+
+    let mut handle = GatewayHandle {
+        listen,
+        internal_addr,
+        grace: Duration::from_secs(config.grace_period_seconds),
+        inflight,
+        drain,
+        stop,
+        server_thread: Some(server_thread),
+        internal: Some(internal),
+        runtime,
+    };
+    if let Err(e) = wait_until_listening(&handle) {
+        let _ = handle.stop_all(false);
+        return Err(e);
+    }
+    tracing::info!(%listen, threads = config.threads, routes = config.routes.len(), "gateway listening");
+    Ok(handle)
+}
+
+/// Runs `fut` on `runtime` and blocks the calling thread until it finishes (`None` if the task
+/// died). Unlike `Runtime::block_on` this also works from inside another tokio runtime, so
+/// `spawn` and `shutdown` may be called from async code (they block that worker thread briefly).
+fn on_runtime<F>(runtime: &tokio::runtime::Runtime, fut: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().ok()
+}
+
+fn wait_until_listening(handle: &GatewayHandle) -> Result<(), GatewayError> {
+    let mut probe = handle.listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match probe {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let started = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if handle.server_thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return Err(GatewayError::Start("the gateway server stopped while starting".into()));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(GatewayError::Start(format!(
+                "{} did not accept connections within {START_TIMEOUT:?}",
+                handle.listen
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the gateway until SIGINT or SIGTERM, then drains and returns.
+pub fn run(config: GatewayConfig) -> Result<(), GatewayError> {
+    let handle = spawn(config)?;
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| GatewayError::Start(format!("signal runtime: {e}")))?;
+    let signal = signals.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok::<_, std::io::Error>(tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        })
+    });
+    match signal {
+        Ok(name) => tracing::info!(signal = name, "shutting down the gateway"),
+        Err(e) => tracing::error!(error = %e, "cannot watch signals; shutting down the gateway"),
+    }
+    handle.shutdown()
+}
