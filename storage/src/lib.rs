@@ -263,7 +263,6 @@ pub trait Store: Send + Sync + 'static {
 /// A shared handle to any backend.
 pub type DynStore = Arc<dyn Store>;
 
-
 pub mod embedded;
 pub mod etcd;
 pub mod memory;
