@@ -244,7 +244,10 @@ impl Shortener {
             0 => 10,
             1..=100 => top as usize,
             _ => {
-                return Err(ServiceError::invalid("top_referrers", format!("must be 1 to 100 (0 means 10), got {top}")));
+                return Err(ServiceError::invalid(
+                    "top_referrers",
+                    format!("must be 1 to 100 (0 means 10), got {top}"),
+                ));
             }
         };
         match self.record(code).await? {
