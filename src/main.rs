@@ -8,6 +8,11 @@ mod run;
 
 use clap::Parser;
 
+// The gateway's hot path is allocation-heavy (Pingora's per-request state, h2 frames, header
+// maps): with glibc malloc a quarter of its CPU time went to malloc/free (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     meshwork_observability::init("info,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn");
