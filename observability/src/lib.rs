@@ -1,16 +1,15 @@
-//! Tracing for every meshwork process: structured `tracing` output filtered by `RUST_LOG`
-//! (default `info`). OTLP export, propagation and the embedded trace view land with the
-//! observability issue.
+//! Observability for every meshwork process: `tracing` everywhere, exported as OpenTelemetry
+//! spans over OTLP/gRPC (batch processor, parent-based ratio sampling, configured by the
+//! standard `OTEL_*` variables), W3C `traceparent` propagation for tonic clients and servers and
+//! for the gateway, log lines that carry `trace_id`/`span_id`, and the embedded trace backend
+//! (`collector`): an OTLP receiver, a bounded trace store, the Jaeger query API (v1 and v3) and
+//! a built-in web page.
 
 #![forbid(unsafe_code)]
 
-use tracing_subscriber::EnvFilter;
+pub mod collector;
+pub mod grpc;
+pub mod propagation;
+pub mod telemetry;
 
-/// Installs the global subscriber: human-readable lines to stderr, or JSON lines when
-/// `MESHWORK_LOG_FORMAT=json`. Calling it twice is harmless.
-pub fn init(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let json = std::env::var("MESHWORK_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
-}
+pub use telemetry::{TelemetryConfig, TelemetryGuard, init, init_logs_only};

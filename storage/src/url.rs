@@ -62,13 +62,14 @@ impl std::fmt::Display for StoreUrl {
     }
 }
 
-/// Opens the backend named by `url`.
+/// Opens the backend named by `url`, wrapped so that every operation is traced.
 pub async fn open(url: &StoreUrl) -> Result<DynStore> {
-    match url {
-        StoreUrl::Memory => Ok(Arc::new(crate::memory::MemoryStore::new())),
-        StoreUrl::Embedded(dir) => Ok(Arc::new(crate::embedded::EmbeddedStore::open(dir).await?)),
-        StoreUrl::Etcd(endpoints) => Ok(Arc::new(crate::etcd::EtcdStore::connect(endpoints.clone()).await?)),
-    }
+    let backend: DynStore = match url {
+        StoreUrl::Memory => Arc::new(crate::memory::MemoryStore::new()),
+        StoreUrl::Embedded(dir) => Arc::new(crate::embedded::EmbeddedStore::open(dir).await?),
+        StoreUrl::Etcd(endpoints) => Arc::new(crate::etcd::EtcdStore::connect(endpoints.clone()).await?),
+    };
+    Ok(Arc::new(crate::traced::TracedStore::new(backend)))
 }
 
 #[cfg(test)]

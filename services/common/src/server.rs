@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Full;
+use meshwork_observability::grpc::ServerTraceLayer;
 use meshwork_storage::DynStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,6 +25,9 @@ use crate::clock::Clock;
 
 /// Largest request or response message a service accepts, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a stopping server waits for in-flight calls and open connections.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Concurrent h2 streams allowed per client connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -97,6 +101,7 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let mut names = Vec::new();
+    let mut labels = Vec::new();
     let mut hooks = Vec::new();
     let mut routes = Routes::default();
     for service in services {
@@ -104,6 +109,7 @@ pub async fn serve(
             health.set_service_status(*name, ServingStatus::Serving).await;
             names.push(*name);
         }
+        labels.push(service.name);
         hooks.extend(service.on_shutdown);
         routes = (service.register)(routes);
     }
@@ -112,8 +118,11 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, services = ?names, "serving");
     let drain_health = health.clone();
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let drain_started = draining.clone();
     let signal = async move {
         shutdown.await;
+        drain_started.notify_one();
         // Tell health checkers first, so balancers stop sending new calls.
         for name in &names {
             drain_health.set_service_status(*name, ServingStatus::NotServing).await;
@@ -121,15 +130,24 @@ pub async fn serve(
         drain_health.set_service_status("", ServingStatus::NotServing).await;
     };
 
-    tonic::transport::Server::builder()
+    let label = labels.join(",");
+    let server = tonic::transport::Server::builder()
+        .layer(ServerTraceLayer::new(&label))
         .layer(CatchPanicLayer::custom(panic_response))
-        .trace_fn(|request| tracing::info_span!("grpc", otel.kind = "server", rpc.method = %request.uri().path()))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_routes(routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    // In-flight calls get DRAIN_TIMEOUT to finish; a client that never closes its connection
+    // must not hold the process (and the flush hooks below) forever.
+    tokio::select! {
+        result = server => result?,
+        _ = async {
+            draining.notified().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => tracing::warn!(?addr, timeout = ?DRAIN_TIMEOUT, "drain timed out; closing remaining connections"),
+    }
 
     for hook in hooks {
         hook().await;

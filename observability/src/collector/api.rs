@@ -1,0 +1,314 @@
+//! The HTTP query API on the trace view's port: Jaeger v1 (`/api/...`, for Grafana and the
+//! classic UI) and v3 (`/api/v3/...`, for the current Jaeger UI), both over the same store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::jaeger::{self, envelope, error, kind_name, parse_trace_id, v1_trace, v3_traces};
+use super::store::{TraceQuery, TraceStore};
+
+type Params = Query<HashMap<String, String>>;
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(error(400, &message))).into_response()
+}
+
+/// Parses a Go-style duration (`1.5s`, `100ms`, `20us`, `2m`) into nanoseconds.
+pub fn parse_duration_ns(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    };
+    (value >= 0.0).then_some((value * scale) as u64)
+}
+
+/// Parses an RFC 3339 time (`2026-11-28T10:00:00Z`, fractional seconds and offsets allowed)
+/// into Unix nanoseconds.
+pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        let mut f = frac[..digits].to_string();
+        f.truncate(9);
+        nanos = format!("{f:0<9}").parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    u64::try_from(secs).ok().map(|s| s * 1_000_000_000 + nanos as u64)
+}
+
+fn micros(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, String> {
+    match params.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|us| Some(us.saturating_mul(1000)))
+            .map_err(|_| format!("{key}: {v:?} is not a time in microseconds")),
+    }
+}
+
+fn duration(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, String> {
+    match params.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse_duration_ns(v)
+            .map(Some)
+            .ok_or_else(|| format!("{key}: {v:?} is not a duration like 1.2s")),
+    }
+}
+
+fn limit(params: &HashMap<String, String>, key: &str) -> Result<usize, String> {
+    match params.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(20),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= 10_000 => Ok(n),
+            _ => Err(format!("{key}: {v:?} must be a number up to 10000")),
+        },
+    }
+}
+
+/// `GET /api/services`.
+pub async fn v1_services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
+    let services = store.services();
+    let total = services.len();
+    Json(envelope(json!(services), total))
+}
+
+/// `GET /api/services/{service}/operations`.
+pub async fn v1_service_operations(State(store): State<Arc<TraceStore>>, Path(service): Path<String>) -> Json<Value> {
+    let mut names: Vec<String> = store.operations(&service).into_iter().map(|(n, _)| n).collect();
+    names.dedup();
+    let total = names.len();
+    Json(envelope(json!(names), total))
+}
+
+/// `GET /api/operations?service=&spanKind=`.
+pub async fn v1_operations(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let Some(service) = p.get("service").filter(|s| !s.is_empty()) else {
+        return bad_request("service: parameter required".into());
+    };
+    let kind = p.get("spanKind").filter(|k| !k.is_empty());
+    let ops: Vec<Value> = store
+        .operations(service)
+        .into_iter()
+        .filter(|(_, k)| kind.is_none_or(|want| want == kind_name(*k)))
+        .map(|(name, k)| json!({ "name": name, "spanKind": kind_name(k) }))
+        .collect();
+    let total = ops.len();
+    Json(envelope(json!(ops), total)).into_response()
+}
+
+/// `GET /api/traces?service=&operation=&tags=&minDuration=&maxDuration=&start=&end=&limit=`.
+pub async fn v1_search(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let query = match v1_query(&p) {
+        Ok(q) => q,
+        Err(message) => return bad_request(message),
+    };
+    let traces: Vec<Value> = store.search(&query).iter().map(v1_trace).collect();
+    let total = traces.len();
+    Json(envelope(json!(traces), total)).into_response()
+}
+
+fn v1_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
+    let tags = match p.get("tags").filter(|t| !t.is_empty()) {
+        None => Vec::new(),
+        Some(t) => match serde_json::from_str::<HashMap<String, Value>>(t) {
+            Ok(map) => map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect(),
+            Err(_) => return Err(format!("tags: {t:?} is not a JSON object")),
+        },
+    };
+    Ok(TraceQuery {
+        service: p.get("service").filter(|s| !s.is_empty()).cloned(),
+        operation: p.get("operation").filter(|s| !s.is_empty()).cloned(),
+        tags,
+        min_duration_ns: duration(p, "minDuration")?,
+        max_duration_ns: duration(p, "maxDuration")?,
+        start_min_ns: micros(p, "start")?,
+        start_max_ns: micros(p, "end")?,
+        errors_only: p.get("errors").is_some_and(|v| v == "true"),
+        limit: limit(p, "limit")?,
+    })
+}
+
+/// `GET /api/traces/{id}`.
+pub async fn v1_trace_by_id(State(store): State<Arc<TraceStore>>, Path(id): Path<String>) -> Response {
+    let Some(trace_id) = parse_trace_id(&id) else {
+        return bad_request(format!("trace id {id:?} is not hex"));
+    };
+    match store.trace(&trace_id) {
+        Some(t) => Json(envelope(json!([v1_trace(&t)]), 1)).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(error(404, "trace not found"))).into_response(),
+    }
+}
+
+/// `GET /api/dependencies?endTs=&lookback=` (milliseconds).
+pub async fn v1_dependencies(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let ms = |k: &str| p.get(k).and_then(|v| v.parse::<u64>().ok());
+    let end_ns = ms("endTs").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
+    let lookback_ns = ms("lookback").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
+    let edges: Vec<Value> = store
+        .dependencies(end_ns.saturating_sub(lookback_ns), end_ns)
+        .into_iter()
+        .map(|(parent, child, calls)| json!({ "parent": parent, "child": child, "callCount": calls }))
+        .collect();
+    let total = edges.len();
+    Json(envelope(json!(edges), total)).into_response()
+}
+
+/// `GET /api/v3/services`.
+pub async fn v3_services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
+    Json(json!({ "services": store.services() }))
+}
+
+/// `GET /api/v3/operations?service=&span_kind=`.
+pub async fn v3_operations(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let Some(service) = p.get("service").filter(|s| !s.is_empty()) else {
+        return bad_request("service: parameter required".into());
+    };
+    let kind = p.get("span_kind").filter(|k| !k.is_empty());
+    let ops: Vec<Value> = store
+        .operations(service)
+        .into_iter()
+        .filter(|(_, k)| kind.is_none_or(|want| want == kind_name(*k)))
+        .map(|(name, k)| json!({ "name": name, "spanKind": kind_name(k) }))
+        .collect();
+    Json(json!({ "operations": ops })).into_response()
+}
+
+/// `GET /api/v3/traces/{id}`.
+pub async fn v3_trace_by_id(State(store): State<Arc<TraceStore>>, Path(id): Path<String>) -> Response {
+    let Some(trace_id) = parse_trace_id(&id) else {
+        return bad_request(format!("trace id {id:?} is not hex"));
+    };
+    match store.trace(&trace_id) {
+        Some(t) => Json(json!({ "result": v3_traces(&[t]) })).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": { "httpCode": 404, "message": "trace not found" } })))
+            .into_response(),
+    }
+}
+
+fn v3_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
+    let time = |key: &str| -> Result<Option<u64>, String> {
+        match p.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => {
+                parse_rfc3339_ns(v).map(Some).ok_or_else(|| format!("{key}: {v:?} is not RFC 3339"))
+            }
+        }
+    };
+    let tags =
+        p.iter().filter_map(|(k, v)| k.strip_prefix("query.attributes.").map(|k| (k.to_string(), v.clone()))).collect();
+    Ok(TraceQuery {
+        service: p.get("query.service_name").filter(|s| !s.is_empty()).cloned(),
+        operation: p.get("query.operation_name").filter(|s| !s.is_empty()).cloned(),
+        tags,
+        min_duration_ns: duration(p, "query.duration_min")?,
+        max_duration_ns: duration(p, "query.duration_max")?,
+        start_min_ns: time("query.start_time_min")?,
+        start_max_ns: time("query.start_time_max")?,
+        errors_only: false,
+        limit: limit(p, "query.search_depth")?,
+    })
+}
+
+/// `GET /api/v3/traces?query.service_name=&query.start_time_min=&...`.
+pub async fn v3_search(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let query = match v3_query(&p) {
+        Ok(q) => q,
+        Err(message) => return bad_request(message),
+    };
+    Json(json!({ "result": v3_traces(&store.search(&query)) })).into_response()
+}
+
+/// `GET /api/v3/trace-summaries?...` (same parameters as the search): one line per trace.
+pub async fn v3_summaries(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
+    let query = match v3_query(&p) {
+        Ok(q) => q,
+        Err(message) => return bad_request(message),
+    };
+    let summaries: Vec<Value> = store
+        .search(&query)
+        .iter()
+        .map(|t| {
+            let root = t.spans.iter().zip(&t.services).find(|(s, _)| s.span.parent_span_id.is_empty());
+            let mut services = t.services.clone();
+            services.sort();
+            services.dedup();
+            json!({
+                "traceId": jaeger::hex(&t.trace_id),
+                "rootServiceName": root.map(|(_, s)| s.clone()).unwrap_or_default(),
+                "rootSpanName": root.map(|(s, _)| s.span.name.clone()).unwrap_or_default(),
+                "startTimeUnixNano": t.start_ns().to_string(),
+                "durationNanos": t.duration_ns().to_string(),
+                "spanCount": t.spans.len(),
+                "errorCount": t.spans.iter().filter(|s| s.span.status.as_ref().is_some_and(|st| st.code == 2)).count(),
+                "services": services,
+            })
+        })
+        .collect();
+    Json(json!({ "summaries": summaries })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times_parse() {
+        assert_eq!(parse_duration_ns("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration_ns("100ms"), Some(100_000_000));
+        assert_eq!(parse_duration_ns("20us"), Some(20_000));
+        assert_eq!(parse_duration_ns("2m"), Some(120_000_000_000));
+        assert_eq!(parse_duration_ns("fast"), None);
+        assert_eq!(parse_duration_ns("10parsecs"), None);
+        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:01Z"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00.5Z"), Some(1_795_860_000_500_000_000));
+        assert_eq!(parse_rfc3339_ns("2026-11-28T11:00:00+01:00"), Some(1_795_860_000_000_000_000));
+        assert_eq!(parse_rfc3339_ns("2026-13-28T10:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ns("yesterday"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! The embedded trace backend that `meshwork up` (and `meshwork traces`) starts, so traces work
+//! with nothing installed: an OTLP receiver (gRPC on 4317, HTTP on 4318), a bounded in-memory
+//! trace store, the Jaeger query API (v1 and v3) and a built-in web page on 16686.
+
+pub mod api;
+pub mod jaeger;
+pub mod otlp;
+pub mod store;
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use store::{StoreLimits, TraceQuery, TraceStore};
+
+/// Where the collector listens and how much it keeps.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// OTLP/gRPC receiver (Jaeger's and the OTel Collector's default port is 4317).
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP receiver, `POST /v1/traces` (default port 4318).
+    pub otlp_http: SocketAddr,
+    /// Jaeger query API and the web page (default port 16686).
+    pub query: SocketAddr,
+    pub limits: StoreLimits,
+}
+
+impl CollectorConfig {
+    /// Returns the default ports on `host`.
+    pub fn on_host(host: std::net::IpAddr) -> Self {
+        CollectorConfig {
+            otlp_grpc: SocketAddr::new(host, 4317),
+            otlp_http: SocketAddr::new(host, 4318),
+            query: SocketAddr::new(host, 16686),
+            limits: StoreLimits::default(),
+        }
+    }
+}
+
+/// Errors of starting the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+}
+
+/// A running collector.
+pub struct Collector {
+    pub store: Arc<TraceStore>,
+    /// Bound addresses (the configured ones, with real ports when 0 was asked).
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub query: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub(crate) fn store_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr).await.map_err(|source| CollectorError::Bind { addr, what, source })
+}
+
+/// Returns the query API and web page router over `store`.
+pub fn query_router(store: Arc<TraceStore>) -> Router {
+    Router::new()
+        .route("/", get(web::index))
+        .route("/api/services", get(api::v1_services))
+        .route("/api/services/{service}/operations", get(api::v1_service_operations))
+        .route("/api/operations", get(api::v1_operations))
+        .route("/api/traces", get(api::v1_search))
+        .route("/api/traces/{id}", get(api::v1_trace_by_id))
+        .route("/api/dependencies", get(api::v1_dependencies))
+        .route("/api/v3/services", get(api::v3_services))
+        .route("/api/v3/operations", get(api::v3_operations))
+        .route("/api/v3/traces", get(api::v3_search))
+        .route("/api/v3/traces/{id}", get(api::v3_trace_by_id))
+        .route("/api/v3/trace-summaries", get(api::v3_summaries))
+        .with_state(store)
+}
+
+impl Collector {
+    /// Binds every port (failing before anything runs when one is taken) and starts serving.
+    pub async fn start(config: CollectorConfig) -> Result<Collector, CollectorError> {
+        let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
+        let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
+        let query_listener = bind(config.query, "trace query API").await?;
+        let (otlp_grpc, otlp_http, query) = (
+            grpc_listener.local_addr().unwrap_or(config.otlp_grpc),
+            http_listener.local_addr().unwrap_or(config.otlp_http),
+            query_listener.local_addr().unwrap_or(config.query),
+        );
+        let store = Arc::new(TraceStore::new(config.limits));
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+
+        let receiver = TraceServiceServer::new(otlp::OtlpGrpc { store: store.clone() })
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(otlp::MAX_EXPORT_BYTES);
+        let grpc_stop = until_stopped();
+        let grpc = tokio::spawn(async move {
+            let incoming = tokio_stream_listener(grpc_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(receiver)
+                .serve_with_incoming_shutdown(incoming, grpc_stop)
+                .await
+            {
+                tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
+            }
+        });
+
+        let http_app = Router::new()
+            .route("/v1/traces", post(otlp::http_export))
+            .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT_BYTES))
+            .with_state(store.clone());
+        let http_stop = until_stopped();
+        let http = tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, http_app).with_graceful_shutdown(http_stop).await {
+                tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
+            }
+        });
+
+        let query_app = query_router(store.clone());
+        let query_stop = until_stopped();
+        let query_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(query_listener, query_app).with_graceful_shutdown(query_stop).await {
+                tracing::error!(error = %e, "trace query API stopped");
+            }
+        });
+        tracing::info!(%otlp_grpc, %otlp_http, %query, "trace collector ready");
+        Ok(Collector { store, otlp_grpc, otlp_http, query, stop, tasks: vec![grpc, http, query_task] })
+    }
+
+    /// Stops every listener and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn tokio_stream_listener(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let next = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((next, listener))
+    })
+}

@@ -1,0 +1,124 @@
+//! A tower layer for tonic servers: one SERVER span per call, child of the caller's
+//! `traceparent`, with the OpenTelemetry RPC attributes and the gRPC status of the answer.
+//!
+//! Tonic sends handler errors as trailers-only responses (the status in the headers), so the
+//! status is read from the response headers; a call that fails in the middle of a stream is
+//! recorded as OK (its status is only in the trailers).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Span attribute naming the logical service of a span, for processes that host several
+/// (`meshwork up`): the trace view shows spans under it instead of the process's name.
+pub const SERVICE_ATTRIBUTE: &str = "meshwork.service";
+
+/// Adds a SERVER span to every gRPC call (health checks and reflection excepted).
+#[derive(Debug, Clone)]
+pub struct ServerTraceLayer {
+    service: Arc<str>,
+}
+
+impl ServerTraceLayer {
+    /// Returns the layer; `service` is the logical service name shown in traces.
+    pub fn new(service: &str) -> Self {
+        ServerTraceLayer { service: service.into() }
+    }
+}
+
+impl<S> Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+
+    fn layer(&self, inner: S) -> ServerTrace<S> {
+        ServerTrace { inner, service: self.service.clone() }
+    }
+}
+
+/// The service of [`ServerTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerTrace<S> {
+    inner: S,
+    service: Arc<str>,
+}
+
+/// Returns true for calls that are not worth a span (health probes, reflection).
+fn untraced(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Returns whether a gRPC code counts as a server error (OpenTelemetry RPC conventions).
+pub fn is_server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+impl<S, B, RB> Service<http::Request<B>> for ServerTrace<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if untraced(path) {
+            return Box::pin(inner.call(request));
+        }
+        let name = path.trim_start_matches('/');
+        let (service, method) = name.split_once('/').unwrap_or((name, ""));
+        let span = tracing::info_span!(
+            target: "meshwork::grpc",
+            "grpc.server",
+            otel.name = %name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = Empty,
+            meshwork.service = &*self.service,
+            trace_id = Empty,
+        );
+        let _ = span.set_parent(crate::propagation::extract(request.headers()));
+        let trace_id = {
+            use opentelemetry::trace::TraceContextExt;
+            span.context().span().span_context().trace_id()
+        };
+        span.record("trace_id", tracing::field::display(trace_id));
+        let recorder = span.clone();
+        let future = inner.call(request);
+        Box::pin(
+            async move {
+                let result = future.await;
+                if let Ok(response) = &result {
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .unwrap_or(0);
+                    recorder.record("rpc.grpc.status_code", code);
+                    if is_server_error(code) {
+                        recorder.record("otel.status_code", "ERROR");
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

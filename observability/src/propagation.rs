@@ -1,0 +1,96 @@
+//! W3C trace-context propagation (`traceparent`, `tracestate`) over HTTP headers and gRPC
+//! metadata: extract the caller's context on the way in, inject the current one on the way out.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
+        {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Returns the remote context carried by `headers` (an empty context when there is none).
+pub fn extract(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Writes `cx` into `headers` as `traceparent` (and `tracestate`).
+pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
+    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+}
+
+/// Returns the `(name, value)` header pairs that carry `cx` (for proxies whose header type is
+/// not an `http::HeaderMap`, such as Pingora's `RequestHeader`).
+pub fn headers_for(cx: &Context) -> Vec<(String, String)> {
+    let mut map = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut map);
+    map.into_iter().collect()
+}
+
+/// Returns the context of the current `tracing` span.
+pub fn current() -> Context {
+    tracing::Span::current().context()
+}
+
+/// A tonic client interceptor that sends the current span's context with every call, so
+/// service-to-service calls join the caller's trace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceInterceptor;
+
+impl tonic::service::Interceptor for TraceInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut headers = http::HeaderMap::new();
+        inject(&current(), &mut headers);
+        for (name, value) in headers.iter() {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()),
+                tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+
+    #[test]
+    fn traceparent_round_trips() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+        let cx = extract(&headers);
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let mut out = http::HeaderMap::new();
+        inject(&cx, &mut out);
+        assert_eq!(out.get("traceparent").unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(headers_for(&cx).iter().any(|(k, _)| k == "traceparent"));
+        assert!(!extract(&http::HeaderMap::new()).span().span_context().is_valid());
+    }
+}

@@ -1,0 +1,257 @@
+//! Process-wide tracing setup: a log layer (human or JSON lines on stderr, each carrying the
+//! current `trace_id` and `span_id`) and, when an OTLP endpoint is configured, an
+//! OpenTelemetry layer exporting meshwork's own spans through a bounded batch processor.
+//!
+//! Configuration follows the OpenTelemetry SDK variables: `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`
+//! (`always_on`, `always_off`, `traceidratio`, `parentbased_*`; default parent-based always-on),
+//! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`.
+//! Spans are dropped, never waited for, when the queue is full or the collector is down.
+
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::{FmtSpan, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Errors of telemetry setup.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("{variable}={value:?}: {reason}")]
+    BadVariable { variable: &'static str, value: String, reason: String },
+}
+
+/// How a process traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// `service.name` of this process.
+    pub service_name: String,
+    /// OTLP/gRPC endpoint (`http://host:4317`); `None` exports nothing.
+    pub otlp_endpoint: Option<String>,
+    /// The sampler of root spans (children follow their parent).
+    pub sampler: SamplerConfig,
+    /// Log filter when `RUST_LOG` is not set.
+    pub default_log_filter: String,
+    /// Most spans queued for export before new ones are dropped.
+    pub max_queue_size: usize,
+}
+
+/// Which root spans are sampled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerConfig {
+    AlwaysOn,
+    AlwaysOff,
+    /// Parent-based, sampling this share of new traces.
+    Ratio(f64),
+}
+
+impl TelemetryConfig {
+    /// Returns the configuration for `service_name` from the `OTEL_*` environment, with
+    /// `default_endpoint` used when no endpoint variable is set.
+    pub fn from_env(service_name: &str, default_endpoint: Option<String>) -> Result<Self, TelemetryError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint = if disabled {
+            None
+        } else {
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .or(default_endpoint)
+        };
+        let endpoint = endpoint.map(|e| normalise_endpoint(&e));
+        let ratio = match var("OTEL_TRACES_SAMPLER_ARG") {
+            None => 1.0,
+            Some(v) => match v.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    return Err(TelemetryError::BadVariable {
+                        variable: "OTEL_TRACES_SAMPLER_ARG",
+                        value: v,
+                        reason: "must be a number from 0 to 1".into(),
+                    });
+                }
+            },
+        };
+        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref() {
+            None | Some("parentbased_always_on") | Some("always_on") => {
+                if ratio < 1.0 && var("OTEL_TRACES_SAMPLER").is_none() {
+                    SamplerConfig::Ratio(ratio)
+                } else {
+                    SamplerConfig::AlwaysOn
+                }
+            }
+            Some("always_off") | Some("parentbased_always_off") => SamplerConfig::AlwaysOff,
+            Some("traceidratio") | Some("parentbased_traceidratio") => SamplerConfig::Ratio(ratio),
+            Some(other) => {
+                return Err(TelemetryError::BadVariable {
+                    variable: "OTEL_TRACES_SAMPLER",
+                    value: other.into(),
+                    reason: "use always_on, always_off, traceidratio or a parentbased_ variant".into(),
+                });
+            }
+        };
+        let max_queue_size = match var("OTEL_BSP_MAX_QUEUE_SIZE") {
+            None => 2048,
+            Some(v) => v.parse().map_err(|_| TelemetryError::BadVariable {
+                variable: "OTEL_BSP_MAX_QUEUE_SIZE",
+                value: v,
+                reason: "must be a positive integer".into(),
+            })?,
+        };
+        Ok(TelemetryConfig {
+            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_string()),
+            otlp_endpoint: endpoint,
+            sampler,
+            default_log_filter: "info".into(),
+            max_queue_size,
+        })
+    }
+}
+
+/// Adds `http://` to a schemeless endpoint: in opentelemetry-otlp 0.33 a schemeless endpoint
+/// means https, which a loopback collector does not speak.
+pub fn normalise_endpoint(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
+}
+
+/// Keeps the exporter alive; [`TelemetryGuard::shutdown`] flushes queued spans.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops the exporter, waiting at most 5 seconds (a dead collector must not
+    /// hold up the process's exit). Blocks: call it from a blocking thread (for example
+    /// `tokio::task::spawn_blocking`), never from a current-thread runtime.
+    pub fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("meshwork: flushing traces: {e}");
+        }
+    }
+
+    /// Returns true when spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+/// Targets whose spans are exported: meshwork's own crates only (h2, hyper, tonic and the
+/// embedded collector's own handlers stay out, or every export would trace itself).
+fn exported_targets() -> Targets {
+    Targets::new()
+        .with_target("meshwork_observability::collector", LevelFilter::OFF)
+        .with_target("meshwork::storage", LevelFilter::DEBUG)
+        .with_target("meshwork", LevelFilter::INFO)
+}
+
+fn log_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Installs logging only (no export), for commands that do not serve (e.g. `meshwork load`).
+pub fn init_logs_only(default_filter: &str) {
+    let _ = tracing_subscriber::registry().with(log_layer().with_filter(log_filter(default_filter))).try_init();
+}
+
+/// Installs the global subscriber. Must run inside a Tokio runtime that outlives the returned
+/// guard (the OTLP exporter's connection lives on it).
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let logs = log_layer().with_filter(log_filter(&config.default_log_filter));
+    let Some(endpoint) = &config.otlp_endpoint else {
+        let _ = tracing_subscriber::registry().with(logs).try_init();
+        return Ok(TelemetryGuard { provider: None });
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .with_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(config.max_queue_size)
+                .with_max_export_batch_size(512.min(config.max_queue_size))
+                .with_scheduled_delay(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let sampler = match config.sampler {
+        SamplerConfig::AlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::AlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::Ratio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_sampler(sampler)
+        .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
+        .build();
+    let tracer = provider.tracer("meshwork");
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(exported_targets());
+    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    Ok(TelemetryGuard { provider: Some(provider) })
+}
+
+fn log_layer<S>() -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let json = std::env::var("MESHWORK_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
+    if json {
+        // JSON lines carry the ids through the span list (`trace_id` is recorded on server spans).
+        base.json().boxed()
+    } else {
+        base.event_format(TraceIds { inner: format() }).boxed()
+    }
+}
+
+/// Prefixes every log line with the `trace_id` and `span_id` of the span it was logged in.
+struct TraceIds<F> {
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for TraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let span = tracing::Span::current();
+        if !span.is_none() {
+            let cx = span.context();
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                write!(writer, "trace_id={} span_id={} ", sc.trace_id(), sc.span_id())?;
+            }
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
+}
