@@ -14,6 +14,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics;
+
 /// Span attribute naming the logical service of a span, for processes that host several
 /// (`meshwork up`): the trace view shows spans under it instead of the process's name.
 pub const SERVICE_ATTRIBUTE: &str = "meshwork.service";
@@ -49,6 +51,30 @@ pub struct ServerTrace<S> {
 /// Returns true for calls that are not worth a span (health probes, reflection).
 fn untraced(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Returns the canonical name of a gRPC status code (`OK`, `NOT_FOUND`...).
+pub fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
 }
 
 /// Returns whether a gRPC code counts as a server error (OpenTelemetry RPC conventions).
@@ -100,6 +126,8 @@ where
         };
         span.record("trace_id", tracing::field::display(trace_id));
         let recorder = span.clone();
+        let (service, method) = (service.to_string(), method.to_string());
+        let started = std::time::Instant::now();
         let future = inner.call(request);
         Box::pin(
             async move {
@@ -115,6 +143,10 @@ where
                     if is_server_error(code) {
                         recorder.record("otel.status_code", "ERROR");
                     }
+                    metrics::GRPC_SERVER_REQUESTS.with_label_values(&[&service, &method, code_name(code)]).inc();
+                    metrics::GRPC_SERVER_DURATION
+                        .with_label_values(&[&service, &method])
+                        .observe(started.elapsed().as_secs_f64());
                 }
                 result
             }

@@ -9,6 +9,7 @@
 
 pub mod collector;
 pub mod grpc;
+pub mod metrics;
 pub mod propagation;
 pub mod telemetry;
 

@@ -1,9 +1,14 @@
 //! A [`Store`] wrapper that records one INTERNAL span per storage operation (backend,
-//! operation, key prefix, sizes; never keys in full or values), so traces show where a call
-//! spends its time. Spans are at DEBUG level under the `meshwork::storage` target: free when
-//! neither logs nor trace export ask for them.
+//! operation, key prefix; never keys in full or values), so traces show where a call spends its
+//! time, and the latency and failures of each operation as Prometheus metrics. Spans are at
+//! DEBUG level under the `meshwork::storage` target: free when neither logs nor trace export
+//! ask for them.
+
+use std::future::Future;
+use std::time::Instant;
 
 use futures::stream::BoxStream;
+use meshwork_observability::metrics::{STORAGE_DURATION, STORAGE_ERRORS};
 use tracing::Instrument;
 
 use crate::{Condition, Direction, DynStore, KeyRange, Limits, Mutation, Page, Result, Store, Versioned, WatchEvent};
@@ -14,8 +19,12 @@ pub struct TracedStore {
 }
 
 impl TracedStore {
-    /// Returns `inner` with storage spans.
+    /// Returns `inner` with storage spans and metrics.
     pub fn new(inner: DynStore) -> Self {
+        // Error counters start at zero, so that dashboards show a series before the first failure.
+        for operation in ["get", "scan", "write", "flush"] {
+            STORAGE_ERRORS.with_label_values(&[inner.backend(), operation]);
+        }
         TracedStore { inner }
     }
 }
@@ -29,6 +38,25 @@ pub fn key_prefix(key: &[u8]) -> String {
         end = i + 1;
     }
     if end == 0 { text.chars().take(32).collect() } else { text[..end].to_string() }
+}
+
+impl TracedStore {
+    /// Runs one operation inside `span`, recording its latency and failure.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        span: tracing::Span,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = op.instrument(span).await;
+        let labels = [self.inner.backend(), operation];
+        STORAGE_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            STORAGE_ERRORS.with_label_values(&labels).inc();
+        }
+        result
+    }
 }
 
 macro_rules! storage_span {
@@ -57,7 +85,7 @@ impl Store for TracedStore {
 
     async fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         let span = storage_span!(self, "get", key_prefix(key));
-        self.inner.get(key).instrument(span).await
+        self.measured("get", span, self.inner.get(key)).await
     }
 
     async fn scan(&self, range: KeyRange, limit: usize, direction: Direction) -> Result<Page> {
@@ -66,13 +94,13 @@ impl Store for TracedStore {
             std::ops::Bound::Unbounded => String::new(),
         };
         let span = storage_span!(self, "scan", prefix);
-        self.inner.scan(range, limit, direction).instrument(span).await
+        self.measured("scan", span, self.inner.scan(range, limit, direction)).await
     }
 
     async fn write(&self, conditions: Vec<Condition>, mutations: Vec<Mutation>) -> Result<u64> {
         let first = mutations.first().map(|m| m.key()).or_else(|| conditions.first().map(|c| c.key()));
         let span = storage_span!(self, "write", first.map(key_prefix).unwrap_or_default());
-        self.inner.write(conditions, mutations).instrument(span).await
+        self.measured("write", span, self.inner.write(conditions, mutations)).await
     }
 
     async fn watch(&self, prefix: &[u8], from: Option<u64>) -> Result<BoxStream<'static, Result<WatchEvent>>> {
@@ -81,7 +109,7 @@ impl Store for TracedStore {
 
     async fn flush(&self) -> Result<()> {
         let span = storage_span!(self, "flush", "");
-        self.inner.flush().instrument(span).await
+        self.measured("flush", span, self.inner.flush()).await
     }
 }
 

@@ -92,9 +92,7 @@ fn micros(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, St
 fn duration(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, String> {
     match params.get(key).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => parse_duration_ns(v)
-            .map(Some)
-            .ok_or_else(|| format!("{key}: {v:?} is not a duration like 1.2s")),
+        Some(v) => parse_duration_ns(v).map(Some).ok_or_else(|| format!("{key}: {v:?} is not a duration like 1.2s")),
     }
 }
 
@@ -235,9 +233,7 @@ fn v3_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
     let time = |key: &str| -> Result<Option<u64>, String> {
         match p.get(key).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => {
-                parse_rfc3339_ns(v).map(Some).ok_or_else(|| format!("{key}: {v:?} is not RFC 3339"))
-            }
+            Some(v) => parse_rfc3339_ns(v).map(Some).ok_or_else(|| format!("{key}: {v:?} is not RFC 3339")),
         }
     };
     let tags =

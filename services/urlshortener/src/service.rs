@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use meshwork_common::{Clock, IdAllocator, ServiceError, ServiceResult, utc_date};
+use meshwork_observability::metrics::CACHE_REQUESTS;
 use meshwork_storage::{Condition, Direction, DynStore, EventKind, KeyRange, Mutation, StoreError, transact};
 use moka::sync::Cache;
+use prometheus::IntCounter;
 
 use crate::clicks::ClickRecorder;
 use crate::codes::code_for_id;
@@ -77,6 +79,9 @@ pub struct Shortener {
     /// Codes known to be absent.
     negative: Cache<String, ()>,
     clicks: ClickRecorder,
+    cache_hits: IntCounter,
+    cache_negative_hits: IntCounter,
+    cache_misses: IntCounter,
 }
 
 const MAX_CODE_ATTEMPTS: usize = 16;
@@ -89,6 +94,9 @@ impl Shortener {
             cache: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.cache_ttl).build(),
             negative: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.negative_ttl).build(),
             clicks: ClickRecorder::new(store.clone()),
+            cache_hits: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "hit"]),
+            cache_negative_hits: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "negative_hit"]),
+            cache_misses: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "miss"]),
             store,
             clock,
             config,
@@ -165,11 +173,14 @@ impl Shortener {
     /// Returns the record of `code` (tombstones included), through the cache.
     async fn record(&self, code: &str) -> ServiceResult<Option<Arc<LinkRecord>>> {
         if let Some(hit) = self.cache.get(code) {
+            self.cache_hits.inc();
             return Ok(Some(hit));
         }
         if self.negative.contains_key(code) {
+            self.cache_negative_hits.inc();
             return Ok(None);
         }
+        self.cache_misses.inc();
         match self.store.get(&keys::link(code)).await? {
             Some(v) => {
                 let record = Arc::new(LinkRecord::decode(&v.value)?);

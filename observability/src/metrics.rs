@@ -1,0 +1,107 @@
+//! Prometheus metrics of every meshwork process, in one registry (the `prometheus` crate's
+//! default one), rendered as text on the admin port's `/metrics`. The names here are the ones
+//! the Grafana dashboard in `observability/dashboards/` queries (a test checks that).
+//!
+//! - `meshwork_grpc_server_requests_total{service,method,code}`: calls answered (RED: rate, errors)
+//! - `meshwork_grpc_server_duration_seconds{service,method}`: call latency (RED: duration)
+//! - `meshwork_storage_operation_duration_seconds{backend,operation}`: storage latency
+//! - `meshwork_storage_errors_total{backend,operation}`: storage failures
+//! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
+
+/// Latency buckets in seconds: 50 us to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    // Registering twice can only happen in tests that build the statics twice; keep the first.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = prometheus::default_registry().register(Box::new(h.clone()));
+    h
+}
+
+/// gRPC calls answered by this process's services.
+pub static GRPC_SERVER_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "meshwork_grpc_server_requests_total",
+        "gRPC calls answered, by service, method and status code",
+        &["service", "method", "code"],
+    )
+});
+
+/// Latency of gRPC calls answered by this process's services.
+pub static GRPC_SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram("meshwork_grpc_server_duration_seconds", "gRPC call latency at the service", &["service", "method"])
+});
+
+/// Latency of storage operations.
+pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram("meshwork_storage_operation_duration_seconds", "storage operation latency", &["backend", "operation"])
+});
+
+/// Failed storage operations (conflicts included).
+pub static STORAGE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("meshwork_storage_errors_total", "storage operations that failed", &["backend", "operation"])
+});
+
+/// Cache lookups by outcome.
+pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "meshwork_cache_requests_total",
+        "cache lookups by cache and result (hit, negative_hit, miss)",
+        &["cache", "result"],
+    )
+});
+
+/// Returns the Prometheus text exposition of every registered metric.
+pub fn render() -> String {
+    // Touch the statics so that every family is present (with no samples) from the start.
+    LazyLock::force(&GRPC_SERVER_REQUESTS);
+    LazyLock::force(&GRPC_SERVER_DURATION);
+    LazyLock::force(&STORAGE_DURATION);
+    LazyLock::force(&STORAGE_ERRORS);
+    LazyLock::force(&CACHE_REQUESTS);
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Returns the admin router: `/metrics` and `/ready` (200 once serving).
+pub fn admin_router() -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()).into_response()
+            }),
+        )
+        .route("/ready", get(|| async { "ready" }))
+}
+
+/// Serves the admin router on `addr` until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, admin_router()).with_graceful_shutdown(shutdown).await
+}
+
+/// Binds the admin port (so a taken port fails before anything starts).
+pub async fn bind_admin(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
