@@ -33,6 +33,19 @@ pub enum Args {
         /// Base of the short URLs handed out; defaults to http://<listen>.
         #[arg(long, env = "MESHWORK_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Admin HTTP port: Prometheus /metrics (services, storage, gateway) and /ready.
+        #[arg(long, default_value = "127.0.0.1:9464", env = "MESHWORK_ADMIN_LISTEN")]
+        admin_listen: SocketAddr,
+        #[command(flatten)]
+        traces: TraceFlags,
+        /// Do not start the embedded trace backend (spans still go to OTEL_EXPORTER_OTLP_ENDPOINT if set).
+        #[arg(long)]
+        no_traces: bool,
+    },
+    /// Runs the embedded trace backend alone: OTLP receivers, Jaeger query API, web page.
+    Traces {
+        #[command(flatten)]
+        traces: TraceFlags,
     },
     /// Runs some services as their own process (replicas share a distributed store).
     Serve {
@@ -48,6 +61,14 @@ pub enum Args {
         /// Base of the short URLs handed out (the gateway's public address).
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "MESHWORK_PUBLIC_URL")]
         public_url: String,
+        /// Admin HTTP port: Prometheus /metrics and /ready; none by default.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Service registry, etcd://host:port[,host:port...]: each service registers as a
+        /// replica of the gateway pool of the same name (lease with keep-alive) and deregisters
+        /// first on shutdown.
+        #[arg(long, env = "MESHWORK_REGISTRY")]
+        registry: Option<String>,
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
@@ -55,14 +76,76 @@ pub enum Args {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Load-tests a gRPC method the way ghz does (reports: summary, JSON in ghz's shape, HTML).
+    Load(Box<meshwork_loadtest::LoadArgs>),
+}
+
+/// Where the embedded trace backend listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceFlags {
+    /// OTLP/gRPC receiver of the embedded trace backend.
+    #[arg(long, default_value = "127.0.0.1:4317", env = "MESHWORK_OTLP_GRPC")]
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+    #[arg(long, default_value = "127.0.0.1:4318", env = "MESHWORK_OTLP_HTTP")]
+    pub otlp_http: SocketAddr,
+    /// Jaeger-compatible query API (v1 and /api/v3) and the trace web page.
+    #[arg(long, default_value = "127.0.0.1:16686", env = "MESHWORK_TRACE_UI")]
+    pub trace_ui: SocketAddr,
+}
+
+impl TraceFlags {
+    /// Checks that the trace ports differ from each other and from `others`.
+    fn validate(&self, others: &[(&str, SocketAddr)]) -> Result<(), String> {
+        let mut all =
+            vec![("--otlp-grpc", self.otlp_grpc), ("--otlp-http", self.otlp_http), ("--trace-ui", self.trace_ui)];
+        all.extend_from_slice(others);
+        for (i, (a, x)) in all.iter().enumerate() {
+            for (b, y) in &all[i + 1..] {
+                if x == y && x.port() != 0 {
+                    return Err(format!("{a} and {b} are both {x}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the collector configuration.
+    pub fn collector(&self) -> meshwork_observability::collector::CollectorConfig {
+        meshwork_observability::collector::CollectorConfig {
+            otlp_grpc: self.otlp_grpc,
+            otlp_http: self.otlp_http,
+            query: self.trace_ui,
+            limits: Default::default(),
+        }
+    }
 }
 
 /// A validated command.
 #[derive(Debug)]
 pub enum Command {
-    Up { listen: SocketAddr, store: StoreUrl, public_url: String },
-    Serve { services: Vec<String>, listen: SocketAddr, store: StoreUrl, public_url: String },
-    Gateway { config: meshwork_proxy::GatewayConfig },
+    Up {
+        listen: SocketAddr,
+        store: StoreUrl,
+        public_url: String,
+        admin: SocketAddr,
+        traces: Option<TraceFlags>,
+    },
+    Traces {
+        traces: TraceFlags,
+    },
+    Serve {
+        services: Vec<String>,
+        listen: SocketAddr,
+        store: StoreUrl,
+        public_url: String,
+        admin: Option<SocketAddr>,
+        registry: Option<String>,
+    },
+    Gateway {
+        config: meshwork_proxy::GatewayConfig,
+    },
+    Load(Box<meshwork_loadtest::LoadArgs>),
 }
 
 fn public_url(raw: &str) -> Result<String, String> {
@@ -77,7 +160,13 @@ impl Args {
     /// Checks every flag and returns what to run, or one line naming the problem.
     pub fn validate(self) -> Result<Command, String> {
         match self {
-            Args::Up { listen, data_dir, store, public_url: url } => {
+            Args::Up { listen, data_dir, store, public_url: url, admin_listen, traces, no_traces } => {
+                if admin_listen == listen {
+                    return Err(format!("--listen and --admin-listen are both {listen}"));
+                }
+                if !no_traces {
+                    traces.validate(&[("--listen", listen), ("--admin-listen", admin_listen)])?;
+                }
                 let store = match store {
                     Some(s) => s.parse::<StoreUrl>()?,
                     None => {
@@ -91,9 +180,21 @@ impl Args {
                     }
                 };
                 let url = public_url(&url.unwrap_or_else(|| format!("http://{listen}")))?;
-                Ok(Command::Up { listen, store, public_url: url })
+                Ok(Command::Up {
+                    listen,
+                    store,
+                    public_url: url,
+                    admin: admin_listen,
+                    traces: (!no_traces).then_some(traces),
+                })
             }
-            Args::Serve { services, listen, store, public_url: url } => {
+            Args::Serve { services, listen, store, public_url: url, admin_listen, registry } => {
+                if let Some(registry) = &registry {
+                    meshwork_proxy::registry::endpoints(registry).map_err(|e| format!("--registry: {e}"))?;
+                }
+                if admin_listen == Some(listen) {
+                    return Err(format!("--listen and --admin-listen are both {listen}"));
+                }
                 for s in &services {
                     if !SERVICES.contains(&s.as_str()) {
                         return Err(format!("unknown service {s:?}; known: {}", SERVICES.join(", ")));
@@ -105,13 +206,28 @@ impl Args {
                 if unique.len() != services.len() {
                     return Err("a service is named twice".into());
                 }
-                Ok(Command::Serve { services, listen, store: store.parse()?, public_url: public_url(&url)? })
+                Ok(Command::Serve {
+                    services,
+                    listen,
+                    store: store.parse()?,
+                    public_url: public_url(&url)?,
+                    admin: admin_listen,
+                    registry,
+                })
+            }
+            Args::Traces { traces } => {
+                traces.validate(&[])?;
+                Ok(Command::Traces { traces })
             }
             Args::Gateway { config } => {
                 let config = meshwork_proxy::GatewayConfig::from_file(&config)
                     .map_err(|e| format!("--config {}: {e}", config.display()))?;
                 config.validate().map_err(|e| format!("gateway config: {e}"))?;
                 Ok(Command::Gateway { config })
+            }
+            Args::Load(args) => {
+                args.validate()?;
+                Ok(Command::Load(args))
             }
         }
     }

@@ -15,7 +15,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    meshwork_observability::init("info,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn");
     let command = match cli.command.validate() {
         Ok(c) => c,
         Err(e) => {

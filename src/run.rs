@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use meshwork_common::SystemClock;
@@ -14,17 +15,40 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::{Command, SERVICES};
+use meshwork_observability::collector::Collector;
+
+use crate::cli::{Command, SERVICES, TraceFlags};
 
 /// Runs `command` to completion.
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Gateway { config } => runtime()?.block_on(gateway(config)),
-        Command::Up { listen, store, public_url } => runtime()?.block_on(up(listen, store, public_url)),
-        Command::Serve { services, listen, store, public_url } => {
-            runtime()?.block_on(serve_services(services, listen, store, public_url))
+        Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
+        Command::Up { listen, store, public_url, admin, traces } => {
+            runtime()?.block_on(up(listen, store, public_url, admin, traces))
+        }
+        Command::Traces { traces } => runtime()?.block_on(traces_alone(traces)),
+        Command::Serve { services, listen, store, public_url, admin, registry } => {
+            runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry))
         }
     }
+}
+
+/// Log filter when RUST_LOG is not set: meshwork at info, the libraries' chatter off, and the
+/// per-call spans off for logs (they exist only when traces are exported, so cost nothing otherwise).
+const DEFAULT_LOG_FILTER: &str = "info,meshwork::grpc=warn,meshwork::gateway=warn,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn";
+
+/// Installs logging and, when an OTLP endpoint is known, span export as `service`.
+/// Must run inside the runtime (the exporter's connection lives there).
+fn telemetry(service: &str, default_endpoint: Option<String>) -> Result<meshwork_observability::TelemetryGuard> {
+    let mut config = meshwork_observability::TelemetryConfig::from_env(service, default_endpoint)?;
+    config.default_log_filter = DEFAULT_LOG_FILTER.to_string();
+    Ok(meshwork_observability::init(&config)?)
+}
+
+/// Flushes queued spans (from a blocking thread, as the SDK requires).
+async fn flush_telemetry(guard: meshwork_observability::TelemetryGuard) {
+    let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -85,6 +109,36 @@ impl Running {
     }
 }
 
+/// The admin HTTP port (`/metrics`, `/ready`) of a process.
+struct Admin {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Admin {
+    /// Binds `addr` (failing at once when taken) and serves the admin endpoints.
+    async fn start(addr: SocketAddr) -> Result<Admin> {
+        let listener = meshwork_observability::metrics::bind_admin(addr)
+            .await
+            .with_context(|| format!("--admin-listen {addr}: cannot bind"))?;
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = meshwork_observability::metrics::serve_admin(listener, shutdown).await {
+                tracing::error!(error = %e, "admin port stopped");
+            }
+        });
+        Ok(Admin { stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Returns the gateway configuration for services listening at `pools` (service -> address).
 fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
     use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
@@ -97,17 +151,29 @@ fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<
             }
             other => anyhow::bail!("no gRPC service name known for {other}"),
         };
-        config.pools.insert(name.clone(), PoolConfig { endpoints: vec![addr.to_string()] });
-        config.routes.push(RouteConfig { service: grpc.to_string(), pool: name.clone() });
+        config.pools.insert(name.clone(), PoolConfig::new([addr.to_string()]));
+        config.routes.push(RouteConfig::new(grpc.to_string(), name.clone()));
     }
     config.validate().context("generated gateway config")?;
     Ok(config)
 }
 
 /// `meshwork up`: every service on its own loopback listener, the gateway on `listen`.
-async fn up(listen: SocketAddr, store_url: StoreUrl, public_url: String) -> Result<()> {
-    // Fail before starting anything when the gateway port is taken.
+async fn up(
+    listen: SocketAddr,
+    store_url: StoreUrl,
+    public_url: String,
+    admin: SocketAddr,
+    traces: Option<TraceFlags>,
+) -> Result<()> {
+    // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
+    let admin = Admin::start(admin).await?;
+    let collector = match &traces {
+        Some(flags) => Some(Collector::start(flags.collector()).await?),
+        None => None,
+    };
+    let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)))?;
     let store = open_store(&store_url).await?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
 
@@ -125,7 +191,13 @@ async fn up(listen: SocketAddr, store_url: StoreUrl, public_url: String) -> Resu
         .context("gateway start task")?
         .context("starting the gateway")?;
     tracing::info!(%listen, store = %store_url, "meshwork ready");
-    println!("meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}");
+    match &collector {
+        Some(c) => println!(
+            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, traces http://{} (OTLP grpc {}, http {})",
+            c.query, c.otlp_grpc, c.otlp_http
+        ),
+        None => println!("meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}"),
+    }
 
     shutdown_signal().await?;
     tokio::task::spawn_blocking(move || gateway.shutdown())
@@ -136,26 +208,110 @@ async fn up(listen: SocketAddr, store_url: StoreUrl, public_url: String) -> Resu
         r.stop().await?;
     }
     store.flush().await.context("flushing the store")?;
+    admin.stop().await;
+    flush_telemetry(guard).await;
+    if let Some(c) = collector {
+        c.shutdown().await;
+    }
     tracing::info!("meshwork stopped");
     Ok(())
 }
 
+/// `meshwork traces`: the embedded trace backend alone.
+async fn traces_alone(flags: TraceFlags) -> Result<()> {
+    let guard = telemetry("meshwork-traces", None)?;
+    let collector = Collector::start(flags.collector()).await?;
+    println!(
+        "meshwork traces ready: http://{} (OTLP grpc {}, http {})",
+        collector.query, collector.otlp_grpc, collector.otlp_http
+    );
+    shutdown_signal().await?;
+    collector.shutdown().await;
+    flush_telemetry(guard).await;
+    Ok(())
+}
+
 /// `meshwork serve`: the named services on one listener.
-async fn serve_services(names: Vec<String>, listen: SocketAddr, store_url: StoreUrl, public_url: String) -> Result<()> {
+async fn serve_services(
+    names: Vec<String>,
+    listen: SocketAddr,
+    store_url: StoreUrl,
+    public_url: String,
+    admin: Option<SocketAddr>,
+    registry: Option<String>,
+) -> Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("--listen {listen}: cannot bind"))?;
+    let admin = match admin {
+        Some(addr) => Some(Admin::start(addr).await?),
+        None => None,
+    };
+    let guard = telemetry(&names.join(","), None)?;
     let store = open_store(&store_url).await?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
     let r = start(listener, build(&names, &ctx)).await?;
     tracing::info!(%listen, services = ?names, store = %store_url, "serving");
     println!("meshwork serving {} on {listen}, store {store_url}", names.join(","));
+    let registrations = register(registry.as_deref(), &names, listener_addr(listen)).await?;
     shutdown_signal().await?;
+    deregister(registrations).await;
     r.stop().await?;
     store.flush().await.context("flushing the store")?;
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    flush_telemetry(guard).await;
     Ok(())
+}
+
+/// Lease TTL of a registration: a replica that dies leaves the gateways' pools within it.
+const REGISTRY_TTL: Duration = Duration::from_secs(5);
+/// After deregistering, how long a replica keeps serving before it drains (gateways see the
+/// change within milliseconds; this covers calls already on their way).
+const REGISTRY_LEAVE_GRACE: Duration = Duration::from_millis(500);
+
+/// The address gateways reach `listen` at (loopback for an unspecified address).
+fn listener_addr(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// Registers every service as a replica of the gateway pool of the same name.
+async fn register(
+    registry: Option<&str>,
+    names: &[String],
+    addr: SocketAddr,
+) -> Result<Vec<meshwork_proxy::Registration>> {
+    let Some(url) = registry else { return Ok(Vec::new()) };
+    let mut registrations = Vec::new();
+    for name in names {
+        let prefix = meshwork_proxy::registry::DEFAULT_PREFIX;
+        let registration = meshwork_proxy::register(url, prefix, name, addr, 1, REGISTRY_TTL)
+            .await
+            .with_context(|| format!("registering {name} at {addr} in {url}"))?;
+        registrations.push(registration);
+    }
+    Ok(registrations)
+}
+
+/// Leaves the registry (first step of a graceful shutdown), then waits a moment for gateways.
+async fn deregister(registrations: Vec<meshwork_proxy::Registration>) {
+    if registrations.is_empty() {
+        return;
+    }
+    for registration in registrations {
+        if let Err(e) = registration.deregister().await {
+            tracing::warn!(error = %e, "deregistering failed; the lease will expire");
+        }
+    }
+    tokio::time::sleep(REGISTRY_LEAVE_GRACE).await;
 }
 
 /// `meshwork gateway`: the gateway alone until SIGINT/SIGTERM.
 async fn gateway(config: meshwork_proxy::GatewayConfig) -> Result<()> {
+    let guard = telemetry("gateway", None)?;
     let listen = config.listen;
     let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
         .await
@@ -167,5 +323,6 @@ async fn gateway(config: meshwork_proxy::GatewayConfig) -> Result<()> {
         .await
         .context("gateway shutdown task")?
         .context("gateway shutdown")?;
+    flush_telemetry(guard).await;
     Ok(())
 }

@@ -20,15 +20,23 @@ pub fn free_addr() -> SocketAddr {
 pub struct Mesh {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin port (`/metrics`), when started by [`Mesh::up`].
+    pub admin: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
 }
 
 impl Mesh {
     /// Starts `meshwork <args>` and waits (up to 60 s) for a stdout line containing `ready_marker`.
     pub fn start(args: &[&str], addr: SocketAddr, ready_marker: &str) -> Mesh {
+        Mesh::start_with_env(args, addr, ready_marker, &[])
+    }
+
+    /// [`Mesh::start`] with extra environment variables for the child.
+    pub fn start_with_env(args: &[&str], addr: SocketAddr, ready_marker: &str, env: &[(&str, String)]) -> Mesh {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshwork"))
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -40,7 +48,7 @@ impl Mesh {
                 let _ = tx.send(line);
             }
         });
-        let mesh = Mesh { child, addr, lines };
+        let mesh = Mesh { child, addr, admin: None, lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -52,12 +60,35 @@ impl Mesh {
         }
     }
 
-    /// Starts `meshwork up` on a fresh port with `data_dir`.
+    /// Starts `meshwork up` on a fresh port with `data_dir` (trace backend on fresh ports too).
     pub fn up(data_dir: &Path) -> Mesh {
-        let addr = free_addr();
-        let a = addr.to_string();
+        Mesh::up_with_traces(data_dir).0
+    }
+
+    /// Starts `meshwork up` and returns it with the address of its trace query API.
+    pub fn up_with_traces(data_dir: &Path) -> (Mesh, SocketAddr) {
+        let (addr, ui, admin) = (free_addr(), free_addr(), free_addr());
+        let (a, u, g, h) = (addr.to_string(), ui.to_string(), free_addr().to_string(), free_addr().to_string());
+        let m = admin.to_string();
         let d = data_dir.to_str().expect("utf-8 temp path");
-        Mesh::start(&["up", "--listen", &a, "--data-dir", d], addr, "meshwork ready")
+        let args = [
+            "up",
+            "--listen",
+            &a,
+            "--data-dir",
+            d,
+            "--admin-listen",
+            &m,
+            "--trace-ui",
+            &u,
+            "--otlp-grpc",
+            &g,
+            "--otlp-http",
+            &h,
+        ];
+        let mut mesh = Mesh::start(&args, addr, "meshwork ready");
+        mesh.admin = Some(admin);
+        (mesh, ui)
     }
 
     /// Sends SIGTERM and returns the exit status (fails the test after `timeout`).

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# One tonic backend (`meshwork serve urlshortener`, embedded store) measured directly and
+# behind the meshwork gateway, nginx `grpc_pass` and HAProxy (h2 both sides), in one run with
+# the same load: Resolve{code:"bench01", skip_click:true} (a cache hit, no click written).
+#
+# Per target: throughput at saturation with `meshwork load` and with h2load, p50/p99 at a
+# fixed rate (`meshwork load --rps`, latency from when each call was due), and CPU per call
+# of the proxy process (or of the backend for "direct") from /proc/<pid>/stat utime+stime
+# over the saturation run. nginx and HAProxy come from Debian (installed with apt-get when
+# missing); their configs are generated here. Loopback only; every process shares the cores.
+#
+# usage: loadtest/scripts/compare-proxies.sh [seconds per run] [fixed rate] [workers] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-5}
+RATE=${2:-5000}
+C=${3:-256}
+CONNS=${4:-8}
+BIN=target/release/meshwork
+[ -x "$BIN" ] || cargo build --release --locked --bin meshwork
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v grpcurl >/dev/null || { echo "grpcurl is needed (scripts/install-deps.sh)" >&2; exit 1; }
+if [ ${#need[@]} -gt 0 ]; then
+  # Keep the packages' own services from starting (no systemd here; we run our own configs).
+  added_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; added_policy=1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+work=$(mktemp -d)
+pids=()
+cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port)
+
+RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
+SVC_PID=$!; pids+=("$SVC_PID")
+
+cat >"$work/gw.toml" <<TOML
+listen = "127.0.0.1:$GW_PORT"
+[pools.urlshortener]
+endpoints = ["127.0.0.1:$SVC_PORT"]
+[[routes]]
+service = "meshwork.urlshortener.v1.UrlShortener"
+pool = "urlshortener"
+TOML
+RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
+GW_PID=$!; pids+=("$GW_PID")
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<NGX
+worker_processes 2;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  # nginx sends one call per upstream connection at a time: keep many of them open.
+  upstream backend { server 127.0.0.1:$SVC_PORT; keepalive 512; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGX_PORT http2;
+    http2_max_concurrent_streams 1024;
+    keepalive_requests 1000000;
+    location / { grpc_pass grpc://backend; }
+  }
+}
+NGX
+"$NGINX" -c "$work/nginx.conf" >"$work/nginx.out" 2>&1 &
+NGX_PID=$!; pids+=("$NGX_PID")
+
+cat >"$work/haproxy.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grpc
+  bind 127.0.0.1:$HAP_PORT proto h2
+  default_backend backend
+backend backend
+  server s1 127.0.0.1:$SVC_PORT proto h2
+HAP
+"$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
+HAP_PID=$!; pids+=("$HAP_PID")
+
+SVC=meshwork.urlshortener.v1.UrlShortener
+for port in $SVC_PORT $GW_PORT $NGX_PORT $HAP_PORT; do
+  for _ in $(seq 100); do
+    grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 | grep -q -i 'not.found' && break
+    sleep 0.1
+  done
+done
+grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$SVC_PORT $SVC/Shorten >/dev/null
+DATA='{"code":"bench01","skip_click":true}'
+# ResolveRequest{code:"bench01", skip_click:true}: 0a 07 "bench01" 18 01 -> 11 bytes.
+printf '\x00\x00\x00\x00\x0b\x0a\x07bench01\x18\x01' >"$work/resolve.grpc"
+
+# CPU seconds (user+system) of a process and its children threads, from /proc/<pid>/stat;
+# for nginx, of the master and its workers.
+cpu() {
+  local total=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    [ -r /proc/$p/stat ] || continue
+    total=$(( total + $(awk '{print $14 + $15}' /proc/$p/stat) ))
+  done
+  echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
+printf '| target | meshwork load req/s | h2load req/s | p50 at %s/s | p99 at %s/s | errors | CPU µs/call (proxy, or backend when direct) |\n|---|---|---|---|---|---|---|\n' "$RATE" "$RATE" >"$work/table.md"
+measure() { # name port pid...
+  local name=$1 port=$2; shift 2
+  echo "measuring $name (127.0.0.1:$port)" >&2
+  local before after
+  before=$(cpu "$@")
+  "$BIN" load --insecure --call $SVC/Resolve -d "$DATA" -c "$C" --connections "$CONNS" -z "${SECS}s" -O json -o "$work/$name-sat.json" 127.0.0.1:$port
+  after=$(cpu "$@")
+  h2load -D "$SECS" -c "$CONNS" -m $(( C / CONNS )) -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$work/resolve.grpc" "http://127.0.0.1:$port/$SVC/Resolve" >"$work/$name-h2load.txt" 2>&1 || true
+  "$BIN" load --insecure --call $SVC/Resolve -d "$DATA" -c 64 --connections 4 --rps "$RATE" -z "${SECS}s" -O json -o "$work/$name-rate.json" 127.0.0.1:$port
+  python3 - "$name" "$work" "$before" "$after" "$TICKS" >>"$work/table.md" <<'PY'
+import json, re, sys
+name, work, before, after, ticks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+sat = json.load(open(f"{work}/{name}-sat.json"))
+rate = json.load(open(f"{work}/{name}-rate.json"))
+h2 = open(f"{work}/{name}-h2load.txt").read()
+m = re.search(r"finished in [^,]+, ([\d.]+) req/s", h2)
+h2rps = f"{float(m.group(1)):,.0f}" if m else "n/a"
+pct = {l["percentage"]: l["latency"] for l in rate.get("latencyDistribution") or []}
+ms = lambda ns: f"{ns / 1e6:.2f} ms" if ns else "-"
+errors = sum(sat["errorDistribution"].values()) + sum(rate["errorDistribution"].values())
+cpu_us = (after - before) / ticks * 1e6 / max(sat["count"], 1)
+print(f"| {name} | {sat['rps']:,.0f} | {h2rps} | {ms(pct.get(50))} | {ms(pct.get(99))} | {errors} | {cpu_us:.1f} |")
+PY
+}
+measure direct "$SVC_PORT" "$SVC_PID"
+measure meshwork-gateway "$GW_PORT" "$GW_PID"
+measure nginx "$NGX_PORT" "$NGX_PID"
+measure haproxy "$HAP_PORT" "$HAP_PID"
+echo
+echo "versions: $("$NGINX" -v 2>&1 | sed 's/.*\///'), haproxy $("$HAPROXY" -v | awk 'NR==1{print $3}'), $(h2load --version | head -1)"
+echo "load: ${SECS}s per run; saturation with -c $C --connections $CONNS (h2load -c $CONNS -m $(( C / CONNS ))); fixed rate $RATE/s with -c 64 --connections 4"
+cat "$work/table.md"

@@ -1,0 +1,226 @@
+//! End to end: traces. One gRPC call through the real `meshwork up` (gateway -> service ->
+//! storage) becomes one trace in the embedded trace backend, child of the caller's
+//! `traceparent`, visible through the Jaeger v1 and v3 APIs and in the web page rendered by
+//! headless Chromium; OTLP/HTTP accepts JSON and gzip; an exporter pointed at a dead collector
+//! never holds calls up.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Mesh, free_addr, grpcurl, http_get};
+
+const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
+
+fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, _, body) = http_get(addr, path, &[]);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Polls `/api/traces/{id}` until a span named `op` shows up.
+fn wait_for_trace(ui: SocketAddr, trace_id: &str, op: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get_json(ui, &format!("/api/traces/{trace_id}"));
+        if status == 200
+            && body["data"][0]["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["operationName"] == op))
+        {
+            return body["data"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "trace {trace_id} with {op} never arrived (last: {status} {body})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mesh, ui) = Mesh::up_with_traces(dir.path());
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let traceparent = format!("traceparent: 00-{trace_id}-{caller_span}-01");
+    let body = r#"{"long_url":"https://example.com/traced"}"#;
+    let (ok, _, err) = grpcurl(mesh.addr, &["-H", &traceparent, "-d", body], &[&format!("{SVC}/Shorten")]);
+    assert!(ok, "{err}");
+
+    let op = format!("{SVC}/Shorten");
+    let trace = wait_for_trace(ui, trace_id, &op);
+    let spans = trace["spans"].as_array().unwrap();
+    let server = spans.iter().find(|s| s["operationName"] == op.as_str()).unwrap();
+    assert_eq!(server["traceID"], trace_id);
+    assert_eq!(server["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(server["references"][0]["spanID"], caller_span, "the service span is a child of the caller's span");
+    let pid = server["processID"].as_str().unwrap();
+    assert_eq!(trace["processes"][pid]["serviceName"], "urlshortener");
+    let tag = |span: &Value, key: &str| {
+        span["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone())
+    };
+    assert_eq!(tag(server, "rpc.system"), Some(Value::from("grpc")));
+    assert_eq!(tag(server, "rpc.method"), Some(Value::from("Shorten")));
+    assert_eq!(tag(server, "rpc.grpc.status_code"), Some(Value::from(0)));
+    assert_eq!(tag(server, "span.kind"), Some(Value::from("server")));
+    // Storage spans are children of the service span, under the same service, values never recorded.
+    let server_id = server["spanID"].as_str().unwrap();
+    let storage: Vec<&Value> =
+        spans.iter().filter(|s| s["operationName"].as_str().unwrap_or("").starts_with("storage.")).collect();
+    assert!(!storage.is_empty(), "no storage spans in {trace}");
+    for s in &storage {
+        assert_eq!(s["references"][0]["spanID"], server_id);
+        assert_eq!(trace["processes"][s["processID"].as_str().unwrap()]["serviceName"], "urlshortener");
+        assert_eq!(tag(s, "span.kind"), Some(Value::from("internal")));
+        assert!(tag(s, "db.system").is_some() && tag(s, "meshwork.key_prefix").is_some());
+        assert!(!s.to_string().contains("https://example.com/traced"), "a value leaked into a span: {s}");
+    }
+
+    // v1 search, services, operations.
+    let (_, services) = get_json(ui, "/api/services");
+    assert!(services["data"].as_array().unwrap().iter().any(|s| s == "urlshortener"), "{services}");
+    assert_eq!(services["errors"], Value::Null);
+    let (_, ops) = get_json(ui, "/api/services/urlshortener/operations");
+    assert!(ops["data"].as_array().unwrap().iter().any(|o| o == op.as_str()), "{ops}");
+    let (_, found) = get_json(ui, &format!("/api/traces?service=urlshortener&operation={op}&limit=5"));
+    assert!(found["data"].as_array().unwrap().iter().any(|t| t["traceID"] == trace_id), "{found}");
+    let (_, none) = get_json(ui, "/api/traces?service=urlshortener&minDuration=1h");
+    assert_eq!(none["data"].as_array().map(Vec::len), Some(0));
+    let (status, _) = get_json(ui, "/api/traces/00000000000000000000000000000abc");
+    assert_eq!(status, 404);
+    let (status, _) = get_json(ui, "/api/traces?service=urlshortener&minDuration=soon");
+    assert_eq!(status, 400);
+    // v3.
+    let (_, v3) = get_json(ui, &format!("/api/v3/traces/{trace_id}"));
+    let v3_spans: Vec<&Value> = v3["result"]["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rs| rs["scopeSpans"].as_array().unwrap().iter().flat_map(|ss| ss["spans"].as_array().unwrap()))
+        .collect();
+    assert_eq!(v3_spans.len(), spans.len());
+    assert!(v3_spans.iter().all(|s| s["traceId"] == trace_id));
+    let (_, v3_services) = get_json(ui, "/api/v3/services");
+    assert!(v3_services["services"].as_array().unwrap().iter().any(|s| s == "urlshortener"));
+
+    // The web page, rendered by headless Chromium, shows the waterfall of the trace.
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{ui}/#trace={trace_id}");
+    let chromium = |extra: &[String]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--window-size=1280,900", "--virtual-time-budget=8000"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium (installed by scripts/install-deps.sh)")
+    };
+    let dom = chromium(&["--dump-dom".to_string()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("data-ready=\"true\""), "page did not finish loading:\n{dom}");
+    assert!(dom.contains(&format!("Trace <code>{trace_id}</code>")), "no waterfall for the trace:\n{dom}");
+    assert!(dom.contains("UrlShortener/Shorten") && dom.contains("storage."), "waterfall lacks spans:\n{dom}");
+    let shot = artifacts.join("trace-waterfall.png");
+    let out = chromium(&[format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(mesh.terminate(Duration::from_secs(30)).success());
+}
+
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn otlp_http_takes_json_and_gzip_and_the_trace_view_runs_alone() {
+    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
+    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
+    let traces =
+        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let export = |trace: &str, name: &str| {
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
+            "scopeSpans":[{{"spans":[{{"traceId":"{trace}","spanId":"0102030405060708","name":"{name}","kind":2,
+            "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000005000000",
+            "attributes":[{{"key":"http.route","value":{{"stringValue":"/x"}}}}]}}]}}]}}]}}"#
+        )
+    };
+    let plain = export("11111111111111111111111111111111", "plain-json");
+    assert_eq!(post(http, "/v1/traces", &[("Content-Type", "application/json")], plain.as_bytes()), 200);
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s' '{}' | gzip -c", export("22222222222222222222222222222222", "gzipped-json")))
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        post(http, "/v1/traces", &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")], &gz),
+        200
+    );
+    assert_eq!(post(http, "/v1/traces", &[("Content-Type", "application/json")], b"{not json"), 400);
+    let (_, t) = get_json(ui, "/api/traces/11111111111111111111111111111111");
+    assert_eq!(t["data"][0]["spans"][0]["operationName"], "plain-json");
+    assert_eq!(t["data"][0]["spans"][0]["duration"], 5000);
+    assert_eq!(t["data"][0]["processes"]["p1"]["serviceName"], "json-svc");
+    let (_, t) = get_json(ui, "/api/traces/22222222222222222222222222222222");
+    assert_eq!(t["data"][0]["spans"][0]["operationName"], "gzipped-json");
+    let (_, found) = get_json(ui, r#"/api/traces?service=json-svc&tags=%7B%22http.route%22%3A%22%2Fx%22%7D"#);
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(2));
+    assert!(traces.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_dead_collector_never_holds_calls_up() {
+    // Nothing listens on this port: every export fails.
+    let dead = free_addr();
+    let addr = free_addr();
+    let a = addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", dir.path().display());
+    let cmd_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{dead}")),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()),
+        ("RUST_LOG", "warn,opentelemetry_sdk=off".into()),
+    ];
+    let serve = support::Mesh::start_with_env(
+        &["serve", "urlshortener", "--listen", &a, "--store", &store],
+        addr,
+        "meshwork serving",
+        &cmd_env,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let elapsed = runtime.block_on(async {
+        use meshwork_proto::pb::urlshortener::v1 as pb;
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut client = pb::url_shortener_client::UrlShortenerClient::new(channel);
+        let req = pb::ShortenRequest { long_url: "https://example.com/d".into(), ..Default::default() };
+        let code = client.shorten(req).await.unwrap().into_inner().code;
+        let started = Instant::now();
+        // 500 calls, each making spans that can only be dropped (queue of 64).
+        for _ in 0..500 {
+            let req = pb::ResolveRequest { code: code.clone(), ..Default::default() };
+            client.resolve(req).await.expect("a call failed while the collector was down");
+        }
+        started.elapsed()
+    });
+    drop(runtime);
+    // A blocking exporter would hold each call for its 3 s export timeout (25 minutes).
+    assert!(elapsed < Duration::from_secs(60), "calls were held up: {elapsed:?}");
+    assert!(serve.terminate(Duration::from_secs(30)).success());
+}
