@@ -121,18 +121,23 @@ pub async fn v1_service_operations(State(store): State<Arc<TraceStore>>, Path(se
     Json(envelope(json!(names), total))
 }
 
+/// Returns `{name, spanKind}` of every operation of `service`, of span kind `kind` when given.
+fn operations(store: &TraceStore, service: &str, kind: Option<&String>) -> Vec<Value> {
+    let kind = kind.filter(|k| !k.is_empty());
+    store
+        .operations(service)
+        .into_iter()
+        .filter(|(_, k)| kind.is_none_or(|want| want == kind_name(*k)))
+        .map(|(name, k)| json!({ "name": name, "spanKind": kind_name(k) }))
+        .collect()
+}
+
 /// `GET /api/operations?service=&spanKind=`.
 pub async fn v1_operations(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
     let Some(service) = p.get("service").filter(|s| !s.is_empty()) else {
         return bad_request("service: parameter required".into());
     };
-    let kind = p.get("spanKind").filter(|k| !k.is_empty());
-    let ops: Vec<Value> = store
-        .operations(service)
-        .into_iter()
-        .filter(|(_, k)| kind.is_none_or(|want| want == kind_name(*k)))
-        .map(|(name, k)| json!({ "name": name, "spanKind": kind_name(k) }))
-        .collect();
+    let ops = operations(&store, service, p.get("spanKind"));
     let total = ops.len();
     Json(envelope(json!(ops), total)).into_response()
 }
@@ -207,14 +212,7 @@ pub async fn v3_operations(State(store): State<Arc<TraceStore>>, Query(p): Param
     let Some(service) = p.get("service").filter(|s| !s.is_empty()) else {
         return bad_request("service: parameter required".into());
     };
-    let kind = p.get("span_kind").filter(|k| !k.is_empty());
-    let ops: Vec<Value> = store
-        .operations(service)
-        .into_iter()
-        .filter(|(_, k)| kind.is_none_or(|want| want == kind_name(*k)))
-        .map(|(name, k)| json!({ "name": name, "spanKind": kind_name(k) }))
-        .collect();
-    Json(json!({ "operations": ops })).into_response()
+    Json(json!({ "operations": operations(&store, service, p.get("span_kind")) })).into_response()
 }
 
 /// `GET /api/v3/traces/{id}`.
