@@ -101,9 +101,13 @@ pub struct LoadArgs {
     /// Plaintext h2c (required: TLS is not supported).
     #[arg(long)]
     pub insecure: bool,
-    /// A .proto file (not supported: compile it to a protoset with protoc --include_imports).
+    /// A .proto file with the method, compiled in-process; without it (or --protoset), server
+    /// reflection is used.
     #[arg(long)]
     pub proto: Option<PathBuf>,
+    /// Folders to find the imports of --proto in (the file's own folder is always searched).
+    #[arg(short = 'i', long = "import-paths", value_delimiter = ',')]
+    pub import_paths: Vec<PathBuf>,
     /// A protoset (FileDescriptorSet) with the method; without it, server reflection is used.
     #[arg(long)]
     pub protoset: Option<PathBuf>,
@@ -145,8 +149,8 @@ impl LoadArgs {
         if self.rps == Some(0) {
             return Err("--rps must be positive".into());
         }
-        if self.proto.is_some() {
-            return Err("--proto is not supported; compile it with `protoc --include_imports --descriptor_set_out=FILE` and pass --protoset FILE".into());
+        if self.proto.is_some() && self.protoset.is_some() {
+            return Err("give --proto or --protoset, not both".into());
         }
         if self.data.is_some() && self.data_file.is_some() {
             return Err("give -d or -D, not both".into());
@@ -222,9 +226,10 @@ pub async fn run_call(args: &LoadArgs) -> Result<(Options, RunResult), Error> {
     let call = args.call.as_deref().ok_or_else(|| Error::Config("--call is required".into()))?;
     let host = args.host.as_deref().ok_or_else(|| Error::Config("the target host:port is required".into()))?;
     let (service, _) = schema::split_call(call)?;
-    let pool = match &args.protoset {
-        Some(path) => schema::from_protoset(path)?,
-        None => schema::from_reflection(host, &[service], args.timeout).await?,
+    let pool = match (&args.protoset, &args.proto) {
+        (Some(path), _) => schema::from_protoset(path)?,
+        (None, Some(path)) => schema::from_proto(path, &args.import_paths)?,
+        (None, None) => schema::from_reflection(host, &[service], args.timeout).await?,
     };
     let method = schema::find_method(&pool, call)?;
     let names = schema::method_names(&method);

@@ -62,6 +62,19 @@ pub fn from_protoset(path: &Path) -> Result<DescriptorPool, Error> {
     Ok(pool)
 }
 
+/// Compiles a `.proto` file (and its imports, found in `import_paths` and the file's own
+/// folder) in-process with protox, as ghz's `--proto` / `--import-paths` do.
+pub fn from_proto(path: &Path, import_paths: &[std::path::PathBuf]) -> Result<DescriptorPool, Error> {
+    let mut includes: Vec<std::path::PathBuf> = import_paths.to_vec();
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    includes.push(folder.to_path_buf());
+    let file = path.strip_prefix(folder).unwrap_or(path);
+    let set = protox::compile([file], &includes).map_err(|e| Error::Schema(format!("{}: {e}", path.display())))?;
+    let mut pool = DescriptorPool::global();
+    pool.add_file_descriptor_set(set).map_err(|e| Error::Schema(format!("{}: {e}", path.display())))?;
+    Ok(pool)
+}
+
 /// Fetches the files that define `services` (and their imports) by server reflection at
 /// `addr` (`host:port`, plaintext): v1 first, v1alpha when the server does not implement v1.
 pub async fn from_reflection(addr: &str, services: &[&str], timeout: Duration) -> Result<DescriptorPool, Error> {

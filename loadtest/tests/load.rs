@@ -217,6 +217,29 @@ async fn grpc_errors_on_http_200_count_by_status() {
     // ghz reports latencies of successful calls only.
     assert_eq!(r["latencyDistribution"], serde_json::json!([]));
 
+    // And through the .proto source, compiled in-process (ghz's --proto / -i).
+    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let proto = proto_root.join("meshwork/urlshortener/v1/urlshortener.proto");
+    let r = json_report(
+        &[
+            "--insecure",
+            "--proto",
+            proto.to_str().unwrap(),
+            "-i",
+            proto_root.to_str().unwrap(),
+            "--call",
+            &call,
+            "-d",
+            r#"{"code":"nosuchcode"}"#,
+            "-n",
+            "20",
+            &host,
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["statusCodeDistribution"], serde_json::json!({"NotFound": 20}));
+
     // Bad input is caught before any call: unknown field, unknown method.
     let bad =
         args(&["--insecure", "--protoset", protoset.to_str().unwrap(), "--call", &call, "-d", r#"{"nope":1}"#, &host]);
