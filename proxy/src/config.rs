@@ -16,12 +16,21 @@
 //! [redirect]                         # optional: HTTP GET /<code> through the URL shortener
 //! pool = "urlshortener"
 //! ```
+//!
+//! Pools choose a balancing `policy`, may weight endpoints (`{ address = "...", weight = 3 }`),
+//! cap calls in flight per replica, ramp returning replicas (`slow_start_ms`) and eject outliers
+//! (`[pools.NAME.outlier]`); routes mark `idempotent_methods` (UNAVAILABLE is retried on another
+//! replica for those only) and may cap the deadline (`timeout_ms`). `[rate_limit]` adds
+//! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port.
+//! `proxy/examples/gateway.toml` shows every field with its default.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::balance::Policy;
 
 /// gRPC services that the gateway answers itself (merged health and reflection); routes may not
 /// claim them.
@@ -79,6 +88,44 @@ pub struct GatewayConfig {
     /// Default 2000.
     #[serde(default = "default_health_check_interval_ms")]
     pub health_check_interval_ms: u64,
+    /// Timeout of one active health check, in milliseconds. Default 1000.
+    #[serde(default = "default_health_check_timeout_ms")]
+    pub health_check_timeout_ms: u64,
+    /// Consecutive failed health checks that mark a replica unhealthy. Default 2.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed health checks that mark an unhealthy replica healthy again. Default 1.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Retries (of UNAVAILABLE on idempotent methods) allowed as a share of calls, per pool, in
+    /// percent. Default 20.
+    #[serde(default = "default_retry_budget_percent")]
+    pub retry_budget_percent: u32,
+    /// Retries per second always allowed per pool, on top of the share. Default 10.
+    #[serde(default = "default_retry_budget_min_per_second")]
+    pub retry_budget_min_per_second: u32,
+    /// Largest gRPC request message, in bytes; larger ones end the call RESOURCE_EXHAUSTED.
+    /// Default 4194304 (4 MiB, gRPC's default).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_request_message_bytes: u32,
+    /// Largest gRPC response message, in bytes; larger ones end the call RESOURCE_EXHAUSTED.
+    /// Default 4194304.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_response_message_bytes: u32,
+    /// Per-client rate limit; none by default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Address of the admin HTTP port (`/metrics`, `/ready`, `/routes`); none by default.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Service registry (`etcd://host:port[,host:port...]`): replicas registered under
+    /// `registry_prefix` + `<pool>/<host:port>` join the pool of that name (beside its static
+    /// endpoints, which may then be empty) and leave it when their key goes. None by default.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Key prefix of the registry. Default `meshwork/registry/`.
+    #[serde(default = "default_registry_prefix")]
+    pub registry_prefix: String,
     /// Named pools of replicas.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
@@ -91,22 +138,191 @@ pub struct GatewayConfig {
 }
 
 /// A pool of interchangeable replicas of one or more services.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
-    /// Replica addresses as `host:port` (h2c gRPC).
-    pub endpoints: Vec<String>,
+    /// Replicas as `"host:port"` (h2c gRPC) or `{ address = "host:port", weight = N }`.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Balancing policy: `round_robin` (default), `weighted`, `random`, `least_request`,
+    /// `peak_ewma`, `consistent_hash`, `ip_hash`.
+    #[serde(default)]
+    pub policy: Policy,
+    /// For `consistent_hash`: the metadata header whose value is hashed (calls without it go
+    /// round robin).
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    /// Calls in flight per replica; when every replica is full the call fails UNAVAILABLE at
+    /// once. 0 (default) means no cap.
+    #[serde(default)]
+    pub max_inflight_per_replica: usize,
+    /// A replica that returns (healthy again, ejection over, newly registered) gets a share of
+    /// calls ramping from 10% to 100% over this window, in milliseconds. 0 (default) disables.
+    #[serde(default)]
+    pub slow_start_ms: u64,
+    /// Passive outlier ejection.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+}
+
+impl PoolConfig {
+    /// A round-robin pool over `endpoints` with every default.
+    pub fn new<E: Into<EndpointConfig>>(endpoints: impl IntoIterator<Item = E>) -> Self {
+        Self { endpoints: endpoints.into_iter().map(Into::into).collect(), ..Self::default() }
+    }
+}
+
+/// One replica of a pool.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    /// `"host:port"`, weight 1.
+    Address(String),
+    /// `{ address = "host:port", weight = N }`.
+    Weighted {
+        /// `host:port`.
+        address: String,
+        /// Relative weight (1..=1000) for `weighted` and the hashing policies. Default 1.
+        #[serde(default = "default_weight")]
+        weight: u32,
+    },
+}
+
+impl EndpointConfig {
+    /// The `host:port`.
+    pub fn address(&self) -> &str {
+        match self {
+            EndpointConfig::Address(a) | EndpointConfig::Weighted { address: a, .. } => a,
+        }
+    }
+
+    /// The weight (1 unless given).
+    pub fn weight(&self) -> u32 {
+        match self {
+            EndpointConfig::Address(_) => 1,
+            EndpointConfig::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+impl From<String> for EndpointConfig {
+    fn from(address: String) -> Self {
+        EndpointConfig::Address(address)
+    }
+}
+
+impl From<&str> for EndpointConfig {
+    fn from(address: &str) -> Self {
+        EndpointConfig::Address(address.to_string())
+    }
+}
+
+/// Passive outlier ejection of a pool's replicas.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive connect failures or UNAVAILABLE answers that eject a replica; 0 disables.
+    /// Default 5.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection, in milliseconds; each further ejection doubles it. Default 5000.
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u64,
+    /// Longest ejection, in milliseconds. Default 300000.
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u64,
+    /// At most this share of a pool (percent) is ejected at once. Default 50.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_ms: default_base_ejection_ms(),
+            max_ejection_ms: default_max_ejection_ms(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
 }
 
 /// One routing rule.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// A full gRPC service name (`meshwork.urlshortener.v1.UrlShortener`) or a package prefix
-    /// (`meshwork.urlshortener.v1`, `meshwork`) that matches whole dot-separated segments.
+    /// A full gRPC service name (`meshwork.urlshortener.v1.UrlShortener`), a package prefix
+    /// (`meshwork.urlshortener.v1`, `meshwork`) that matches whole dot-separated segments, or
+    /// one method (`meshwork.urlshortener.v1.UrlShortener/Resolve`, a method-level override that
+    /// wins over the service's route).
     pub service: String,
     /// The pool that serves it.
     pub pool: String,
+    /// The route applies only to calls whose metadata has all these keys with these exact
+    /// values (`{ "x-canary" = "1" }`); such routes are tried before the route of the same
+    /// service without matches. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Share of calls for `pool` when `splits` are given. Default 100.
+    #[serde(default = "default_route_weight")]
+    pub weight: u32,
+    /// Other pools that get a share of the calls in proportion to their weights
+    /// (`[{ pool = "urlshortener-canary", weight = 5 }]`). Default none.
+    #[serde(default)]
+    pub splits: Vec<SplitConfig>,
+    /// Methods (names like `Resolve`, or `"*"` for all) that are safe to send twice: a call
+    /// answered UNAVAILABLE is retried on another replica, within the retry budget. Default none.
+    #[serde(default)]
+    pub idempotent_methods: Vec<String>,
+    /// Longest time a call may take, in milliseconds; a shorter `grpc-timeout` from the client
+    /// wins. None (default) leaves calls without a client deadline unbounded.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            service: String::new(),
+            pool: String::new(),
+            headers: BTreeMap::new(),
+            weight: default_route_weight(),
+            splits: Vec::new(),
+            idempotent_methods: Vec::new(),
+            timeout_ms: None,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A route from `service` to `pool` with every default.
+    pub fn new(service: impl Into<String>, pool: impl Into<String>) -> Self {
+        Self { service: service.into(), pool: pool.into(), ..Self::default() }
+    }
+}
+
+/// A weighted share of a route's calls for another pool.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// The pool.
+    pub pool: String,
+    /// Its weight, relative to the route's `weight`.
+    pub weight: u32,
+}
+
+/// Per-client token buckets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Calls per second each client may make on average.
+    pub requests_per_second: u32,
+    /// Calls a client may make at once after being idle. Default: `requests_per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Metadata header that names the client (like `x-client-id`); calls without it, or when
+    /// unset, are keyed by the client's IP address.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// Short-link redirects (`GET /<code>` -> `302 Location`).
@@ -135,6 +351,45 @@ fn default_upstream_max_h2_streams() -> usize {
 fn default_health_check_interval_ms() -> u64 {
     2000
 }
+fn default_health_check_timeout_ms() -> u64 {
+    1000
+}
+fn default_unhealthy_threshold() -> u32 {
+    2
+}
+fn default_healthy_threshold() -> u32 {
+    1
+}
+fn default_retry_budget_percent() -> u32 {
+    20
+}
+fn default_retry_budget_min_per_second() -> u32 {
+    10
+}
+fn default_max_message_bytes() -> u32 {
+    4 << 20
+}
+fn default_route_weight() -> u32 {
+    100
+}
+fn default_registry_prefix() -> String {
+    crate::registry::DEFAULT_PREFIX.to_string()
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection_ms() -> u64 {
+    5000
+}
+fn default_max_ejection_ms() -> u64 {
+    300_000
+}
+fn default_max_ejection_percent() -> u32 {
+    50
+}
 
 impl GatewayConfig {
     /// A configuration with every default, listening on `listen`, with no pools or routes.
@@ -147,6 +402,17 @@ impl GatewayConfig {
             max_concurrent_streams: default_max_concurrent_streams(),
             upstream_max_h2_streams: default_upstream_max_h2_streams(),
             health_check_interval_ms: default_health_check_interval_ms(),
+            health_check_timeout_ms: default_health_check_timeout_ms(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+            healthy_threshold: default_healthy_threshold(),
+            retry_budget_percent: default_retry_budget_percent(),
+            retry_budget_min_per_second: default_retry_budget_min_per_second(),
+            max_request_message_bytes: default_max_message_bytes(),
+            max_response_message_bytes: default_max_message_bytes(),
+            rate_limit: None,
+            admin_listen: None,
+            registry: None,
+            registry_prefix: default_registry_prefix(),
             pools: BTreeMap::new(),
             routes: Vec::new(),
             redirect: None,
@@ -210,29 +476,154 @@ impl GatewayConfig {
                 self.health_check_interval_ms
             ));
         }
+        if !(1..=60_000).contains(&self.health_check_timeout_ms) {
+            return invalid(format!(
+                "health_check_timeout_ms = {}: must be between 1 and 60000",
+                self.health_check_timeout_ms
+            ));
+        }
+        if !(1..=100).contains(&self.unhealthy_threshold) || !(1..=100).contains(&self.healthy_threshold) {
+            return invalid(format!(
+                "unhealthy_threshold = {} / healthy_threshold = {}: each must be between 1 and 100",
+                self.unhealthy_threshold, self.healthy_threshold
+            ));
+        }
+        if self.retry_budget_percent > 100 {
+            return invalid(format!("retry_budget_percent = {}: at most 100", self.retry_budget_percent));
+        }
+        if self.max_request_message_bytes == 0 || self.max_response_message_bytes == 0 {
+            return invalid("max_request_message_bytes and max_response_message_bytes must be at least 1".into());
+        }
+        if let Some(limit) = &self.rate_limit {
+            if limit.requests_per_second == 0 {
+                return invalid("rate_limit.requests_per_second must be at least 1".into());
+            }
+            if limit.burst == Some(0) {
+                return invalid("rate_limit.burst must be at least 1".into());
+            }
+            if let Some(key) = &limit.key
+                && let Err(why) = check_metadata_key(key)
+            {
+                return invalid(format!("rate_limit.key \"{key}\" {why}"));
+            }
+        }
+        if let Some(admin) = self.admin_listen
+            && admin == self.listen
+        {
+            return invalid(format!("admin_listen = \"{admin}\": must differ from listen"));
+        }
+        if let Some(url) = &self.registry
+            && let Err(e) = crate::registry::endpoints(url)
+        {
+            return invalid(e.to_string());
+        }
+        if self.registry_prefix.is_empty() || !self.registry_prefix.ends_with('/') {
+            return invalid(format!("registry_prefix = \"{}\": must end with '/'", self.registry_prefix));
+        }
         for (name, pool) in &self.pools {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
                 return invalid(format!("pool name \"{name}\": use letters, digits, '_', '-' or '.'"));
             }
-            if pool.endpoints.is_empty() {
-                return invalid(format!("pool \"{name}\" has no endpoints"));
+            if pool.endpoints.is_empty() && self.registry.is_none() {
+                return invalid(format!("pool \"{name}\" has no endpoints (and no registry is configured)"));
             }
             let mut seen = BTreeSet::new();
             for endpoint in &pool.endpoints {
-                if let Err(why) = check_endpoint(endpoint) {
-                    return invalid(format!("pool \"{name}\": endpoint \"{endpoint}\" {why}"));
+                let address = endpoint.address();
+                if let Err(why) = check_endpoint(address) {
+                    return invalid(format!("pool \"{name}\": endpoint \"{address}\" {why}"));
                 }
-                if !seen.insert(endpoint.as_str()) {
-                    return invalid(format!("pool \"{name}\": endpoint \"{endpoint}\" is listed twice"));
+                if !(1..=1000).contains(&endpoint.weight()) {
+                    return invalid(format!(
+                        "pool \"{name}\": endpoint \"{address}\" weight {}: must be between 1 and 1000",
+                        endpoint.weight()
+                    ));
                 }
+                if !seen.insert(address) {
+                    return invalid(format!("pool \"{name}\": endpoint \"{address}\" is listed twice"));
+                }
+            }
+            match (&pool.hash_key, pool.policy) {
+                (None, Policy::ConsistentHash) => {
+                    return invalid(format!("pool \"{name}\": policy consistent_hash needs hash_key"));
+                }
+                (Some(key), Policy::ConsistentHash) => {
+                    if let Err(why) = check_metadata_key(key) {
+                        return invalid(format!("pool \"{name}\": hash_key \"{key}\" {why}"));
+                    }
+                }
+                (Some(_), policy) => {
+                    return invalid(format!(
+                        "pool \"{name}\": hash_key is only used by policy consistent_hash, not {}",
+                        policy.as_str()
+                    ));
+                }
+                (None, _) => {}
+            }
+            if pool.slow_start_ms > 3_600_000 {
+                return invalid(format!("pool \"{name}\": slow_start_ms = {}: at most 3600000", pool.slow_start_ms));
+            }
+            let outlier = &pool.outlier;
+            if outlier.max_ejection_percent > 100 {
+                return invalid(format!(
+                    "pool \"{name}\": outlier.max_ejection_percent = {}: at most 100",
+                    outlier.max_ejection_percent
+                ));
+            }
+            if outlier.base_ejection_ms == 0 || outlier.max_ejection_ms < outlier.base_ejection_ms {
+                return invalid(format!(
+                    "pool \"{name}\": outlier.base_ejection_ms must be at least 1 and at most max_ejection_ms"
+                ));
             }
         }
         let mut services = BTreeSet::new();
         for route in &self.routes {
-            if let Err(why) = check_service_name(&route.service) {
+            let (service, method) = match route.service.split_once('/') {
+                Some((service, method)) => (service, Some(method)),
+                None => (route.service.as_str(), None),
+            };
+            if route.service.starts_with('/') || route.service.matches('/').count() > 1 {
+                return invalid(format!(
+                    "route service \"{}\" is not a dot-separated gRPC service name or package (like \
+                     meshwork.urlshortener.v1), nor <service>/<Method>",
+                    route.service
+                ));
+            }
+            if let Err(why) = check_service_name(service) {
                 return invalid(format!("route service \"{}\" {why}", route.service));
             }
-            if BUILTIN_SERVICES.contains(&route.service.as_str()) {
+            if let Some(method) = method
+                && (method.is_empty() || !method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return invalid(format!(
+                    "route service \"{}\": the method after '/' must be a method name like Resolve",
+                    route.service
+                ));
+            }
+            for key in route.headers.keys() {
+                if let Err(why) = check_metadata_key(key) {
+                    return invalid(format!("route \"{}\": header \"{key}\" {why}", route.service));
+                }
+            }
+            if let Some((key, _)) = route.headers.iter().find(|(_, v)| http::HeaderValue::from_str(v).is_err()) {
+                return invalid(format!(
+                    "route \"{}\": header \"{key}\" has a value that is not valid metadata",
+                    route.service
+                ));
+            }
+            for split in &route.splits {
+                if !self.pools.contains_key(&split.pool) {
+                    return invalid(format!("route \"{}\" splits to unknown pool \"{}\"", route.service, split.pool));
+                }
+            }
+            let total: u64 = u64::from(route.weight) + route.splits.iter().map(|s| u64::from(s.weight)).sum::<u64>();
+            if route.weight > 10_000 || route.splits.iter().any(|s| s.weight > 10_000) || total == 0 {
+                return invalid(format!(
+                    "route \"{}\": weights must be between 0 and 10000 and not all 0",
+                    route.service
+                ));
+            }
+            if BUILTIN_SERVICES.contains(&service) {
                 return invalid(format!(
                     "route service \"{}\" is served by the gateway itself and cannot be routed",
                     route.service
@@ -241,8 +632,26 @@ impl GatewayConfig {
             if !self.pools.contains_key(&route.pool) {
                 return invalid(format!("route \"{}\" points to unknown pool \"{}\"", route.service, route.pool));
             }
-            if !services.insert(route.service.as_str()) {
-                return invalid(format!("route service \"{}\" is listed twice", route.service));
+            if !services.insert((route.service.as_str(), &route.headers)) {
+                return invalid(format!("route service \"{}\" is listed twice (with the same headers)", route.service));
+            }
+            for method in &route.idempotent_methods {
+                let ok = method == "*"
+                    || (!method.is_empty() && method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                if !ok {
+                    return invalid(format!(
+                        "route \"{}\": idempotent method \"{method}\" must be a method name like Resolve, or \"*\"",
+                        route.service
+                    ));
+                }
+            }
+            if let Some(timeout) = route.timeout_ms
+                && !(1..=86_400_000).contains(&timeout)
+            {
+                return invalid(format!(
+                    "route \"{}\": timeout_ms = {timeout}: must be between 1 and 86400000",
+                    route.service
+                ));
             }
         }
         if let Some(redirect) = &self.redirect
@@ -278,6 +687,19 @@ fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
         Ok(0) | Err(_) => Err("needs a port between 1 and 65535"),
         Ok(_) => Ok(()),
     }
+}
+
+/// Checks a gRPC metadata key (a lower-case HTTP header name, not binary, not reserved).
+fn check_metadata_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty()
+        || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("must be a lower-case metadata key like x-client-id");
+    }
+    if key.starts_with("grpc-") || key.starts_with(':') {
+        return Err("is reserved by gRPC");
+    }
+    Ok(())
 }
 
 /// Checks a dot-separated gRPC service name or package prefix.
@@ -344,13 +766,20 @@ pool = "urlshortener"
     fn empty_pool_is_rejected() {
         let mut config = good();
         config.pools.get_mut("urlshortener").unwrap().endpoints.clear();
-        assert_eq!(invalid_message(&config), "invalid gateway config: pool \"urlshortener\" has no endpoints");
+        assert_eq!(
+            invalid_message(&config),
+            "invalid gateway config: pool \"urlshortener\" has no endpoints (and no registry is configured)"
+        );
+        config.registry = Some("etcd://127.0.0.1:2379".into());
+        config.validate().unwrap();
+        config.registry = Some("etcd:/x".into());
+        assert!(invalid_message(&config).contains("must start with etcd://"));
     }
 
     #[test]
     fn route_to_unknown_pool_is_rejected() {
         let mut config = good();
-        config.routes.push(RouteConfig { service: "meshwork.orders.v1".into(), pool: "orders".into() });
+        config.routes.push(RouteConfig::new("meshwork.orders.v1", "orders"));
         let msg = invalid_message(&config);
         assert!(msg.contains("unknown pool \"orders\""), "{msg}");
     }
@@ -373,7 +802,7 @@ pool = "urlshortener"
             ("bad host:80", "invalid host name"),
         ] {
             let mut config = good();
-            config.pools.get_mut("urlshortener").unwrap().endpoints = vec![endpoint.to_string()];
+            config.pools.get_mut("urlshortener").unwrap().endpoints = vec![endpoint.into()];
             let msg = invalid_message(&config);
             assert!(msg.contains(expect), "{endpoint}: {msg}");
         }
@@ -409,13 +838,76 @@ pool = "urlshortener"
             ("grpc.health.v1.Health", "served by the gateway itself"),
         ] {
             let mut config = good();
-            config.routes.push(RouteConfig { service: service.into(), pool: "urlshortener".into() });
+            config.routes.push(RouteConfig::new(service, "urlshortener"));
             let msg = invalid_message(&config);
             assert!(msg.contains(expect), "{service}: {msg}");
         }
         let mut config = good();
         config.routes.push(config.routes[0].clone());
         assert!(invalid_message(&config).contains("listed twice"));
+    }
+
+    #[test]
+    fn pool_policies_weights_and_limits_parse() {
+        let text = GOOD.replace(
+            "endpoints = [\"127.0.0.1:50051\", \"localhost:50052\"]",
+            "endpoints = [\"127.0.0.1:50051\", { address = \"127.0.0.1:50052\", weight = 3 }]\n\
+             policy = \"consistent_hash\"\nhash_key = \"x-session\"\n[pools.urlshortener.outlier]\nconsecutive_failures = 2",
+        ) + "[rate_limit]\nrequests_per_second = 5\nkey = \"x-client\"\n";
+        let config = GatewayConfig::from_toml_str(&text).unwrap();
+        config.validate().unwrap();
+        let pool = &config.pools["urlshortener"];
+        assert_eq!(pool.policy, Policy::ConsistentHash);
+        assert_eq!(pool.endpoints[1].address(), "127.0.0.1:50052");
+        assert_eq!(pool.endpoints[1].weight(), 3);
+        assert_eq!(pool.endpoints[0].weight(), 1);
+        assert_eq!(pool.outlier.consecutive_failures, 2);
+        assert_eq!(pool.outlier.max_ejection_percent, 50);
+        assert_eq!(config.rate_limit.as_ref().unwrap().burst, None);
+        let bad = text.replace("policy = \"consistent_hash\"", "policy = \"fastest\"");
+        let msg = GatewayConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(msg.contains("fastest") && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn bad_pool_and_route_settings_are_rejected() {
+        type Change = Box<dyn Fn(&mut GatewayConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|c| c.pools.get_mut("urlshortener").unwrap().policy = Policy::ConsistentHash), "needs hash_key"),
+            (Box::new(|c| c.pools.get_mut("urlshortener").unwrap().hash_key = Some("x-a".into())), "only used by"),
+            (
+                Box::new(|c| {
+                    let pool = c.pools.get_mut("urlshortener").unwrap();
+                    pool.policy = Policy::ConsistentHash;
+                    pool.hash_key = Some("X-Upper".into());
+                }),
+                "lower-case metadata key",
+            ),
+            (
+                Box::new(|c| {
+                    c.pools.get_mut("urlshortener").unwrap().endpoints[0] =
+                        EndpointConfig::Weighted { address: "127.0.0.1:1".into(), weight: 0 }
+                }),
+                "weight 0",
+            ),
+            (Box::new(|c| c.pools.get_mut("urlshortener").unwrap().outlier.max_ejection_percent = 101), "at most 100"),
+            (Box::new(|c| c.routes[0].idempotent_methods = vec!["Re solve".into()]), "idempotent method"),
+            (Box::new(|c| c.routes[0].timeout_ms = Some(0)), "timeout_ms = 0"),
+            (
+                Box::new(|c| {
+                    c.rate_limit = Some(RateLimitConfig { requests_per_second: 0, burst: None, key: None });
+                }),
+                "requests_per_second",
+            ),
+            (Box::new(|c| c.admin_listen = Some(c.listen)), "must differ from listen"),
+            (Box::new(|c| c.registry_prefix = "x".into()), "must end with '/'"),
+        ];
+        for (change, expect) in cases {
+            let mut config = good();
+            change(&mut config);
+            let msg = invalid_message(&config);
+            assert!(msg.contains(expect), "{expect}: {msg}");
+        }
     }
 
     #[test]

@@ -4,10 +4,17 @@
 //! runtime; the proxy routes `grpc.reflection.*` and `grpc.health.v1.Health` there like any other
 //! pool. Reflection lists exactly the routed services (plus health and reflection) and describes
 //! them from `meshwork_proto::FILE_DESCRIPTOR_SET`. Health reports a service SERVING while its
-//! pool has at least one replica answering gRPC health checks (checked every interval); the
-//! overall status `""` is SERVING while the gateway runs and NOT_SERVING once it drains.
+//! pool has at least one healthy replica; the overall status `""` is SERVING while the gateway
+//! runs and NOT_SERVING once it drains.
+//!
+//! The same task checks every replica of every pool each interval (`grpc.health.v1.Health/Check`
+//! of service `""`, SERVING or UNIMPLEMENTED passes) and marks a replica unhealthy after
+//! `unhealthy_threshold` failed checks in a row, healthy again after `healthy_threshold` passes;
+//! replica selection avoids unhealthy replicas. It reads each pool's current membership every
+//! round, so replicas added by the registry are checked too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +62,13 @@ impl MeshView {
     /// health status: those, plus routes that name a service (last segment capitalised) directly.
     pub fn new(router: &Router, described: &[String], route_services: &[(String, Arc<Pool>)]) -> Self {
         let mut view = MeshView::default();
+        let no_headers = http::HeaderMap::new();
         for name in described {
-            if let Some(pool) = router.lookup(name)
+            if let Some(route) = router.lookup(name, "", &no_headers)
                 && !BUILTIN_SERVICES.contains(&name.as_str())
             {
                 view.listed.push(name.clone());
-                view.health.insert(name.clone(), pool.clone());
+                view.health.insert(name.clone(), route.pool.clone());
             }
         }
         for (service, pool) in route_services {
@@ -87,6 +95,9 @@ pub(crate) struct Internal {
 pub(crate) struct CheckSettings {
     pub interval: Duration,
     pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
 }
 
 fn reflection_builder(listed: &[String]) -> tonic_reflection::server::Builder<'static> {
@@ -107,6 +118,7 @@ impl Internal {
     pub async fn start(
         listener: std::net::TcpListener,
         view: MeshView,
+        pools: Vec<Arc<Pool>>,
         settings: CheckSettings,
     ) -> Result<Internal, GatewayError> {
         let addr = listener.local_addr().map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
@@ -140,7 +152,7 @@ impl Internal {
             }
         });
 
-        let mut checker = HealthChecker::new(&view.health, settings);
+        let mut checker = HealthChecker::new(&view.health, pools, settings);
         checker.round(&reporter).await;
         let checker_reporter = reporter.clone();
         let mut checker_stop = stop_rx;
@@ -156,6 +168,11 @@ impl Internal {
 
         tracing::debug!(%addr, services = ?view.listed, "gateway internal gRPC server started");
         Ok(Internal { reporter, stop, tasks: vec![server_task, checker_task] })
+    }
+
+    /// A watch that flips to true when the internal server stops (for companion tasks).
+    pub fn stop_watch(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// The health reporter (to change statuses from elsewhere).
@@ -177,70 +194,81 @@ impl Internal {
     }
 }
 
-/// A pool, one lazily connected channel per replica, and the last known state per replica.
-type PoolProbe = (Arc<Pool>, Vec<Channel>, Vec<Option<bool>>);
-
-/// Periodic gRPC health checks of every replica of the pools that decide a service's health.
+/// Periodic gRPC health checks of every replica of every pool.
 struct HealthChecker {
-    /// Pool name -> its replicas' probes.
-    pools: BTreeMap<String, PoolProbe>,
-    /// Service name -> pool name.
-    services: BTreeMap<String, String>,
-    timeout: Duration,
+    pools: Vec<Arc<Pool>>,
+    /// Service name -> the pool that decides its health.
+    services: BTreeMap<String, Arc<Pool>>,
+    /// One lazily connected channel per replica address.
+    channels: HashMap<SocketAddr, Channel>,
+    /// (pool, replica) -> consecutive results: positive passes or negative failures.
+    streaks: HashMap<(String, SocketAddr), i64>,
+    settings: CheckSettings,
 }
 
 impl HealthChecker {
-    fn new(health: &BTreeMap<String, Arc<Pool>>, settings: CheckSettings) -> Self {
-        let mut pools = BTreeMap::new();
-        let mut services = BTreeMap::new();
-        for (service, pool) in health {
-            services.insert(service.clone(), pool.name().to_string());
-            pools.entry(pool.name().to_string()).or_insert_with(|| {
-                let channels = pool
-                    .replicas()
-                    .iter()
-                    .map(|addr| {
-                        Endpoint::from(grpc_uri(*addr))
-                            .connect_timeout(settings.connect_timeout)
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    })
-                    .collect();
-                (pool.clone(), channels, vec![None; pool.len()])
-            });
-        }
-        Self { pools, services, timeout: settings.connect_timeout + Duration::from_secs(1) }
+    fn new(health: &BTreeMap<String, Arc<Pool>>, pools: Vec<Arc<Pool>>, settings: CheckSettings) -> Self {
+        Self { pools, services: health.clone(), channels: HashMap::new(), streaks: HashMap::new(), settings }
     }
 
-    /// Checks every replica once (concurrently) and publishes every service's status.
+    fn channel(&mut self, addr: SocketAddr) -> Channel {
+        let connect_timeout = self.settings.connect_timeout;
+        self.channels
+            .entry(addr)
+            .or_insert_with(|| {
+                Endpoint::from(grpc_uri(addr)).connect_timeout(connect_timeout).tcp_nodelay(true).connect_lazy()
+            })
+            .clone()
+    }
+
+    /// Checks every replica once (concurrently), updates their health and publishes every
+    /// service's status.
     async fn round(&mut self, reporter: &HealthReporter) {
         let mut checks = tokio::task::JoinSet::new();
-        for (pool_name, (_, channels, _)) in &self.pools {
-            for (idx, channel) in channels.iter().enumerate() {
-                let (pool_name, channel, timeout) = (pool_name.clone(), channel.clone(), self.timeout);
-                checks.spawn(async move { (pool_name, idx, check_replica(channel, timeout).await) });
+        let mut live = HashMap::new();
+        for (pool_idx, pool) in self.pools.clone().iter().enumerate() {
+            for (idx, replica) in pool.members().replicas().iter().enumerate() {
+                live.insert(replica.addr(), ());
+                let (channel, timeout) = (self.channel(replica.addr()), self.settings.timeout);
+                let replica = replica.clone();
+                checks.spawn(async move { (pool_idx, idx, replica, check_replica(channel, timeout).await) });
             }
         }
-        let mut pool_up: BTreeSet<String> = BTreeSet::new();
+        // Forget replicas that left every pool.
+        self.channels.retain(|addr, _| live.contains_key(addr));
+        self.streaks.retain(|(_, addr), _| live.contains_key(addr));
         while let Some(joined) = checks.join_next().await {
-            let Ok((pool_name, idx, up)) = joined else { continue };
-            if let Some((pool, _, states)) = self.pools.get_mut(&pool_name) {
-                let addr = pool.replicas()[idx];
-                if states[idx] != Some(up) {
-                    if up {
-                        tracing::info!(pool = %pool_name, replica = %addr, "replica is healthy");
-                    } else {
-                        tracing::warn!(pool = %pool_name, replica = %addr, "replica is not healthy");
-                    }
-                    states[idx] = Some(up);
-                }
-                if up {
-                    pool_up.insert(pool_name);
+            let Ok((pool_idx, _idx, replica, up)) = joined else { continue };
+            let pool_name = self.pools[pool_idx].name().to_string();
+            let addr = replica.addr();
+            let key = (pool_name.clone(), addr);
+            // The first check of a replica decides at once (its state is unknown until then).
+            let first = !self.streaks.contains_key(&key);
+            let streak = self.streaks.entry(key).or_insert(0);
+            *streak = match (up, *streak > 0) {
+                (true, true) => *streak + 1,
+                (true, false) => 1,
+                (false, false) => *streak - 1,
+                (false, true) => -1,
+            };
+            let verdict = if first {
+                up
+            } else if replica.is_healthy() {
+                *streak > -i64::from(self.settings.unhealthy_threshold)
+            } else {
+                *streak >= i64::from(self.settings.healthy_threshold)
+            };
+            if replica.set_healthy(verdict) {
+                if verdict {
+                    tracing::info!(pool = %pool_name, replica = %addr, "replica is healthy");
+                } else {
+                    tracing::warn!(pool = %pool_name, replica = %addr, "replica is not healthy");
                 }
             }
         }
-        for (service, pool_name) in &self.services {
-            let status = if pool_up.contains(pool_name) { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for (service, pool) in &self.services {
+            let up = pool.members().replicas().iter().any(|r| r.is_healthy());
+            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status(service, status).await;
         }
     }

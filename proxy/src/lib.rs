@@ -1,8 +1,14 @@
 //! meshwork's gateway: the data plane of the mesh, built on Pingora 0.9.
 //!
 //! One port serves h2c gRPC and HTTP/1.1. gRPC calls are routed by service name
-//! (`/<package>.<Service>/<Method>`, longest route wins) to pools of replicas, round robin, with
-//! connect failures retried on another replica. Failures are gRPC-shaped (`grpc-status` 12 for an
+//! (`/<package>.<Service>/<Method>`, longest route wins) to pools of replicas, balanced by a
+//! per-pool policy (round robin, weighted, random, least request, peak EWMA, consistent hash,
+//! IP hash) over the replicas that pass active gRPC health checks and are not ejected as
+//! outliers. Connect failures are retried on another replica, UNAVAILABLE too for idempotent
+//! methods within a retry budget; `grpc-timeout` is honoured and forwarded; per-client rate limits
+//! and message size caps answer RESOURCE_EXHAUSTED; an optional admin port serves Prometheus
+//! metrics, readiness and the routing table. Pools may also follow an etcd registry
+//! ([`registry`]): replicas register under a lease and join or leave pools live. Failures are gRPC-shaped (`grpc-status` 12 for an
 //! unknown service, 14 when no replica is reachable), never HTML. The gateway itself answers gRPC
 //! reflection (v1 and v1alpha) and health for the whole mesh, and HTTP `GET /<code>` short-link
 //! redirects through the URL shortener.
@@ -18,18 +24,30 @@
 //! Pingora logs through the `log` crate; a `tracing-subscriber` initialised with its default
 //! `tracing-log` feature (as `init()` does) forwards those records into `tracing`.
 
+mod admin;
+pub mod balance;
 mod config;
+mod deadline;
 mod grpc_errors;
 mod internal;
+mod limits;
+mod metrics;
+mod pool;
 mod proxy;
 mod redirect;
+pub mod registry;
 mod routing;
 mod server;
 
 use std::net::SocketAddr;
 
-pub use config::{BUILTIN_SERVICES, ConfigError, GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
+pub use balance::Policy;
+pub use config::{
+    BUILTIN_SERVICES, ConfigError, EndpointConfig, GatewayConfig, OutlierConfig, PoolConfig, RateLimitConfig,
+    RedirectConfig, RouteConfig, SplitConfig,
+};
 pub use redirect::LINK_STATE_KEY;
+pub use registry::{Registration, RegistryError, register};
 pub use server::{GatewayHandle, run, spawn};
 
 /// Why the gateway could not start or did not stop cleanly. Every message is one line.

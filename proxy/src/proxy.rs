@@ -1,29 +1,55 @@
-//! The Pingora [`ProxyHttp`] implementation: per-request routing, replica choice with
-//! connect-failure retries, the `te: trailers` fix, gRPC-shaped errors and the plain HTTP
-//! answers (`/`, `/healthz`, short-link redirects).
+//! The Pingora [`ProxyHttp`] implementation: per-request routing, rate limits, deadlines,
+//! replica choice (see [`crate::pool`]), retries, passive health from `grpc-status`, message size
+//! caps, metrics, the `te: trailers` fix, gRPC-shaped errors and the plain HTTP answers (`/`,
+//! `/healthz`, short-link redirects).
+//!
+//! Retries: a failed connect is retried on another replica for every call. An answer of
+//! UNAVAILABLE is retried on another replica only for methods marked idempotent, only while the
+//! answer is trailers-only (nothing went downstream yet: `upstream_response_filter` turns it into
+//! a retryable error), only within the pool's retry budget and the call's deadline, and only while
+//! Pingora's retry buffer (64 KiB of request body) still holds the whole request. The same holds
+//! for an upstream that breaks the stream before answering (a killed replica).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, header};
 use pingora_core::protocols::ALPN;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tonic::Code;
 
+use crate::balance::{Policy, hash64};
+use crate::deadline::{format_grpc_timeout, parse_grpc_timeout};
 use crate::grpc_errors::{grpc_code_for_http_status, is_grpc_content_type, text_response, trailers, trailers_only};
+use crate::limits::{MessageMeter, RateLimiter};
+use crate::metrics::{MethodStats, Metrics};
+use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool, now_ns};
 use crate::redirect::{RedirectOutcome, Resolver, referrer_host, short_code};
-use crate::routing::{Pool, Router, parse_grpc_path};
+use crate::routing::{Route, Router, parse_grpc_path};
 use crate::server::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 
 /// Error type for "every replica of the pool failed to connect".
 const NO_REPLICA: ErrorType = ErrorType::Custom("NoReachableReplica");
+/// Every remaining replica is at its concurrency cap.
+const ALL_BUSY: ErrorType = ErrorType::Custom("AllReplicasBusy");
+/// The call's deadline passed.
+const DEADLINE: ErrorType = ErrorType::Custom("DeadlineExceeded");
+/// A trailers-only UNAVAILABLE answer that is being retried on another replica.
+const RETRY_UNAVAILABLE: ErrorType = ErrorType::Custom("RetryUnavailable");
+/// A request message above `max_request_message_bytes`.
+const REQUEST_TOO_LARGE: ErrorType = ErrorType::Custom("RequestMessageTooLarge");
+/// A response message above `max_response_message_bytes`.
+const RESPONSE_TOO_LARGE: ErrorType = ErrorType::Custom("ResponseMessageTooLarge");
+/// A CANCELLED answer this close to the call's deadline is the replica enforcing the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 
 /// Counts requests in flight; the count drops when the guard (held by the request context) does.
 #[derive(Debug)]
@@ -49,12 +75,44 @@ pub struct RequestCtx {
     started: Instant,
     /// The request is native gRPC (content-type application/grpc...).
     grpc: bool,
-    /// The pool chosen by the router.
+    /// The route chosen by the router.
+    route: Option<Arc<Route>>,
+    /// The pool chosen for the call (the route's, or one of its weighted splits).
     pool: Option<Arc<Pool>>,
-    /// The replica of the current attempt.
+    /// The pool's membership when the call started (indices below refer to it).
+    members: Option<Arc<Members>>,
+    /// The called method may be retried after UNAVAILABLE.
+    idempotent: bool,
+    /// Hash of the affinity key, for the hashing policies.
+    hash: Option<u64>,
+    /// When the call must be over (client `grpc-timeout` and route timeout).
+    deadline: Option<Instant>,
+    /// The replica of the current attempt (index into `members`).
     current: Option<usize>,
-    /// Replicas this request failed to connect to.
+    /// The in-flight slot on that replica.
+    slot: Option<InflightSlot>,
+    /// When the current attempt was sent.
+    attempt_started: Instant,
+    /// Replicas this call failed on (connect failures, retried UNAVAILABLE).
     failed: Vec<usize>,
+    /// The call's gRPC status once known (upstream headers or trailers, or the gateway's own).
+    grpc_status: Option<u16>,
+    /// Per-method counters.
+    stats: Option<Arc<MethodStats>>,
+    request_meter: MessageMeter,
+    response_meter: MessageMeter,
+    /// A request message above the cap was seen (its length); the rest of the body is dropped.
+    request_too_large: Option<u64>,
+}
+
+impl RequestCtx {
+    fn replica(&self) -> Option<&Arc<crate::pool::Replica>> {
+        self.slot.as_ref().map(InflightSlot::replica)
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// Settings of the proxy that do not change while it runs.
@@ -62,6 +120,14 @@ pub struct RequestCtx {
 pub(crate) struct ProxySettings {
     pub connect_timeout: Duration,
     pub upstream_max_h2_streams: usize,
+    pub max_request_message_bytes: u32,
+    pub max_response_message_bytes: u32,
+}
+
+/// Per-client rate limiting: the limiter and the metadata key naming the client.
+pub(crate) struct RateLimit {
+    pub limiter: RateLimiter,
+    pub key: Option<http::HeaderName>,
 }
 
 /// The gateway's proxy logic.
@@ -70,6 +136,8 @@ pub(crate) struct GatewayProxy {
     resolver: Option<Arc<Resolver>>,
     inflight: Arc<AtomicUsize>,
     settings: ProxySettings,
+    metrics: Arc<Metrics>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl GatewayProxy {
@@ -78,8 +146,29 @@ impl GatewayProxy {
         resolver: Option<Arc<Resolver>>,
         inflight: Arc<AtomicUsize>,
         settings: ProxySettings,
+        metrics: Arc<Metrics>,
+        rate_limit: Option<RateLimit>,
     ) -> Self {
-        Self { router, resolver, inflight, settings }
+        Self { router, resolver, inflight, settings, metrics, rate_limit }
+    }
+
+    /// Whether the call is within its client's rate.
+    fn admit(&self, session: &Session) -> bool {
+        let Some(limit) = &self.rate_limit else { return true };
+        let from_metadata =
+            limit.key.as_ref().and_then(|k| session.req_header().headers.get(k)).map(|v| hash64(v.as_bytes()));
+        let key = from_metadata.unwrap_or_else(|| client_ip_hash(session));
+        limit.limiter.try_acquire(key, now_ns())
+    }
+
+    /// Whether a failed attempt of this call may go to another replica now.
+    fn may_retry(&self, ctx: &RequestCtx) -> bool {
+        let (Some(pool), Some(members)) = (&ctx.pool, &ctx.members) else { return false };
+        let tried = ctx.failed.len() + usize::from(ctx.current.is_some());
+        ctx.idempotent
+            && tried < members.len()
+            && ctx.remaining().is_none_or(|r| !r.is_zero())
+            && pool.budget().try_withdraw()
     }
 
     /// Answers a gRPC call directly with a trailers-only response.
@@ -161,13 +250,26 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        let started = Instant::now();
         RequestCtx {
             _inflight: InflightGuard::new(&self.inflight),
-            started: Instant::now(),
+            started,
             grpc: false,
+            route: None,
             pool: None,
+            members: None,
+            idempotent: false,
+            hash: None,
+            deadline: None,
             current: None,
+            slot: None,
+            attempt_started: started,
             failed: Vec::new(),
+            grpc_status: None,
+            stats: None,
+            request_meter: MessageMeter::default(),
+            response_meter: MessageMeter::default(),
+            request_too_large: None,
         }
     }
 
@@ -180,39 +282,96 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.grpc = true;
         let path = req.uri.path();
-        let Some((service, _method)) = parse_grpc_path(path) else {
+        let Some((service, method)) = parse_grpc_path(path) else {
             let message = format!("malformed gRPC method path \"{path}\"");
             Self::respond_grpc(session, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
-        match self.router.lookup(service) {
-            Some(pool) => {
-                ctx.pool = Some(pool.clone());
-                Ok(false)
-            }
-            None => {
-                let message = format!("unknown service {service}: no route for it at the gateway");
-                Self::respond_grpc(session, Code::Unimplemented, &message).await?;
-                Ok(true)
-            }
+        let Some(route) = self.router.lookup(service, method, &req.headers) else {
+            let message = format!("unknown service {service}: no route for it at the gateway");
+            Self::respond_grpc(session, Code::Unimplemented, &message).await?;
+            return Ok(true);
+        };
+        let stats = self.metrics.method(path, service, method);
+        ctx.idempotent = route.is_idempotent(method);
+        if !self.admit(session) {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            stats.record(Code::ResourceExhausted as u16, ctx.started.elapsed());
+            Self::respond_grpc(session, Code::ResourceExhausted, "rate limit exceeded for this client").await?;
+            return Ok(true);
         }
+        let client_timeout =
+            session.req_header().headers.get("grpc-timeout").and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let timeout = match (client_timeout, route.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ctx.deadline = timeout.map(|t| ctx.started + t);
+        let pool = route.pick_pool();
+        ctx.hash = match pool.settings().policy {
+            Policy::ConsistentHash => pool
+                .settings()
+                .hash_key
+                .as_ref()
+                .and_then(|k| session.req_header().headers.get(k))
+                .map(|v| hash64(v.as_bytes())),
+            Policy::IpHash => Some(client_ip_hash(session)),
+            _ => None,
+        };
+        if ctx.idempotent {
+            // Only calls that may be retried feed the retry budget.
+            pool.budget().deposit();
+        }
+        ctx.members = Some(pool.members());
+        ctx.stats = Some(stats);
+        ctx.pool = Some(pool.clone());
+        ctx.route = Some(route.clone());
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let Some(pool) = &ctx.pool else {
+        let (Some(pool), Some(members)) = (&ctx.pool, &ctx.members) else {
             return Error::e_explain(ErrorType::InternalError, "no pool chosen for this request");
         };
-        let Some(idx) = pool.pick(&ctx.failed) else {
-            return Error::e_explain(
-                NO_REPLICA,
-                format!("no replica of pool \"{}\" is reachable ({} tried)", pool.name(), ctx.failed.len()),
-            );
+        // A previous attempt that got an answer (a retried UNAVAILABLE or a broken stream).
+        if let Some(previous) = ctx.current.take() {
+            ctx.failed.push(previous);
+        }
+        if !ctx.failed.is_empty() {
+            self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let remaining = ctx.remaining();
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return Error::e_explain(DEADLINE, "the call's deadline passed before a replica answered");
+        }
+        let (idx, slot) = match pool.pick(members, PickInput { hash: ctx.hash, exclude: &ctx.failed }) {
+            Ok(picked) => picked,
+            Err(PickError::AllBusy) => {
+                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                return Error::e_explain(
+                    ALL_BUSY,
+                    format!("every replica of pool \"{}\" is at its concurrency limit", pool.name()),
+                );
+            }
+            Err(PickError::NoneLeft) => {
+                return Error::e_explain(
+                    NO_REPLICA,
+                    format!("no replica of pool \"{}\" is reachable ({} tried)", pool.name(), ctx.failed.len()),
+                );
+            }
         };
+        let mut peer = HttpPeer::new(slot.replica().addr(), false, String::new());
         ctx.current = Some(idx);
-        let mut peer = HttpPeer::new(pool.replicas()[idx], false, String::new());
+        ctx.slot = Some(slot);
+        ctx.attempt_started = Instant::now();
         peer.options.alpn = ALPN::H2;
         peer.options.max_h2_streams = self.settings.upstream_max_h2_streams;
-        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.connection_timeout =
+            Some(remaining.map_or(self.settings.connect_timeout, |r| r.min(self.settings.connect_timeout)));
+        // Pingora's read timeout is per read; for a unary call the wait for the answer is one
+        // read, so this ends the call at its deadline. Streams also get the forwarded
+        // grpc-timeout, which the upstream enforces.
+        peer.options.read_timeout = remaining;
         peer.options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
         peer.options.h2_connection_window_size = Some(H2_CONNECTION_WINDOW);
         Ok(Box::new(peer))
@@ -225,11 +384,47 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(pool), Some(idx)) = (&ctx.pool, ctx.current.take()) {
+        if let (Some(pool), Some(members), Some(idx)) = (&ctx.pool, &ctx.members, ctx.current.take()) {
+            if let Some(replica) = ctx.slot.take() {
+                pool.record_failure(members, replica.replica());
+            }
             ctx.failed.push(idx);
-            let retry = ctx.failed.len() < pool.len();
+            let retry = ctx.failed.len() < members.len() && ctx.remaining().is_none_or(|r| !r.is_zero());
             tracing::warn!(pool = pool.name(), replica = %peer, error = %e, retry, "connect to replica failed");
             e.set_retry(retry);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.etype() == RETRY_UNAVAILABLE {
+            // Decided in upstream_response_filter (budget already taken).
+            e.set_retry(!session.as_ref().retry_buffer_truncated());
+            return e;
+        }
+        let upstream_broke = *e.esource() == ErrorSource::Upstream
+            && session.response_written().is_none()
+            && !matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if upstream_broke && ctx.grpc {
+            if let (Some(pool), Some(members), Some(slot)) = (&ctx.pool, &ctx.members, &ctx.slot) {
+                pool.record_failure(members, slot.replica());
+            }
+            let retry = !session.as_ref().retry_buffer_truncated() && self.may_retry(ctx);
+            e.set_retry(retry);
+            return e;
+        }
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -243,6 +438,135 @@ impl ProxyHttp for GatewayProxy {
         if ctx.grpc {
             // Pingora 0.9 strips `te` from HTTP/1.x downstream requests; gRPC servers require it.
             upstream_request.insert_header(header::TE, HeaderValue::from_static("trailers"))?;
+            if let Some(remaining) = ctx.remaining() {
+                if remaining.is_zero() {
+                    return Error::e_explain(DEADLINE, "the call's deadline passed before it was sent");
+                }
+                upstream_request.insert_header("grpc-timeout", format_grpc_timeout(remaining))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !ctx.grpc {
+            return Ok(());
+        }
+        if ctx.request_too_large.is_some() {
+            body.take();
+            return Ok(());
+        }
+        if let Some(chunk) = body
+            && let Err(len) = ctx.request_meter.feed(chunk, self.settings.max_request_message_bytes)
+        {
+            // An error here would leave the upstream stream waiting for the rest of the body
+            // (Pingora keeps waiting for the answer). Instead the rest of the body is dropped, the
+            // upstream sees the stream end early and answers; that answer is replaced by
+            // RESOURCE_EXHAUSTED in upstream_response_filter.
+            tracing::debug!(len, "request message above the size cap");
+            ctx.request_too_large = Some(len);
+            body.take();
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !ctx.grpc {
+            return Ok(());
+        }
+        if let Some(len) = ctx.request_too_large {
+            return Error::e_explain(
+                REQUEST_TOO_LARGE,
+                format!(
+                    "request message of {len} bytes is above the limit of {}",
+                    self.settings.max_request_message_bytes
+                ),
+            );
+        }
+        let Some(replica) = ctx.replica().cloned() else { return Ok(()) };
+        if ctx.pool.as_ref().is_some_and(|p| p.settings().policy == Policy::PeakEwma) {
+            replica.observe_latency(ctx.attempt_started.elapsed());
+        }
+        let status = upstream_response.headers.get("grpc-status").and_then(|v| parse_status(v.as_bytes()));
+        let Some(status) = status else {
+            if upstream_response.status.as_u16() != 200 {
+                ctx.grpc_status = Some(grpc_code_for_http_status(upstream_response.status.as_u16()) as u16);
+            }
+            return Ok(());
+        };
+        // Trailers-only answer: the call's outcome is known now.
+        ctx.grpc_status = Some(status);
+        if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
+            // The replica gave up at the forwarded deadline; tonic says CANCELLED, gRPC means
+            // DEADLINE_EXCEEDED.
+            upstream_response.insert_header("grpc-status", HeaderValue::from(Code::DeadlineExceeded as i32))?;
+            ctx.grpc_status = Some(Code::DeadlineExceeded as u16);
+        }
+        let (Some(pool), Some(members)) = (&ctx.pool, &ctx.members) else { return Ok(()) };
+        if status != Code::Unavailable as u16 {
+            pool.record_success(&replica);
+            return Ok(());
+        }
+        pool.record_failure(members, &replica);
+        if !session.as_ref().retry_buffer_truncated() && self.may_retry(ctx) {
+            return Error::e_explain(RETRY_UNAVAILABLE, "replica answered UNAVAILABLE; retrying on another replica");
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.grpc
+            && let Some(chunk) = body
+            && let Err(len) = ctx.response_meter.feed(chunk, self.settings.max_response_message_bytes)
+        {
+            body.take();
+            return Error::e_explain(
+                RESPONSE_TOO_LARGE,
+                format!(
+                    "response message of {len} bytes is above the limit of {}",
+                    self.settings.max_response_message_bytes
+                ),
+            );
+        }
+        Ok(None)
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut header::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(status) = upstream_trailers.get("grpc-status").and_then(|v| parse_status(v.as_bytes())) else {
+            return Ok(());
+        };
+        ctx.grpc_status = Some(status);
+        if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
+            deadline_exceeded(upstream_trailers.get_mut("grpc-status"), &mut ctx.grpc_status);
+        }
+        if let (Some(pool), Some(members), Some(slot)) = (&ctx.pool, &ctx.members, &ctx.slot) {
+            if status == Code::Unavailable as u16 {
+                pool.record_failure(members, slot.replica());
+            } else {
+                pool.record_success(slot.replica());
+            }
         }
         Ok(())
     }
@@ -267,6 +591,19 @@ impl ProxyHttp for GatewayProxy {
         let pool_name = ctx.pool.as_ref().map(|p| p.name()).unwrap_or("?");
         let (code, message) = match e.etype() {
             ErrorType::HTTPStatus(status) => (grpc_code_for_http_status(*status), format!("gateway: HTTP {status}")),
+            etype if *etype == DEADLINE => (Code::DeadlineExceeded, "deadline exceeded at the gateway".to_string()),
+            ErrorType::ReadTimedout if ctx.deadline.is_some() => {
+                (Code::DeadlineExceeded, "deadline exceeded while waiting for the replica".to_string())
+            }
+            etype if *etype == REQUEST_TOO_LARGE || *etype == RESPONSE_TOO_LARGE => {
+                (Code::ResourceExhausted, e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default())
+            }
+            etype if *etype == ALL_BUSY => {
+                (Code::Unavailable, format!("every replica of pool \"{pool_name}\" is at its concurrency limit"))
+            }
+            etype if *etype == RETRY_UNAVAILABLE => {
+                (Code::Unavailable, format!("replicas of pool \"{pool_name}\" answered UNAVAILABLE"))
+            }
             etype if *etype == NO_REPLICA => (
                 Code::Unavailable,
                 format!("no replica of pool \"{pool_name}\" is reachable ({} tried)", ctx.failed.len()),
@@ -287,6 +624,7 @@ impl ProxyHttp for GatewayProxy {
             }
             _ => (Code::Internal, format!("gateway error: {}", e.etype().as_str())),
         };
+        ctx.grpc_status = Some(code as u16);
         if session.response_written().is_some() {
             // The upstream's headers went out: end the call with gRPC trailers where possible.
             if session.is_http2() {
@@ -305,19 +643,65 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        if let Some(stats) = &ctx.stats {
+            // No status at all: the client went away (CANCELLED) or the answer had none (UNKNOWN).
+            let code =
+                ctx.grpc_status.unwrap_or(if e.is_some() { Code::Cancelled as u16 } else { Code::Unknown as u16 });
+            stats.record(code, elapsed);
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
             tracing::debug!(
                 path = session.req_header().uri.path(),
                 grpc = ctx.grpc,
                 pool = ctx.pool.as_ref().map(|p| p.name()).unwrap_or(""),
-                replica = ?ctx.current.and_then(|i| ctx.pool.as_ref().map(|p| p.replicas()[i])),
-                failed_connects = ctx.failed.len(),
+                replica = ?ctx.replica().map(|r| r.addr()),
+                failed_attempts = ctx.failed.len(),
                 status,
+                grpc_status = ctx.grpc_status,
                 error = e.map(|e| e.to_string()),
-                elapsed_us = ctx.started.elapsed().as_micros() as u64,
+                elapsed_us = elapsed.as_micros() as u64,
                 "request"
             );
         }
+    }
+}
+
+/// Rewrites a `grpc-status` to DEADLINE_EXCEEDED.
+fn deadline_exceeded(value: Option<&mut HeaderValue>, status: &mut Option<u16>) {
+    if let Some(value) = value {
+        *value = HeaderValue::from(Code::DeadlineExceeded as i32);
+        *status = Some(Code::DeadlineExceeded as u16);
+    }
+}
+
+/// Parses a `grpc-status` value (0..=16 in practice; anything numeric is kept).
+fn parse_status(value: &[u8]) -> Option<u16> {
+    if value.is_empty() || value.len() > 4 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0')))
+}
+
+/// Hash of the client's IP address (0 when unknown, e.g. a Unix socket).
+fn client_ip_hash(session: &Session) -> u64 {
+    match session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(ip)) => hash64(&ip.octets()),
+        Some(std::net::IpAddr::V6(ip)) => hash64(&ip.octets()),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_status_values() {
+        assert_eq!(parse_status(b"0"), Some(0));
+        assert_eq!(parse_status(b"14"), Some(14));
+        assert_eq!(parse_status(b""), None);
+        assert_eq!(parse_status(b"x"), None);
     }
 }

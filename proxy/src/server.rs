@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,16 +25,23 @@ use pingora_proxy::ProxyServiceBuilder;
 use tokio::sync::watch;
 
 use crate::GatewayError;
-use crate::config::{BUILTIN_SERVICES, GatewayConfig};
+use crate::admin::AdminState;
+use crate::config::{BUILTIN_SERVICES, GatewayConfig, PoolConfig};
 use crate::internal::{CheckSettings, Internal, MeshView, described_services};
-use crate::proxy::{GatewayProxy, ProxySettings};
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use crate::pool::{OutlierSettings, PoolSettings};
+use crate::proxy::{GatewayProxy, ProxySettings, RateLimit};
 use crate::redirect::Resolver;
-use crate::routing::{Pool, Router};
+use crate::routing::{Pool, Route, Router};
 
 /// HTTP/2 flow-control window per stream, downstream and upstream.
 pub(crate) const H2_STREAM_WINDOW: u32 = 1 << 20;
 /// HTTP/2 flow-control window per connection, downstream and upstream.
 pub(crate) const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// How long [`spawn`] waits for the first read of the registry.
+const REGISTRY_START_WAIT: Duration = Duration::from_secs(3);
 
 /// How long [`spawn`] waits for the listener to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,6 +50,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct GatewayHandle {
     listen: SocketAddr,
     internal_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    draining: Arc<AtomicBool>,
     grace: Duration,
     inflight: Arc<AtomicUsize>,
     drain: watch::Sender<bool>,
@@ -91,6 +100,11 @@ impl GatewayHandle {
         self.internal_addr
     }
 
+    /// The address of the admin HTTP port, when `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Requests being processed right now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
@@ -106,6 +120,7 @@ impl GatewayHandle {
     fn stop_all(&mut self, drain: bool) -> Result<(), GatewayError> {
         let Some(server_thread) = self.server_thread.take() else { return Ok(()) };
         let started = Instant::now();
+        self.draining.store(true, Ordering::Relaxed);
         if let (Some(internal), Some(runtime)) = (&self.internal, self.runtime.get()) {
             let reporter = internal.reporter();
             on_runtime(runtime, async move { Internal::set_draining(&reporter).await });
@@ -189,20 +204,43 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Drainable<S> {
     }
 }
 
+/// The runtime settings of a configured pool.
+fn pool_settings(config: &GatewayConfig, pool: &PoolConfig) -> PoolSettings {
+    PoolSettings {
+        policy: pool.policy,
+        hash_key: pool.hash_key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
+        max_inflight_per_replica: pool.max_inflight_per_replica,
+        slow_start: Duration::from_millis(pool.slow_start_ms),
+        outlier: OutlierSettings {
+            consecutive_failures: pool.outlier.consecutive_failures,
+            base_ejection: Duration::from_millis(pool.outlier.base_ejection_ms),
+            max_ejection: Duration::from_millis(pool.outlier.max_ejection_ms),
+            max_ejection_percent: pool.outlier.max_ejection_percent,
+        },
+        retry_budget_percent: config.retry_budget_percent,
+        retry_min_per_second: config.retry_budget_min_per_second,
+    }
+}
+
 /// Resolves every pool's endpoints (the first address of each `host:port`).
 fn resolve_pools(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
     let mut pools = BTreeMap::new();
     for (name, pool) in &config.pools {
         let mut replicas = Vec::with_capacity(pool.endpoints.len());
         for endpoint in &pool.endpoints {
-            let addr = endpoint
+            let address = endpoint.address();
+            let addr = address
                 .to_socket_addrs()
                 .map_err(|e| e.to_string())
                 .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
-                .map_err(|reason| GatewayError::Resolve { pool: name.clone(), endpoint: endpoint.clone(), reason })?;
-            replicas.push(addr);
+                .map_err(|reason| GatewayError::Resolve {
+                    pool: name.clone(),
+                    endpoint: address.to_string(),
+                    reason,
+                })?;
+            replicas.push((addr, endpoint.weight()));
         }
-        pools.insert(name.clone(), Arc::new(Pool::new(name.clone(), replicas)));
+        pools.insert(name.clone(), Arc::new(Pool::with_settings(name.clone(), replicas, pool_settings(config, pool))));
     }
     Ok(pools)
 }
@@ -245,27 +283,108 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         let pool = pools
             .get(&route.pool)
             .ok_or_else(|| GatewayError::Start(format!("route to unknown pool {}", route.pool)))?;
-        router.insert(route.service.clone(), pool.clone());
-        route_services.push((route.service.clone(), pool.clone()));
+        let mut splits = Vec::with_capacity(route.splits.len());
+        for split in &route.splits {
+            let other = pools
+                .get(&split.pool)
+                .ok_or_else(|| GatewayError::Start(format!("route splits to unknown pool {}", split.pool)))?;
+            splits.push((other.clone(), split.weight));
+        }
+        // Validated: names and values are valid metadata.
+        let headers = route
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((http::HeaderName::from_bytes(k.as_bytes()).ok()?, http::HeaderValue::from_str(v).ok()?))
+            })
+            .collect();
+        router.insert(
+            Route::new(route.service.clone(), pool.clone())
+                .with_splits(route.weight, splits)
+                .with_headers(headers)
+                .with_idempotent(&route.idempotent_methods)
+                .with_timeout(route.timeout_ms.map(Duration::from_millis)),
+        );
+        if route.headers.is_empty() && !route.service.contains('/') {
+            route_services.push((route.service.clone(), pool.clone()));
+        }
     }
     for name in BUILTIN_SERVICES {
-        router.insert(*name, internal_pool.clone());
+        router.insert(Route::new(*name, internal_pool.clone()));
     }
     let router = Arc::new(router);
     let view = MeshView::new(&router, &described_services()?, &route_services);
     let settings = CheckSettings {
         interval: Duration::from_millis(config.health_check_interval_ms),
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        timeout: Duration::from_millis(config.health_check_timeout_ms),
+        healthy_threshold: config.healthy_threshold,
+        unhealthy_threshold: config.unhealthy_threshold,
     };
-    let internal = on_runtime(rt, Internal::start(internal_listener, view, settings))
+    let all_pools: Vec<Arc<Pool>> = pools.values().cloned().collect();
+    let internal = on_runtime(rt, Internal::start(internal_listener, view, all_pools.clone(), settings))
         .ok_or_else(|| GatewayError::Start("the internal runtime stopped".into()))??;
 
     let resolver = config.redirect.as_ref().and_then(|redirect| {
         let pool = pools.get(&redirect.pool)?;
         let _guard = rt.enter();
-        Some(Arc::new(Resolver::new(pool.replicas(), settings.connect_timeout)))
+        Some(Arc::new(Resolver::new(&pool.addrs(), settings.connect_timeout)))
     });
 
+    let metrics = Arc::new(Metrics::default());
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin_addr = match config.admin_listen {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|source| GatewayError::Bind { addr, source })?;
+            let bound = listener.local_addr().map_err(|e| GatewayError::Start(format!("admin listener: {e}")))?;
+            listener.set_nonblocking(true).map_err(|e| GatewayError::Start(format!("admin listener: {e}")))?;
+            let state = AdminState {
+                metrics: metrics.clone(),
+                router: router.clone(),
+                pools: all_pools.clone(),
+                draining: draining.clone(),
+            };
+            let stop = internal.stop_watch();
+            let _guard = rt.enter();
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| GatewayError::Start(format!("admin listener: {e}")))?;
+            rt.spawn(crate::admin::serve(listener, state, stop));
+            Some(bound)
+        }
+        None => None,
+    };
+
+    if let Some(url) = &config.registry {
+        let fixed = pools
+            .iter()
+            .map(|(name, pool)| {
+                let members = pool.members();
+                (name.clone(), members.replicas().iter().map(|r| (r.addr(), r.weight())).collect())
+            })
+            .collect();
+        let watched = crate::registry::Watched { pools: pools.clone(), fixed };
+        let (ready, mut ready_rx) = watch::channel(false);
+        rt.spawn(crate::registry::watch(
+            url.clone(),
+            config.registry_prefix.clone(),
+            watched,
+            ready,
+            internal.stop_watch(),
+        ));
+        // Start with the registered replicas when the registry answers quickly; otherwise start
+        // with the static endpoints and let the watch catch up.
+        let synced = on_runtime(rt, async move {
+            tokio::time::timeout(REGISTRY_START_WAIT, ready_rx.wait_for(|r| *r)).await.is_ok()
+        });
+        if synced != Some(true) {
+            tracing::warn!(registry = %url, "registry not read yet; starting with the static endpoints");
+        }
+    }
+
+    let rate_limit = config.rate_limit.as_ref().map(|limit| RateLimit {
+        limiter: RateLimiter::new(limit.requests_per_second, limit.burst.unwrap_or(limit.requests_per_second)),
+        key: limit.key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
+    });
     let inflight = Arc::new(AtomicUsize::new(0));
     let proxy = GatewayProxy::new(
         router,
@@ -274,7 +393,11 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         ProxySettings {
             connect_timeout: settings.connect_timeout,
             upstream_max_h2_streams: config.upstream_max_h2_streams,
+            max_request_message_bytes: config.max_request_message_bytes,
+            max_response_message_bytes: config.max_response_message_bytes,
         },
+        metrics,
+        rate_limit,
     );
 
     let conf = ServerConf {
@@ -317,6 +440,8 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let mut handle = GatewayHandle {
         listen,
         internal_addr,
+        admin_addr,
+        draining,
         grace: Duration::from_secs(config.grace_period_seconds),
         inflight,
         drain,

@@ -106,9 +106,9 @@ fn config(pool: &[SocketAddr], route: Option<&str>) -> GatewayConfig {
     config.threads = 1;
     config.grace_period_seconds = 5;
     config.health_check_interval_ms = 200;
-    config.pools.insert("shortener".into(), PoolConfig { endpoints: pool.iter().map(|a| a.to_string()).collect() });
+    config.pools.insert("shortener".into(), PoolConfig::new(pool.iter().map(|a| a.to_string())));
     if let Some(service) = route {
-        config.routes.push(RouteConfig { service: service.into(), pool: "shortener".into() });
+        config.routes.push(RouteConfig::new(service, "shortener"));
     }
     config.redirect = Some(RedirectConfig { pool: "shortener".into() });
     config
@@ -432,12 +432,12 @@ async fn shutdown_drains_in_flight_calls() {
 fn spawn_rejects_bad_config_and_busy_port() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = GatewayConfig::new(busy.local_addr().unwrap());
-    config.pools.insert("p".into(), PoolConfig { endpoints: vec!["127.0.0.1:1".into()] });
+    config.pools.insert("p".into(), PoolConfig::new(["127.0.0.1:1"]));
     let err = meshwork_proxy::spawn(config.clone()).unwrap_err().to_string();
     assert!(err.starts_with("cannot listen on"), "{err}");
 
     config.listen = dead_port();
-    config.routes.push(RouteConfig { service: SHORTENER.into(), pool: "missing".into() });
+    config.routes.push(RouteConfig::new(SHORTENER, "missing"));
     let err = meshwork_proxy::spawn(config).unwrap_err().to_string();
     assert!(err.contains("unknown pool \"missing\""), "{err}");
 }

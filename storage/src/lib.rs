@@ -266,6 +266,6 @@ pub type DynStore = Arc<dyn Store>;
 pub mod embedded;
 pub mod etcd;
 pub mod memory;
-pub mod traced;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod traced;
