@@ -113,6 +113,7 @@ impl Running {
 struct Admin {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    extra: Arc<meshwork_observability::metrics::ExtraMetrics>,
 }
 
 impl Admin {
@@ -122,15 +123,17 @@ impl Admin {
             .await
             .with_context(|| format!("--admin-listen {addr}: cannot bind"))?;
         let (stop, mut stopped) = watch::channel(false);
+        let extra = Arc::new(meshwork_observability::metrics::ExtraMetrics::default());
+        let served = extra.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = meshwork_observability::metrics::serve_admin(listener, shutdown).await {
+            if let Err(e) = meshwork_observability::metrics::serve_admin(listener, served, shutdown).await {
                 tracing::error!(error = %e, "admin port stopped");
             }
         });
-        Ok(Admin { stop, task })
+        Ok(Admin { stop, task, extra })
     }
 
     async fn stop(self) {
@@ -190,6 +193,7 @@ async fn up(
         .await
         .context("gateway start task")?
         .context("starting the gateway")?;
+    admin.extra.add(Arc::new(gateway.metrics_renderer()));
     tracing::info!(%listen, store = %store_url, "meshwork ready");
     match &collector {
         Some(c) => println!(

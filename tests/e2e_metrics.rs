@@ -59,6 +59,12 @@ fn metrics_of_real_traffic_and_the_dashboard_queries_them() {
     assert!(
         metrics.contains("meshwork_storage_operation_duration_seconds_count{backend=\"embedded\",operation=\"write\"}")
     );
+    // The gateway's own metrics are on the same port.
+    let through_gateway = sample(
+        &metrics,
+        &format!("meshwork_gateway_calls_total{{service=\"{SVC}\",method=\"Resolve\",grpc_status=\"0\"}}"),
+    );
+    assert_eq!(through_gateway, Some(3.0), "{metrics}");
     let hits = sample(&metrics, "meshwork_cache_requests_total{cache=\"urlshortener_links\",result=\"hit\"}");
     assert!(hits.is_some_and(|h| h >= 3.0), "{metrics}");
 
@@ -79,6 +85,6 @@ fn metrics_of_real_traffic_and_the_dashboard_queries_them() {
             }
         }
     }
-    assert!(checked >= 6, "the dashboard was barely checked ({checked} names)");
+    assert!(checked >= 10, "the dashboard was barely checked ({checked} names)");
     assert!(mesh.terminate(Duration::from_secs(30)).success());
 }

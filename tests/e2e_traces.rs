@@ -50,15 +50,40 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     let op = format!("{SVC}/Shorten");
     let trace = wait_for_trace(ui, trace_id, &op);
     let spans = trace["spans"].as_array().unwrap();
-    let server = spans.iter().find(|s| s["operationName"] == op.as_str()).unwrap();
-    assert_eq!(server["traceID"], trace_id);
-    assert_eq!(server["references"][0]["refType"], "CHILD_OF");
-    assert_eq!(server["references"][0]["spanID"], caller_span, "the service span is a child of the caller's span");
-    let pid = server["processID"].as_str().unwrap();
-    assert_eq!(trace["processes"][pid]["serviceName"], "urlshortener");
+    let service_of = |span: &Value| trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone();
     let tag = |span: &Value, key: &str| {
         span["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone())
     };
+    let kind = |span: &Value| tag(span, "span.kind");
+    let parent = |span: &Value| span["references"][0]["spanID"].clone();
+    // caller -> gateway SERVER -> gateway CLIENT (one per attempt) -> service SERVER -> storage INTERNAL
+    let gateway_server = spans
+        .iter()
+        .find(|s| service_of(s) == "gateway" && kind(s) == Some(Value::from("server")))
+        .unwrap_or_else(|| panic!("no gateway server span in {trace}"));
+    assert_eq!(gateway_server["operationName"], op.as_str());
+    assert_eq!(parent(gateway_server), caller_span, "the gateway span is a child of the caller's span");
+    assert_eq!(tag(gateway_server, "rpc.grpc.status_code"), Some(Value::from(0)));
+    let gateway_client = spans
+        .iter()
+        .find(|s| service_of(s) == "gateway" && kind(s) == Some(Value::from("client")))
+        .unwrap_or_else(|| panic!("no gateway client span in {trace}"));
+    assert_eq!(parent(gateway_client), gateway_server["spanID"]);
+    assert_eq!(gateway_client["operationName"], op.as_str());
+    assert_eq!(tag(gateway_client, "meshwork.attempt"), Some(Value::from(1)));
+    assert_eq!(tag(gateway_client, "server.address"), Some(Value::from("127.0.0.1")));
+    let server = spans
+        .iter()
+        .find(|s| s["operationName"] == op.as_str() && service_of(s) == "urlshortener")
+        .unwrap_or_else(|| panic!("no service span in {trace}"));
+    assert_eq!(server["traceID"], trace_id);
+    assert_eq!(server["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(parent(server), gateway_client["spanID"], "the service span is a child of the gateway's attempt");
+    let (_, deps) = get_json(ui, "/api/dependencies");
+    assert!(
+        deps["data"].as_array().unwrap().iter().any(|d| d["parent"] == "gateway" && d["child"] == "urlshortener"),
+        "{deps}"
+    );
     assert_eq!(tag(server, "rpc.system"), Some(Value::from("grpc")));
     assert_eq!(tag(server, "rpc.method"), Some(Value::from("Shorten")));
     assert_eq!(tag(server, "rpc.grpc.status_code"), Some(Value::from(0)));
@@ -124,6 +149,7 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     assert!(dom.contains("data-ready=\"true\""), "page did not finish loading:\n{dom}");
     assert!(dom.contains(&format!("Trace <code>{trace_id}</code>")), "no waterfall for the trace:\n{dom}");
     assert!(dom.contains("UrlShortener/Shorten") && dom.contains("storage."), "waterfall lacks spans:\n{dom}");
+    assert!(dom.contains(">gateway<"), "waterfall lacks the gateway's spans:\n{dom}");
     let shot = artifacts.join("trace-waterfall.png");
     let out = chromium(&[format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));

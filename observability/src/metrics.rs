@@ -9,7 +9,7 @@
 //! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, RwLock};
 
 use axum::Router;
 use axum::http::header;
@@ -81,24 +81,45 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Returns the admin router: `/metrics` and `/ready` (200 once serving).
-pub fn admin_router() -> Router {
+/// A renderer of metrics kept outside the registry (the gateway's lock-free counters).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Extra metric sources appended to `/metrics`; added once they exist (the gateway starts
+/// after the admin port is bound).
+#[derive(Default)]
+pub struct ExtraMetrics(RwLock<Vec<MetricsSource>>);
+
+impl ExtraMetrics {
+    /// Adds a source.
+    pub fn add(&self, source: MetricsSource) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).push(source);
+    }
+
+    fn render(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).iter().map(|source| source()).collect()
+    }
+}
+
+/// Returns the admin router: `/metrics` (the registry, then every extra source) and `/ready`.
+pub fn admin_router(extra: Arc<ExtraMetrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()).into_response()
+            get(move || async move {
+                let text = render() + &extra.render();
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
             }),
         )
         .route("/ready", get(|| async { "ready" }))
 }
 
-/// Serves the admin router on `addr` until `shutdown` resolves.
+/// Serves the admin router on `listener` until `shutdown` resolves.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
+    extra: Arc<ExtraMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, admin_router()).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, admin_router(extra)).with_graceful_shutdown(shutdown).await
 }
 
 /// Binds the admin port (so a taken port fails before anything starts).

@@ -38,6 +38,7 @@ mod redirect;
 pub mod registry;
 mod routing;
 mod server;
+mod trace;
 
 use std::net::SocketAddr;
 

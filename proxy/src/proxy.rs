@@ -25,6 +25,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::balance::{Policy, hash64};
 use crate::deadline::{format_grpc_timeout, parse_grpc_timeout};
@@ -35,6 +36,7 @@ use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool, now_ns};
 use crate::redirect::{RedirectOutcome, Resolver, referrer_host, short_code};
 use crate::routing::{Route, Router, parse_grpc_path};
 use crate::server::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
+use crate::trace;
 
 /// Error type for "every replica of the pool failed to connect".
 const NO_REPLICA: ErrorType = ErrorType::Custom("NoReachableReplica");
@@ -103,6 +105,12 @@ pub struct RequestCtx {
     response_meter: MessageMeter,
     /// A request message above the cap was seen (its length); the rest of the body is dropped.
     request_too_large: Option<u64>,
+    /// The call's SERVER span (disabled when traces are not exported).
+    server_span: tracing::Span,
+    /// The CLIENT span of the current upstream attempt.
+    client_span: tracing::Span,
+    /// Upstream attempts made so far.
+    attempts: usize,
 }
 
 impl RequestCtx {
@@ -232,7 +240,15 @@ impl GatewayProxy {
         };
         let referrer = referrer_host(session.req_header().headers.get(header::REFERER).map(|v| v.as_bytes()));
         let started = Instant::now();
-        let outcome = resolver.resolve(&code, referrer, head).await;
+        let span = trace::redirect_span(&session.req_header().headers, &code);
+        let outcome = resolver.resolve(&code, referrer, head).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            let status = match &outcome {
+                RedirectOutcome::Found(_) => 302,
+                RedirectOutcome::Error(status, _) => *status,
+            };
+            span.record("http.response.status_code", i64::from(status));
+        }
         tracing::debug!(code, ?outcome, elapsed_us = started.elapsed().as_micros() as u64, "redirect");
         match outcome {
             RedirectOutcome::Found(url) => {
@@ -270,6 +286,9 @@ impl ProxyHttp for GatewayProxy {
             request_meter: MessageMeter::default(),
             response_meter: MessageMeter::default(),
             request_too_large: None,
+            server_span: tracing::Span::none(),
+            client_span: tracing::Span::none(),
+            attempts: 0,
         }
     }
 
@@ -287,6 +306,7 @@ impl ProxyHttp for GatewayProxy {
             Self::respond_grpc(session, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
+        ctx.server_span = trace::server_span(&req.headers, path, service, method);
         let Some(route) = self.router.lookup(service, method, &req.headers) else {
             let message = format!("unknown service {service}: no route for it at the gateway");
             Self::respond_grpc(session, Code::Unimplemented, &message).await?;
@@ -329,7 +349,7 @@ impl ProxyHttp for GatewayProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let (Some(pool), Some(members)) = (&ctx.pool, &ctx.members) else {
             return Error::e_explain(ErrorType::InternalError, "no pool chosen for this request");
         };
@@ -361,6 +381,9 @@ impl ProxyHttp for GatewayProxy {
             }
         };
         let mut peer = HttpPeer::new(slot.replica().addr(), false, String::new());
+        ctx.attempts += 1;
+        ctx.client_span =
+            trace::client_span(&ctx.server_span, session.req_header().uri.path(), slot.replica().addr(), ctx.attempts);
         ctx.current = Some(idx);
         ctx.slot = Some(slot);
         ctx.attempt_started = Instant::now();
@@ -391,6 +414,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.failed.push(idx);
             let retry = ctx.failed.len() < members.len() && ctx.remaining().is_none_or(|r| !r.is_zero());
             tracing::warn!(pool = pool.name(), replica = %peer, error = %e, retry, "connect to replica failed");
+            trace::record_failed_attempt(&ctx.client_span, "connect");
             e.set_retry(retry);
         }
         e
@@ -417,6 +441,7 @@ impl ProxyHttp for GatewayProxy {
             if let (Some(pool), Some(members), Some(slot)) = (&ctx.pool, &ctx.members, &ctx.slot) {
                 pool.record_failure(members, slot.replica());
             }
+            trace::record_failed_attempt(&ctx.client_span, e.etype().as_str());
             let retry = !session.as_ref().retry_buffer_truncated() && self.may_retry(ctx);
             e.set_retry(retry);
             return e;
@@ -438,6 +463,7 @@ impl ProxyHttp for GatewayProxy {
         if ctx.grpc {
             // Pingora 0.9 strips `te` from HTTP/1.x downstream requests; gRPC servers require it.
             upstream_request.insert_header(header::TE, HeaderValue::from_static("trailers"))?;
+            trace::inject(&ctx.client_span, upstream_request)?;
             if let Some(remaining) = ctx.remaining() {
                 if remaining.is_zero() {
                     return Error::e_explain(DEADLINE, "the call's deadline passed before it was sent");
@@ -507,6 +533,7 @@ impl ProxyHttp for GatewayProxy {
         };
         // Trailers-only answer: the call's outcome is known now.
         ctx.grpc_status = Some(status);
+        trace::record_status(&ctx.client_span, status);
         if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
             // The replica gave up at the forwarded deadline; tonic says CANCELLED, gRPC means
             // DEADLINE_EXCEEDED.
@@ -558,6 +585,7 @@ impl ProxyHttp for GatewayProxy {
             return Ok(());
         };
         ctx.grpc_status = Some(status);
+        trace::record_status(&ctx.client_span, status);
         if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
             deadline_exceeded(upstream_trailers.get_mut("grpc-status"), &mut ctx.grpc_status);
         }
@@ -649,6 +677,13 @@ impl ProxyHttp for GatewayProxy {
             let code =
                 ctx.grpc_status.unwrap_or(if e.is_some() { Code::Cancelled as u16 } else { Code::Unknown as u16 });
             stats.record(code, elapsed);
+            trace::record_status(&ctx.server_span, code);
+            if !ctx.server_span.is_disabled() {
+                ctx.server_span.record("meshwork.attempts", ctx.attempts as i64);
+                if let Some(pool) = &ctx.pool {
+                    ctx.server_span.record("meshwork.pool", pool.name());
+                }
+            }
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);

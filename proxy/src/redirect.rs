@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use meshwork_observability::propagation::TraceInterceptor;
 use meshwork_proto::pb::urlshortener::v1::ResolveRequest;
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use tonic::Code;
@@ -76,7 +77,8 @@ impl Resolver {
         let mut last = None;
         for i in 0..n {
             let (addr, channel) = &self.replicas[(start.wrapping_add(i)) % n];
-            let mut client = UrlShortenerClient::new(channel.clone());
+            // The interceptor sends the current (redirect) span's context with the call.
+            let mut client = UrlShortenerClient::with_interceptor(channel.clone(), TraceInterceptor);
             let mut request =
                 tonic::Request::new(ResolveRequest { code: code.to_string(), referrer: referrer.clone(), skip_click });
             request.set_timeout(RESOLVE_TIMEOUT);

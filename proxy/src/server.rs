@@ -59,6 +59,8 @@ pub struct GatewayHandle {
     server_thread: Option<JoinHandle<()>>,
     internal: Option<Internal>,
     runtime: InternalRuntime,
+    metrics: Arc<Metrics>,
+    pools: Vec<Arc<Pool>>,
 }
 
 /// The gateway's internal runtime; dropping it never blocks (so that it may happen inside
@@ -103,6 +105,13 @@ impl GatewayHandle {
     /// The address of the admin HTTP port, when `admin_listen` is set.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Returns a function that renders the gateway's Prometheus metrics (what the admin port's
+    /// `/metrics` serves), for a process that exposes them on its own admin port.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let (metrics, pools) = (self.metrics.clone(), self.pools.clone());
+        move || metrics.render(&pools)
     }
 
     /// Requests being processed right now.
@@ -396,7 +405,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
             max_request_message_bytes: config.max_request_message_bytes,
             max_response_message_bytes: config.max_response_message_bytes,
         },
-        metrics,
+        metrics.clone(),
         rate_limit,
     );
 
@@ -449,6 +458,8 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         server_thread: Some(server_thread),
         internal: Some(internal),
         runtime,
+        metrics,
+        pools: all_pools,
     };
     if let Err(e) = wait_until_listening(&handle) {
         let _ = handle.stop_all(false);
