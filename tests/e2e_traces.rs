@@ -250,3 +250,80 @@ fn a_dead_collector_never_holds_calls_up() {
     assert!(elapsed < Duration::from_secs(60), "calls were held up: {elapsed:?}");
     assert!(serve.terminate(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn one_trace_across_separate_gateway_and_service_processes() {
+    // The trace backend alone, a service process and a gateway process, each exporting its
+    // own spans over OTLP with its own service.name.
+    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
+    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
+    let traces =
+        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}"))];
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", dir.path().display());
+    let service_addr = free_addr();
+    let s = service_addr.to_string();
+    let service = Mesh::start_with_env(
+        &["serve", "urlshortener", "--listen", &s, "--store", &store],
+        service_addr,
+        "meshwork serving",
+        &otlp,
+    );
+    let gateway_addr = free_addr();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{gateway_addr}\"\n[pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\
+             [[routes]]\nservice = \"{SVC}\"\npool = \"urlshortener\"\n"
+        ),
+    )
+    .unwrap();
+    let gateway =
+        Mesh::start_with_env(&["gateway", "--config", config.to_str().unwrap()], gateway_addr, "gateway ready", &otlp);
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let traceparent = format!("traceparent: 00-{trace_id}-{caller_span}-01");
+    let (ok, _, err) = grpcurl(
+        gateway_addr,
+        &["-H", &traceparent, "-d", r#"{"long_url":"https://example.com/split"}"#],
+        &[&format!("{SVC}/Shorten")],
+    );
+    assert!(ok, "{err}");
+    let op = format!("{SVC}/Shorten");
+    // Both processes export on their own schedule: wait until the service's span is there too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let trace = loop {
+        let t = wait_for_trace(ui, trace_id, &op);
+        let services: Vec<Value> =
+            t["processes"].as_object().unwrap().values().map(|p| p["serviceName"].clone()).collect();
+        let has_storage = t["spans"].as_array().unwrap().iter().any(|s| s["operationName"] == "storage.write");
+        if services.contains(&Value::from("gateway")) && services.contains(&Value::from("urlshortener")) && has_storage
+        {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "trace never got both processes' spans: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let spans = trace["spans"].as_array().unwrap();
+    let service_of = |span: &Value| trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone();
+    let by_id = |id: &Value| spans.iter().find(|s| &s["spanID"] == id).cloned();
+    let parent = |span: &Value| span["references"][0]["spanID"].clone();
+    // storage -> service SERVER -> gateway CLIENT -> gateway SERVER -> caller
+    let storage = spans.iter().find(|s| s["operationName"] == "storage.write").unwrap();
+    assert_eq!(service_of(storage), "urlshortener");
+    let service_span = by_id(&parent(storage)).expect("the storage span's parent is in the trace");
+    assert_eq!(service_of(&service_span), "urlshortener");
+    assert_eq!(service_span["operationName"], op.as_str());
+    let client = by_id(&parent(&service_span)).expect("the service span's parent (gateway attempt) is in the trace");
+    assert_eq!(service_of(&client), "gateway");
+    let server = by_id(&parent(&client)).expect("the gateway attempt's parent is in the trace");
+    assert_eq!(service_of(&server), "gateway");
+    assert_eq!(parent(&server), caller_span);
+
+    assert!(gateway.terminate(Duration::from_secs(30)).success());
+    assert!(service.terminate(Duration::from_secs(30)).success());
+    assert!(traces.terminate(Duration::from_secs(30)).success());
+}
