@@ -172,12 +172,13 @@ async fn up(
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
     let admin = Admin::start(admin).await?;
+    let store = open_store(&store_url).await?;
+    // The trace backend keeps its traces in the same store, so they survive a restart.
     let collector = match &traces {
-        Some(flags) => Some(Collector::start(flags.collector()).await?),
+        Some(flags) => Some(Collector::start(flags.collector(), Some(store.clone())).await?),
         None => None,
     };
     let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)))?;
-    let store = open_store(&store_url).await?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
 
     let mut running = Vec::new();
@@ -211,12 +212,12 @@ async fn up(
     for r in running {
         r.stop().await?;
     }
-    store.flush().await.context("flushing the store")?;
     admin.stop().await;
     flush_telemetry(guard).await;
     if let Some(c) = collector {
         c.shutdown().await;
     }
+    store.flush().await.context("flushing the store")?;
     tracing::info!("meshwork stopped");
     Ok(())
 }
@@ -224,7 +225,7 @@ async fn up(
 /// `meshwork traces`: the embedded trace backend alone.
 async fn traces_alone(flags: TraceFlags) -> Result<()> {
     let guard = telemetry("meshwork-traces", None)?;
-    let collector = Collector::start(flags.collector()).await?;
+    let collector = Collector::start(flags.collector(), None).await?;
     println!(
         "meshwork traces ready: http://{} (OTLP grpc {}, http {})",
         collector.query, collector.otlp_grpc, collector.otlp_http

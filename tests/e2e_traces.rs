@@ -153,6 +153,14 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     let shot = artifacts.join("trace-waterfall.png");
     let out = chromium(&[format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let span_count = spans.len();
+    assert!(mesh.terminate(Duration::from_secs(30)).success());
+
+    // The trace backend keeps its traces in the embedded store: a restart still shows the trace.
+    let (mesh, ui) = Mesh::up_with_traces(dir.path());
+    let (status, again) = get_json(ui, &format!("/api/traces/{trace_id}"));
+    assert_eq!(status, 200, "trace lost across a restart: {again}");
+    assert!(again["data"][0]["spans"].as_array().unwrap().len() >= span_count, "{again}");
     assert!(mesh.terminate(Duration::from_secs(30)).success());
 }
 
@@ -215,7 +223,8 @@ fn a_dead_collector_never_holds_calls_up() {
     // Nothing listens on this port: every export fails.
     let dead = free_addr();
     let addr = free_addr();
-    let a = addr.to_string();
+    let admin = free_addr();
+    let (a, m) = (addr.to_string(), admin.to_string());
     let dir = tempfile::tempdir().unwrap();
     let store = format!("embedded:{}", dir.path().display());
     let cmd_env = [
@@ -224,7 +233,7 @@ fn a_dead_collector_never_holds_calls_up() {
         ("RUST_LOG", "warn,opentelemetry_sdk=off".into()),
     ];
     let serve = support::Mesh::start_with_env(
-        &["serve", "urlshortener", "--listen", &a, "--store", &store],
+        &["serve", "urlshortener", "--listen", &a, "--store", &store, "--admin-listen", &m],
         addr,
         "meshwork serving",
         &cmd_env,
@@ -248,6 +257,22 @@ fn a_dead_collector_never_holds_calls_up() {
     drop(runtime);
     // A blocking exporter would hold each call for its 3 s export timeout (25 minutes).
     assert!(elapsed < Duration::from_secs(60), "calls were held up: {elapsed:?}");
+    // And the loss is counted: spans ended, none shipped, most dropped by the bounded queue.
+    let (_, _, metrics) = http_get(admin, "/metrics", &[]);
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let ended = sample("meshwork_trace_spans_ended_total");
+    let ok = sample("meshwork_trace_spans_exported_total{result=\"ok\"}");
+    let failed = sample("meshwork_trace_spans_exported_total{result=\"failed\"}");
+    assert!(ended >= 500.0, "{metrics}");
+    assert_eq!(ok, 0.0, "{metrics}");
+    assert!(ended - ok - failed > 300.0, "the queue of 64 should have dropped most spans: {metrics}");
     assert!(serve.terminate(Duration::from_secs(30)).success());
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod collector;
+pub mod export;
 pub mod grpc;
 pub mod metrics;
 pub mod propagation;

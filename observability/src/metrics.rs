@@ -4,8 +4,9 @@
 //!
 //! - `meshwork_grpc_server_requests_total{service,method,code}`: calls answered (RED: rate, errors)
 //! - `meshwork_grpc_server_duration_seconds{service,method}`: call latency (RED: duration)
-//! - `meshwork_storage_operation_duration_seconds{backend,operation}`: storage latency
-//! - `meshwork_storage_errors_total{backend,operation}`: storage failures
+//! - `meshwork_storage_operation_duration_seconds{backend,operation}`: storage latency (defined
+//!   by the storage crate's traced wrapper)
+//! - `meshwork_storage_errors_total{backend,operation}`: storage failures (likewise)
 //! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use axum::routing::get;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
 
 /// Latency buckets in seconds: 50 us to 10 s.
-const LATENCY_BUCKETS: &[f64] =
+pub const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -49,16 +50,6 @@ pub static GRPC_SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram("meshwork_grpc_server_duration_seconds", "gRPC call latency at the service", &["service", "method"])
 });
 
-/// Latency of storage operations.
-pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    histogram("meshwork_storage_operation_duration_seconds", "storage operation latency", &["backend", "operation"])
-});
-
-/// Failed storage operations (conflicts included).
-pub static STORAGE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("meshwork_storage_errors_total", "storage operations that failed", &["backend", "operation"])
-});
-
 /// Cache lookups by outcome.
 pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -73,8 +64,6 @@ pub fn render() -> String {
     // Touch the statics so that every family is present (with no samples) from the start.
     LazyLock::force(&GRPC_SERVER_REQUESTS);
     LazyLock::force(&GRPC_SERVER_DURATION);
-    LazyLock::force(&STORAGE_DURATION);
-    LazyLock::force(&STORAGE_ERRORS);
     LazyLock::force(&CACHE_REQUESTS);
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);

@@ -182,7 +182,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .with_timeout(Duration::from_secs(3))
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let batch = BatchSpanProcessor::builder(exporter)
+    crate::export::register();
+    let batch = BatchSpanProcessor::builder(crate::export::CountingExporter(exporter))
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_max_queue_size(config.max_queue_size)
@@ -197,7 +198,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         SamplerConfig::Ratio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
     };
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(batch)
+        .with_span_processor(crate::export::CountingProcessor(batch))
         .with_sampler(sampler)
         .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
         .build();

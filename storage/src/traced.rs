@@ -1,17 +1,41 @@
 //! A [`Store`] wrapper that records one INTERNAL span per storage operation (backend,
 //! operation, key prefix; never keys in full or values), so traces show where a call spends its
-//! time, and the latency and failures of each operation as Prometheus metrics. Spans are at
+//! time (only inside a traced call: background work makes no spans), and the latency and
+//! failures of each operation as Prometheus metrics. Spans are at
 //! DEBUG level under the `meshwork::storage` target: free when neither logs nor trace export
 //! ask for them.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use futures::stream::BoxStream;
-use meshwork_observability::metrics::{STORAGE_DURATION, STORAGE_ERRORS};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tracing::Instrument;
 
 use crate::{Condition, Direction, DynStore, KeyRange, Limits, Mutation, Page, Result, Store, Versioned, WatchEvent};
+
+/// Latency buckets in seconds: 50 us to 10 s (the same as the gRPC histograms').
+const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// `meshwork_storage_operation_duration_seconds{backend,operation}`, in the default registry.
+pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let opts = HistogramOpts::new("meshwork_storage_operation_duration_seconds", "storage operation latency")
+        .buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, &["backend", "operation"]).unwrap_or_else(|e| unreachable!("metric: {e}"));
+    // A second registration can only come from a second copy of this static; keep the first.
+    let _ = prometheus::default_registry().register(Box::new(h.clone()));
+    h
+});
+
+/// `meshwork_storage_errors_total{backend,operation}`, in the default registry.
+pub static STORAGE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new("meshwork_storage_errors_total", "storage operations that failed");
+    let c = IntCounterVec::new(opts, &["backend", "operation"]).unwrap_or_else(|e| unreachable!("metric: {e}"));
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+});
 
 /// Wraps a backend with storage spans.
 pub struct TracedStore {
@@ -49,6 +73,10 @@ impl TracedStore {
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = Instant::now();
+        // Only operations inside a call get a span: background work (click flushes, watches,
+        // the trace collector's own writes) would otherwise make root traces of one span each,
+        // and the collector's writes would trace themselves.
+        let span = if tracing::Span::current().is_none() { tracing::Span::none() } else { span };
         let result = op.instrument(span).await;
         let labels = [self.inner.backend(), operation];
         STORAGE_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());

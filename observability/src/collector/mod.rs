@@ -1,10 +1,12 @@
 //! The embedded trace backend that `meshwork up` (and `meshwork traces`) starts, so traces work
-//! with nothing installed: an OTLP receiver (gRPC on 4317, HTTP on 4318), a bounded in-memory
-//! trace store, the Jaeger query API (v1 and v3) and a built-in web page on 16686.
+//! with nothing installed: an OTLP receiver (gRPC on 4317, HTTP on 4318), a trace store bounded
+//! by span count and age (in memory, kept in the embedded store when one is given so that
+//! traces survive a restart), the Jaeger query API (v1 and v3) and a built-in web page on 16686.
 
 pub mod api;
 pub mod jaeger;
 pub mod otlp;
+pub mod persist;
 pub mod store;
 mod web;
 
@@ -13,6 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use meshwork_storage::DynStore;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use tokio::net::TcpListener;
@@ -50,6 +53,8 @@ impl CollectorConfig {
 pub enum CollectorError {
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("loading stored traces: {0}")]
+    Load(meshwork_storage::StoreError),
 }
 
 /// A running collector.
@@ -61,6 +66,8 @@ pub struct Collector {
     pub query: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    sink: Arc<otlp::Sink>,
+    writer: Option<JoinHandle<()>>,
 }
 
 pub(crate) fn store_kv(key: &str, value: &str) -> KeyValue {
@@ -95,7 +102,8 @@ pub fn query_router(store: Arc<TraceStore>) -> Router {
 
 impl Collector {
     /// Binds every port (failing before anything runs when one is taken) and starts serving.
-    pub async fn start(config: CollectorConfig) -> Result<Collector, CollectorError> {
+    /// With `persist`, traces are also kept in that store and loaded from it at start.
+    pub async fn start(config: CollectorConfig, persist: Option<DynStore>) -> Result<Collector, CollectorError> {
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
         let query_listener = bind(config.query, "trace query API").await?;
@@ -105,6 +113,16 @@ impl Collector {
             query_listener.local_addr().unwrap_or(config.query),
         );
         let store = Arc::new(TraceStore::new(config.limits));
+        let (persister, writer) = match persist {
+            Some(backing) => {
+                let loaded = persist::load(&backing, &store).await.map_err(CollectorError::Load)?;
+                tracing::info!(spans = loaded, "traces loaded from the store");
+                let (persister, writer) = persist::spawn(backing, config.limits.max_age);
+                (Some(persister), Some(writer))
+            }
+            None => (None, None),
+        };
+        let sink = Arc::new(otlp::Sink { traces: store.clone(), persister });
         let (stop, stopped) = watch::channel(false);
         let until_stopped = move || {
             let mut rx = stopped.clone();
@@ -113,7 +131,7 @@ impl Collector {
             }
         };
 
-        let receiver = TraceServiceServer::new(otlp::OtlpGrpc { store: store.clone() })
+        let receiver = TraceServiceServer::new(otlp::OtlpGrpc { sink: sink.clone() })
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(otlp::MAX_EXPORT_BYTES);
         let grpc_stop = until_stopped();
@@ -131,7 +149,7 @@ impl Collector {
         let http_app = Router::new()
             .route("/v1/traces", post(otlp::http_export))
             .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT_BYTES))
-            .with_state(store.clone());
+            .with_state(sink.clone());
         let http_stop = until_stopped();
         let http = tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, http_app).with_graceful_shutdown(http_stop).await {
@@ -147,14 +165,23 @@ impl Collector {
             }
         });
         tracing::info!(%otlp_grpc, %otlp_http, %query, "trace collector ready");
-        Ok(Collector { store, otlp_grpc, otlp_http, query, stop, tasks: vec![grpc, http, query_task] })
+        Ok(Collector { store, otlp_grpc, otlp_http, query, stop, tasks: vec![grpc, http, query_task], sink, writer })
     }
 
-    /// Stops every listener and waits for them.
+    /// Returns how many spans the persistent copy dropped because its queue was full.
+    pub fn persist_dropped(&self) -> u64 {
+        self.sink.persister.as_ref().map_or(0, |p| p.dropped())
+    }
+
+    /// Stops every listener, then lets the persistent writer finish what it has queued.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        drop(self.sink);
+        if let Some(writer) = self.writer {
+            let _ = writer.await;
         }
     }
 }

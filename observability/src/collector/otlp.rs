@@ -13,9 +13,32 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
+use super::persist::Persister;
 use super::store::TraceStore;
+
+/// Where received spans go: the live store and, when configured, its persistent copy.
+pub struct Sink {
+    pub traces: Arc<TraceStore>,
+    pub persister: Option<Persister>,
+}
+
+impl Sink {
+    /// Takes one export; returns how many spans were rejected.
+    pub fn accept(&self, resource_spans: Vec<ResourceSpans>) -> usize {
+        match &self.persister {
+            None => self.traces.ingest(resource_spans),
+            Some(persister) => {
+                persister.save(resource_spans.clone());
+                let (rejected, evicted) = self.traces.ingest_evicting(resource_spans);
+                persister.delete(evicted);
+                rejected
+            }
+        }
+    }
+}
 
 /// Largest accepted export, decoded.
 pub const MAX_EXPORT_BYTES: usize = 32 * 1024 * 1024;
@@ -23,7 +46,7 @@ pub const MAX_EXPORT_BYTES: usize = 32 * 1024 * 1024;
 /// The gRPC receiver.
 #[derive(Clone)]
 pub struct OtlpGrpc {
-    pub store: Arc<TraceStore>,
+    pub sink: Arc<Sink>,
 }
 
 fn response(rejected: usize) -> ExportTraceServiceResponse {
@@ -40,7 +63,7 @@ impl TraceService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let rejected = self.store.ingest(request.into_inner().resource_spans);
+        let rejected = self.sink.accept(request.into_inner().resource_spans);
         Ok(tonic::Response::new(response(rejected)))
     }
 }
@@ -50,7 +73,7 @@ fn plain(status: StatusCode, message: &str) -> Response {
 }
 
 /// `POST /v1/traces`.
-pub async fn http_export(State(store): State<Arc<TraceStore>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn http_export(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
         None | Some("identity") => body.to_vec(),
         Some("gzip") => {
@@ -79,7 +102,7 @@ pub async fn http_export(State(store): State<Arc<TraceStore>>, headers: HeaderMa
         Ok(r) => r,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("malformed export: {e}")),
     };
-    let reply = response(store.ingest(request.resource_spans));
+    let reply = response(sink.accept(request.resource_spans));
     if json {
         (
             StatusCode::OK,

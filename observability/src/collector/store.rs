@@ -18,6 +18,9 @@ use crate::grpc::SERVICE_ATTRIBUTE;
 /// A trace id (16 bytes).
 pub type TraceId = [u8; 16];
 
+/// A trace dropped from the store to make room: its id and its span ids.
+pub type Evicted = (TraceId, Vec<Vec<u8>>);
+
 /// One stored span and the process that reported it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSpan {
@@ -133,6 +136,12 @@ impl TraceStore {
     /// Adds the spans of an OTLP export. Spans with malformed ids are skipped; returns how
     /// many were rejected.
     pub fn ingest(&self, resource_spans: Vec<ResourceSpans>) -> usize {
+        self.ingest_evicting(resource_spans).0
+    }
+
+    /// [`TraceStore::ingest`], also returning the (trace id, span ids) of every trace evicted to
+    /// make room, so that a persistent copy can drop them too.
+    pub fn ingest_evicting(&self, resource_spans: Vec<ResourceSpans>) -> (usize, Vec<Evicted>) {
         let now = now_ns();
         let mut rejected = 0;
         let mut inner = self.write();
@@ -165,13 +174,15 @@ impl TraceStore {
                 }
             }
         }
-        self.evict(&mut inner, now);
-        rejected
+        let evicted = self.evict(&mut inner, now);
+        (rejected, evicted)
     }
 
-    /// Drops the oldest traces while the store is over its span count or they are too old.
-    fn evict(&self, inner: &mut Inner, now: u64) {
+    /// Drops the oldest traces while the store is over its span count or they are too old;
+    /// returns what it dropped.
+    fn evict(&self, inner: &mut Inner, now: u64) -> Vec<Evicted> {
         let oldest_allowed = now.saturating_sub(self.limits.max_age.as_nanos() as u64);
+        let mut evicted = Vec::new();
         while let Some(&(seen, id)) = inner.order.front() {
             if inner.spans <= self.limits.max_spans && seen >= oldest_allowed {
                 break;
@@ -179,8 +190,10 @@ impl TraceStore {
             inner.order.pop_front();
             if let Some(spans) = inner.traces.remove(&id) {
                 inner.spans -= spans.len();
+                evicted.push((id, spans.into_iter().map(|s| s.span.span_id).collect()));
             }
         }
+        evicted
     }
 
     /// Returns the number of stored spans.
