@@ -237,9 +237,11 @@ pub async fn run(plan: Plan) -> Result<RunResult, Error> {
     if let Some(bar) = bar {
         bar.finish().await;
     }
+    // With -z the workers stop only because the duration is up (under --rps the last call
+    // may be sent, and answered, a moment before the deadline): that is ghz's "timeout".
     let (total, end_reason) = match shared.deadline {
-        Some(d) if end >= d => (d - start, EndReason::Timeout),
-        _ => (end - start, EndReason::Normal),
+        Some(d) => (end.min(d) - start, EndReason::Timeout),
+        None => (end - start, EndReason::Normal),
     };
     Ok(RunResult { stats, total, started, end_reason })
 }
