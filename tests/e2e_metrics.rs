@@ -43,7 +43,17 @@ fn metrics_of_real_traffic_and_the_dashboard_queries_them() {
 
     let (status, _, body) = http_get(admin, "/ready", &[]);
     assert_eq!((status, body.as_str()), (200, "ready"));
-    let (status, headers, metrics) = http_get(admin, "/metrics", &[]);
+    // The gateway counts a call once it has logged it, just after the answer went out: poll.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (status, headers, metrics) = loop {
+        let (status, headers, metrics) = http_get(admin, "/metrics", &[]);
+        let resolves =
+            format!("meshwork_gateway_calls_total{{service=\"{SVC}\",method=\"Resolve\",grpc_status=\"0\"}} 3");
+        if metrics.contains(&resolves) || std::time::Instant::now() > deadline {
+            break (status, headers, metrics);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(status, 200);
     assert!(support::header(&headers, "content-type").is_some_and(|c| c.starts_with("text/plain")));
     let calls = |method: &str, code: &str| {

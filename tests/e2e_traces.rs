@@ -21,14 +21,15 @@ fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// Polls `/api/traces/{id}` until a span named `op` shows up.
-fn wait_for_trace(ui: SocketAddr, trace_id: &str, op: &str) -> Value {
+/// Polls `/api/traces/{id}` until `count` spans named `op` show up (one process's spans may
+/// arrive in separate export batches).
+fn wait_for_trace(ui: SocketAddr, trace_id: &str, op: &str, count: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = get_json(ui, &format!("/api/traces/{trace_id}"));
-        if status == 200
-            && body["data"][0]["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["operationName"] == op))
-        {
+        let named =
+            body["data"][0]["spans"].as_array().map_or(0, |s| s.iter().filter(|s| s["operationName"] == op).count());
+        if status == 200 && named >= count {
             return body["data"][0].clone();
         }
         assert!(Instant::now() < deadline, "trace {trace_id} with {op} never arrived (last: {status} {body})");
@@ -48,7 +49,8 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     assert!(ok, "{err}");
 
     let op = format!("{SVC}/Shorten");
-    let trace = wait_for_trace(ui, trace_id, &op);
+    // Gateway SERVER, gateway CLIENT and service SERVER all carry the method's name.
+    let trace = wait_for_trace(ui, trace_id, &op, 3);
     let spans = trace["spans"].as_array().unwrap();
     let service_of = |span: &Value| trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone();
     let tag = |span: &Value, key: &str| {
@@ -321,7 +323,7 @@ fn one_trace_across_separate_gateway_and_service_processes() {
     // Both processes export on their own schedule: wait until the service's span is there too.
     let deadline = Instant::now() + Duration::from_secs(20);
     let trace = loop {
-        let t = wait_for_trace(ui, trace_id, &op);
+        let t = wait_for_trace(ui, trace_id, &op, 3);
         let services: Vec<Value> =
             t["processes"].as_object().unwrap().values().map(|p| p["serviceName"].clone()).collect();
         let has_storage = t["spans"].as_array().unwrap().iter().any(|s| s["operationName"] == "storage.write");
@@ -347,6 +349,20 @@ fn one_trace_across_separate_gateway_and_service_processes() {
     let server = by_id(&parent(&client)).expect("the gateway attempt's parent is in the trace");
     assert_eq!(service_of(&server), "gateway");
     assert_eq!(parent(&server), caller_span);
+
+    // A caller that did not sample (flags 00) gets no spans anywhere along the path.
+    let unsampled = "5b8efff798038103d269b633813fc60c";
+    let header = format!("traceparent: 00-{unsampled}-eee19b7ec3c1b174-00");
+    let (ok, _, err) = grpcurl(
+        gateway_addr,
+        &["-H", &header, "-d", r#"{"long_url":"https://example.com/unsampled"}"#],
+        &[&format!("{SVC}/Shorten")],
+    );
+    assert!(ok, "{err}");
+    // Both exporters flush every 500 ms; a sampled call's spans arrive well within this.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = get_json(ui, &format!("/api/traces/{unsampled}"));
+    assert_eq!(status, 404, "an unsampled call left spans: {body}");
 
     assert!(gateway.terminate(Duration::from_secs(30)).success());
     assert!(service.terminate(Duration::from_secs(30)).success());

@@ -106,25 +106,34 @@ where
         }
         let name = path.trim_start_matches('/');
         let (service, method) = name.split_once('/').unwrap_or((name, ""));
-        let span = tracing::info_span!(
-            target: "meshwork::grpc",
-            "grpc.server",
-            otel.name = %name,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            meshwork.service = &*self.service,
-            trace_id = Empty,
-        );
-        let _ = span.set_parent(crate::propagation::extract(request.headers()));
-        let trace_id = {
-            use opentelemetry::trace::TraceContextExt;
-            span.context().span().span_context().trace_id()
+        let parent = crate::propagation::extract(request.headers());
+        // A caller that did not sample this trace gets no span here either: parent-based
+        // sampling then costs nothing below an unsampled root (no span data is built).
+        let span = if crate::propagation::is_unsampled(&parent) {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "meshwork::grpc",
+                "grpc.server",
+                otel.name = %name,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.grpc.status_code = Empty,
+                meshwork.service = &*self.service,
+                trace_id = Empty,
+            )
         };
-        span.record("trace_id", tracing::field::display(trace_id));
+        if !span.is_disabled() {
+            let _ = span.set_parent(parent);
+            let trace_id = {
+                use opentelemetry::trace::TraceContextExt;
+                span.context().span().span_context().trace_id()
+            };
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         let recorder = span.clone();
         let (service, method) = (service.to_string(), method.to_string());
         let started = std::time::Instant::now();

@@ -48,6 +48,14 @@ pub fn headers_for(cx: &Context) -> Vec<(String, String)> {
     map.into_iter().collect()
 }
 
+/// Returns true when `cx` carries a valid remote parent that was not sampled (`traceparent`
+/// flags 00): the whole call below it can skip building spans.
+pub fn is_unsampled(cx: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    let sc = cx.span().span_context().clone();
+    sc.is_valid() && !sc.is_sampled()
+}
+
 /// Returns the context of the current `tracing` span.
 pub fn current() -> Context {
     tracing::Span::current().context()
@@ -92,5 +100,10 @@ mod tests {
         assert_eq!(out.get("traceparent").unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert!(headers_for(&cx).iter().any(|(k, _)| k == "traceparent"));
         assert!(!extract(&http::HeaderMap::new()).span().span_context().is_valid());
+        assert!(!is_unsampled(&cx));
+        let mut unsampled = http::HeaderMap::new();
+        unsampled.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
+        assert!(is_unsampled(&extract(&unsampled)));
+        assert!(!is_unsampled(&extract(&http::HeaderMap::new())));
     }
 }

@@ -15,6 +15,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Returns the SERVER span of a gRPC call to `service`/`method`, parented on the caller's
 /// context in `headers`.
 pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method: &str) -> Span {
+    if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
+        return Span::none();
+    }
+    let parent = meshwork_observability::propagation::extract(headers);
+    if meshwork_observability::propagation::is_unsampled(&parent) {
+        // The caller did not sample this trace: no spans here or below (the traceparent with
+        // flags 00 goes upstream unchanged).
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: "meshwork::gateway",
         "gateway.server",
@@ -30,7 +39,7 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
         meshwork.attempts = Empty,
     );
     if !span.is_disabled() {
-        let _ = span.set_parent(meshwork_observability::propagation::extract(headers));
+        let _ = span.set_parent(parent);
     }
     span
 }
