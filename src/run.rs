@@ -171,6 +171,7 @@ async fn up(
 ) -> Result<()> {
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
+    let admin_addr = admin;
     let admin = Admin::start(admin).await?;
     let store = open_store(&store_url).await?;
     // The trace backend keeps its traces in the same store, so they survive a restart.
@@ -198,10 +199,12 @@ async fn up(
     tracing::info!(%listen, store = %store_url, "meshwork ready");
     match &collector {
         Some(c) => println!(
-            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, traces http://{} (OTLP grpc {}, http {})",
+            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, traces http://{} (OTLP grpc {}, http {}), metrics http://{admin_addr}/metrics",
             c.query, c.otlp_grpc, c.otlp_http
         ),
-        None => println!("meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}"),
+        None => println!(
+            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, metrics http://{admin_addr}/metrics"
+        ),
     }
 
     shutdown_signal().await?;

@@ -219,7 +219,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let json = std::env::var("MESHWORK_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
+    // Colours only for a terminal: logs redirected to a file stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let base =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE).with_ansi(ansi);
     if json {
         // JSON lines carry the ids through the span list (`trace_id` is recorded on server spans).
         base.json().boxed()
