@@ -2,8 +2,12 @@
 //! deadlines, concurrency caps, rate limits, size caps and the admin port. Real tonic replicas on
 //! loopback, the real gateway from `meshwork_proxy::spawn`, real tonic clients over h2c.
 
+mod support;
+
+use support::{free_port, start, stop};
+
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,10 +123,6 @@ async fn backends(n: usize) -> Vec<Backend> {
     out
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// A gateway config with one pool ("p") over `backends` and a route for the URL shortener.
 fn config(backends: &[Backend], pool: PoolConfig) -> GatewayConfig {
     let mut config = GatewayConfig::new(free_port());
@@ -140,22 +140,6 @@ fn config(backends: &[Backend], pool: PoolConfig) -> GatewayConfig {
 
 fn policy(policy: Policy) -> PoolConfig {
     PoolConfig { policy, ..PoolConfig::default() }
-}
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
-        .with_test_writer()
-        .try_init();
-}
-
-async fn start(config: GatewayConfig) -> GatewayHandle {
-    init_logs();
-    tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap()
-}
-
-async fn stop(gateway: GatewayHandle) {
-    tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();
 }
 
 async fn connect(gateway: &GatewayHandle) -> UrlShortenerClient<Channel> {

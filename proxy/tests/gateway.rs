@@ -1,6 +1,10 @@
 //! End-to-end tests of the gateway: real tonic backends on loopback, the real gateway started
 //! with `meshwork_proxy::spawn`, real clients (tonic over h2c, raw HTTP/1.1 over TCP).
 
+mod support;
+
+use support::{start, stop};
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +12,7 @@ use std::time::Duration;
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, GatewayHandle, PoolConfig, RedirectConfig, RouteConfig};
+use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -112,22 +116,6 @@ fn config(pool: &[SocketAddr], route: Option<&str>) -> GatewayConfig {
     }
     config.redirect = Some(RedirectConfig { pool: "shortener".into() });
     config
-}
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
-        .with_test_writer()
-        .try_init();
-}
-
-async fn start(config: GatewayConfig) -> GatewayHandle {
-    init_logs();
-    tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap()
-}
-
-async fn stop(gateway: GatewayHandle) {
-    tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();
 }
 
 async fn channel(addr: SocketAddr) -> Channel {

@@ -4,7 +4,11 @@
 //! The replica processes are this test binary itself, re-run with `MESHWORK_TEST_REPLICA_ADDR`
 //! set so that only [`replica_process`] runs and serves (no other binary has to be built).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod support;
+
+use support::free_port;
+
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,10 +95,6 @@ impl Drop for ReplicaProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Per-worker outcome: (calls ok, calls failed, answering ports with the time of each call).
