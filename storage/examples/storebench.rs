@@ -59,6 +59,20 @@ where
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Returns the rate of random point reads of the first `existing` batched keys by `tasks` tasks.
+async fn point_reads(store: DynStore, tasks: usize, secs: Duration, existing: u64) -> f64 {
+    run_for(tasks, secs, move |_, _| {
+        let s = store.clone();
+        async move {
+            let i = rand::rng().random_range(0..existing);
+            let got = s.get(&key("b/", i)).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(got.is_some(), "key b/{i} missing");
+            1
+        }
+    })
+    .await
+}
+
 async fn bench(store: DynStore, secs: Duration) -> Figures {
     let s = store.clone();
     let sequential = run_for(1, secs, move |_, i| {
@@ -89,28 +103,8 @@ async fn bench(store: DynStore, secs: Duration) -> Figures {
     // Point reads of keys the batched phase wrote (at least 128 of them exist).
     let existing = (batched * secs.as_secs_f64()) as u64 / 128 * 128;
     let existing = existing.max(128);
-    let s = store.clone();
-    let reads_seq = run_for(1, secs, move |_, _| {
-        let s = s.clone();
-        async move {
-            let i = rand::rng().random_range(0..existing);
-            let got = s.get(&key("b/", i)).await.unwrap_or_else(|e| panic!("{e}"));
-            assert!(got.is_some(), "key b/{i} missing");
-            1
-        }
-    })
-    .await;
-    let s = store.clone();
-    let reads_concurrent = run_for(64, secs, move |_, _| {
-        let s = s.clone();
-        async move {
-            let i = rand::rng().random_range(0..existing);
-            let got = s.get(&key("b/", i)).await.unwrap_or_else(|e| panic!("{e}"));
-            assert!(got.is_some(), "key b/{i} missing");
-            1
-        }
-    })
-    .await;
+    let reads_seq = point_reads(store.clone(), 1, secs, existing).await;
+    let reads_concurrent = point_reads(store, 64, secs, existing).await;
     Figures { sequential, concurrent, batched, reads_seq, reads_concurrent }
 }
 
