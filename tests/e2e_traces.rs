@@ -368,3 +368,87 @@ fn one_trace_across_separate_gateway_and_service_processes() {
     assert!(service.terminate(Duration::from_secs(30)).success());
     assert!(traces.terminate(Duration::from_secs(30)).success());
 }
+
+/// Trace ids of the traces in which `service` has spans, from the Jaeger v1 search.
+fn trace_ids_of(ui: SocketAddr, service: &str) -> std::collections::BTreeSet<String> {
+    let (status, body) = get_json(ui, &format!("/api/traces?service={service}&limit=5000&lookback=1h"));
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
+    // Gateway and service in separate processes, both configured for 25% parent-based ratio
+    // sampling. Calls arrive without a traceparent, so the gateway roots every trace and
+    // decides before building any span; the service must follow that decision: every sampled
+    // trace is whole, and no call gets a trace of its own at the service.
+    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
+    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
+    let traces =
+        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}")),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_string()),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", dir.path().display());
+    let service_addr = free_addr();
+    let s = service_addr.to_string();
+    let service = Mesh::start_with_env(
+        &["serve", "urlshortener", "--listen", &s, "--store", &store],
+        service_addr,
+        "meshwork serving",
+        &env,
+    );
+    let gateway_addr = free_addr();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{gateway_addr}\"\n[pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\
+             [[routes]]\nservice = \"{SVC}\"\npool = \"urlshortener\"\n"
+        ),
+    )
+    .unwrap();
+    let gateway =
+        Mesh::start_with_env(&["gateway", "--config", config.to_str().unwrap()], gateway_addr, "gateway ready", &env);
+
+    const CALLS: usize = 400;
+    let load = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+        .args(["load", "--insecure", "--call", &format!("{SVC}/Resolve"), "-d", r#"{"code":"nosuch1"}"#])
+        .args(["-n", &CALLS.to_string(), "-c", "4", &gateway_addr.to_string()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run meshwork load");
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(load.status.success(), "{report}\n{}", String::from_utf8_lossy(&load.stderr));
+    assert!(report.contains("NotFound"), "every Resolve of a missing code answers NOT_FOUND: {report}");
+
+    // Both exporters flush every 500 ms; let the last batches land, then compare.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (at_gateway, at_service) = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let (a, b) = (trace_ids_of(ui, "gateway"), trace_ids_of(ui, "urlshortener"));
+        if a == b || Instant::now() > deadline {
+            break (a, b);
+        }
+    };
+    // Binomial(400, 0.25): mean 100, standard deviation 8.7; this window is over 5 sd wide.
+    assert!((55..=145).contains(&at_gateway.len()), "{} of {CALLS} calls sampled at 25%", at_gateway.len());
+    let only_gateway: Vec<_> = at_gateway.difference(&at_service).collect();
+    let only_service: Vec<_> = at_service.difference(&at_gateway).collect();
+    let example = only_gateway.first().or(only_service.first()).map(|id| get_json(ui, &format!("/api/traces/{id}")).1);
+    assert!(
+        only_gateway.is_empty() && only_service.is_empty(),
+        "sampled traces must hold both hops, and the service must root none of its own: {} traces without the \
+         service, {} without the gateway, of {}; for example {example:?}",
+        only_gateway.len(),
+        only_service.len(),
+        at_gateway.len()
+    );
+
+    assert!(gateway.terminate(Duration::from_secs(30)).success());
+    assert!(service.terminate(Duration::from_secs(30)).success());
+    assert!(traces.terminate(Duration::from_secs(30)).success());
+}

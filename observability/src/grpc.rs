@@ -48,8 +48,9 @@ pub struct ServerTrace<S> {
     service: Arc<str>,
 }
 
-/// Returns true for calls that are not worth a span (health probes, reflection).
-fn untraced(path: &str) -> bool {
+/// Returns true for calls that are not worth a span (health probes, reflection); the gateway
+/// skips the same ones.
+pub fn untraced(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
 
@@ -106,12 +107,17 @@ where
         }
         let name = path.trim_start_matches('/');
         let (service, method) = name.split_once('/').unwrap_or((name, ""));
-        let parent = crate::propagation::extract(request.headers());
-        // A caller that did not sample this trace gets no span here either: parent-based
-        // sampling then costs nothing below an unsampled root (no span data is built).
-        let span = if crate::propagation::is_unsampled(&parent) {
+        let has_parent = request.headers().contains_key("traceparent");
+        let parent = if has_parent { crate::propagation::extract(request.headers()) } else { Default::default() };
+        // A caller that did not sample this trace gets no span here either, and neither does a
+        // new trace the root sampler turns down: no span data is built for unsampled calls.
+        let unsampled =
+            if has_parent { crate::propagation::is_unsampled(&parent) } else { !crate::sampling::decide_root() };
+        let mut root = false;
+        let span = if unsampled {
             tracing::Span::none()
         } else {
+            root = !has_parent;
             tracing::info_span!(
                 target: "meshwork::grpc",
                 "grpc.server",
@@ -124,10 +130,16 @@ where
                 rpc.grpc.status_code = Empty,
                 meshwork.service = &*self.service,
                 trace_id = Empty,
+                sampling.priority = Empty,
             )
         };
         if !span.is_disabled() {
-            let _ = span.set_parent(parent);
+            if root {
+                // Chosen by decide_root: the SDK sampler must not draw again.
+                span.record(crate::sampling::SAMPLING_PRIORITY, 1i64);
+            } else {
+                let _ = span.set_parent(parent);
+            }
             let trace_id = {
                 use opentelemetry::trace::TraceContextExt;
                 span.context().span().span_context().trace_id()

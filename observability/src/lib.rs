@@ -12,6 +12,7 @@ pub mod export;
 pub mod grpc;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod telemetry;
 
 pub use telemetry::{TelemetryConfig, TelemetryGuard, init, init_logs_only};

@@ -192,11 +192,13 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
                 .build(),
         )
         .build();
-    let sampler = match config.sampler {
-        SamplerConfig::AlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        SamplerConfig::AlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        SamplerConfig::Ratio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+    let ratio = match config.sampler {
+        SamplerConfig::AlwaysOn => 1.0,
+        SamplerConfig::AlwaysOff => 0.0,
+        SamplerConfig::Ratio(r) => r,
     };
+    crate::sampling::set_root_ratio(ratio);
+    let sampler = Sampler::ParentBased(Box::new(crate::sampling::RootSampler { ratio }));
     let provider = SdkTracerProvider::builder()
         .with_span_processor(crate::export::CountingProcessor(batch))
         .with_sampler(sampler)

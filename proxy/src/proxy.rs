@@ -105,8 +105,8 @@ pub struct RequestCtx {
     response_meter: MessageMeter,
     /// A request message above the cap was seen (its length); the rest of the body is dropped.
     request_too_large: Option<u64>,
-    /// The call's SERVER span (disabled when traces are not exported).
-    server_span: tracing::Span,
+    /// How the call is traced (its SERVER span when sampled).
+    trace: trace::CallTrace,
     /// The CLIENT span of the current upstream attempt.
     client_span: tracing::Span,
     /// Upstream attempts made so far.
@@ -286,7 +286,7 @@ impl ProxyHttp for GatewayProxy {
             request_meter: MessageMeter::default(),
             response_meter: MessageMeter::default(),
             request_too_large: None,
-            server_span: tracing::Span::none(),
+            trace: trace::CallTrace::Off,
             client_span: tracing::Span::none(),
             attempts: 0,
         }
@@ -306,7 +306,7 @@ impl ProxyHttp for GatewayProxy {
             Self::respond_grpc(session, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
-        ctx.server_span = trace::server_span(&req.headers, path, service, method);
+        ctx.trace = trace::server_span(&req.headers, path, service, method);
         let Some(route) = self.router.lookup(service, method, &req.headers) else {
             let message = format!("unknown service {service}: no route for it at the gateway");
             Self::respond_grpc(session, Code::Unimplemented, &message).await?;
@@ -382,8 +382,12 @@ impl ProxyHttp for GatewayProxy {
         };
         let mut peer = HttpPeer::new(slot.replica().addr(), false, String::new());
         ctx.attempts += 1;
-        ctx.client_span =
-            trace::client_span(&ctx.server_span, session.req_header().uri.path(), slot.replica().addr(), ctx.attempts);
+        ctx.client_span = trace::client_span(
+            ctx.trace.server(),
+            session.req_header().uri.path(),
+            slot.replica().addr(),
+            ctx.attempts,
+        );
         ctx.current = Some(idx);
         ctx.slot = Some(slot);
         ctx.attempt_started = Instant::now();
@@ -463,7 +467,7 @@ impl ProxyHttp for GatewayProxy {
         if ctx.grpc {
             // Pingora 0.9 strips `te` from HTTP/1.x downstream requests; gRPC servers require it.
             upstream_request.insert_header(header::TE, HeaderValue::from_static("trailers"))?;
-            trace::inject(&ctx.client_span, upstream_request)?;
+            trace::inject(&ctx.trace, &ctx.client_span, upstream_request)?;
             if let Some(remaining) = ctx.remaining() {
                 if remaining.is_zero() {
                     return Error::e_explain(DEADLINE, "the call's deadline passed before it was sent");
@@ -677,11 +681,12 @@ impl ProxyHttp for GatewayProxy {
             let code =
                 ctx.grpc_status.unwrap_or(if e.is_some() { Code::Cancelled as u16 } else { Code::Unknown as u16 });
             stats.record(code, elapsed);
-            trace::record_status(&ctx.server_span, code);
-            if !ctx.server_span.is_disabled() {
-                ctx.server_span.record("meshwork.attempts", ctx.attempts as i64);
+            let server_span = ctx.trace.server();
+            trace::record_status(server_span, code);
+            if !server_span.is_disabled() {
+                server_span.record("meshwork.attempts", ctx.attempts as i64);
                 if let Some(pool) = &ctx.pool {
-                    ctx.server_span.record("meshwork.pool", pool.name());
+                    server_span.record("meshwork.pool", pool.name());
                 }
             }
         }

@@ -4,7 +4,13 @@
 //! being entered, since a call crosses many Pingora hooks. They are INFO spans under the
 //! `meshwork::gateway` target, disabled for logs by default: when no trace exporter is
 //! installed they are never created and the hot path pays one disabled-span check.
+//!
+//! Head sampling happens here, before any span exists: a call whose caller sent a sampled
+//! `traceparent` is traced; one whose caller sent an unsampled one is not, and neither is a new
+//! trace the root sampler turns down (it gets a fresh unsampled `traceparent` upstream instead).
+//! See [`meshwork_observability::sampling`].
 
+use meshwork_observability::{propagation, sampling};
 use opentelemetry::trace::TraceContextExt;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
@@ -12,18 +18,44 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Returns the SERVER span of a gRPC call to `service`/`method`, parented on the caller's
-/// context in `headers`.
-pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method: &str) -> Span {
-    if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
-        return Span::none();
+/// How a call is traced at the gateway.
+#[derive(Debug, Default)]
+pub enum CallTrace {
+    /// Not traced at all (no exporter, or the caller's `traceparent` says not sampled and
+    /// goes upstream unchanged).
+    #[default]
+    Off,
+    /// The gateway is the root and did not sample the trace: no spans; this `traceparent`
+    /// (flags 00) goes upstream so the hops below build none either.
+    Unsampled(http::HeaderValue),
+    /// Sampled: the call's SERVER span.
+    Sampled(Span),
+}
+
+impl CallTrace {
+    /// The SERVER span (disabled unless sampled).
+    pub fn server(&self) -> &Span {
+        static NONE: std::sync::LazyLock<Span> = std::sync::LazyLock::new(Span::none);
+        match self {
+            CallTrace::Sampled(span) => span,
+            _ => &NONE,
+        }
     }
-    let parent = meshwork_observability::propagation::extract(headers);
-    if meshwork_observability::propagation::is_unsampled(&parent) {
-        // The caller did not sample this trace: no spans here or below (the traceparent with
-        // flags 00 goes upstream unchanged).
-        return Span::none();
+}
+
+/// Decides how a gRPC call to `service`/`method` is traced and builds its SERVER span when it
+/// is sampled: a child of the caller's sampled context, or a new root when the caller sent none
+/// and the root sampler says yes. Nothing is built for calls that are not sampled.
+pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method: &str) -> CallTrace {
+    if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO)
+        || meshwork_observability::grpc::untraced(path)
+    {
+        return CallTrace::Off;
     }
+    let parent = match root_or_parent(headers) {
+        Ok(parent) => parent,
+        Err(trace) => return trace,
+    };
     let span = tracing::info_span!(
         target: "meshwork::gateway",
         "gateway.server",
@@ -37,11 +69,42 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
         meshwork.service = "gateway",
         meshwork.pool = Empty,
         meshwork.attempts = Empty,
+        sampling.priority = Empty,
     );
-    if !span.is_disabled() {
-        let _ = span.set_parent(parent);
+    adopt(&span, parent);
+    CallTrace::Sampled(span)
+}
+
+/// The caller's sampled context (`Some`), a sampled new root (`None`), or the decision to
+/// build nothing.
+fn root_or_parent(headers: &http::HeaderMap) -> Result<Option<opentelemetry::Context>, CallTrace> {
+    if headers.contains_key("traceparent") {
+        let parent = propagation::extract(headers);
+        if propagation::is_unsampled(&parent) {
+            // The caller did not sample this trace: no spans here or below (the traceparent
+            // with flags 00 goes upstream unchanged).
+            return Err(CallTrace::Off);
+        }
+        if parent.span().span_context().is_valid() {
+            return Ok(Some(parent));
+        }
     }
-    span
+    if sampling::decide_root() { Ok(None) } else { Err(CallTrace::Unsampled(sampling::unsampled_traceparent())) }
+}
+
+/// Makes a new span the child of `parent`, or marks it as a root the gateway chose to sample.
+fn adopt(span: &Span, parent: Option<opentelemetry::Context>) {
+    if span.is_disabled() {
+        return;
+    }
+    match parent {
+        Some(parent) => {
+            let _ = span.set_parent(parent);
+        }
+        None => {
+            span.record(sampling::SAMPLING_PRIORITY, 1i64);
+        }
+    }
 }
 
 /// Returns the CLIENT span of one upstream attempt of the call to `path`, child of `server`.
@@ -66,8 +129,12 @@ pub fn client_span(server: &Span, path: &str, replica: std::net::SocketAddr, att
     )
 }
 
-/// Writes the context of `span` into the upstream request (`traceparent`, `tracestate`).
-pub fn inject(span: &Span, request: &mut RequestHeader) -> Result<()> {
+/// Writes the call's trace context into the upstream request (`traceparent`, `tracestate`):
+/// the current attempt's CLIENT span when sampled, the unsampled root's `traceparent` otherwise.
+pub fn inject(trace: &CallTrace, span: &Span, request: &mut RequestHeader) -> Result<()> {
+    if let CallTrace::Unsampled(traceparent) = trace {
+        return request.insert_header("traceparent", traceparent.clone());
+    }
     if span.is_disabled() {
         return Ok(());
     }
@@ -75,7 +142,7 @@ pub fn inject(span: &Span, request: &mut RequestHeader) -> Result<()> {
     if !cx.span().span_context().is_valid() {
         return Ok(());
     }
-    for (name, value) in meshwork_observability::propagation::headers_for(&cx) {
+    for (name, value) in propagation::headers_for(&cx) {
         request.insert_header(name, value)?;
     }
     Ok(())
@@ -103,8 +170,22 @@ pub fn record_failed_attempt(span: &Span, error: &str) {
 }
 
 /// Returns the SERVER span of an HTTP short-link redirect; the Resolve call it makes runs in it
-/// and carries its context.
+/// and carries its context. A redirect the gateway roots and does not sample still gets a span
+/// (parented on a fresh unsampled context, so the SDK drops it) so that the Resolve call carries
+/// flags 00 and the service builds no spans either.
 pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> Span {
+    if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
+        return Span::none();
+    }
+    let parent = match root_or_parent(headers) {
+        Ok(parent) => parent,
+        Err(CallTrace::Unsampled(traceparent)) => {
+            let mut unsampled = http::HeaderMap::new();
+            unsampled.insert("traceparent", traceparent);
+            Some(propagation::extract(&unsampled))
+        }
+        Err(_) => Some(propagation::extract(headers)),
+    };
     let span = tracing::info_span!(
         target: "meshwork::gateway",
         "gateway.redirect",
@@ -115,9 +196,8 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> Span {
         meshwork.code = %code,
         http.response.status_code = Empty,
         meshwork.service = "gateway",
+        sampling.priority = Empty,
     );
-    if !span.is_disabled() {
-        let _ = span.set_parent(meshwork_observability::propagation::extract(headers));
-    }
+    adopt(&span, parent);
     span
 }

@@ -42,6 +42,13 @@ pub struct TracedStore {
     inner: DynStore,
 }
 
+/// Whether the current task runs inside a sampled span (the OpenTelemetry context the tracing
+/// layer activates when a span is entered).
+fn in_sampled_span() -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    !tracing::Span::current().is_none() && opentelemetry::Context::current().span().span_context().is_sampled()
+}
+
 impl TracedStore {
     /// Returns `inner` with storage spans and metrics.
     pub fn new(inner: DynStore) -> Self {
@@ -69,14 +76,15 @@ impl TracedStore {
     async fn measured<T>(
         &self,
         operation: &'static str,
-        span: tracing::Span,
+        span: impl FnOnce() -> tracing::Span,
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = Instant::now();
-        // Only operations inside a call get a span: background work (click flushes, watches,
-        // the trace collector's own writes) would otherwise make root traces of one span each,
-        // and the collector's writes would trace themselves.
-        let span = if tracing::Span::current().is_none() { tracing::Span::none() } else { span };
+        // Only operations inside a sampled call get a span (built only then): background work
+        // (click flushes, watches, the trace collector's own writes) would otherwise make root
+        // traces of one span each, the collector's writes would trace themselves, and an
+        // unsampled call would pay for spans nobody exports.
+        let span = if in_sampled_span() { span() } else { tracing::Span::none() };
         let result = op.instrument(span).await;
         let labels = [self.inner.backend(), operation];
         STORAGE_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
@@ -112,8 +120,7 @@ impl Store for TracedStore {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        let span = storage_span!(self, "get", key_prefix(key));
-        self.measured("get", span, self.inner.get(key)).await
+        self.measured("get", || storage_span!(self, "get", key_prefix(key)), self.inner.get(key)).await
     }
 
     async fn scan(&self, range: KeyRange, limit: usize, direction: Direction) -> Result<Page> {
@@ -121,14 +128,14 @@ impl Store for TracedStore {
             std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => key_prefix(k),
             std::ops::Bound::Unbounded => String::new(),
         };
-        let span = storage_span!(self, "scan", prefix);
-        self.measured("scan", span, self.inner.scan(range, limit, direction)).await
+        self.measured("scan", || storage_span!(self, "scan", prefix), self.inner.scan(range, limit, direction)).await
     }
 
     async fn write(&self, conditions: Vec<Condition>, mutations: Vec<Mutation>) -> Result<u64> {
+        // The key prefix is only worked out when the span is built (a sampled call).
         let first = mutations.first().map(|m| m.key()).or_else(|| conditions.first().map(|c| c.key()));
-        let span = storage_span!(self, "write", first.map(key_prefix).unwrap_or_default());
-        self.measured("write", span, self.inner.write(conditions, mutations)).await
+        let prefix = if in_sampled_span() { first.map(key_prefix).unwrap_or_default() } else { String::new() };
+        self.measured("write", || storage_span!(self, "write", prefix), self.inner.write(conditions, mutations)).await
     }
 
     async fn watch(&self, prefix: &[u8], from: Option<u64>) -> Result<BoxStream<'static, Result<WatchEvent>>> {
@@ -136,8 +143,7 @@ impl Store for TracedStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        let span = storage_span!(self, "flush", "");
-        self.measured("flush", span, self.inner.flush()).await
+        self.measured("flush", || storage_span!(self, "flush", ""), self.inner.flush()).await
     }
 }
 

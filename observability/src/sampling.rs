@@ -1,0 +1,183 @@
+//! Head sampling decided before any span is built.
+//!
+//! A root span built through `tracing` costs the same whether the OpenTelemetry SDK samples it or
+//! not: the registry entry, the OTel span builder and every attribute are made, and the decision
+//! comes only when the span starts. A proxy that roots every trace pays that on every call. So a
+//! root decides first with [`decide_root`]: when the trace is not sampled it builds no span at all
+//! and sends a `traceparent` with flags `00` upstream ([`unsampled_traceparent`]) so that the rest
+//! of the call skips its spans too; when it is sampled, it builds its span with the attribute
+//! [`SAMPLING_PRIORITY`] = 1, which [`RootSampler`] (the SDK sampler installed by
+//! [`crate::telemetry::init`]) honours, so the decision is not drawn twice.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opentelemetry::trace::{Link, SpanKind, TraceId, TraceState};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
+
+/// The span attribute that forces a root span to be sampled (the OpenTracing convention Jaeger
+/// also understands). Spans built after [`decide_root`] said yes carry it.
+pub const SAMPLING_PRIORITY: &str = "sampling.priority";
+
+/// The share of new traces this process samples, as `f64` bits. 1 until telemetry init sets
+/// the configured ratio: without an exporter, spans still serve the logs.
+static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
+
+/// Sets the share of new traces sampled by [`decide_root`] (done by telemetry init).
+pub(crate) fn set_root_ratio(ratio: f64) {
+    ROOT_RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+}
+
+/// The share of new traces sampled by [`decide_root`].
+pub fn root_ratio() -> f64 {
+    f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed))
+}
+
+/// Decides whether a new trace rooted here is sampled, with the process's configured ratio.
+pub fn decide_root() -> bool {
+    let ratio = root_ratio();
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    // 53 random bits as a uniform float in [0, 1).
+    (next_random() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < ratio
+}
+
+/// Returns a `traceparent` for a new trace that is not sampled: fresh random ids, flags `00`.
+/// Sent upstream, it tells every later hop to build no spans for this call.
+pub fn unsampled_traceparent() -> http::HeaderValue {
+    let trace_hi = next_random();
+    let trace_lo = next_random();
+    // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
+    let span = next_random() | 1;
+    let text = format!("00-{trace_hi:016x}{trace_lo:016x}-{span:016x}-00");
+    http::HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+/// Each thread's generator starts from `rand`'s OS-seeded thread generator.
+fn seed() -> u64 {
+    rand::random::<u64>()
+}
+
+/// splitmix64: fast, well distributed, per thread.
+fn next_random() -> u64 {
+    RNG.with(|state| {
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// The sampler of root spans (wrapped in the SDK's parent-based sampler): a span carrying
+/// [`SAMPLING_PRIORITY`] > 0 was already chosen by [`decide_root`]; any other root follows the
+/// configured ratio on its trace id.
+#[derive(Clone, Debug)]
+pub struct RootSampler {
+    pub ratio: f64,
+}
+
+impl ShouldSample for RootSampler {
+    fn should_sample(
+        &self,
+        _parent_context: Option<&Context>,
+        trace_id: TraceId,
+        _name: &str,
+        _span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        let forced = attributes.iter().any(|kv| {
+            kv.key.as_str() == SAMPLING_PRIORITY && matches!(kv.value, opentelemetry::Value::I64(p) if p > 0)
+        });
+        let sampled = forced || ratio_samples(self.ratio, trace_id);
+        SamplingResult {
+            decision: if sampled { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop },
+            attributes: Vec::new(),
+            trace_state: TraceState::default(),
+        }
+    }
+}
+
+/// The trace-id ratio rule of the OpenTelemetry SDK: the low 63 bits of the id below
+/// `ratio * 2^63`.
+fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let bytes = trace_id.to_bytes();
+    let low = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) >> 1;
+    low < (ratio * (1u64 << 63) as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_decisions_follow_the_ratio() {
+        set_root_ratio(0.1);
+        let sampled = (0..100_000).filter(|_| decide_root()).count();
+        assert!((9_000..=11_000).contains(&sampled), "{sampled} of 100000 sampled at 0.1");
+        set_root_ratio(0.0);
+        assert!(!(0..1000).any(|_| decide_root()));
+        set_root_ratio(1.0);
+        assert!((0..1000).all(|_| decide_root()));
+        // Left at 1, as without telemetry, for the other tests of this process.
+    }
+
+    #[test]
+    fn unsampled_traceparent_parses_as_unsampled() {
+        let mut headers = http::HeaderMap::new();
+        let value = unsampled_traceparent();
+        assert_eq!(value.len(), 55);
+        headers.insert("traceparent", value.clone());
+        assert!(crate::propagation::is_unsampled(&crate::propagation::extract(&headers)));
+        assert_ne!(value, unsampled_traceparent(), "ids must differ per call");
+    }
+
+    #[test]
+    fn root_sampler_honours_priority_then_ratio() {
+        let sampler = RootSampler { ratio: 0.0 };
+        let id = TraceId::from_bytes([7; 16]);
+        let decide = |attrs: &[KeyValue]| sampler.should_sample(None, id, "x", &SpanKind::Server, attrs, &[]).decision;
+        assert_eq!(decide(&[KeyValue::new(SAMPLING_PRIORITY, 1i64)]), SamplingDecision::RecordAndSample);
+        assert_eq!(decide(&[KeyValue::new(SAMPLING_PRIORITY, 0i64)]), SamplingDecision::Drop);
+        assert_eq!(decide(&[]), SamplingDecision::Drop);
+        let all = RootSampler { ratio: 1.0 };
+        assert_eq!(
+            all.should_sample(None, id, "x", &SpanKind::Server, &[], &[]).decision,
+            SamplingDecision::RecordAndSample
+        );
+        let ids = (0u64..10_000).map(|i| {
+            TraceId::from_bytes(
+                [(i >> 8) as u8; 8]
+                    .into_iter()
+                    .chain(i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes())
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .unwrap(),
+            )
+        });
+        let tenth = RootSampler { ratio: 0.1 };
+        let n = ids
+            .filter(|id| {
+                tenth.should_sample(None, *id, "x", &SpanKind::Server, &[], &[]).decision
+                    == SamplingDecision::RecordAndSample
+            })
+            .count();
+        assert!((800..=1200).contains(&n), "{n} of 10000 at 0.1");
+    }
+}
