@@ -38,14 +38,21 @@ pub enum Args {
         admin_listen: SocketAddr,
         #[command(flatten)]
         traces: TraceFlags,
-        /// Do not start the embedded trace backend (spans still go to OTEL_EXPORTER_OTLP_ENDPOINT if set).
+        /// Do not start the embedded trace backend (spans still go to --otlp-endpoint or
+        /// OTEL_EXPORTER_OTLP_ENDPOINT if set).
         #[arg(long)]
         no_traces: bool,
+        #[command(flatten)]
+        export: ExportFlags,
     },
     /// Runs the embedded trace backend alone: OTLP receivers, Jaeger query API, web page.
     Traces {
         #[command(flatten)]
         traces: TraceFlags,
+        /// Directory of the trace store (an embedded store in <dir>/traces), so traces survive
+        /// a restart.
+        #[arg(long, default_value = "./data", env = "MESHWORK_DATA_DIR")]
+        data_dir: PathBuf,
     },
     /// Runs some services as their own process (replicas share a distributed store).
     Serve {
@@ -69,12 +76,16 @@ pub enum Args {
         /// first on shutdown.
         #[arg(long, env = "MESHWORK_REGISTRY")]
         registry: Option<String>,
+        #[command(flatten)]
+        export: ExportFlags,
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
         /// Gateway configuration (see proxy/examples/gateway.toml).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        export: ExportFlags,
     },
     /// Load-tests a gRPC method the way ghz does (reports: summary, JSON in ghz's shape, HTML).
     Load(Box<meshwork_loadtest::LoadArgs>),
@@ -121,6 +132,41 @@ impl TraceFlags {
     }
 }
 
+/// Where this process sends its own spans and how many it samples. The flags override the
+/// standard `OTEL_*` variables, which still work on their own.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ExportFlags {
+    /// OTLP/gRPC endpoint for this process's spans, e.g. http://127.0.0.1:4317 (overrides
+    /// OTEL_EXPORTER_OTLP_ENDPOINT; for `up`, replaces the embedded trace backend as target).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled, from 0 to 1 (overrides OTEL_TRACES_SAMPLER and _ARG).
+    /// Parent-based: a call that arrives with a `traceparent` follows its caller's decision.
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sampling: Option<f64>,
+}
+
+impl ExportFlags {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let rest =
+                endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")).unwrap_or(endpoint);
+            let authority = rest.trim_end_matches('/');
+            let port_ok =
+                authority.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok || authority.contains('/') {
+                return Err(format!("--otlp-endpoint {endpoint:?}: must be [http://|https://]host:port"));
+            }
+        }
+        if let Some(ratio) = self.trace_sampling
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(format!("--trace-sampling {ratio}: must be a number from 0 to 1"));
+        }
+        Ok(())
+    }
+}
+
 /// A validated command.
 #[derive(Debug)]
 pub enum Command {
@@ -130,9 +176,11 @@ pub enum Command {
         public_url: String,
         admin: SocketAddr,
         traces: Option<TraceFlags>,
+        export: ExportFlags,
     },
     Traces {
         traces: TraceFlags,
+        store: StoreUrl,
     },
     Serve {
         services: Vec<String>,
@@ -141,9 +189,11 @@ pub enum Command {
         public_url: String,
         admin: Option<SocketAddr>,
         registry: Option<String>,
+        export: ExportFlags,
     },
     Gateway {
         config: meshwork_proxy::GatewayConfig,
+        export: ExportFlags,
     },
     Load(Box<meshwork_loadtest::LoadArgs>),
 }
@@ -156,11 +206,23 @@ fn public_url(raw: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
+/// The embedded store in `<data_dir>/<name>`, after checking the directory flag.
+fn embedded_in(data_dir: &std::path::Path, name: &str) -> Result<StoreUrl, String> {
+    if data_dir.as_os_str().is_empty() {
+        return Err("--data-dir must not be empty".into());
+    }
+    if data_dir.exists() && !data_dir.is_dir() {
+        return Err(format!("--data-dir {}: exists and is not a directory", data_dir.display()));
+    }
+    Ok(StoreUrl::Embedded(data_dir.join(name)))
+}
+
 impl Args {
     /// Checks every flag and returns what to run, or one line naming the problem.
     pub fn validate(self) -> Result<Command, String> {
         match self {
-            Args::Up { listen, data_dir, store, public_url: url, admin_listen, traces, no_traces } => {
+            Args::Up { listen, data_dir, store, public_url: url, admin_listen, traces, no_traces, export } => {
+                export.validate()?;
                 if admin_listen == listen {
                     return Err(format!("--listen and --admin-listen are both {listen}"));
                 }
@@ -169,15 +231,7 @@ impl Args {
                 }
                 let store = match store {
                     Some(s) => s.parse::<StoreUrl>()?,
-                    None => {
-                        if data_dir.as_os_str().is_empty() {
-                            return Err("--data-dir must not be empty".into());
-                        }
-                        if data_dir.exists() && !data_dir.is_dir() {
-                            return Err(format!("--data-dir {}: exists and is not a directory", data_dir.display()));
-                        }
-                        StoreUrl::Embedded(data_dir.join("store"))
-                    }
+                    None => embedded_in(&data_dir, "store")?,
                 };
                 let url = public_url(&url.unwrap_or_else(|| format!("http://{listen}")))?;
                 Ok(Command::Up {
@@ -186,9 +240,11 @@ impl Args {
                     public_url: url,
                     admin: admin_listen,
                     traces: (!no_traces).then_some(traces),
+                    export,
                 })
             }
-            Args::Serve { services, listen, store, public_url: url, admin_listen, registry } => {
+            Args::Serve { services, listen, store, public_url: url, admin_listen, registry, export } => {
+                export.validate()?;
                 if let Some(registry) = &registry {
                     meshwork_proxy::registry::endpoints(registry).map_err(|e| format!("--registry: {e}"))?;
                 }
@@ -213,17 +269,19 @@ impl Args {
                     public_url: public_url(&url)?,
                     admin: admin_listen,
                     registry,
+                    export,
                 })
             }
-            Args::Traces { traces } => {
+            Args::Traces { traces, data_dir } => {
                 traces.validate(&[])?;
-                Ok(Command::Traces { traces })
+                Ok(Command::Traces { traces, store: embedded_in(&data_dir, "traces")? })
             }
-            Args::Gateway { config } => {
+            Args::Gateway { config, export } => {
+                export.validate()?;
                 let config = meshwork_proxy::GatewayConfig::from_file(&config)
                     .map_err(|e| format!("--config {}: {e}", config.display()))?;
                 config.validate().map_err(|e| format!("gateway config: {e}"))?;
-                Ok(Command::Gateway { config })
+                Ok(Command::Gateway { config, export })
             }
             Args::Load(args) => {
                 args.validate()?;

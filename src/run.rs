@@ -17,19 +17,19 @@ use tokio::task::JoinHandle;
 
 use meshwork_observability::collector::Collector;
 
-use crate::cli::{Command, SERVICES, TraceFlags};
+use crate::cli::{Command, ExportFlags, SERVICES, TraceFlags};
 
 /// Runs `command` to completion.
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::Gateway { config } => runtime()?.block_on(gateway(config)),
+        Command::Gateway { config, export } => runtime()?.block_on(gateway(config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
-        Command::Up { listen, store, public_url, admin, traces } => {
-            runtime()?.block_on(up(listen, store, public_url, admin, traces))
+        Command::Up { listen, store, public_url, admin, traces, export } => {
+            runtime()?.block_on(up(listen, store, public_url, admin, traces, export))
         }
-        Command::Traces { traces } => runtime()?.block_on(traces_alone(traces)),
-        Command::Serve { services, listen, store, public_url, admin, registry } => {
-            runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry))
+        Command::Traces { traces, store } => runtime()?.block_on(traces_alone(traces, store)),
+        Command::Serve { services, listen, store, public_url, admin, registry, export } => {
+            runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry, export))
         }
     }
 }
@@ -38,11 +38,23 @@ pub fn run(command: Command) -> Result<()> {
 /// per-call spans off for logs (they exist only when traces are exported, so cost nothing otherwise).
 const DEFAULT_LOG_FILTER: &str = "info,meshwork::grpc=warn,meshwork::gateway=warn,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn";
 
-/// Installs logging and, when an OTLP endpoint is known, span export as `service`.
-/// Must run inside the runtime (the exporter's connection lives there).
-fn telemetry(service: &str, default_endpoint: Option<String>) -> Result<meshwork_observability::TelemetryGuard> {
+/// Installs logging and, when an OTLP endpoint is known, span export as `service`: the
+/// `OTEL_*` variables, then the flags over them. Must run inside the runtime (the exporter's
+/// connection lives there).
+fn telemetry(
+    service: &str,
+    default_endpoint: Option<String>,
+    export: &ExportFlags,
+) -> Result<meshwork_observability::TelemetryGuard> {
+    use meshwork_observability::telemetry::{SamplerConfig, normalise_endpoint};
     let mut config = meshwork_observability::TelemetryConfig::from_env(service, default_endpoint)?;
     config.default_log_filter = DEFAULT_LOG_FILTER.to_string();
+    if let Some(endpoint) = &export.otlp_endpoint {
+        config.otlp_endpoint = Some(normalise_endpoint(endpoint));
+    }
+    if let Some(ratio) = export.trace_sampling {
+        config.sampler = if ratio >= 1.0 { SamplerConfig::AlwaysOn } else { SamplerConfig::Ratio(ratio) };
+    }
     Ok(meshwork_observability::init(&config)?)
 }
 
@@ -168,6 +180,7 @@ async fn up(
     public_url: String,
     admin: SocketAddr,
     traces: Option<TraceFlags>,
+    export: ExportFlags,
 ) -> Result<()> {
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
@@ -179,7 +192,7 @@ async fn up(
         Some(flags) => Some(Collector::start(flags.collector(), Some(store.clone())).await?),
         None => None,
     };
-    let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)))?;
+    let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export)?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
 
     let mut running = Vec::new();
@@ -226,15 +239,17 @@ async fn up(
 }
 
 /// `meshwork traces`: the embedded trace backend alone.
-async fn traces_alone(flags: TraceFlags) -> Result<()> {
-    let guard = telemetry("meshwork-traces", None)?;
-    let collector = Collector::start(flags.collector(), None).await?;
+async fn traces_alone(flags: TraceFlags, store_url: StoreUrl) -> Result<()> {
+    let guard = telemetry("meshwork-traces", None, &ExportFlags::default())?;
+    let store = open_store(&store_url).await?;
+    let collector = Collector::start(flags.collector(), Some(store.clone())).await?;
     println!(
-        "meshwork traces ready: http://{} (OTLP grpc {}, http {})",
+        "meshwork traces ready: http://{} (OTLP grpc {}, http {}), store {store_url}",
         collector.query, collector.otlp_grpc, collector.otlp_http
     );
     shutdown_signal().await?;
     collector.shutdown().await;
+    store.flush().await.context("flushing the trace store")?;
     flush_telemetry(guard).await;
     Ok(())
 }
@@ -247,13 +262,14 @@ async fn serve_services(
     public_url: String,
     admin: Option<SocketAddr>,
     registry: Option<String>,
+    export: ExportFlags,
 ) -> Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("--listen {listen}: cannot bind"))?;
     let admin = match admin {
         Some(addr) => Some(Admin::start(addr).await?),
         None => None,
     };
-    let guard = telemetry(&names.join(","), None)?;
+    let guard = telemetry(&names.join(","), None, &export)?;
     let store = open_store(&store_url).await?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
     let r = start(listener, build(&names, &ctx)).await?;
@@ -318,8 +334,8 @@ async fn deregister(registrations: Vec<meshwork_proxy::Registration>) {
 }
 
 /// `meshwork gateway`: the gateway alone until SIGINT/SIGTERM.
-async fn gateway(config: meshwork_proxy::GatewayConfig) -> Result<()> {
-    let guard = telemetry("gateway", None)?;
+async fn gateway(config: meshwork_proxy::GatewayConfig, export: ExportFlags) -> Result<()> {
+    let guard = telemetry("gateway", None, &export)?;
     let listen = config.listen;
     let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
         .await

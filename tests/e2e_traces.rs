@@ -37,6 +37,16 @@ fn wait_for_trace(ui: SocketAddr, trace_id: &str, op: &str, count: usize) -> Val
     }
 }
 
+/// Starts `meshwork traces` alone on free ports, keeping its traces in `dir`; returns it with its
+/// OTLP/gRPC, OTLP/HTTP and query addresses.
+fn trace_backend(dir: &std::path::Path) -> (Mesh, SocketAddr, SocketAddr, SocketAddr) {
+    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
+    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
+    let d = dir.display().to_string();
+    let args = ["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u, "--data-dir", &d];
+    (Mesh::start(&args, ui, "meshwork traces ready"), grpc, http, ui)
+}
+
 #[test]
 fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,10 +194,8 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> 
 
 #[test]
 fn otlp_http_takes_json_and_gzip_and_the_trace_view_runs_alone() {
-    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
-    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
-    let traces =
-        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let dir = tempfile::tempdir().unwrap();
+    let (traces, _, http, ui) = trace_backend(dir.path());
     let export = |trace: &str, name: &str| {
         format!(
             r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
@@ -217,7 +225,18 @@ fn otlp_http_takes_json_and_gzip_and_the_trace_view_runs_alone() {
     assert_eq!(t["data"][0]["spans"][0]["operationName"], "gzipped-json");
     let (_, found) = get_json(ui, r#"/api/traces?service=json-svc&tags=%7B%22http.route%22%3A%22%2Fx%22%7D"#);
     assert_eq!(found["data"].as_array().map(Vec::len), Some(2));
+    // A span of now, so that the age bound cannot drop it, must survive a restart.
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let recent = export("33333333333333333333333333333333", "recent-json")
+        .replace("1700000000000000000", &now_ns.to_string())
+        .replace("1700000000005000000", &(now_ns + 5_000_000).to_string());
+    assert_eq!(post(http, "/v1/traces", &[("Content-Type", "application/json")], recent.as_bytes()), 200);
     assert!(traces.terminate(Duration::from_secs(30)).success());
+    let (again, _, _, ui) = trace_backend(dir.path());
+    let (status, t) = get_json(ui, "/api/traces/33333333333333333333333333333333");
+    assert_eq!(status, 200, "the trace store of `meshwork traces --data-dir` lost a trace over a restart: {t}");
+    assert_eq!(t["data"][0]["spans"][0]["operationName"], "recent-json");
+    assert!(again.terminate(Duration::from_secs(30)).success());
 }
 
 #[test]
@@ -282,10 +301,8 @@ fn a_dead_collector_never_holds_calls_up() {
 fn one_trace_across_separate_gateway_and_service_processes() {
     // The trace backend alone, a service process and a gateway process, each exporting its
     // own spans over OTLP with its own service.name.
-    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
-    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
-    let traces =
-        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let trace_dir = tempfile::tempdir().unwrap();
+    let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
     let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}"))];
     let dir = tempfile::tempdir().unwrap();
     let store = format!("embedded:{}", dir.path().display());
@@ -379,13 +396,11 @@ fn trace_ids_of(ui: SocketAddr, service: &str) -> std::collections::BTreeSet<Str
 #[test]
 fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
     // Gateway and service in separate processes, both configured for 25% parent-based ratio
-    // sampling. Calls arrive without a traceparent, so the gateway roots every trace and
+    // sampling (the service through OTEL_* variables, the gateway through flags). Calls arrive without a traceparent, so the gateway roots every trace and
     // decides before building any span; the service must follow that decision: every sampled
     // trace is whole, and no call gets a trace of its own at the service.
-    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
-    let (g, h, u) = (grpc.to_string(), http.to_string(), ui.to_string());
-    let traces =
-        Mesh::start(&["traces", "--otlp-grpc", &g, "--otlp-http", &h, "--trace-ui", &u], ui, "meshwork traces ready");
+    let trace_dir = tempfile::tempdir().unwrap();
+    let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}")),
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_string()),
@@ -411,8 +426,13 @@ fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
         ),
     )
     .unwrap();
-    let gateway =
-        Mesh::start_with_env(&["gateway", "--config", config.to_str().unwrap()], gateway_addr, "gateway ready", &env);
+    // The gateway gets the same settings as flags instead of OTEL_* variables.
+    let endpoint = format!("http://{grpc}");
+    let gateway = Mesh::start(
+        &["gateway", "--config", config.to_str().unwrap(), "--otlp-endpoint", &endpoint, "--trace-sampling", "0.25"],
+        gateway_addr,
+        "gateway ready",
+    );
 
     const CALLS: usize = 400;
     let load = Command::new(env!("CARGO_BIN_EXE_meshwork"))

@@ -105,6 +105,13 @@ fn bad_flags_fail_with_one_clear_line_before_binding() {
         (&["up", "--public-url", "ftp://x"], "--public-url"),
         (&["serve", "nosuch", "--listen", "127.0.0.1:0", "--store", "memory:"], "unknown service \"nosuch\""),
         (&["gateway", "--config", "/nonexistent/gw.toml"], "/nonexistent/gw.toml"),
+        (&["up", "--trace-sampling", "1.5"], "--trace-sampling 1.5: must be a number from 0 to 1"),
+        (
+            &["serve", "urlshortener", "--listen", "127.0.0.1:0", "--store", "memory:", "--trace-sampling=-0.1"],
+            "--trace-sampling",
+        ),
+        (&["up", "--otlp-endpoint", "http://nohostport"], "--otlp-endpoint \"http://nohostport\""),
+        (&["traces", "--data-dir", "/etc/hostname"], "exists and is not a directory"),
     ];
     for (args, needle) in cases {
         let out = Command::new(bin).args(*args).output().unwrap();

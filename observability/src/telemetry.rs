@@ -16,7 +16,6 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
 use tracing::Subscriber;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{FmtSpan, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format};
@@ -223,19 +222,29 @@ where
     let json = std::env::var("MESHWORK_LOG_FORMAT").is_ok_and(|v| v == "json");
     // Colours only for a terminal: logs redirected to a file stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let base =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE).with_ansi(ansi);
+    log_layer_to(std::io::stderr, json, ansi)
+}
+
+/// The log layer writing to `writer`: plain lines, or JSON lines when `json`.
+fn log_layer_to<S, W>(writer: W, json: bool, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer().with_writer(writer).with_span_events(FmtSpan::NONE).with_ansi(ansi);
     if json {
-        // JSON lines carry the ids through the span list (`trace_id` is recorded on server spans).
-        base.json().boxed()
+        // JSON lines get top-level "trace_id" and "span_id" keys.
+        base.json().event_format(TraceIds { inner: format().json(), json: true }).boxed()
     } else {
-        base.event_format(TraceIds { inner: format() }).boxed()
+        base.event_format(TraceIds { inner: format(), json: false }).boxed()
     }
 }
 
-/// Prefixes every log line with the `trace_id` and `span_id` of the span it was logged in.
+/// Adds the `trace_id` and `span_id` of the span an event was logged in to its line: a
+/// `trace_id=... span_id=...` prefix, or two top-level keys of a JSON line.
 struct TraceIds<F> {
     inner: F,
+    json: bool,
 }
 
 impl<S, N, F> FormatEvent<S, N> for TraceIds<F>
@@ -250,14 +259,101 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let span = tracing::Span::current();
-        if !span.is_none() {
-            let cx = span.context();
+        // The OpenTelemetry context the tracing layer activated when the span was entered
+        // (`tracing::Span::current()` cannot serve here: inside an event callback the dispatcher
+        // is not re-entered, so it is always the empty span).
+        let ids = {
+            let cx = opentelemetry::Context::current();
             let sc = cx.span().span_context().clone();
-            if sc.is_valid() {
-                write!(writer, "trace_id={} span_id={} ", sc.trace_id(), sc.span_id())?;
-            }
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        };
+        let Some((trace_id, span_id)) = ids else { return self.inner.format_event(ctx, writer, event) };
+        if !self.json {
+            write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
+            return self.inner.format_event(ctx, writer, event);
         }
-        self.inner.format_event(ctx, writer, event)
+        // Format the JSON object aside, then open it with the two ids.
+        let mut line = String::new();
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Collects what the log layer writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    /// Logs one line inside a sampled span and one outside; returns the output and the span's ids.
+    fn log_in_span(json: bool) -> (String, String, String) {
+        let buffer = Buffer::default();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer_to(buffer.clone(), json, false))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            let ids = {
+                let sc = span.context().span().span_context().clone();
+                (sc.trace_id().to_string(), sc.span_id().to_string())
+            };
+            span.in_scope(|| tracing::info!(answer = 42, "inside"));
+            tracing::info!("outside");
+            ids
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        (out, trace_id, span_id)
+    }
+
+    #[test]
+    fn plain_lines_inside_a_span_start_with_its_ids() {
+        let (out, trace_id, span_id) = log_in_span(false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].starts_with(&format!("trace_id={trace_id} span_id={span_id} ")), "{out}");
+        assert!(lines[0].contains("inside") && lines[0].contains("answer=42"), "{out}");
+        assert!(!lines[1].contains("trace_id="), "{out}");
+    }
+
+    #[test]
+    fn json_lines_inside_a_span_carry_its_ids_as_keys() {
+        let (out, trace_id, span_id) = log_in_span(true);
+        let lines: Vec<serde_json::Value> =
+            out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[0]["span_id"], span_id.as_str());
+        assert_eq!(lines[0]["fields"]["message"], "inside");
+        assert_eq!(lines[0]["fields"]["answer"], 42);
+        assert!(lines[1].get("trace_id").is_none(), "{out}");
     }
 }
