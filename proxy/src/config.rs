@@ -22,6 +22,8 @@
 //! (`[pools.NAME.outlier]`); routes mark `idempotent_methods` (UNAVAILABLE is retried on another
 //! replica for those only) and may cap the deadline (`timeout_ms`). `[rate_limit]` adds
 //! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port.
+//! `[tls]` puts TLS on the listener and `[pools.NAME.tls]` (mutual) TLS towards a pool's
+//! replicas (see [`crate::tls`]); their PEM files are read and checked by `validate`.
 //! `proxy/examples/gateway.toml` shows every field with its default.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::balance::Policy;
+use crate::tls::{ListenerTlsConfig, TlsMaterial, UpstreamTlsConfig};
 
 /// gRPC services that the gateway answers itself (merged health and reflection); routes may not
 /// claim them.
@@ -135,6 +138,9 @@ pub struct GatewayConfig {
     /// Where `GET /<code>` short-link redirects are resolved; none disables redirects.
     #[serde(default)]
     pub redirect: Option<RedirectConfig>,
+    /// TLS on `listen` (ALPN h2 and http/1.1) instead of h2c; none by default.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// A pool of interchangeable replicas of one or more services.
@@ -162,6 +168,9 @@ pub struct PoolConfig {
     /// Passive outlier ejection.
     #[serde(default)]
     pub outlier: OutlierConfig,
+    /// TLS or mutual TLS to the replicas (and their health checks); h2c when none (default).
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 impl PoolConfig {
@@ -416,6 +425,7 @@ impl GatewayConfig {
             pools: BTreeMap::new(),
             routes: Vec::new(),
             redirect: None,
+            tls: None,
         }
     }
 
@@ -659,6 +669,7 @@ impl GatewayConfig {
         {
             return invalid(format!("redirect points to unknown pool \"{}\"", redirect.pool));
         }
+        TlsMaterial::load(self)?;
         Ok(())
     }
 }

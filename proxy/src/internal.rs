@@ -11,7 +11,8 @@
 //! of service `""`, SERVING or UNIMPLEMENTED passes) and marks a replica unhealthy after
 //! `unhealthy_threshold` failed checks in a row, healthy again after `healthy_threshold` passes;
 //! replica selection avoids unhealthy replicas. It reads each pool's current membership every
-//! round, so replicas added by the registry are checked too.
+//! round, so replicas added by the registry are checked too. A pool with `[pools.NAME.tls]` is
+//! checked over the same TLS (and client certificate) as its calls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -29,8 +30,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::GatewayError;
 use crate::config::BUILTIN_SERVICES;
-use crate::redirect::grpc_uri;
 use crate::routing::{Pool, Router};
+use crate::tls::replica_endpoint;
 
 /// Every service described by `meshwork_proto::FILE_DESCRIPTOR_SET`, as full names.
 pub(crate) fn described_services() -> Result<Vec<String>, GatewayError> {
@@ -199,8 +200,8 @@ struct HealthChecker {
     pools: Vec<Arc<Pool>>,
     /// Service name -> the pool that decides its health.
     services: BTreeMap<String, Arc<Pool>>,
-    /// One lazily connected channel per replica address.
-    channels: HashMap<SocketAddr, Channel>,
+    /// One lazily connected channel per (pool, replica address): pools may differ in TLS.
+    channels: HashMap<(usize, SocketAddr), Channel>,
     /// (pool, replica) -> consecutive results: positive passes or negative failures.
     streaks: HashMap<(String, SocketAddr), i64>,
     settings: CheckSettings,
@@ -211,13 +212,12 @@ impl HealthChecker {
         Self { pools, services: health.clone(), channels: HashMap::new(), streaks: HashMap::new(), settings }
     }
 
-    fn channel(&mut self, addr: SocketAddr) -> Channel {
+    fn channel(&mut self, pool_idx: usize, addr: SocketAddr) -> Channel {
         let connect_timeout = self.settings.connect_timeout;
+        let tls = self.pools[pool_idx].tls();
         self.channels
-            .entry(addr)
-            .or_insert_with(|| {
-                Endpoint::from(grpc_uri(addr)).connect_timeout(connect_timeout).tcp_nodelay(true).connect_lazy()
-            })
+            .entry((pool_idx, addr))
+            .or_insert_with(|| replica_endpoint(addr, tls, connect_timeout).connect_lazy())
             .clone()
     }
 
@@ -229,13 +229,13 @@ impl HealthChecker {
         for (pool_idx, pool) in self.pools.clone().iter().enumerate() {
             for (idx, replica) in pool.members().replicas().iter().enumerate() {
                 live.insert(replica.addr(), ());
-                let (channel, timeout) = (self.channel(replica.addr()), self.settings.timeout);
+                let (channel, timeout) = (self.channel(pool_idx, replica.addr()), self.settings.timeout);
                 let replica = replica.clone();
                 checks.spawn(async move { (pool_idx, idx, replica, check_replica(channel, timeout).await) });
             }
         }
         // Forget replicas that left every pool.
-        self.channels.retain(|addr, _| live.contains_key(addr));
+        self.channels.retain(|(_, addr), _| live.contains_key(addr));
         self.streaks.retain(|(_, addr), _| live.contains_key(addr));
         while let Some(joined) = checks.join_next().await {
             let Ok((pool_idx, _idx, replica, up)) = joined else { continue };

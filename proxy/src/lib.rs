@@ -1,6 +1,7 @@
 //! meshwork's gateway: the data plane of the mesh, built on Pingora 0.9.
 //!
-//! One port serves h2c gRPC and HTTP/1.1. gRPC calls are routed by service name
+//! One port serves h2c gRPC and HTTP/1.1 (or, with `[tls]`, TLS with ALPN h2 and http/1.1;
+//! see [`tls`], which also covers mutual TLS to replicas). gRPC calls are routed by service name
 //! (`/<package>.<Service>/<Method>`, longest route wins) to pools of replicas, balanced by a
 //! per-pool policy (round robin, weighted, random, least request, peak EWMA, consistent hash,
 //! IP hash) over the replicas that pass active gRPC health checks and are not ejected as
@@ -38,6 +39,7 @@ mod redirect;
 pub mod registry;
 mod routing;
 mod server;
+pub mod tls;
 mod trace;
 
 use std::net::SocketAddr;
@@ -50,6 +52,7 @@ pub use config::{
 pub use redirect::LINK_STATE_KEY;
 pub use registry::{Registration, RegistryError, register};
 pub use server::{GatewayHandle, run, spawn};
+pub use tls::{ListenerTlsConfig, UpstreamTlsConfig, install_crypto_provider};
 
 /// Why the gateway could not start or did not stop cleanly. Every message is one line.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::balance::{self, PeakEwma, Policy, Ring, SmoothWrr};
+use crate::tls::UpstreamTls;
 
 /// Nanoseconds since the first call (a process-wide monotonic clock for atomics).
 pub fn now_ns() -> u64 {
@@ -349,6 +350,8 @@ pub struct Pool {
     budget: RetryBudget,
     /// Ejections so far (for metrics).
     pub(crate) ejections: AtomicU64,
+    /// TLS to the replicas; h2c when none.
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Pool {
@@ -368,7 +371,19 @@ impl Pool {
             next: AtomicUsize::new(0),
             budget,
             ejections: AtomicU64::new(0),
+            tls: None,
         }
+    }
+
+    /// The same pool, reaching its replicas over `tls`.
+    pub(crate) fn with_tls(mut self, tls: Option<UpstreamTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        self
+    }
+
+    /// TLS to the replicas, when the pool uses it.
+    pub(crate) fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_deref()
     }
 
     /// The pool's name from the configuration.

@@ -380,7 +380,10 @@ impl ProxyHttp for GatewayProxy {
                 );
             }
         };
-        let mut peer = HttpPeer::new(slot.replica().addr(), false, String::new());
+        let mut peer = match pool.tls() {
+            Some(tls) => tls.peer(slot.replica().addr()),
+            None => HttpPeer::new(slot.replica().addr(), false, String::new()),
+        };
         ctx.attempts += 1;
         ctx.client_span = trace::client_span(
             ctx.trace.server(),

@@ -12,7 +12,9 @@ use meshwork_observability::propagation::TraceInterceptor;
 use meshwork_proto::pb::urlshortener::v1::ResolveRequest;
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::tls::{UpstreamTls, replica_endpoint};
 
 /// Metadata key the URL shortener sets on NOT_FOUND to say why a code no longer resolves.
 pub const LINK_STATE_KEY: &str = "meshwork-link-state";
@@ -56,17 +58,11 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Lazily connected channels to `replicas`. Must run inside a tokio runtime that outlives the
+    /// Lazily connected channels to `replicas` (over `tls` when given). Must run inside a tokio runtime that outlives the
     /// resolver (the channels' connection tasks are spawned there).
-    pub fn new(replicas: &[SocketAddr], connect_timeout: Duration) -> Self {
-        let replicas = replicas
-            .iter()
-            .map(|addr| {
-                let channel =
-                    Endpoint::from(grpc_uri(*addr)).connect_timeout(connect_timeout).tcp_nodelay(true).connect_lazy();
-                (*addr, channel)
-            })
-            .collect();
+    pub fn new(replicas: &[SocketAddr], tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Self {
+        let replicas =
+            replicas.iter().map(|addr| (*addr, replica_endpoint(*addr, tls, connect_timeout).connect_lazy())).collect();
         Self { replicas, next: AtomicUsize::new(0) }
     }
 

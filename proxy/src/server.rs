@@ -8,7 +8,7 @@
 //! count in-flight requests and stop as soon as they are done, then tell Pingora (through a
 //! [`ShutdownSignalWatch`] of ours, never a process signal) to tear its runtimes down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +34,7 @@ use crate::pool::{OutlierSettings, PoolSettings};
 use crate::proxy::{GatewayProxy, ProxySettings, RateLimit};
 use crate::redirect::Resolver;
 use crate::routing::{Pool, Route, Router};
+use crate::tls::{TlsMaterial, install_crypto_provider};
 
 /// HTTP/2 flow-control window per stream, downstream and upstream.
 pub(crate) const H2_STREAM_WINDOW: u32 = 1 << 20;
@@ -231,11 +232,13 @@ fn pool_settings(config: &GatewayConfig, pool: &PoolConfig) -> PoolSettings {
     }
 }
 
-/// Resolves every pool's endpoints (the first address of each `host:port`).
-fn resolve_pools(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
+/// Resolves every pool's endpoints (the first address of each `host:port`) and gives each pool
+/// its upstream TLS (if any), which remembers the configured host of every address.
+fn resolve_pools(config: &GatewayConfig, tls: &TlsMaterial) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
     let mut pools = BTreeMap::new();
     for (name, pool) in &config.pools {
         let mut replicas = Vec::with_capacity(pool.endpoints.len());
+        let mut hosts = HashMap::new();
         for endpoint in &pool.endpoints {
             let address = endpoint.address();
             let addr = address
@@ -248,8 +251,13 @@ fn resolve_pools(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Pool>>, 
                     reason,
                 })?;
             replicas.push((addr, endpoint.weight()));
+            if let Some((host, _)) = address.rsplit_once(':') {
+                hosts.insert(addr, host.to_string());
+            }
         }
-        pools.insert(name.clone(), Arc::new(Pool::with_settings(name.clone(), replicas, pool_settings(config, pool))));
+        let pool_tls = tls.pools.get(name).map(|t| t.with_hosts(hosts));
+        let pool = Pool::with_settings(name.clone(), replicas, pool_settings(config, pool)).with_tls(pool_tls);
+        pools.insert(name.clone(), Arc::new(pool));
     }
     Ok(pools)
 }
@@ -263,7 +271,9 @@ fn resolve_pools(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Pool>>, 
 /// resolve, or the port cannot be bound.
 pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     config.validate()?;
-    let pools = resolve_pools(&config)?;
+    install_crypto_provider();
+    let tls = TlsMaterial::load(&config)?;
+    let pools = resolve_pools(&config, &tls)?;
     let listen = config.listen;
     // Bind once ourselves so that "address in use" is a clean error rather than a failure inside
     // Pingora's service thread.
@@ -337,7 +347,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let resolver = config.redirect.as_ref().and_then(|redirect| {
         let pool = pools.get(&redirect.pool)?;
         let _guard = rt.enter();
-        Some(Arc::new(Resolver::new(&pool.addrs(), settings.connect_timeout)))
+        Some(Arc::new(Resolver::new(&pool.addrs(), pool.tls(), settings.connect_timeout)))
     });
 
     let metrics = Arc::new(Metrics::default());
@@ -436,7 +446,13 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
             .data_frame_budget(H2_CONNECTION_WINDOW as usize / 2);
         app.h2_options = Some(h2);
     }
-    service.add_tcp(&listen.to_string());
+    match &tls.listener {
+        Some(listener_tls) => {
+            let settings = listener_tls.settings().map_err(|e| GatewayError::Start(format!("TLS listener: {e}")))?;
+            service.add_tls_with_settings(&listen.to_string(), None, settings);
+        }
+        None => service.add_tcp(&listen.to_string()),
+    }
     let (drain, drain_rx) = watch::channel(false);
     server.add_service(Drainable { inner: service, drain: drain_rx });
 
@@ -461,11 +477,17 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         metrics,
         pools: all_pools,
     };
-    if let Err(e) = wait_until_listening(&handle) {
+    if let Err(e) = wait_until_listening(&handle, tls.listener.is_some()) {
         let _ = handle.stop_all(false);
         return Err(e);
     }
-    tracing::info!(%listen, threads = config.threads, routes = config.routes.len(), "gateway listening");
+    tracing::info!(
+        %listen,
+        tls = tls.listener.is_some(),
+        threads = config.threads,
+        routes = config.routes.len(),
+        "gateway listening"
+    );
     Ok(handle)
 }
 
@@ -484,7 +506,11 @@ where
     rx.recv().ok()
 }
 
-fn wait_until_listening(handle: &GatewayHandle) -> Result<(), GatewayError> {
+/// Waits until the gateway's port accepts connections. A TLS listener is not probed with a
+/// connection (Pingora would log every probe as a failed handshake at ERROR level); on Linux the
+/// kernel's socket table says when the port listens.
+fn wait_until_listening(handle: &GatewayHandle, tls: bool) -> Result<(), GatewayError> {
+    let socket_table = tls && std::path::Path::new("/proc/net/tcp").exists();
     let mut probe = handle.listen;
     if probe.ip().is_unspecified() {
         probe.set_ip(match probe {
@@ -494,7 +520,12 @@ fn wait_until_listening(handle: &GatewayHandle) -> Result<(), GatewayError> {
     }
     let started = Instant::now();
     loop {
-        if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+        let listening = if socket_table {
+            port_listening(probe.port())
+        } else {
+            TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
+        };
+        if listening {
             return Ok(());
         }
         if handle.server_thread.as_ref().is_none_or(|t| t.is_finished()) {
@@ -508,6 +539,23 @@ fn wait_until_listening(handle: &GatewayHandle) -> Result<(), GatewayError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether a socket listens on TCP `port` (`/proc/net/tcp` and `tcp6`, state 0A = LISTEN). The
+/// port was free when `spawn` started, so a listener there is the gateway's.
+fn port_listening(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file).is_ok_and(|table| {
+            table.lines().skip(1).any(|line| {
+                // sl local_address rem_address st ...
+                let mut fields = line.split_whitespace().skip(1);
+                let local = fields.next().unwrap_or("");
+                let state = fields.nth(1).unwrap_or("");
+                local.ends_with(&suffix) && state == "0A"
+            })
+        })
+    })
 }
 
 /// Runs the gateway until SIGINT or SIGTERM, then drains and returns.

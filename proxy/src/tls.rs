@@ -1,0 +1,315 @@
+//! TLS at the gateway, with rustls: the optional TLS listener (`[tls]`, ALPN h2 and http/1.1,
+//! optionally requiring client certificates) and TLS or mutual TLS to a pool's replicas
+//! (`[pools.NAME.tls]`), for the proxied calls and for the gateway's own tonic clients (active
+//! health checks, short-link redirects) alike.
+//!
+//! Every PEM file is read, parsed and cross-checked (key against certificate) when the
+//! configuration is validated, so a missing or broken file is one line naming the field and the
+//! file, before any port is bound; requests only clone what was loaded.
+//!
+//! One crypto provider: `ring`, the one pingora-rustls compiles in (tonic uses `tls-ring` to
+//! match). rustls panics ("no process-level CryptoProvider") when several providers are compiled
+//! in and none is installed, so the binary and the tests call [`install_crypto_provider`] first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::{ConfigError, GatewayConfig};
+
+/// Installs `ring` as rustls' process-wide crypto provider (a no-op when one is installed).
+/// Call it once at the start of a process that uses TLS, before any TLS configuration is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `[tls]`: TLS on the gateway's listener (gRPC over h2 and HTTP/1.1, chosen by ALPN).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM certificate chain of the gateway, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one of them.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[pools.NAME.tls]`: TLS (with `ca`) or mutual TLS (plus `cert` and `key`) to the replicas.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA certificates the replicas' certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate chain the gateway presents (mutual TLS); needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name sent as SNI and checked against the replicas' certificates. Default: the host of
+    /// each endpoint as configured (`localhost` for `localhost:50051`; the IP address for
+    /// `127.0.0.1:50051` and for replicas that joined through the registry).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Reads every certificate of a PEM file. The error says what is wrong (not which file).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a valid PEM file: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        // Pingora parses certificates with x509-parser and panics on failure: check here.
+        if let Err(e) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+            return Err(format!("certificate {} does not parse: {e}", i + 1));
+        }
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err("no PEM private key (-----BEGIN PRIVATE KEY-----) in it".into()),
+        Err(e) => Err(format!("not a valid PEM file: {e}")),
+    }
+}
+
+/// Checks that `key` is usable and belongs to the leaf of `certs`.
+pub fn check_identity(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, String> {
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".to_string(),
+        e => format!("unusable key: {e}"),
+    })
+}
+
+/// Reads CA certificates into a root store.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in read_certs(path)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+    }
+    Ok(roots)
+}
+
+/// `field = "path": reason` as a configuration error.
+fn file_error(field: &str, path: &Path, reason: String) -> ConfigError {
+    ConfigError::Invalid(format!("{field} = \"{}\": {reason}", path.display()))
+}
+
+/// The listener's TLS, loaded.
+pub(crate) struct ListenerTls {
+    key: Arc<CertifiedKey>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ListenerTls {
+    fn load(config: &ListenerTlsConfig) -> Result<Self, ConfigError> {
+        let certs = read_certs(&config.cert).map_err(|e| file_error("tls.cert", &config.cert, e))?;
+        let key = read_key(&config.key).map_err(|e| file_error("tls.key", &config.key, e))?;
+        let key = check_identity(certs, key).map_err(|e| file_error("tls.key", &config.key, e))?;
+        let client_verifier = match &config.client_ca {
+            None => None,
+            Some(path) => {
+                let roots = read_roots(path).map_err(|e| file_error("tls.client_ca", path, e))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| file_error("tls.client_ca", path, e.to_string()))?;
+                Some(verifier)
+            }
+        };
+        Ok(Self { key: Arc::new(key), client_verifier })
+    }
+
+    /// Pingora's settings for the listener: the loaded certificate (never a file read, so
+    /// `TlsSettings::build` cannot panic on it), ALPN h2 then http/1.1, client verification.
+    pub(crate) fn settings(&self) -> Result<TlsSettings, String> {
+        // `intermediate` only records paths; with a certificate resolver they are never read.
+        let mut settings = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+        settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
+        settings.enable_h2();
+        if let Some(verifier) = &self.client_verifier {
+            settings.set_client_cert_verifier(verifier.clone());
+        }
+        Ok(settings)
+    }
+}
+
+/// A pool's upstream TLS, loaded: what Pingora's connector and tonic's channels need.
+#[derive(Clone)]
+pub(crate) struct UpstreamTls {
+    ca: Arc<[WrappedX509]>,
+    cert_key: Option<Arc<CertKey>>,
+    /// Keeps this pool's upstream connections apart from any other pool's (Pingora reuses a
+    /// connection by address, SNI and client certificate, but not by CA).
+    group_key: u64,
+    server_name: Option<String>,
+    /// The configured host of each endpoint, the default verification name.
+    hosts: HashMap<SocketAddr, String>,
+    tonic: ClientTlsConfig,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca_certs", &self.ca.len())
+            .field("client_cert", &self.cert_key.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTls {
+    fn load(pool: &str, config: &UpstreamTlsConfig) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("pools.{pool}.tls.{name}");
+        let ca_certs = read_certs(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e))?;
+        read_roots(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e))?;
+        let ca_pem = std::fs::read(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e.to_string()))?;
+        let mut tonic = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        let cert_key = match (&config.cert, &config.key) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "pools.{pool}.tls: cert and key go together (mutual TLS needs both)"
+                )));
+            }
+            (Some(cert_path), Some(key_path)) => {
+                let certs = read_certs(cert_path).map_err(|e| file_error(&field("cert"), cert_path, e))?;
+                let key = read_key(key_path).map_err(|e| file_error(&field("key"), key_path, e))?;
+                // Pingora turns the key back from DER by sniffing its format (and panics if that
+                // fails): check that it can.
+                PrivateKeyDer::try_from(key.secret_der().to_vec())
+                    .map_err(|e| file_error(&field("key"), key_path, e.to_string()))?;
+                let key_der = key.secret_der().to_vec();
+                let chain: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
+                check_identity(certs, key).map_err(|e| file_error(&field("key"), key_path, e))?;
+                let read =
+                    |p: &Path, name: &str| std::fs::read(p).map_err(|e| file_error(&field(name), p, e.to_string()));
+                tonic = tonic.identity(Identity::from_pem(read(cert_path, "cert")?, read(key_path, "key")?));
+                Some(Arc::new(CertKey::new(chain, key_der)))
+            }
+        };
+        if let Some(name) = &config.server_name
+            && ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "pools.{pool}.tls.server_name = \"{name}\": not a DNS name or IP address"
+            )));
+        }
+        // tonic parses the PEMs again when a channel is built; make sure it accepts them now.
+        Endpoint::from_static("https://127.0.0.1:1").tls_config(tonic.clone()).map_err(|e| {
+            ConfigError::Invalid(format!("pools.{pool}.tls: the gRPC client does not accept these files: {e}"))
+        })?;
+        let ca = ca_certs.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect::<Vec<_>>();
+        Ok(Self {
+            ca: ca.into(),
+            cert_key,
+            group_key: crate::balance::hash64(pool.as_bytes()),
+            server_name: config.server_name.clone(),
+            hosts: HashMap::new(),
+            tonic,
+        })
+    }
+
+    /// The same settings, with the configured host of each endpoint address.
+    pub(crate) fn with_hosts(&self, hosts: HashMap<SocketAddr, String>) -> Self {
+        Self { hosts, ..self.clone() }
+    }
+
+    /// The name sent as SNI to `addr` and checked against its certificate.
+    pub(crate) fn server_name(&self, addr: SocketAddr) -> String {
+        self.server_name.clone().or_else(|| self.hosts.get(&addr).cloned()).unwrap_or_else(|| addr.ip().to_string())
+    }
+
+    /// A Pingora peer for `addr`: TLS, verified against the pool's CA, with the client
+    /// certificate when configured.
+    pub(crate) fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, true, self.server_name(addr));
+        peer.client_cert_key = self.cert_key.clone();
+        peer.options.ca = Some(self.ca.clone());
+        peer.group_key = self.group_key;
+        peer
+    }
+
+    /// A tonic endpoint for `addr` (`https://`, same CA, client certificate and name).
+    fn endpoint(&self, addr: SocketAddr) -> Endpoint {
+        let endpoint = Endpoint::from(https_uri(addr));
+        let config = self.tonic.clone().domain_name(self.server_name(addr));
+        match endpoint.clone().tls_config(config) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                // Checked at load; a channel without TLS config fails every call (unhealthy).
+                tracing::error!(error = %e, replica = %addr, "cannot set up TLS to replica");
+                endpoint
+            }
+        }
+    }
+}
+
+/// A lazily connected-to-be tonic endpoint for a replica, with the pool's TLS if it has one.
+pub(crate) fn replica_endpoint(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    connect_timeout: std::time::Duration,
+) -> Endpoint {
+    let endpoint = match tls {
+        Some(tls) => tls.endpoint(addr),
+        None => Endpoint::from(crate::redirect::grpc_uri(addr)),
+    };
+    endpoint.connect_timeout(connect_timeout).tcp_nodelay(true)
+}
+
+fn https_uri(addr: SocketAddr) -> http::Uri {
+    // A socket address always forms a valid authority; the fallback is never taken.
+    format!("https://{addr}").parse().unwrap_or_else(|_| http::Uri::from_static("https://127.0.0.1:1"))
+}
+
+/// Every TLS setting of a configuration, loaded.
+#[derive(Default)]
+pub(crate) struct TlsMaterial {
+    pub listener: Option<ListenerTls>,
+    pub pools: HashMap<String, UpstreamTls>,
+}
+
+impl TlsMaterial {
+    /// Reads and checks every certificate and key the configuration names.
+    pub(crate) fn load(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        let listener = config.tls.as_ref().map(ListenerTls::load).transpose()?;
+        let mut pools = HashMap::new();
+        for (name, pool) in &config.pools {
+            if let Some(tls) = &pool.tls {
+                pools.insert(name.clone(), UpstreamTls::load(name, tls)?);
+            }
+        }
+        Ok(Self { listener, pools })
+    }
+}
