@@ -2,9 +2,10 @@
 //! everything that can be wrong with the input is found here, before any port is bound.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use meshwork_common::server::ServerTls;
 use meshwork_storage::StoreUrl;
 
 /// Every service `meshwork serve` and `meshwork up` can run.
@@ -44,6 +45,12 @@ pub enum Args {
         no_traces: bool,
         #[command(flatten)]
         export: ExportFlags,
+        /// PEM certificate chain: the gateway listens with TLS (ALPN h2, http/1.1) instead of h2c.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Runs the embedded trace backend alone: OTLP receivers, Jaeger query API, web page.
     Traces {
@@ -78,6 +85,15 @@ pub enum Args {
         registry: Option<String>,
         #[command(flatten)]
         export: ExportFlags,
+        /// PEM certificate chain: serve gRPC over TLS (ALPN h2) instead of h2c.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// PEM CA certificates: require client certificates signed by them (mutual TLS).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
@@ -177,6 +193,7 @@ pub enum Command {
         admin: SocketAddr,
         traces: Option<TraceFlags>,
         export: ExportFlags,
+        tls: Option<meshwork_proxy::ListenerTlsConfig>,
     },
     Traces {
         traces: TraceFlags,
@@ -190,6 +207,7 @@ pub enum Command {
         admin: Option<SocketAddr>,
         registry: Option<String>,
         export: ExportFlags,
+        tls: Option<ServerTls>,
     },
     Gateway {
         config: meshwork_proxy::GatewayConfig,
@@ -217,12 +235,56 @@ fn embedded_in(data_dir: &std::path::Path, name: &str) -> Result<StoreUrl, Strin
     Ok(StoreUrl::Embedded(data_dir.join(name)))
 }
 
+/// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the PEM
+/// text a TLS server needs; errors name the flag and the file.
+fn server_tls(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<ServerTls>, String> {
+    use meshwork_proxy::tls::{check_identity, read_certs, read_key, read_roots};
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if client_ca.is_none() => return Ok(None),
+        _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into()),
+    };
+    let fail = |flag: &str, path: &Path, e: String| format!("{flag} {}: {e}", path.display());
+    let certs = read_certs(cert).map_err(|e| fail("--tls-cert", cert, e))?;
+    let private_key = read_key(key).map_err(|e| fail("--tls-key", key, e))?;
+    check_identity(certs, private_key).map_err(|e| fail("--tls-key", key, e))?;
+    let client_ca_pem = match client_ca {
+        Some(ca) => {
+            read_roots(ca).map_err(|e| fail("--tls-client-ca", ca, e))?;
+            Some(std::fs::read(ca).map_err(|e| fail("--tls-client-ca", ca, e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(Some(ServerTls {
+        cert_pem: std::fs::read(cert).map_err(|e| fail("--tls-cert", cert, e.to_string()))?,
+        key_pem: std::fs::read(key).map_err(|e| fail("--tls-key", key, e.to_string()))?,
+        client_ca_pem,
+    }))
+}
+
 impl Args {
     /// Checks every flag and returns what to run, or one line naming the problem.
     pub fn validate(self) -> Result<Command, String> {
         match self {
-            Args::Up { listen, data_dir, store, public_url: url, admin_listen, traces, no_traces, export } => {
+            Args::Up {
+                listen,
+                data_dir,
+                store,
+                public_url: url,
+                admin_listen,
+                traces,
+                no_traces,
+                export,
+                tls_cert,
+                tls_key,
+            } => {
                 export.validate()?;
+                server_tls(tls_cert.as_deref(), tls_key.as_deref(), None)?;
+                let tls = tls_cert.zip(tls_key).map(|(cert, key)| meshwork_proxy::ListenerTlsConfig {
+                    cert,
+                    key,
+                    client_ca: None,
+                });
                 if admin_listen == listen {
                     return Err(format!("--listen and --admin-listen are both {listen}"));
                 }
@@ -233,7 +295,8 @@ impl Args {
                     Some(s) => s.parse::<StoreUrl>()?,
                     None => embedded_in(&data_dir, "store")?,
                 };
-                let url = public_url(&url.unwrap_or_else(|| format!("http://{listen}")))?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let url = public_url(&url.unwrap_or_else(|| format!("{scheme}://{listen}")))?;
                 Ok(Command::Up {
                     listen,
                     store,
@@ -241,9 +304,21 @@ impl Args {
                     admin: admin_listen,
                     traces: (!no_traces).then_some(traces),
                     export,
+                    tls,
                 })
             }
-            Args::Serve { services, listen, store, public_url: url, admin_listen, registry, export } => {
+            Args::Serve {
+                services,
+                listen,
+                store,
+                public_url: url,
+                admin_listen,
+                registry,
+                export,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
+            } => {
                 export.validate()?;
                 if let Some(registry) = &registry {
                     meshwork_proxy::registry::endpoints(registry).map_err(|e| format!("--registry: {e}"))?;
@@ -262,6 +337,7 @@ impl Args {
                 if unique.len() != services.len() {
                     return Err("a service is named twice".into());
                 }
+                let tls = server_tls(tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
                 Ok(Command::Serve {
                     services,
                     listen,
@@ -270,6 +346,7 @@ impl Args {
                     admin: admin_listen,
                     registry,
                     export,
+                    tls,
                 })
             }
             Args::Traces { traces, data_dir } => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use meshwork_common::SystemClock;
-use meshwork_common::server::{HostedService, ServiceContext, serve};
+use meshwork_common::server::{HostedService, ServerTls, ServiceContext, serve_with_tls};
 use meshwork_storage::{DynStore, StoreUrl};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,11 +24,12 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Gateway { config, export } => runtime()?.block_on(gateway(config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
-        Command::Up { listen, store, public_url, admin, traces, export } => {
-            runtime()?.block_on(up(listen, store, public_url, admin, traces, export))
+        Command::Up { listen, store, public_url, admin, traces, export, tls } => {
+            runtime()?.block_on(up(listen, store, public_url, admin, traces, export, tls))
         }
         Command::Traces { traces, store } => runtime()?.block_on(traces_alone(traces, store)),
-        Command::Serve { services, listen, store, public_url, admin, registry, export } => {
+        Command::Serve { services, listen, store, public_url, admin, registry, export, tls } => {
+            let listen = Listen { addr: listen, tls };
             runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry, export))
         }
     }
@@ -104,12 +105,13 @@ struct Running {
     task: JoinHandle<Result<(), meshwork_common::server::ServeError>>,
 }
 
-async fn start(listener: TcpListener, services: Vec<HostedService>) -> Result<Running> {
+async fn start(listener: TcpListener, services: Vec<HostedService>, tls: Option<ServerTls>) -> Result<Running> {
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, services, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let task = tokio::spawn(serve_with_tls(listener, services, shutdown, tls));
     Ok(Running { addr, stop, task })
 }
 
@@ -181,6 +183,7 @@ async fn up(
     admin: SocketAddr,
     traces: Option<TraceFlags>,
     export: ExportFlags,
+    tls: Option<meshwork_proxy::ListenerTlsConfig>,
 ) -> Result<()> {
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
@@ -199,11 +202,15 @@ async fn up(
     let mut pools = Vec::new();
     for name in SERVICES {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a service listener")?;
-        let r = start(listener, build(&[name.to_string()], &ctx)).await?;
+        let r = start(listener, build(&[name.to_string()], &ctx), None).await?;
         pools.push((name.to_string(), r.addr));
         running.push(r);
     }
-    let config = gateway_config(listen, &pools)?;
+    let mut config = gateway_config(listen, &pools)?;
+    // The services stay on loopback h2c; TLS (when asked) is the gateway's listener only.
+    let listener_kind = if tls.is_some() { "grpc tls + https" } else { "grpc h2c + http" };
+    config.tls = tls;
+    config.validate().context("gateway config")?;
     let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
         .await
         .context("gateway start task")?
@@ -212,11 +219,11 @@ async fn up(
     tracing::info!(%listen, store = %store_url, "meshwork ready");
     match &collector {
         Some(c) => println!(
-            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, traces http://{} (OTLP grpc {}, http {}), metrics http://{admin_addr}/metrics",
+            "meshwork ready: gateway on {listen} ({listener_kind}), store {store_url}, traces http://{} (OTLP grpc {}, http {}), metrics http://{admin_addr}/metrics",
             c.query, c.otlp_grpc, c.otlp_http
         ),
         None => println!(
-            "meshwork ready: gateway on {listen} (grpc h2c + http), store {store_url}, metrics http://{admin_addr}/metrics"
+            "meshwork ready: gateway on {listen} ({listener_kind}), store {store_url}, metrics http://{admin_addr}/metrics"
         ),
     }
 
@@ -254,10 +261,16 @@ async fn traces_alone(flags: TraceFlags, store_url: StoreUrl) -> Result<()> {
     Ok(())
 }
 
+/// Where `meshwork serve` listens, and with which TLS (h2c when none).
+struct Listen {
+    addr: SocketAddr,
+    tls: Option<ServerTls>,
+}
+
 /// `meshwork serve`: the named services on one listener.
 async fn serve_services(
     names: Vec<String>,
-    listen: SocketAddr,
+    Listen { addr: listen, tls }: Listen,
     store_url: StoreUrl,
     public_url: String,
     admin: Option<SocketAddr>,
@@ -272,9 +285,14 @@ async fn serve_services(
     let guard = telemetry(&names.join(","), None, &export)?;
     let store = open_store(&store_url).await?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
-    let r = start(listener, build(&names, &ctx)).await?;
+    let transport = match &tls {
+        Some(ServerTls { client_ca_pem: Some(_), .. }) => " (mutual TLS)",
+        Some(_) => " (TLS)",
+        None => "",
+    };
+    let r = start(listener, build(&names, &ctx), tls).await?;
     tracing::info!(%listen, services = ?names, store = %store_url, "serving");
-    println!("meshwork serving {} on {listen}, store {store_url}", names.join(","));
+    println!("meshwork serving {} on {listen}{transport}, store {store_url}", names.join(","));
     let registrations = register(registry.as_deref(), &names, listener_addr(listen)).await?;
     shutdown_signal().await?;
     deregister(registrations).await;

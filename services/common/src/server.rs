@@ -3,7 +3,8 @@
 //! (grpcurl 1.8 only speaks v1alpha), a panic in a handler becomes an INTERNAL status instead
 //! of a dropped connection, a tracing span per call, h2 limits raised for multiplexed load, and
 //! a graceful shutdown that marks the services NOT_SERVING, finishes in-flight calls, then runs
-//! each service's own shutdown hook (flushing buffers).
+//! each service's own shutdown hook (flushing buffers). Optionally over TLS or mutual TLS
+//! ([`serve_with_tls`]).
 
 use std::any::Any;
 use std::future::Future;
@@ -18,6 +19,7 @@ use meshwork_storage::DynStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -83,12 +85,42 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> http::Response<Full<B
     response
 }
 
+/// TLS on a service's listener, as PEM text (read and checked by the caller, e.g. the command
+/// line, so that bad files are reported before anything is bound).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// Certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// Private key of the certificate.
+    pub key_pem: Vec<u8>,
+    /// CA certificates that client certificates must chain to; when set, every client must
+    /// present one (mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("client_ca", &self.client_ca_pem.is_some()).finish_non_exhaustive()
+    }
+}
+
 /// Serves `services` on `listener` until `shutdown` resolves, then drains in-flight calls and
 /// runs every shutdown hook.
 pub async fn serve(
     listener: TcpListener,
     services: Vec<HostedService>,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with_tls(listener, services, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (ALPN h2; with a client CA, mutual TLS). Handlers
+/// see the client's certificates with `Request::peer_certs`.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    services: Vec<HostedService>,
+    shutdown: impl Future<Output = ()> + Send,
+    tls: Option<ServerTls>,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -131,7 +163,15 @@ pub async fn serve(
     };
 
     let label = labels.join(",");
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem));
+        if let Some(ca) = tls.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(config)?;
+    }
+    let server = builder
         .layer(ServerTraceLayer::new(&label))
         .layer(CatchPanicLayer::custom(panic_response))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
