@@ -329,7 +329,7 @@ async fn tls_listener_in_front_of_mtls_upstream() {
     let gateway = start(config).await;
     let channel = tls_channel(gateway.listen_addr(), &pki.ca_pem, None).await.unwrap();
     assert_eq!(resolve(channel, "both", &[]).await.unwrap(), "https://example.com/both");
-    assert_eq!(replica.recorder.seen.lock().unwrap().as_slice(), &[pki.client_cert_der.clone()]);
+    assert_eq!(*replica.recorder.seen.lock().unwrap(), vec![pki.client_cert_der.clone()]);
     stop(gateway).await;
 }
 
