@@ -238,28 +238,27 @@ fn embedded_in(data_dir: &std::path::Path, name: &str) -> Result<StoreUrl, Strin
 /// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the PEM
 /// text a TLS server needs; errors name the flag and the file.
 fn server_tls(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<ServerTls>, String> {
-    use meshwork_proxy::tls::{check_identity, read_certs, read_key, read_roots};
+    use meshwork_proxy::tls::{check_identity, parse_certs, parse_key, parse_roots, read_pem};
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if client_ca.is_none() => return Ok(None),
         _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into()),
     };
     let fail = |flag: &str, path: &Path, e: String| format!("{flag} {}: {e}", path.display());
-    let certs = read_certs(cert).map_err(|e| fail("--tls-cert", cert, e))?;
-    let private_key = read_key(key).map_err(|e| fail("--tls-key", key, e))?;
+    let cert_pem = read_pem(cert).map_err(|e| fail("--tls-cert", cert, e))?;
+    let key_pem = read_pem(key).map_err(|e| fail("--tls-key", key, e))?;
+    let certs = parse_certs(&cert_pem).map_err(|e| fail("--tls-cert", cert, e))?;
+    let private_key = parse_key(&key_pem).map_err(|e| fail("--tls-key", key, e))?;
     check_identity(certs, private_key).map_err(|e| fail("--tls-key", key, e))?;
     let client_ca_pem = match client_ca {
         Some(ca) => {
-            read_roots(ca).map_err(|e| fail("--tls-client-ca", ca, e))?;
-            Some(std::fs::read(ca).map_err(|e| fail("--tls-client-ca", ca, e.to_string()))?)
+            let pem = read_pem(ca).map_err(|e| fail("--tls-client-ca", ca, e))?;
+            parse_roots(&pem).map_err(|e| fail("--tls-client-ca", ca, e))?;
+            Some(pem)
         }
         None => None,
     };
-    Ok(Some(ServerTls {
-        cert_pem: std::fs::read(cert).map_err(|e| fail("--tls-cert", cert, e.to_string()))?,
-        key_pem: std::fs::read(key).map_err(|e| fail("--tls-key", key, e.to_string()))?,
-        client_ca_pem,
-    }))
+    Ok(Some(ServerTls { cert_pem, key_pem, client_ca_pem }))
 }
 
 impl Args {

@@ -9,7 +9,8 @@
 //!
 //! One crypto provider: `ring`, the one pingora-rustls compiles in (tonic uses `tls-ring` to
 //! match). rustls panics ("no process-level CryptoProvider") when several providers are compiled
-//! in and none is installed, so the binary and the tests call [`install_crypto_provider`] first.
+//! in and none is installed, so the binary and the tests call [`install_crypto_provider`] first
+//! (and [`crate::spawn`] does too).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,10 +74,15 @@ pub struct UpstreamTlsConfig {
     pub server_name: Option<String>,
 }
 
-/// Reads every certificate of a PEM file. The error says what is wrong (not which file).
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+/// Reads a PEM file. The errors of this and the `parse_*` functions say what is wrong, not
+/// which file: callers add the field or flag and the path.
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Every certificate of a PEM text (at least one, each a parsable X.509 certificate).
+pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a valid PEM file: {e}"))?;
     if certs.is_empty() {
@@ -91,14 +97,22 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    match PrivateKeyDer::from_pem_slice(&bytes) {
+/// The first private key of a PEM text (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    match PrivateKeyDer::from_pem_slice(pem) {
         Ok(key) => Ok(key),
         Err(pem::Error::NoItemsFound) => Err("no PEM private key (-----BEGIN PRIVATE KEY-----) in it".into()),
         Err(e) => Err(format!("not a valid PEM file: {e}")),
     }
+}
+
+/// The CA certificates of a PEM text, as a root store.
+pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in parse_certs(pem)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+    }
+    Ok(roots)
 }
 
 /// Checks that `key` is usable and belongs to the leaf of `certs`.
@@ -110,15 +124,6 @@ pub fn check_identity(
         rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".to_string(),
         e => format!("unusable key: {e}"),
     })
-}
-
-/// Reads CA certificates into a root store.
-pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for (i, cert) in read_certs(path)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
-    }
-    Ok(roots)
 }
 
 /// `field = "path": reason` as a configuration error.
@@ -134,16 +139,19 @@ pub(crate) struct ListenerTls {
 
 impl ListenerTls {
     fn load(config: &ListenerTlsConfig) -> Result<Self, ConfigError> {
-        let certs = read_certs(&config.cert).map_err(|e| file_error("tls.cert", &config.cert, e))?;
-        let key = read_key(&config.key).map_err(|e| file_error("tls.key", &config.key, e))?;
-        let key = check_identity(certs, key).map_err(|e| file_error("tls.key", &config.key, e))?;
+        let cert_error = |e| file_error("tls.cert", &config.cert, e);
+        let key_error = |e| file_error("tls.key", &config.key, e);
+        let certs = read_pem(&config.cert).and_then(|pem| parse_certs(&pem)).map_err(cert_error)?;
+        let key = read_pem(&config.key).and_then(|pem| parse_key(&pem)).map_err(key_error)?;
+        let key = check_identity(certs, key).map_err(key_error)?;
         let client_verifier = match &config.client_ca {
             None => None,
             Some(path) => {
-                let roots = read_roots(path).map_err(|e| file_error("tls.client_ca", path, e))?;
+                let ca_error = |e| file_error("tls.client_ca", path, e);
+                let roots = read_pem(path).and_then(|pem| parse_roots(&pem)).map_err(ca_error)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                     .build()
-                    .map_err(|e| file_error("tls.client_ca", path, e.to_string()))?;
+                    .map_err(|e| ca_error(e.to_string()))?;
                 Some(verifier)
             }
         };
@@ -191,9 +199,10 @@ impl std::fmt::Debug for UpstreamTls {
 impl UpstreamTls {
     fn load(pool: &str, config: &UpstreamTlsConfig) -> Result<Self, ConfigError> {
         let field = |name: &str| format!("pools.{pool}.tls.{name}");
-        let ca_certs = read_certs(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e))?;
-        read_roots(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e))?;
-        let ca_pem = std::fs::read(&config.ca).map_err(|e| file_error(&field("ca"), &config.ca, e.to_string()))?;
+        let ca_error = |e| file_error(&field("ca"), &config.ca, e);
+        let ca_pem = read_pem(&config.ca).map_err(ca_error)?;
+        let ca_certs = parse_certs(&ca_pem).map_err(ca_error)?;
+        parse_roots(&ca_pem).map_err(ca_error)?;
         let mut tonic = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
         let cert_key = match (&config.cert, &config.key) {
             (None, None) => None,
@@ -203,18 +212,19 @@ impl UpstreamTls {
                 )));
             }
             (Some(cert_path), Some(key_path)) => {
-                let certs = read_certs(cert_path).map_err(|e| file_error(&field("cert"), cert_path, e))?;
-                let key = read_key(key_path).map_err(|e| file_error(&field("key"), key_path, e))?;
+                let cert_error = |e| file_error(&field("cert"), cert_path, e);
+                let key_error = |e| file_error(&field("key"), key_path, e);
+                let cert_pem = read_pem(cert_path).map_err(cert_error)?;
+                let key_pem = read_pem(key_path).map_err(key_error)?;
+                let certs = parse_certs(&cert_pem).map_err(cert_error)?;
+                let key = parse_key(&key_pem).map_err(key_error)?;
                 // Pingora turns the key back from DER by sniffing its format (and panics if that
                 // fails): check that it can.
-                PrivateKeyDer::try_from(key.secret_der().to_vec())
-                    .map_err(|e| file_error(&field("key"), key_path, e.to_string()))?;
+                PrivateKeyDer::try_from(key.secret_der().to_vec()).map_err(|e| key_error(e.to_string()))?;
                 let key_der = key.secret_der().to_vec();
                 let chain: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
-                check_identity(certs, key).map_err(|e| file_error(&field("key"), key_path, e))?;
-                let read =
-                    |p: &Path, name: &str| std::fs::read(p).map_err(|e| file_error(&field(name), p, e.to_string()));
-                tonic = tonic.identity(Identity::from_pem(read(cert_path, "cert")?, read(key_path, "key")?));
+                check_identity(certs, key).map_err(key_error)?;
+                tonic = tonic.identity(Identity::from_pem(cert_pem, key_pem));
                 Some(Arc::new(CertKey::new(chain, key_der)))
             }
         };
@@ -311,5 +321,51 @@ impl TlsMaterial {
             }
         }
         Ok(Self { listener, pools })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA-signed client certificate and its key, written to `dir`: (ca, cert, key).
+    fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        (write("ca.pem", ca.pem()), write("c.pem", cert.pem()), write("c.key", key.serialize_pem()))
+    }
+
+    #[test]
+    fn peers_verify_the_configured_name_else_the_endpoint_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = files(dir.path());
+        let config = UpstreamTlsConfig { ca, cert: Some(cert), key: Some(key), server_name: None };
+        let (named, by_ip): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.2:2".parse().unwrap());
+        let tls = UpstreamTls::load("a", &config).unwrap().with_hosts(HashMap::from([(named, "localhost".into())]));
+        assert_eq!(tls.server_name(named), "localhost");
+        assert_eq!(tls.server_name(by_ip), "127.0.0.2");
+
+        let peer = tls.peer(named);
+        assert!(peer.is_tls());
+        assert_eq!(peer.sni, "localhost");
+        assert!(peer.client_cert_key.is_some());
+        assert_eq!(peer.options.ca.as_ref().map(|ca| ca.len()), Some(1));
+
+        let fixed = UpstreamTlsConfig { server_name: Some("svc.internal".into()), cert: None, key: None, ..config };
+        let other = UpstreamTls::load("b", &fixed).unwrap().with_hosts(HashMap::from([(named, "localhost".into())]));
+        assert_eq!(other.server_name(named), "svc.internal");
+        assert!(other.peer(named).client_cert_key.is_none());
+        // Pools never share upstream connections, even to the same address and name.
+        assert_ne!(other.peer(named).group_key, tls.peer(named).group_key);
     }
 }
