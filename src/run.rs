@@ -355,11 +355,12 @@ async fn deregister(registrations: Vec<meshwork_proxy::Registration>) {
 async fn gateway(config: meshwork_proxy::GatewayConfig, export: ExportFlags) -> Result<()> {
     let guard = telemetry("gateway", None, &export)?;
     let listen = config.listen;
+    let transport = if config.tls.is_some() { "grpc tls + https" } else { "grpc h2c + http" };
     let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
         .await
         .context("gateway start task")?
         .context("starting the gateway")?;
-    println!("meshwork gateway ready on {listen}");
+    println!("meshwork gateway ready on {listen} ({transport})");
     shutdown_signal().await?;
     tokio::task::spawn_blocking(move || gateway.shutdown())
         .await

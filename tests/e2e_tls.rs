@@ -83,7 +83,11 @@ fn grpcurl_over_tls_through_the_gateway_to_an_mtls_replica() {
             path(&pki.client_key),
         ),
     );
-    let gateway = Mesh::start(&["gateway", "--config", &path(&config)], gateway_addr, "meshwork gateway ready");
+    let gateway = Mesh::start(
+        &["gateway", "--config", &path(&config)],
+        gateway_addr,
+        &format!("meshwork gateway ready on {gateway_addr} (grpc tls + https)"),
+    );
 
     // grpcurl verifies the gateway against the CA (the certificate names 127.0.0.1) and uses
     // the gateway's merged reflection to encode the call.
