@@ -141,6 +141,11 @@ pub struct GatewayConfig {
     /// TLS on `listen` (ALPN h2 and http/1.1) instead of h2c; none by default.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
+    /// Which web origins may call through the gateway with gRPC-Web (CORS). None by default:
+    /// only same-origin pages (and non-browser clients) can, because a gateway in front of
+    /// internal services should not be callable from every site a user's browser visits.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
 }
 
 /// A pool of interchangeable replicas of one or more services.
@@ -342,6 +347,55 @@ pub struct RedirectConfig {
     pub pool: String,
 }
 
+/// CORS for gRPC-Web calls from pages of other origins (`[cors]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`, like `https://app.example.com` or
+    /// `http://127.0.0.1:3000`) whose pages may call; `"*"` allows every origin. The request's
+    /// origin is echoed back with `Vary: Origin`. Empty: no cross-origin calls.
+    pub allowed_origins: Vec<String>,
+    /// Request headers (metadata keys) allowed besides the built-in `content-type`,
+    /// `x-grpc-web`, `x-user-agent`, `grpc-timeout`, `authorization`, `keep-alive`. Default none.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers a page may read besides `grpc-status`, `grpc-message` and
+    /// `grpc-status-details-bin` (list custom metadata here: in a trailers-only answer the
+    /// trailers are headers). Default none.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds (`Access-Control-Max-Age`;
+    /// Chromium caps it at 7200). Default 7200.
+    #[serde(default = "default_cors_max_age_seconds")]
+    pub max_age_seconds: u32,
+    /// Sends `Access-Control-Allow-Credentials: true` (cookies and HTTP auth from the browser).
+    /// Default false.
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            max_age_seconds: default_cors_max_age_seconds(),
+            allow_credentials: false,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// CORS that lets pages of any origin call (what `meshwork up` uses for development).
+    pub fn any_origin() -> Self {
+        Self { allowed_origins: vec!["*".to_string()], ..Self::default() }
+    }
+}
+
+fn default_cors_max_age_seconds() -> u32 {
+    7200
+}
 fn default_threads() -> usize {
     2
 }
@@ -426,6 +480,7 @@ impl GatewayConfig {
             routes: Vec::new(),
             redirect: None,
             tls: None,
+            cors: None,
         }
     }
 
@@ -669,9 +724,65 @@ impl GatewayConfig {
         {
             return invalid(format!("redirect points to unknown pool \"{}\"", redirect.pool));
         }
+        if let Some(cors) = &self.cors {
+            for origin in &cors.allowed_origins {
+                if let Err(why) = check_origin(origin) {
+                    return invalid(format!("cors.allowed_origins: \"{origin}\" {why}"));
+                }
+            }
+            for (field, names) in [("allow_headers", &cors.allow_headers), ("expose_headers", &cors.expose_headers)] {
+                for name in names {
+                    let valid = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+                    if !valid {
+                        return invalid(format!(
+                            "cors.{field}: \"{name}\" must be a lower-case header name like x-client-id"
+                        ));
+                    }
+                }
+            }
+            if cors.max_age_seconds > 86_400 {
+                return invalid(format!("cors.max_age_seconds = {}: at most 86400", cors.max_age_seconds));
+            }
+            if cors.allow_credentials && cors.allowed_origins.iter().any(|o| o == "*") {
+                return invalid(
+                    "cors: allow_credentials with allowed_origins \"*\" would let every site use the \
+                                user's credentials; list the origins"
+                        .into(),
+                );
+            }
+        }
         TlsMaterial::load(self)?;
         Ok(())
     }
+}
+
+/// Checks a CORS origin: `"*"` or `scheme://host[:port]` as browsers send it (lower-case, no
+/// path, no trailing slash).
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("must be \"*\" or scheme://host[:port], like https://app.example.com");
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err("must start with http:// or https://");
+    }
+    if rest.is_empty() || rest.contains('/') {
+        return Err("must have a host and no path (not even a trailing '/')");
+    }
+    if rest.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("must be lower-case, as browsers send it");
+    }
+    let host_ok =
+        rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_'));
+    if !host_ok {
+        return Err("has an invalid host");
+    }
+    Ok(())
 }
 
 /// Checks the `host:port` syntax of an endpoint (name resolution happens at start).
@@ -919,6 +1030,46 @@ pool = "urlshortener"
             let msg = invalid_message(&config);
             assert!(msg.contains(expect), "{expect}: {msg}");
         }
+    }
+
+    #[test]
+    fn cors_section_parses_and_is_validated() {
+        let text = format!(
+            "{GOOD}[cors]\nallowed_origins = [\"https://app.example\", \"http://127.0.0.1:3000\"]\n\
+             expose_headers = [\"meshwork-link-state\"]\n"
+        );
+        let config = GatewayConfig::from_toml_str(&text).unwrap();
+        config.validate().unwrap();
+        let cors = config.cors.as_ref().unwrap();
+        assert_eq!(cors.allowed_origins.len(), 2);
+        assert_eq!(cors.max_age_seconds, 7200);
+        assert!(!cors.allow_credentials);
+        assert!(good().cors.is_none(), "no CORS unless configured");
+
+        for (origins, expect) in [
+            (vec!["https://app.example/"], "no path"),
+            (vec!["app.example"], "scheme://host"),
+            (vec!["ftp://app.example"], "http:// or https://"),
+            (vec!["https://App.example"], "lower-case"),
+            (vec!["https://a b"], "invalid host"),
+        ] {
+            let mut config = good();
+            config.cors = Some(CorsConfig {
+                allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+                ..CorsConfig::default()
+            });
+            let msg = invalid_message(&config);
+            assert!(msg.contains("cors.allowed_origins") && msg.contains(expect), "{origins:?}: {msg}");
+        }
+        let mut config = good();
+        config.cors = Some(CorsConfig { allow_headers: vec!["X-Client".into()], ..CorsConfig::any_origin() });
+        assert!(invalid_message(&config).contains("cors.allow_headers: \"X-Client\""));
+        config.cors = Some(CorsConfig { allow_credentials: true, ..CorsConfig::any_origin() });
+        assert!(invalid_message(&config).contains("allow_credentials"));
+        config.cors = Some(CorsConfig { max_age_seconds: 100_000, ..CorsConfig::any_origin() });
+        assert!(invalid_message(&config).contains("max_age_seconds"));
+        let bad = GatewayConfig::from_toml_str(&format!("{GOOD}[cors]\nallowed_origin = [\"*\"]\n")).unwrap_err();
+        assert!(bad.to_string().contains("unknown field `allowed_origin`"), "{bad}");
     }
 
     #[test]

@@ -34,11 +34,13 @@ pub fn encode_grpc_message(message: &str) -> String {
     out
 }
 
-fn status_value(code: Code) -> HeaderValue {
+/// The `grpc-status` value of `code`.
+pub fn grpc_status_value(code: Code) -> HeaderValue {
     HeaderValue::from(code as i32)
 }
 
-fn message_value(message: &str) -> HeaderValue {
+/// The `grpc-message` value of `message` (percent-encoded).
+pub fn grpc_message_value(message: &str) -> HeaderValue {
     // After percent-encoding only visible ASCII and spaces remain, which is always a valid value.
     HeaderValue::from_str(&encode_grpc_message(message)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -49,8 +51,8 @@ fn message_value(message: &str) -> HeaderValue {
 pub fn trailers_only(code: Code, message: &str, http1: bool) -> pingora_core::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))?;
-    resp.insert_header("grpc-status", status_value(code))?;
-    resp.insert_header("grpc-message", message_value(message))?;
+    resp.insert_header("grpc-status", grpc_status_value(code))?;
+    resp.insert_header("grpc-message", grpc_message_value(message))?;
     if http1 {
         resp.insert_header(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
     }
@@ -60,8 +62,8 @@ pub fn trailers_only(code: Code, message: &str, http1: bool) -> pingora_core::Re
 /// A gRPC trailers block with `grpc-status` and `grpc-message`.
 pub fn trailers(code: Code, message: &str) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(2);
-    map.insert("grpc-status", status_value(code));
-    map.insert("grpc-message", message_value(message));
+    map.insert("grpc-status", grpc_status_value(code));
+    map.insert("grpc-message", grpc_message_value(message));
     map
 }
 

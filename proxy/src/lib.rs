@@ -12,7 +12,8 @@
 //! ([`registry`]): replicas register under a lease and join or leave pools live. Failures are gRPC-shaped (`grpc-status` 12 for an
 //! unknown service, 14 when no replica is reachable), never HTML. The gateway itself answers gRPC
 //! reflection (v1 and v1alpha) and health for the whole mesh, and HTTP `GET /<code>` short-link
-//! redirects through the URL shortener.
+//! redirects through the URL shortener. Browsers call any routed service on the same port with
+//! gRPC-Web (binary or base64 text), with CORS for the origins listed in `[cors]`.
 //!
 //! ```no_run
 //! let config = meshwork_proxy::GatewayConfig::from_file("proxy/examples/gateway.toml")?;
@@ -30,6 +31,7 @@ pub mod balance;
 mod config;
 mod deadline;
 mod grpc_errors;
+mod grpc_web;
 mod internal;
 mod limits;
 mod metrics;
@@ -46,8 +48,8 @@ use std::net::SocketAddr;
 
 pub use balance::Policy;
 pub use config::{
-    BUILTIN_SERVICES, ConfigError, EndpointConfig, GatewayConfig, OutlierConfig, PoolConfig, RateLimitConfig,
-    RedirectConfig, RouteConfig, SplitConfig,
+    BUILTIN_SERVICES, ConfigError, CorsConfig, EndpointConfig, GatewayConfig, OutlierConfig, PoolConfig,
+    RateLimitConfig, RedirectConfig, RouteConfig, SplitConfig,
 };
 pub use redirect::LINK_STATE_KEY;
 pub use registry::{Registration, RegistryError, register};

@@ -1,7 +1,9 @@
 //! The Pingora [`ProxyHttp`] implementation: per-request routing, rate limits, deadlines,
 //! replica choice (see [`crate::pool`]), retries, passive health from `grpc-status`, message size
 //! caps, metrics, the `te: trailers` fix, gRPC-shaped errors and the plain HTTP answers (`/`,
-//! `/healthz`, short-link redirects).
+//! `/healthz`, short-link redirects). gRPC-Web calls take the gRPC path too; the hooks translate
+//! their edges with [`crate::grpc_web`] (request content type and base64 body, response content
+//! type, trailers as a body frame, CORS) and do nothing more for native gRPC.
 //!
 //! Retries: a failed connect is retried on another replica for every call. An answer of
 //! UNAVAILABLE is retried on another replica only for methods marked idempotent, only while the
@@ -30,6 +32,7 @@ use tracing::Instrument;
 use crate::balance::{Policy, hash64};
 use crate::deadline::{format_grpc_timeout, parse_grpc_timeout};
 use crate::grpc_errors::{grpc_code_for_http_status, is_grpc_content_type, text_response, trailers, trailers_only};
+use crate::grpc_web::{self, Cors, WebCall, WebMode, web_mode};
 use crate::limits::{MessageMeter, RateLimiter};
 use crate::metrics::{MethodStats, Metrics};
 use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool, now_ns};
@@ -50,6 +53,8 @@ const RETRY_UNAVAILABLE: ErrorType = ErrorType::Custom("RetryUnavailable");
 const REQUEST_TOO_LARGE: ErrorType = ErrorType::Custom("RequestMessageTooLarge");
 /// A response message above `max_response_message_bytes`.
 const RESPONSE_TOO_LARGE: ErrorType = ErrorType::Custom("ResponseMessageTooLarge");
+/// A gRPC-Web text request body that is not valid base64.
+const INVALID_WEB_TEXT: ErrorType = ErrorType::Custom("InvalidGrpcWebText");
 /// A CANCELLED answer this close to the call's deadline is the replica enforcing the deadline.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 
@@ -75,8 +80,10 @@ impl Drop for InflightGuard {
 pub struct RequestCtx {
     _inflight: InflightGuard,
     started: Instant,
-    /// The request is native gRPC (content-type application/grpc...).
+    /// The request is a gRPC call (native, or gRPC-Web translated at the edges).
     grpc: bool,
+    /// The call is gRPC-Web (None for native gRPC and plain HTTP: no cost on those paths).
+    web: Option<Box<WebCall>>,
     /// The route chosen by the router.
     route: Option<Arc<Route>>,
     /// The pool chosen for the call (the route's, or one of its weighted splits).
@@ -146,6 +153,8 @@ pub(crate) struct GatewayProxy {
     settings: ProxySettings,
     metrics: Arc<Metrics>,
     rate_limit: Option<RateLimit>,
+    /// Cross-origin gRPC-Web; None lets only same-origin pages call.
+    cors: Option<Cors>,
 }
 
 impl GatewayProxy {
@@ -156,8 +165,9 @@ impl GatewayProxy {
         settings: ProxySettings,
         metrics: Arc<Metrics>,
         rate_limit: Option<RateLimit>,
+        cors: Option<Cors>,
     ) -> Self {
-        Self { router, resolver, inflight, settings, metrics, rate_limit }
+        Self { router, resolver, inflight, settings, metrics, rate_limit, cors }
     }
 
     /// Whether the call is within its client's rate.
@@ -179,10 +189,37 @@ impl GatewayProxy {
             && pool.budget().try_withdraw()
     }
 
-    /// Answers a gRPC call directly with a trailers-only response.
-    async fn respond_grpc(session: &mut Session, code: Code, message: &str) -> Result<()> {
-        let resp = trailers_only(code, message, !session.is_http2())?;
+    /// Answers a gRPC call directly with a trailers-only response (gRPC-Web shaped, with CORS,
+    /// for a gRPC-Web call).
+    async fn respond_grpc(
+        &self,
+        session: &mut Session,
+        web: Option<&WebCall>,
+        code: Code,
+        message: &str,
+    ) -> Result<()> {
+        let resp = match web {
+            None => trailers_only(code, message, !session.is_http2())?,
+            Some(web) => grpc_web::trailers_only(web, self.cors.as_ref(), code, message)?,
+        };
         session.write_response_tasks(vec![HttpTask::Header(Box::new(resp), true)]).await?;
+        Ok(())
+    }
+
+    /// Answers a CORS preflight (`OPTIONS` on a gRPC path): 204 with the CORS headers for an
+    /// allowed origin, else 403 without them (the browser then blocks the call).
+    async fn preflight(&self, session: &mut Session) -> Result<()> {
+        let origin = session.req_header().headers.get(header::ORIGIN);
+        let Some((cors, origin)) = self.cors.as_ref().and_then(|c| Some((c, c.allow(origin)?))) else {
+            let body =
+                "cross-origin gRPC-Web calls from this origin are not allowed (see [cors] in the gateway config)";
+            return Self::respond_text(session, 403, body, &[]).await;
+        };
+        let mut resp = ResponseHeader::build(204, Some(8))?;
+        for (name, value) in cors.preflight(&origin) {
+            resp.insert_header(name, value)?;
+        }
+        session.write_response_header(Box::new(resp), true).await?;
         Ok(())
     }
 
@@ -210,6 +247,9 @@ impl GatewayProxy {
         let path = req.uri.path().to_string();
         let get = method == Method::GET || method == Method::HEAD;
         let allow = [(header::ALLOW, HeaderValue::from_static("GET, HEAD"))];
+        if method == Method::OPTIONS && parse_grpc_path(&path).is_some() {
+            return self.preflight(session).await;
+        }
         match path.as_str() {
             "/" if get => {
                 let body = "meshwork gateway: gRPC (h2c) and HTTP on this port; GET /<code> follows a short link";
@@ -225,7 +265,8 @@ impl GatewayProxy {
                     return self.redirect(session, code.to_string(), method == Method::HEAD).await;
                 }
                 if parse_grpc_path(&path).is_some() && method == Method::POST {
-                    let body = "gRPC calls need content-type application/grpc (gRPC-Web is not supported yet)";
+                    let body = "gRPC calls need content-type application/grpc, or application/grpc-web or \
+                                application/grpc-web-text for gRPC-Web";
                     return Self::respond_text(session, 415, body, &[]).await;
                 }
                 Self::respond_text(session, 404, "not found", &[]).await
@@ -271,6 +312,7 @@ impl ProxyHttp for GatewayProxy {
             _inflight: InflightGuard::new(&self.inflight),
             started,
             grpc: false,
+            web: None,
             route: None,
             pool: None,
             members: None,
@@ -296,20 +338,26 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         let content_type = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or(b"");
         if !is_grpc_content_type(content_type) {
-            self.handle_http(session).await?;
-            return Ok(true);
+            // Native gRPC never gets here: gRPC-Web costs it nothing.
+            let Some((mode, suffix)) = web_mode(content_type) else {
+                self.handle_http(session).await?;
+                return Ok(true);
+            };
+            let origin = self.cors.as_ref().and_then(|c| c.allow(req.headers.get(header::ORIGIN)));
+            ctx.web = Some(Box::new(WebCall::new(mode, suffix, origin)));
         }
         ctx.grpc = true;
+        let web = ctx.web.as_deref();
         let path = req.uri.path();
         let Some((service, method)) = parse_grpc_path(path) else {
             let message = format!("malformed gRPC method path \"{path}\"");
-            Self::respond_grpc(session, Code::Unimplemented, &message).await?;
+            self.respond_grpc(session, web, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
         ctx.trace = trace::server_span(&req.headers, path, service, method);
         let Some(route) = self.router.lookup(service, method, &req.headers) else {
             let message = format!("unknown service {service}: no route for it at the gateway");
-            Self::respond_grpc(session, Code::Unimplemented, &message).await?;
+            self.respond_grpc(session, web, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
         let stats = self.metrics.method(path, service, method);
@@ -317,7 +365,8 @@ impl ProxyHttp for GatewayProxy {
         if !self.admit(session) {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             stats.record(Code::ResourceExhausted as u16, ctx.started.elapsed());
-            Self::respond_grpc(session, Code::ResourceExhausted, "rate limit exceeded for this client").await?;
+            let web = ctx.web.as_deref();
+            self.respond_grpc(session, web, Code::ResourceExhausted, "rate limit exceeded for this client").await?;
             return Ok(true);
         }
         let client_timeout =
@@ -470,6 +519,14 @@ impl ProxyHttp for GatewayProxy {
         if ctx.grpc {
             // Pingora 0.9 strips `te` from HTTP/1.x downstream requests; gRPC servers require it.
             upstream_request.insert_header(header::TE, HeaderValue::from_static("trailers"))?;
+            if let Some(web) = &ctx.web {
+                upstream_request.insert_header(header::CONTENT_TYPE, web.upstream_content_type.clone())?;
+                upstream_request.remove_header("x-grpc-web");
+                if web.mode == WebMode::Text {
+                    // The body shrinks by a quarter when decoded.
+                    upstream_request.remove_header(&header::CONTENT_LENGTH);
+                }
+            }
             trace::inject(&ctx.trace, &ctx.client_span, upstream_request)?;
             if let Some(remaining) = ctx.remaining() {
                 if remaining.is_zero() {
@@ -485,7 +542,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if !ctx.grpc {
@@ -494,6 +551,25 @@ impl ProxyHttp for GatewayProxy {
         if ctx.request_too_large.is_some() {
             body.take();
             return Ok(());
+        }
+        if let Some(web) = ctx.web.as_mut().filter(|w| w.mode == WebMode::Text) {
+            if web.invalid_request {
+                body.take();
+                return Ok(());
+            }
+            let text = body.as_deref().unwrap_or_default();
+            match web.decode_request(text, end_of_stream) {
+                Ok(decoded) => *body = Some(decoded),
+                Err(grpc_web::InvalidBase64) => {
+                    // As for an oversized message: an error here would leave Pingora waiting
+                    // for the upstream's answer. The rest of the body is dropped instead; the
+                    // replica sees the request end before a whole message (so a unary handler
+                    // never runs) and its answer is replaced in upstream_response_filter.
+                    tracing::debug!("grpc-web-text request body is not valid base64");
+                    web.invalid_request = true;
+                    body.take();
+                }
+            }
         }
         if let Some(chunk) = body
             && let Err(len) = ctx.request_meter.feed(chunk, self.settings.max_request_message_bytes)
@@ -526,6 +602,9 @@ impl ProxyHttp for GatewayProxy {
                     self.settings.max_request_message_bytes
                 ),
             );
+        }
+        if ctx.web.as_ref().is_some_and(|w| w.invalid_request) {
+            return Error::e_explain(INVALID_WEB_TEXT, "the grpc-web-text request body is not valid base64");
         }
         let Some(replica) = ctx.replica().cloned() else { return Ok(()) };
         if ctx.pool.as_ref().is_some_and(|p| p.settings().policy == Policy::PeakEwma) {
@@ -606,6 +685,48 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(web) = &ctx.web else { return Ok(()) };
+        upstream_response.insert_header(header::CONTENT_TYPE, web.response_content_type.clone())?;
+        // Text bodies grow, and the trailer frame is added: the length is not known.
+        upstream_response.remove_header(&header::CONTENT_LENGTH);
+        if let (Some(cors), Some(origin)) = (&self.cors, &web.allowed_origin) {
+            cors.apply(upstream_response, origin)?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(web) = ctx.web.as_deref().filter(|w| w.mode == WebMode::Text)
+            && let Some(chunk) = body.as_mut()
+            && !chunk.is_empty()
+        {
+            *chunk = web.encode_response(chunk);
+        }
+        Ok(None)
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut header::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Bytes>> {
+        // Pingora writes the returned bytes as the last body chunk instead of the trailers.
+        Ok(ctx.web.as_deref().map(|web| web.trailer_frame(upstream_trailers)))
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let dead_downstream = *e.esource() == ErrorSource::Downstream
             && matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed);
@@ -627,6 +748,9 @@ impl ProxyHttp for GatewayProxy {
         let (code, message) = match e.etype() {
             ErrorType::HTTPStatus(status) => (grpc_code_for_http_status(*status), format!("gateway: HTTP {status}")),
             etype if *etype == DEADLINE => (Code::DeadlineExceeded, "deadline exceeded at the gateway".to_string()),
+            etype if *etype == INVALID_WEB_TEXT => {
+                (Code::InvalidArgument, "the grpc-web-text request body is not valid base64".to_string())
+            }
             ErrorType::ReadTimedout if ctx.deadline.is_some() => {
                 (Code::DeadlineExceeded, "deadline exceeded while waiting for the replica".to_string())
             }
@@ -662,13 +786,16 @@ impl ProxyHttp for GatewayProxy {
         ctx.grpc_status = Some(code as u16);
         if session.response_written().is_some() {
             // The upstream's headers went out: end the call with gRPC trailers where possible.
-            if session.is_http2() {
+            if let Some(web) = &ctx.web {
+                let task = HttpTask::Body(Some(web.trailer_frame(&trailers(code, &message))), true);
+                let _ = session.write_response_tasks(vec![task]).await;
+            } else if session.is_http2() {
                 let task = HttpTask::Trailer(Some(Box::new(trailers(code, &message))));
                 let _ = session.write_response_tasks(vec![task]).await;
             }
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
-        match Self::respond_grpc(session, code, &message).await {
+        match self.respond_grpc(session, ctx.web.as_deref(), code, &message).await {
             Ok(()) => FailToProxy { error_code: 200, can_reuse_downstream: false },
             Err(err) => {
                 tracing::debug!(error = %err, "could not send gRPC error to downstream");
@@ -698,6 +825,7 @@ impl ProxyHttp for GatewayProxy {
             tracing::debug!(
                 path = session.req_header().uri.path(),
                 grpc = ctx.grpc,
+                grpc_web = ctx.web.is_some(),
                 pool = ctx.pool.as_ref().map(|p| p.name()).unwrap_or(""),
                 replica = ?ctx.replica().map(|r| r.addr()),
                 failed_attempts = ctx.failed.len(),

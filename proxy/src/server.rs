@@ -417,6 +417,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         },
         metrics.clone(),
         rate_limit,
+        config.cors.as_ref().map(crate::grpc_web::Cors::new),
     );
 
     let conf = ServerConf {
