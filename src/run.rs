@@ -158,8 +158,11 @@ impl Admin {
 
 /// Returns the gateway configuration for services listening at `pools` (service -> address).
 fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
-    use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
+    use meshwork_proxy::{CorsConfig, GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
     let mut config = GatewayConfig::new(listen);
+    // `meshwork up` is the local development mesh: a page served by any dev server (another
+    // origin) may call it with gRPC-Web. A deployed gateway lists its origins in [cors].
+    config.cors = Some(CorsConfig::any_origin());
     for (name, addr) in pools {
         let grpc = match name.as_str() {
             "urlshortener" => {
