@@ -161,8 +161,12 @@ fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<
     use meshwork_proxy::{CorsConfig, GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
     let mut config = GatewayConfig::new(listen);
     // `meshwork up` is the local development mesh: a page served by any dev server (another
-    // origin) may call it with gRPC-Web. A deployed gateway lists its origins in [cors].
-    config.cors = Some(CorsConfig::any_origin());
+    // origin) may call it with gRPC-Web. A deployed gateway lists its origins in [cors]. The
+    // link state of a NOT_FOUND arrives as a header (trailers-only), so pages need it exposed.
+    config.cors = Some(CorsConfig {
+        expose_headers: vec![meshwork_proxy::LINK_STATE_KEY.to_string()],
+        ..CorsConfig::any_origin()
+    });
     for (name, addr) in pools {
         let grpc = match name.as_str() {
             "urlshortener" => {

@@ -1,8 +1,8 @@
 //! End to end: a real browser calls the mesh with gRPC-Web. Headless Chromium loads a page from
 //! another origin (a tiny HTTP server of the test's own, on another port); the page's script calls
 //! the URL shortener of the real `meshwork up` through the gateway with `fetch()`, hand-framing
-//! the protobuf requests (Shorten in binary gRPC-Web, Resolve in base64 text mode, an unknown
-//! service for a gateway-made error) and writes what it decoded into the DOM, which the test
+//! the protobuf requests (Shorten in binary gRPC-Web, Resolve in base64 text mode, Resolve of an
+//! unknown code for a trailers-only NOT_FOUND, an unknown service for a gateway-made error) and writes what it decoded into the DOM, which the test
 //! reads with `--dump-dom`. The browser only lets the page read the answers when the gateway's
 //! CORS headers allow it, so this proves CORS as well as the framing.
 
@@ -90,7 +90,8 @@ async function call(path, request, text) {
   // Trailers-only answers carry the status in (CORS-exposed) headers.
   const status = trailers["grpc-status"] ?? response.headers.get("grpc-status");
   const message = trailers["grpc-message"] ?? response.headers.get("grpc-message");
-  return { status, message, messages, contentType: response.headers.get("content-type") };
+  const linkState = response.headers.get("meshwork-link-state");
+  return { status, message, messages, linkState, contentType: response.headers.get("content-type") };
 }
 (async () => {
   const out = document.getElementById("out");
@@ -100,10 +101,12 @@ async function call(path, request, text) {
     // ResolveRequest { code, skip_click: true }
     const resolve = await call("/" + SVC + "/Resolve", [...stringField(1, code), 0x18, 1], true);
     const longUrl = dec.decode(fields(resolve.messages[0])[1]);
+    const missing = await call("/" + SVC + "/Resolve", [...stringField(1, "nosuchcode7"), 0x18, 1], true);
     const unknown = await call("/meshwork.nope.v1.Nope/Do", [], false);
     out.textContent = [
       "shorten-status=" + shorten.status, "shorten-type=" + shorten.contentType, "code=" + code,
       "resolve-status=" + resolve.status, "resolve-type=" + resolve.contentType, "long-url=" + longUrl,
+      "missing-status=" + missing.status, "missing-state=" + missing.linkState,
       "unknown-status=" + unknown.status, "unknown-message=" + decodeURIComponent(unknown.message),
     ].join("\n");
     out.dataset.done = "true";
@@ -182,6 +185,9 @@ fn a_browser_page_from_another_origin_calls_the_mesh_with_grpc_web() {
     assert_eq!(value("resolve-type"), "application/grpc-web-text");
     // The HTML dump escapes '&'.
     assert_eq!(value("long-url").replace("&amp;", "&"), LONG_URL, "{dom}");
+    // NOT_FOUND is trailers-only: status and link state are headers the page may read (exposed).
+    assert_eq!(value("missing-status"), "5", "{dom}");
+    assert_eq!(value("missing-state"), "unknown", "{dom}");
     assert_eq!(value("unknown-status"), "12", "{dom}");
     assert!(value("unknown-message").contains("meshwork.nope.v1.Nope"), "{dom}");
 
