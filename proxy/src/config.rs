@@ -15,6 +15,9 @@
 //!
 //! [redirect]                         # optional: HTTP GET /<code> through the URL shortener
 //! pool = "urlshortener"
+//!
+//! [cors]                             # optional: pages of these origins may call with gRPC-Web
+//! allowed_origins = ["https://app.example.com"]
 //! ```
 //!
 //! Pools choose a balancing `policy`, may weight endpoints (`{ address = "...", weight = 3 }`),
@@ -24,6 +27,10 @@
 //! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port.
 //! `[tls]` puts TLS on the listener and `[pools.NAME.tls]` (mutual) TLS towards a pool's
 //! replicas (see [`crate::tls`]); their PEM files are read and checked by `validate`.
+//! gRPC-Web needs no setting: it is served on `listen` beside native gRPC. Without `[cors]` only
+//! same-origin pages (and non-browser clients) may use it: a gateway in front of internal
+//! services should not be callable from every web site a user's browser opens. `meshwork up`,
+//! the local development mesh, allows every origin.
 //! `proxy/examples/gateway.toml` shows every field with its default.
 
 use std::collections::{BTreeMap, BTreeSet};

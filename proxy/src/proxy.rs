@@ -252,7 +252,8 @@ impl GatewayProxy {
         }
         match path.as_str() {
             "/" if get => {
-                let body = "meshwork gateway: gRPC (h2c) and HTTP on this port; GET /<code> follows a short link";
+                let body =
+                    "meshwork gateway: gRPC (h2c), gRPC-Web and HTTP on this port; GET /<code> follows a short link";
                 Self::respond_text(session, 200, body, &[]).await
             }
             "/healthz" if get => Self::respond_text(session, 200, "ok", &[]).await,

@@ -1,7 +1,8 @@
 //! gRPC-Web through the real gateway: a real tonic backend (and a raw HTTP/2 gRPC server for
 //! answers tonic does not give on unary calls), gRPC-Web binary and text calls over raw HTTP/1.1
 //! and over h2, the 0x80 trailer frame parsed byte by byte, gateway-made errors, invalid base64,
-//! CORS preflights, and native gRPC on the same port.
+//! CORS preflights, and native gRPC on the same port. Last, headless Chromium: a page from an
+//! allowed origin reads a call's answer, the same page from another origin is blocked.
 
 mod support;
 
@@ -578,5 +579,95 @@ async fn native_grpc_on_the_same_port_is_unchanged() {
     let trailers = body.trailers().await.unwrap().expect("HTTP/2 trailers");
     assert_eq!(trailers["grpc-status"], "5");
     assert_eq!(trailers["x-detail"], "custom-trailer");
+    stop(gateway).await;
+}
+
+/// A page that makes one binary gRPC-Web Resolve call to the gateway and writes the outcome.
+fn browser_page(gateway: SocketAddr) -> String {
+    let script = r#"
+(async () => {
+  const out = document.getElementById("out");
+  const code = new TextEncoder().encode("from-chromium");
+  const body = new Uint8Array([0, 0, 0, 0, code.length + 2, 0x0a, code.length, ...code]);
+  try {
+    const response = await fetch("http://__GATEWAY__/meshwork.urlshortener.v1.UrlShortener/Resolve", {
+      method: "POST", headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" }, body,
+    });
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const view = new DataView(bytes.buffer);
+    const len = view.getUint32(1);
+    const message = bytes.subarray(5, 5 + len);
+    const url = new TextDecoder().decode(message.subarray(2, 2 + message[1]));
+    const trailer = new TextDecoder().decode(bytes.subarray(5 + len + 5));
+    out.textContent = "answer " + url + " " + trailer.trim();
+  } catch (e) {
+    out.textContent = "blocked " + e;
+  }
+  out.dataset.done = "true";
+})();
+"#
+    .replace("__GATEWAY__", &gateway.to_string());
+    format!("<!doctype html><html><body><pre id=\"out\">pending</pre><script>{script}</script></body></html>")
+}
+
+/// Serves `html` at every path from a background thread; returns the address.
+fn serve_html(html: String) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                html.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(html.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Loads `url` in headless Chromium and returns the page's DOM after its script ran.
+fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=8000", "--dump-dom", url])
+        .output()
+        .expect("chromium (installed by scripts/install-deps.sh)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_browser_enforces_the_allowed_origins() {
+    let (shortener, _) = backend().await;
+    let mut config = config(shortener, raw_backend().await);
+    let gateway_addr = config.listen;
+    let html = browser_page(gateway_addr);
+    let (allowed, other) = (serve_html(html.clone()), serve_html(html));
+    config.cors = Some(CorsConfig { allowed_origins: vec![format!("http://{allowed}")], ..CorsConfig::default() });
+    let gateway = start(config).await;
+
+    let dom = tokio::task::spawn_blocking(move || chromium_dom(&format!("http://{allowed}/"))).await.unwrap();
+    assert!(dom.contains("data-done=\"true\""), "{dom}");
+    assert!(dom.contains("answer https://example.com/from-chromium grpc-status:0"), "{dom}");
+
+    // Same page, another port: another origin, not listed. The gateway answers the preflight
+    // without CORS headers and Chromium keeps the call from the page.
+    let dom = tokio::task::spawn_blocking(move || chromium_dom(&format!("http://{other}/"))).await.unwrap();
+    assert!(dom.contains("data-done=\"true\""), "{dom}");
+    assert!(dom.contains("blocked TypeError"), "{dom}");
     stop(gateway).await;
 }
