@@ -520,13 +520,15 @@ impl ProxyHttp for GatewayProxy {
         if ctx.grpc {
             // Pingora 0.9 strips `te` from HTTP/1.x downstream requests; gRPC servers require it.
             upstream_request.insert_header(header::TE, HeaderValue::from_static("trailers"))?;
+            // The body sent upstream may differ from the client's: the size cap and an invalid
+            // gRPC-Web text body drop its rest, and text bodies shrink when decoded. A
+            // content-length the body then misses makes the replica reset the stream (an HTTP/2
+            // protocol error) instead of answering. (A lookup, no allocation: HTTP/2 gRPC clients
+            // rarely send one.)
+            upstream_request.remove_header(&header::CONTENT_LENGTH);
             if let Some(web) = &ctx.web {
                 upstream_request.insert_header(header::CONTENT_TYPE, web.upstream_content_type.clone())?;
                 upstream_request.remove_header("x-grpc-web");
-                if web.mode == WebMode::Text {
-                    // The body shrinks by a quarter when decoded.
-                    upstream_request.remove_header(&header::CONTENT_LENGTH);
-                }
             }
             trace::inject(&ctx.trace, &ctx.client_span, upstream_request)?;
             if let Some(remaining) = ctx.remaining() {

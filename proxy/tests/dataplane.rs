@@ -561,6 +561,25 @@ async fn message_size_caps_are_resource_exhausted() {
     // Below both caps all is well, on the same connection.
     call(&mut client, "big:1500", &[]).await.unwrap();
     call(&mut client, &"q".repeat(900), &[]).await.unwrap();
+
+    // An HTTP/1.1 client sends a content-length; the replica must still answer (not reset the
+    // stream for a body shorter than announced), so the call ends RESOURCE_EXHAUSTED too.
+    use prost::Message;
+    let message = ResolveRequest { code: "q".repeat(1500), referrer: String::new(), skip_click: true }.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let mut stream = tokio::net::TcpStream::connect(gateway.listen_addr()).await.unwrap();
+    let head = format!(
+        "POST /meshwork.urlshortener.v1.UrlShortener/Resolve HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\n\
+         TE: trailers\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert!(out.to_ascii_lowercase().contains("grpc-status: 8"), "{out}");
     stop(gateway).await;
 }
 
