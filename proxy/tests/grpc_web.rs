@@ -44,6 +44,9 @@ impl UrlShortener for Shortener {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
         let code = request.into_inner().code;
+        if code == "slow" {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
         if code == "missing" {
             let mut status = Status::not_found("no such code");
             status.metadata_mut().insert("meshwork-link-state", "expired".parse().unwrap());
@@ -216,6 +219,17 @@ impl Answer {
             }
         }
         (messages, trailers.unwrap_or_else(|| panic!("no trailer frame in {self:?}")))
+    }
+}
+
+impl Answer {
+    /// The call's grpc-status: from the trailer frame when the body has one, else the headers.
+    fn grpc_status(&self, text: bool) -> String {
+        if self.body.is_empty() {
+            return self.header("grpc-status").unwrap_or_else(|| panic!("no grpc-status in {self:?}")).to_string();
+        }
+        let (_, trailers) = self.messages_and_trailers(text);
+        entry(&trailers, "grpc-status").unwrap_or_else(|| panic!("no grpc-status in {trailers:?}")).to_string()
     }
 }
 
@@ -669,5 +683,50 @@ async fn a_real_browser_enforces_the_allowed_origins() {
     let dom = tokio::task::spawn_blocking(move || chromium_dom(&format!("http://{other}/"))).await.unwrap();
     assert!(dom.contains("data-done=\"true\""), "{dom}");
     assert!(dom.contains("blocked TypeError"), "{dom}");
+    stop(gateway).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlines_size_caps_and_dead_pools_are_grpc_web_shaped() {
+    let (shortener, resolves) = backend().await;
+    let mut config = config(shortener, raw_backend().await);
+    config.max_request_message_bytes = 64;
+    config.max_response_message_bytes = 40;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    config.pools.insert("dead".into(), PoolConfig::new([dead.to_string()]));
+    config.routes.push(RouteConfig::new("meshwork.dead.v1", "dead"));
+    let gateway = start(config).await;
+    let addr = gateway.listen_addr();
+
+    for text in [false, true] {
+        let content_type = if text { "application/grpc-web-text" } else { "application/grpc-web" };
+        let encode = |body: Vec<u8>| if text { STANDARD.encode(&body).into_bytes() } else { body };
+
+        // grpc-timeout is honoured: DEADLINE_EXCEEDED from the gateway.
+        let before = resolves.load(Ordering::SeqCst);
+        let slow =
+            web1(addr, &resolve_path(), content_type, &[("grpc-timeout", "200m")], &encode(resolve_body("slow"))).await;
+        assert_eq!(slow.status, 200, "{slow:?}");
+        assert_eq!(slow.grpc_status(text), "4", "{slow:?}");
+        assert_eq!(slow.header("access-control-allow-origin"), Some(ALLOWED), "{slow:?}");
+        assert_eq!(resolves.load(Ordering::SeqCst), before + 1, "the call did reach the replica");
+
+        // Request message above the cap (the cap applies to the decoded message in text mode).
+        let big = web1(addr, &resolve_path(), content_type, &[], &encode(resolve_body(&"x".repeat(100)))).await;
+        assert_eq!(big.grpc_status(text), "8", "{big:?}");
+        assert_eq!(big.header("access-control-allow-origin"), Some(ALLOWED), "{big:?}");
+
+        // Response message above the cap: the answer ends RESOURCE_EXHAUSTED, never with the
+        // message.
+        let long = web1(addr, &resolve_path(), content_type, &[], &encode(resolve_body(&"y".repeat(30)))).await;
+        assert_eq!(long.grpc_status(text), "8", "{long:?}");
+        assert!(!String::from_utf8_lossy(&long.body).contains("yyyy"), "{long:?}");
+
+        // No reachable replica.
+        let dead = web1(addr, "/meshwork.dead.v1.Dead/Do", content_type, &[], &encode(frame(0, b""))).await;
+        assert_eq!(dead.grpc_status(text), "14", "{dead:?}");
+        assert_eq!(dead.header("content-type"), Some(content_type), "{dead:?}");
+        assert_eq!(dead.header("access-control-allow-origin"), Some(ALLOWED), "{dead:?}");
+    }
     stop(gateway).await;
 }
