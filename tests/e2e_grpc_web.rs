@@ -4,7 +4,8 @@
 //! the protobuf requests (Shorten in binary gRPC-Web, Resolve in base64 text mode, Resolve of an
 //! unknown code for a trailers-only NOT_FOUND, an unknown service for a gateway-made error) and writes what it decoded into the DOM, which the test
 //! reads with `--dump-dom`. The browser only lets the page read the answers when the gateway's
-//! CORS headers allow it, so this proves CORS as well as the framing.
+//! CORS headers allow it, so this proves CORS as well as the framing. A second test checks that
+//! a gRPC-Web call is traced and counted by grpc-status exactly like a native one.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Mesh, grpcurl, json_field};
+use support::{Mesh, grpcurl, http_get, json_field};
 
 const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
 const LONG_URL: &str = "https://example.com/from-the-browser?via=grpc-web";
@@ -198,5 +199,90 @@ fn a_browser_page_from_another_origin_calls_the_mesh_with_grpc_web() {
     let (ok, out, err) = grpcurl(mesh.addr, &["-d", &request], &[&format!("{SVC}/Resolve")]);
     assert!(ok, "{err}");
     assert_eq!(json_field(&out, "longUrl").as_deref(), Some(LONG_URL), "{out}");
+    assert!(mesh.terminate(Duration::from_secs(30)).success());
+}
+
+/// One gRPC-Web text call over raw HTTP/1.1; returns the raw response.
+fn web_text_call(addr: SocketAddr, path: &str, message: &[u8], extra: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let body = base64::engine::general_purpose::STANDARD.encode(&frame);
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web-text\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    stream.write_all(format!("{head}\r\n{body}").as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
+#[test]
+fn grpc_web_calls_are_traced_and_counted_like_native_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mesh, ui) = Mesh::up_with_traces(dir.path());
+    let trace_id = "6e0c63257de34c92bf9efcd03927272e";
+    let caller_span = "00f067aa0ba902b8";
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    // Shorten{long_url}
+    let url = b"https://example.com/traced-web";
+    let mut message = vec![0x0a, url.len() as u8];
+    message.extend_from_slice(url);
+    let reply = web_text_call(mesh.addr, &format!("/{SVC}/Shorten"), &message, &[("traceparent", &traceparent)]);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Resolve{code: "nosuchcode9"}: NOT_FOUND.
+    let mut message = vec![0x0a, 11];
+    message.extend_from_slice(b"nosuchcode9");
+    let reply = web_text_call(mesh.addr, &format!("/{SVC}/Resolve"), &message, &[]);
+    assert!(reply.to_ascii_lowercase().contains("grpc-status: 5"), "{reply}");
+
+    // The trace: gateway SERVER (child of the caller), gateway CLIENT, service SERVER.
+    let op = format!("{SVC}/Shorten");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let trace = loop {
+        let (status, _, body) = http_get(ui, &format!("/api/traces/{trace_id}"), &[]);
+        let trace: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let named = trace["data"][0]["spans"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|s| s["operationName"] == op.as_str()).count());
+        if status == 200 && named >= 3 {
+            break trace["data"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "trace never arrived: {status} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let spans = trace["spans"].as_array().unwrap();
+    let tag = |span: &serde_json::Value, key: &str| {
+        span["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone())
+    };
+    let gateway_server = spans
+        .iter()
+        .find(|s| {
+            trace["processes"][s["processID"].as_str().unwrap()]["serviceName"] == "gateway"
+                && tag(s, "span.kind") == Some(serde_json::Value::from("server"))
+        })
+        .unwrap_or_else(|| panic!("no gateway server span in {trace}"));
+    assert_eq!(gateway_server["references"][0]["spanID"], caller_span);
+    assert_eq!(tag(gateway_server, "rpc.grpc.status_code"), Some(serde_json::Value::from(0)));
+    assert!(
+        spans.iter().any(|s| trace["processes"][s["processID"].as_str().unwrap()]["serviceName"] == "urlshortener"),
+        "the service span is in the same trace: {trace}"
+    );
+
+    // Metrics by grpc-status, from the trailer frame (0) and from a trailers-only answer (5).
+    let (_, _, metrics) = http_get(mesh.admin.unwrap(), "/metrics", &[]);
+    for (method, status) in [("Shorten", "0"), ("Resolve", "5")] {
+        let line =
+            format!("meshwork_gateway_calls_total{{service=\"{SVC}\",method=\"{method}\",grpc_status=\"{status}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
     assert!(mesh.terminate(Duration::from_secs(30)).success());
 }
