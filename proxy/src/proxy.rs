@@ -758,7 +758,7 @@ impl ProxyHttp for GatewayProxy {
                 (Code::DeadlineExceeded, "deadline exceeded while waiting for the replica".to_string())
             }
             etype if *etype == REQUEST_TOO_LARGE || *etype == RESPONSE_TOO_LARGE => {
-                (Code::ResourceExhausted, e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default())
+                (Code::ResourceExhausted, raised_context(e))
             }
             etype if *etype == ALL_BUSY => {
                 (Code::Unavailable, format!("every replica of pool \"{pool_name}\" is at its concurrency limit"))
@@ -842,6 +842,22 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
+/// The context an error was raised with. `error_while_proxy` wraps errors with the peer's
+/// address (`more_context` makes the original the cause), so the message is further down.
+fn raised_context(e: &Error) -> String {
+    let mut current = e;
+    // The cause is a `Box<Error>` boxed again as a trait object.
+    while let Some(inner) = current
+        .cause
+        .as_ref()
+        .and_then(|c| c.downcast_ref::<Box<Error>>().map(AsRef::as_ref).or_else(|| c.downcast_ref::<Error>()))
+        .filter(|inner| inner.etype() == e.etype())
+    {
+        current = inner;
+    }
+    current.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
+}
+
 /// Rewrites a `grpc-status` to DEADLINE_EXCEEDED.
 fn deadline_exceeded(value: Option<&mut HeaderValue>, status: &mut Option<u16>) {
     if let Some(value) = value {
@@ -870,6 +886,14 @@ fn client_ip_hash(session: &Session) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raised_context_skips_the_peer_wrapper() {
+        let e = Error::explain(RESPONSE_TOO_LARGE, "response message of 99 bytes is above the limit of 40");
+        assert_eq!(raised_context(&e), "response message of 99 bytes is above the limit of 40");
+        let wrapped = e.more_context("Peer: addr: 127.0.0.1:1");
+        assert_eq!(raised_context(&wrapped), "response message of 99 bytes is above the limit of 40");
+    }
 
     #[test]
     fn grpc_status_values() {

@@ -714,12 +714,14 @@ async fn deadlines_size_caps_and_dead_pools_are_grpc_web_shaped() {
         // Request message above the cap (the cap applies to the decoded message in text mode).
         let big = web1(addr, &resolve_path(), content_type, &[], &encode(resolve_body(&"x".repeat(100)))).await;
         assert_eq!(big.grpc_status(text), "8", "{big:?}");
+        assert!(big.header("grpc-message").unwrap_or_default().contains("above the limit"), "{big:?}");
         assert_eq!(big.header("access-control-allow-origin"), Some(ALLOWED), "{big:?}");
 
         // Response message above the cap: the answer ends RESOURCE_EXHAUSTED, never with the
         // message.
         let long = web1(addr, &resolve_path(), content_type, &[], &encode(resolve_body(&"y".repeat(30)))).await;
         assert_eq!(long.grpc_status(text), "8", "{long:?}");
+        assert!(long.header("grpc-message").unwrap_or_default().contains("above the limit"), "{long:?}");
         assert!(!String::from_utf8_lossy(&long.body).contains("yyyy"), "{long:?}");
 
         // No reachable replica.
