@@ -52,14 +52,25 @@ start_pair off OTEL_SDK_DISABLED=true
 start_pair all "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on
 start_pair tenth "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
 
+# settle : waits (up to 30 s) until the collector has stored its backlog (no CPU used for 1 s),
+# so that no run pays for the spans of the one before
+settle() {
+  local before after
+  for _ in $(seq 30); do
+    before=$(cpu_ticks $COLLECTOR); sleep 1; after=$(cpu_ticks $COLLECTOR)
+    [ "$after" -le $((before + 1)) ] && return
+  done
+}
+
 for round in $(seq "$ROUNDS"); do
   for name in off all tenth; do
+    settle
     # shellcheck disable=SC2046
     pair0=$(cpu_ticks $(cat "$work/$name.pids")); col0=$(cpu_ticks $COLLECTOR)
     rps=$(h2load -n "$N" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/resolve.grpc" \
       "http://127.0.0.1:$(cat "$work/$name.port")/$SVC/Resolve" | awk '/^finished in/ {print $4}')
-    # The exporters flush every 500 ms: let the collector take the last batch before reading it.
-    sleep 1
+    # The exporters flush every 500 ms: let the collector store the last batches before reading.
+    settle
     # shellcheck disable=SC2046
     pair1=$(cpu_ticks $(cat "$work/$name.pids")); col1=$(cpu_ticks $COLLECTOR)
     pair_us=$(( (pair1 - pair0) * 1000000 / HZ / N )); col_us=$(( (col1 - col0) * 1000000 / HZ / N ))

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One tonic backend (`meshwork serve urlshortener`, embedded store) measured directly and
-# behind the meshwork gateway, nginx `grpc_pass` and HAProxy (h2 both sides), in one run with
+# behind the meshwork gateway, a bare Pingora proxy with the gateway's server settings and no
+# logic (proxy/examples/bare_pingora.rs: the floor Pingora itself sets), nginx `grpc_pass` and
+# HAProxy (h2 both sides), in one run with
 # the same load: Resolve{code:"bench01", skip_click:true} (a cache hit, no click written).
 #
 # Per target: throughput at saturation with `meshwork load` and with h2load, p50/p99 at a
@@ -17,7 +19,9 @@ RATE=${2:-5000}
 C=${3:-256}
 CONNS=${4:-8}
 BIN=target/release/meshwork
+BARE=target/release/examples/bare_pingora
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
+[ -x "$BARE" ] || cargo build --release --locked -p meshwork-proxy --example bare_pingora
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -41,7 +45,7 @@ cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port)
+SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port)
 
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
 SVC_PID=$!; pids+=("$SVC_PID")
@@ -56,6 +60,8 @@ pool = "urlshortener"
 TOML
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 GW_PID=$!; pids+=("$GW_PID")
+"$BARE" 127.0.0.1:$BARE_PORT 127.0.0.1:$SVC_PORT 2 >"$work/bare.log" 2>&1 &
+BARE_PID=$!; pids+=("$BARE_PID")
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<NGX
@@ -103,7 +109,7 @@ HAP
 HAP_PID=$!; pids+=("$HAP_PID")
 
 SVC=meshwork.urlshortener.v1.UrlShortener
-for port in $SVC_PORT $GW_PORT $NGX_PORT $HAP_PORT; do
+for port in $SVC_PORT $GW_PORT $BARE_PORT $NGX_PORT $HAP_PORT; do
   for _ in $(seq 100); do
     grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 | grep -q -i 'not.found' && break
     sleep 0.1
@@ -154,6 +160,7 @@ PY
 }
 measure direct "$SVC_PORT" "$SVC_PID"
 measure meshwork-gateway "$GW_PORT" "$GW_PID"
+measure bare-pingora "$BARE_PORT" "$BARE_PID"
 measure nginx "$NGX_PORT" "$NGX_PID"
 measure haproxy "$HAP_PORT" "$HAP_PID"
 echo
