@@ -18,19 +18,8 @@ const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
 
 /// Runs grpcurl over TLS trusting `ca` (plus `extra` flags) and returns (success, stdout, stderr).
 fn grpcurl_tls(addr: SocketAddr, ca: &Path, extra: &[&str], rest: &[&str]) -> (bool, String, String) {
-    let out = Command::new("grpcurl")
-        .args(["-max-time", "20", "-cacert"])
-        .arg(ca)
-        .args(extra)
-        .arg(addr.to_string())
-        .args(rest)
-        .output()
-        .expect("run grpcurl (installed by scripts/install-deps.sh)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let ca = ca.display().to_string();
+    support::grpcurl_over(&["-cacert", &ca], addr, extra, rest)
 }
 
 #[test]

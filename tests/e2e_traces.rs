@@ -297,25 +297,26 @@ fn a_dead_collector_never_holds_calls_up() {
     assert!(serve.terminate(Duration::from_secs(30)).success());
 }
 
-#[test]
-fn one_trace_across_separate_gateway_and_service_processes() {
-    // The trace backend alone, a service process and a gateway process, each exporting its
-    // own spans over OTLP with its own service.name.
-    let trace_dir = tempfile::tempdir().unwrap();
-    let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
-    let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}"))];
-    let dir = tempfile::tempdir().unwrap();
-    let store = format!("embedded:{}", dir.path().display());
+/// Starts `meshwork serve urlshortener` (store in `dir`) and a `meshwork gateway` in front of
+/// it, as separate processes with their own environment and extra gateway flags; returns both
+/// and the gateway's address.
+fn service_behind_gateway(
+    dir: &std::path::Path,
+    service_env: &[(&str, String)],
+    gateway_env: &[(&str, String)],
+    gateway_flags: &[&str],
+) -> (Mesh, Mesh, SocketAddr) {
+    let store = format!("embedded:{}", dir.display());
     let service_addr = free_addr();
     let s = service_addr.to_string();
     let service = Mesh::start_with_env(
         &["serve", "urlshortener", "--listen", &s, "--store", &store],
         service_addr,
         "meshwork serving",
-        &otlp,
+        service_env,
     );
     let gateway_addr = free_addr();
-    let config = dir.path().join("gateway.toml");
+    let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
@@ -324,8 +325,21 @@ fn one_trace_across_separate_gateway_and_service_processes() {
         ),
     )
     .unwrap();
-    let gateway =
-        Mesh::start_with_env(&["gateway", "--config", config.to_str().unwrap()], gateway_addr, "gateway ready", &otlp);
+    let mut args = vec!["gateway", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(gateway_flags);
+    let gateway = Mesh::start_with_env(&args, gateway_addr, "gateway ready", gateway_env);
+    (service, gateway, gateway_addr)
+}
+
+#[test]
+fn one_trace_across_separate_gateway_and_service_processes() {
+    // The trace backend alone, a service process and a gateway process, each exporting its
+    // own spans over OTLP with its own service.name.
+    let trace_dir = tempfile::tempdir().unwrap();
+    let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
+    let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}"))];
+    let dir = tempfile::tempdir().unwrap();
+    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &otlp, &otlp, &[]);
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
@@ -396,8 +410,8 @@ fn trace_ids_of(ui: SocketAddr, service: &str) -> std::collections::BTreeSet<Str
 #[test]
 fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
     // Gateway and service in separate processes, both configured for 25% parent-based ratio
-    // sampling (the service through OTEL_* variables, the gateway through flags). Calls arrive without a traceparent, so the gateway roots every trace and
-    // decides before building any span; the service must follow that decision: every sampled
+    // sampling (the service through OTEL_* variables, the gateway through flags). Calls arrive
+    // without a traceparent, so the gateway roots every trace and decides before building any span; the service must follow that decision: every sampled
     // trace is whole, and no call gets a trace of its own at the service.
     let trace_dir = tempfile::tempdir().unwrap();
     let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
@@ -407,32 +421,10 @@ fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
         ("OTEL_TRACES_SAMPLER_ARG", "0.25".to_string()),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("embedded:{}", dir.path().display());
-    let service_addr = free_addr();
-    let s = service_addr.to_string();
-    let service = Mesh::start_with_env(
-        &["serve", "urlshortener", "--listen", &s, "--store", &store],
-        service_addr,
-        "meshwork serving",
-        &env,
-    );
-    let gateway_addr = free_addr();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{gateway_addr}\"\n[pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\
-             [[routes]]\nservice = \"{SVC}\"\npool = \"urlshortener\"\n"
-        ),
-    )
-    .unwrap();
     // The gateway gets the same settings as flags instead of OTEL_* variables.
     let endpoint = format!("http://{grpc}");
-    let gateway = Mesh::start(
-        &["gateway", "--config", config.to_str().unwrap(), "--otlp-endpoint", &endpoint, "--trace-sampling", "0.25"],
-        gateway_addr,
-        "gateway ready",
-    );
+    let flags = ["--otlp-endpoint", &endpoint, "--trace-sampling", "0.25"];
+    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &env, &[], &flags);
 
     const CALLS: usize = 400;
     let load = Command::new(env!("CARGO_BIN_EXE_meshwork"))

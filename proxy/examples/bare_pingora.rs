@@ -49,8 +49,9 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    let mut service =
-        ProxyServiceBuilder::new(&server.configuration, Bare { upstream, max_h2_streams }).server_options(options).build();
+    let mut service = ProxyServiceBuilder::new(&server.configuration, Bare { upstream, max_h2_streams })
+        .server_options(options)
+        .build();
     if let Some(app) = service.app_logic_mut() {
         let mut h2 = default_h2_options();
         h2.max_concurrent_streams(1024)

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{free_port, start, stop};
+use support::{TestReplica, free_port, shortener_server, start, stop};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{EndpointConfig, GatewayConfig, GatewayHandle, Policy, PoolConfig, RateLimitConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,17 +33,13 @@ struct Behaviour {
 }
 
 #[derive(Clone)]
-struct TestReplica {
+struct ScriptedReplica {
     id: usize,
     behaviour: Arc<Behaviour>,
 }
 
 #[tonic::async_trait]
-impl UrlShortener for TestReplica {
-    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-
+impl TestReplica for ScriptedReplica {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         let b = &self.behaviour;
         b.calls.fetch_add(1, Ordering::Relaxed);
@@ -71,14 +66,6 @@ impl UrlShortener for TestReplica {
     async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
         Err(Status::unimplemented(format!("test replica {}", self.id)))
     }
-
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
 }
 
 struct Backend {
@@ -98,14 +85,14 @@ async fn backend(id: usize) -> Backend {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let behaviour = Arc::new(Behaviour::default());
-    let service = TestReplica { id, behaviour: behaviour.clone() };
+    let service = ScriptedReplica { id, behaviour: behaviour.clone() };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(UrlShortenerServer::new(service))
+            .add_service(shortener_server(service))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })

@@ -3,14 +3,13 @@
 
 mod support;
 
-use support::{start, stop};
+use support::{TestReplica, shortener_server, start, stop};
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,11 +26,7 @@ struct TestShortener {
 }
 
 #[tonic::async_trait]
-impl UrlShortener for TestShortener {
-    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
+impl TestReplica for TestShortener {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         let req = request.into_inner();
         self.referrers.lock().unwrap().push(req.referrer.clone());
@@ -58,18 +53,6 @@ impl UrlShortener for TestShortener {
             })),
         }
     }
-
-    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
 }
 
 struct Backend {
@@ -89,7 +72,7 @@ async fn backend(id: usize) -> Backend {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(UrlShortenerServer::new(service))
+            .add_service(shortener_server(service))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{free_port, start, stop};
+use support::{TestReplica, free_port, shortener_server, start, stop};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{CorsConfig, GatewayConfig, PoolConfig, RateLimitConfig, RouteConfig};
 use prost::Message;
@@ -35,7 +34,7 @@ struct Shortener {
 }
 
 #[tonic::async_trait]
-impl UrlShortener for Shortener {
+impl TestReplica for Shortener {
     async fn shorten(&self, request: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
         let long_url = request.into_inner().long_url;
         Ok(Response::new(ShortenResponse { code: format!("c{}", long_url.len()), short_url: long_url, link: None }))
@@ -54,18 +53,6 @@ impl UrlShortener for Shortener {
         }
         Ok(Response::new(ResolveResponse { long_url: format!("https://example.com/{code}"), link: None }))
     }
-
-    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
 }
 
 /// Starts a tonic URL shortener (with gRPC health) on an ephemeral port.
@@ -78,7 +65,7 @@ async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(UrlShortenerServer::new(service))
+            .add_service(shortener_server(service))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();

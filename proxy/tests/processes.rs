@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::free_port;
+use support::{TestReplica, free_port, shortener_server};
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{GatewayConfig, PoolConfig, RouteConfig};
 use tonic::transport::Channel;
@@ -27,23 +26,11 @@ const ADDR_ENV: &str = "MESHWORK_TEST_REPLICA_ADDR";
 struct PortEcho(u16);
 
 #[tonic::async_trait]
-impl UrlShortener for PortEcho {
-    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
+impl TestReplica for PortEcho {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         let code = request.into_inner().code;
         tokio::time::sleep(Duration::from_millis(1)).await;
         Ok(Response::new(ResolveResponse { long_url: format!("https://example.com/{}/{code}", self.0), link: None }))
-    }
-    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
     }
 }
 
@@ -57,7 +44,7 @@ fn replica_process() {
         let (_reporter, health) = tonic_health::server::health_reporter();
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(UrlShortenerServer::new(PortEcho(addr.port())))
+            .add_service(shortener_server(PortEcho(addr.port())))
             .serve(addr)
             .await
             .unwrap();

@@ -1,6 +1,10 @@
 //! The gateway following an etcd registry: a real etcd (`meshwork_storage::testing`), real tonic
 //! replicas that register with `meshwork_proxy::register`, the real gateway, steady load.
 
+mod support;
+
+use support::{TestReplica, shortener_server};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -8,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{GatewayConfig, PoolConfig, RouteConfig};
 use meshwork_storage::testing::EtcdCluster;
@@ -25,24 +28,12 @@ struct Replica {
 }
 
 #[tonic::async_trait]
-impl UrlShortener for Replica {
-    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
+impl TestReplica for Replica {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let code = request.into_inner().code;
         tokio::time::sleep(Duration::from_millis(2)).await;
         Ok(Response::new(ResolveResponse { long_url: format!("https://example.com/{}/{code}", self.id), link: None }))
-    }
-    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
-    }
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test replica"))
     }
 }
 
@@ -62,7 +53,7 @@ async fn backend(id: usize) -> Backend {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(UrlShortenerServer::new(service))
+            .add_service(shortener_server(service))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })

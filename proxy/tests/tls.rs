@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use certs::{Pki, pki, unrelated_ca_pem};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
-use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_proxy::{GatewayConfig, ListenerTlsConfig, PoolConfig, RouteConfig, UpstreamTlsConfig};
-use support::{free_port, start, stop};
+use support::{TestReplica, free_port, shortener_server, start, stop};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
 
@@ -33,28 +32,12 @@ struct Recorder {
 }
 
 #[tonic::async_trait]
-impl UrlShortener for Recorder {
-    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
+impl TestReplica for Recorder {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
         let leaf = request.peer_certs().and_then(|certs| certs.first().map(|c| c.to_vec())).unwrap_or_default();
         self.seen.lock().unwrap().push(leaf);
         let code = request.into_inner().code;
         Ok(Response::new(ResolveResponse { long_url: format!("https://example.com/{code}"), link: None }))
-    }
-
-    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
-    }
-
-    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        Err(Status::unimplemented("test backend"))
     }
 }
 
@@ -79,7 +62,7 @@ async fn backend(tls: Option<(&Pki, bool)>) -> Backend {
         }
         builder = builder.tls_config(config).unwrap();
     }
-    let router = builder.add_service(health).add_service(UrlShortenerServer::new(recorder.clone()));
+    let router = builder.add_service(health).add_service(shortener_server(recorder.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -122,8 +122,15 @@ pub fn signal(child: &Child, name: &str) {
 
 /// Runs `grpcurl -plaintext <flags> <addr> <rest>` and returns (success, stdout, stderr).
 pub fn grpcurl(addr: SocketAddr, flags: &[&str], rest: &[&str]) -> (bool, String, String) {
+    grpcurl_over(&["-plaintext"], addr, flags, rest)
+}
+
+/// Runs `grpcurl <transport> <flags> <addr> <rest>` (transport: `-plaintext`, or `-cacert F`
+/// and the like) and returns (success, stdout, stderr).
+pub fn grpcurl_over(transport: &[&str], addr: SocketAddr, flags: &[&str], rest: &[&str]) -> (bool, String, String) {
     let out = Command::new("grpcurl")
-        .args(["-plaintext", "-max-time", "20"])
+        .args(transport)
+        .args(["-max-time", "20"])
         .args(flags)
         .arg(addr.to_string())
         .args(rest)

@@ -30,3 +30,54 @@ pub async fn start(config: GatewayConfig) -> GatewayHandle {
 pub async fn stop(gateway: GatewayHandle) {
     tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();
 }
+
+use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
+use meshwork_proto::pb::urlshortener::v1::*;
+use tonic::{Request, Response, Status};
+
+/// What a test replica of the URL shortener does: Resolve, and Shorten or GetLink when a test
+/// needs them.
+/// [`shortener_server`] turns it into a tonic service whose other methods answer UNIMPLEMENTED.
+#[tonic::async_trait]
+pub trait TestReplica: Send + Sync + 'static {
+    async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status>;
+
+    async fn shorten(&self, _: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
+        Err(Status::unimplemented("test replica"))
+    }
+
+    async fn get_link(&self, _: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
+        Err(Status::unimplemented("test replica"))
+    }
+}
+
+/// A [`TestReplica`] as a full URL shortener service.
+pub struct Replica<R>(R);
+
+/// Returns the tonic service of a test replica.
+pub fn shortener_server<R: TestReplica>(replica: R) -> UrlShortenerServer<Replica<R>> {
+    UrlShortenerServer::new(Replica(replica))
+}
+
+#[tonic::async_trait]
+impl<R: TestReplica> UrlShortener for Replica<R> {
+    async fn shorten(&self, request: Request<ShortenRequest>) -> Result<Response<ShortenResponse>, Status> {
+        self.0.shorten(request).await
+    }
+
+    async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
+        self.0.resolve(request).await
+    }
+
+    async fn get_link(&self, request: Request<GetLinkRequest>) -> Result<Response<GetLinkResponse>, Status> {
+        self.0.get_link(request).await
+    }
+
+    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<GetStatsResponse>, Status> {
+        Err(Status::unimplemented("test replica"))
+    }
+
+    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        Err(Status::unimplemented("test replica"))
+    }
+}
