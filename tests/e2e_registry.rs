@@ -71,7 +71,7 @@ async fn start_replica(store: String, registry: String, public: String) -> Repli
             "--public-url",
             &public,
         ];
-        let mesh = Mesh::start(&args, addr, "meshwork serving");
+        let mesh = Mesh::start(&args, addr, &format!("registered in {registry}"));
         Replica { mesh, admin, ready_at: Instant::now() }
     })
     .await
@@ -215,7 +215,9 @@ async fn registry_joins_and_leaves_with_real_processes() {
     let a = start_replica(store.clone(), registry.clone(), public.clone()).await;
     let gw = Channel::from_shared(format!("http://{gateway_addr}")).unwrap().connect().await.unwrap();
     let mut gw = UrlShortenerClient::new(gw);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // `meshwork serve` prints its ready line once registered: the gateway routes to it within
+    // the same 1 s.
+    let deadline = a.ready_at + ONE_SECOND;
     let code = loop {
         let shorten = pb::ShortenRequest { long_url: LONG_URL.into(), custom_alias: String::new(), ttl_seconds: 0 };
         match gw.shorten(shorten).await {
@@ -227,8 +229,8 @@ async fn registry_joins_and_leaves_with_real_processes() {
     let (load, workers) = start_load(gateway_addr, code);
     first_call_after(&a, 0, Duration::from_secs(5)).await;
 
-    // 1. A second replica joins: it answers calls within 1 s of its ready line (its ready line
-    // comes before it registers, so this includes registering, the watch and the first pick).
+    // 1. A second replica joins: it answers calls within 1 s of its ready line (printed once it
+    // is registered: this is the gateway's watch, the pool change and the first pick).
     let before_join = load.counts();
     let b = start_replica(store.clone(), registry.clone(), public.clone()).await;
     let join = first_call_after(&b, 0, Duration::from_secs(5)).await - b.ready_at;
