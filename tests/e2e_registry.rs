@@ -226,7 +226,7 @@ async fn registry_joins_and_leaves_with_real_processes() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (load, workers) = start_load(gateway_addr, code);
+    let (load, workers) = start_load(gateway_addr, code.clone());
     first_call_after(&a, 0, Duration::from_secs(5)).await;
 
     // 1. A second replica joins: it answers calls within 1 s of its ready line (printed once it
@@ -251,23 +251,59 @@ async fn registry_joins_and_leaves_with_real_processes() {
     first_call_after(&c, 0, Duration::from_secs(5)).await;
 
     // 2. SIGTERM on A: it deregisters first (the gateway drops it), keeps serving calls already
-    // on their way for REGISTRY_LEAVE_GRACE (500 ms), then drains and exits 0.
+    // on their way for REGISTRY_LEAVE_GRACE (500 ms), then drains (in-flight calls finish, for
+    // up to 10 s) and exits 0. Besides the load, one call is held in flight on A itself: its
+    // headers go before SIGTERM, its request message only RELEASE after it (so A is past the
+    // grace and draining), and it must still be answered, before A exits.
+    const RELEASE: Duration = Duration::from_millis(1200);
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let held = {
+        let channel = Channel::from_shared(format!("http://{}", a.addr())).unwrap().connect().await.unwrap();
+        let code = code.clone();
+        tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let message = pb::ResolveRequest { code, referrer: String::new(), skip_click: true };
+            let body = futures::stream::once(async move {
+                let _ = released.await;
+                message
+            });
+            let path =
+                tonic::codegen::http::uri::PathAndQuery::from_static("/meshwork.urlshortener.v1.UrlShortener/Resolve");
+            let answer = grpc
+                .client_streaming::<_, pb::ResolveRequest, pb::ResolveResponse, _>(
+                    tonic::Request::new(body),
+                    path,
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await;
+            (answer.map(|r| r.into_inner().long_url), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await; // the held call's headers reach A
     let before_term = load.counts();
     let a_addr = a.addr().to_string();
     let mut a_count = served(a.admin).await.unwrap();
     let sigterm = Instant::now();
     let mut mesh_a = a.mesh;
     signal(&mesh_a.child, "TERM");
-    // Polled every 25 ms: when A left the gateway's table, when A last answered a call.
-    let (mut left_pool, mut last_call) = (None, Duration::ZERO);
+    // Polled every 25 ms: when A left the gateway's table, when A last answered a call of the
+    // load (counted until the held call is released; the gateway has long dropped A by then).
+    let (mut left_pool, mut last_call, mut release) = (None, Duration::ZERO, Some(release));
     let exit = loop {
         if left_pool.is_none() && !routed(gateway_admin).await.contains(&a_addr) {
             left_pool = Some(sigterm.elapsed());
         }
-        if let Some(n) = served(a.admin).await
+        if release.is_some()
+            && let Some(n) = served(a.admin).await
             && n != a_count
         {
             (a_count, last_call) = (n, sigterm.elapsed());
+        }
+        if sigterm.elapsed() >= RELEASE
+            && let Some(release) = release.take()
+        {
+            release.send(()).unwrap();
         }
         if let Some(status) = mesh_a.child.try_wait().unwrap() {
             break status;
@@ -275,15 +311,19 @@ async fn registry_joins_and_leaves_with_real_processes() {
         assert!(sigterm.elapsed() < Duration::from_secs(15), "A did not exit within 15 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
+    let exited = sigterm.elapsed();
     let left_pool = left_pool.expect("A still in the gateway's table when it exited");
+    let (held_answer, held_done) = held.await.unwrap();
     println!(
-        "SIGTERM: A left the gateway's table after {left_pool:?}, answered its last call {last_call:?} after \
-         SIGTERM ({a_count} in all), exited {exit} after {:?}",
-        sigterm.elapsed()
+        "SIGTERM: A left the gateway's table after {left_pool:?}, answered its last call of the load \
+         {last_call:?} after SIGTERM, answered the held call {:?} after SIGTERM, exited {exit} after {exited:?}",
+        held_done - sigterm
     );
     assert!(exit.success(), "A exited {exit}");
     assert!(left_pool < ONE_SECOND, "A left the table {left_pool:?} after SIGTERM");
     assert!(last_call < ONE_SECOND, "A answered a call {last_call:?} after SIGTERM");
+    assert_eq!(held_answer.expect("the call in flight on A during its drain"), LONG_URL);
+    assert!(held_done - sigterm >= RELEASE && held_done - sigterm <= exited, "held call answered before A exited");
     let after_term = load.counts();
     assert_eq!(
         after_term.1,
