@@ -6,7 +6,8 @@
 //!
 //! 1. A replica joins: it answers calls (its own `/metrics` says so) within 1 s of its ready line.
 //! 2. A replica gets SIGTERM: it deregisters first, so the gateway drops it and it stops getting
-//!    calls within 1 s; it exits 0; no call fails.
+//!    calls within 1 s; a call held in flight on it across the SIGTERM is still answered; it
+//!    exits 0; no call fails.
 //! 3. A replica gets SIGKILL (no deregistration): it leaves the gateway's pool within the lease
 //!    TTL (5 s) plus a margin, at most 0.1% of calls fail meanwhile (connect failures and broken
 //!    streams of idempotent calls are retried on the other replica), and afterwards not one
@@ -236,12 +237,14 @@ async fn registry_joins_and_leaves_with_real_processes() {
     let join = first_call_after(&b, 0, Duration::from_secs(5)).await - b.ready_at;
     println!("join: replica answered its first call {join:?} after its ready line");
     assert!(join < ONE_SECOND, "join took {join:?}");
-    // Round robin over two replicas: in the next half second both get a fair part (>= 25%
-    // each, where 50% is expected: generous for a loaded machine, still proves B is a member).
+    // Round robin over two replicas: in the next second both get a fair part (>= 25% each,
+    // where 50% is expected: generous for a loaded machine, still proves B is a full member).
+    // At least 50 calls in that second: 400 are offered, about 170 got through with three CPU
+    // hogs beside the test on 2 cores.
     let (a0, b0) = (served(a.admin).await.unwrap(), served(b.admin).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(ONE_SECOND).await;
     let (da, db) = (served(a.admin).await.unwrap() - a0, served(b.admin).await.unwrap() - b0);
-    println!("after the join, 500 ms: A answered {da}, B answered {db}");
+    println!("after the join, 1 s: A answered {da}, B answered {db}");
     assert!(da + db > 50 && db * 4 >= da + db && da * 4 >= da + db, "A {da}, B {db}");
     let after_join = load.counts();
     assert_eq!(after_join.1, before_join.1, "calls failed during the join: {:?}", load.failed.lock().unwrap());
