@@ -298,9 +298,12 @@ async fn serve_services(
         None => "",
     };
     let r = start(listener, build(&names, &ctx), tls).await?;
-    tracing::info!(%listen, services = ?names, store = %store_url, "serving");
-    println!("meshwork serving {} on {listen}{transport}, store {store_url}", names.join(","));
+    // Registered before the ready line: once it is printed, gateways can route here, and a
+    // replica that cannot register fails without having claimed to serve.
     let registrations = register(registry.as_deref(), &names, listener_addr(listen)).await?;
+    tracing::info!(%listen, services = ?names, store = %store_url, "serving");
+    let registered = registry.as_deref().map(|url| format!(", registered in {url}")).unwrap_or_default();
+    println!("meshwork serving {} on {listen}{transport}, store {store_url}{registered}", names.join(","));
     shutdown_signal().await?;
     deregister(registrations).await;
     r.stop().await?;
