@@ -4,12 +4,12 @@
 # (`meshwork traces`), measured in one run with h2load, alternating configurations. Besides
 # req/s it reports the CPU time the pair (gateway + service) and the collector spent per request,
 # from /proc/<pid>/stat, since on a small machine the collector competes with the pair.
-# usage: loadtest/scripts/bench-tracing.sh [requests per run] [rounds]
+# usage: [BIN=path/to/meshwork] loadtest/scripts/bench-tracing.sh [requests per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-60000}
 ROUNDS=${2:-2}
-BIN=target/release/meshwork
+BIN=${BIN:-target/release/meshwork}
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -31,8 +31,10 @@ impl Sink {
         match &self.persister {
             None => self.traces.ingest(resource_spans),
             Some(persister) => {
-                persister.save(resource_spans.clone());
-                let (rejected, evicted) = self.traces.ingest_evicting(resource_spans);
+                let records = super::persist::records(&resource_spans);
+                let ids: Vec<_> = records.iter().map(|r| (r.trace_id, r.id)).collect();
+                persister.save(records);
+                let (rejected, evicted) = self.traces.ingest_evicting(resource_spans, &ids);
                 persister.delete(evicted);
                 rejected
             }

@@ -7,7 +7,7 @@
 //! the parent ran in the same process, else the process's `service.name`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -18,8 +18,12 @@ use crate::grpc::SERVICE_ATTRIBUTE;
 /// A trace id (16 bytes).
 pub type TraceId = [u8; 16];
 
-/// A trace dropped from the store to make room: its id and its span ids.
-pub type Evicted = (TraceId, Vec<Vec<u8>>);
+/// The id of one persisted record of a trace (see `persist`): the span id of the first span
+/// of the record.
+pub type RecordId = [u8; 8];
+
+/// A trace dropped from the store to make room: its id and the ids of its persisted records.
+pub type Evicted = (TraceId, Vec<RecordId>);
 
 /// One stored span and the process that reported it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +31,8 @@ pub struct StoredSpan {
     pub span: Span,
     /// `service.name` of the reporting process.
     pub process_service: String,
-    /// The reporting process's resource attributes.
-    pub process_attributes: Vec<KeyValue>,
+    /// The reporting process's resource attributes (shared by the spans of one export).
+    pub process_attributes: Arc<[KeyValue]>,
 }
 
 /// A trace as stored: its spans, with each one's display service resolved.
@@ -88,6 +92,8 @@ struct Inner {
     /// Traces in the order they were first seen, with that time (Unix ns).
     order: VecDeque<(u64, TraceId)>,
     spans: usize,
+    /// The persisted records of each trace (only traces that have some).
+    records: HashMap<TraceId, Vec<RecordId>>,
 }
 
 /// The bounded trace store.
@@ -136,17 +142,22 @@ impl TraceStore {
     /// Adds the spans of an OTLP export. Spans with malformed ids are skipped; returns how
     /// many were rejected.
     pub fn ingest(&self, resource_spans: Vec<ResourceSpans>) -> usize {
-        self.ingest_evicting(resource_spans).0
+        self.ingest_evicting(resource_spans, &[]).0
     }
 
-    /// [`TraceStore::ingest`], also returning the (trace id, span ids) of every trace evicted to
-    /// make room, so that a persistent copy can drop them too.
-    pub fn ingest_evicting(&self, resource_spans: Vec<ResourceSpans>) -> (usize, Vec<Evicted>) {
+    /// [`TraceStore::ingest`] of spans that a persistent copy holds as `records` (trace id,
+    /// record id): also returns the (trace id, record ids) of every trace evicted to make room,
+    /// so that the persistent copy can drop them too.
+    pub fn ingest_evicting(
+        &self,
+        resource_spans: Vec<ResourceSpans>,
+        records: &[(TraceId, RecordId)],
+    ) -> (usize, Vec<Evicted>) {
         let now = now_ns();
         let mut rejected = 0;
         let mut inner = self.write();
         for rs in resource_spans {
-            let process_attributes = rs.resource.map(|r| r.attributes).unwrap_or_default();
+            let process_attributes: Arc<[KeyValue]> = rs.resource.map(|r| r.attributes).unwrap_or_default().into();
             let process_service =
                 attribute(&process_attributes, "service.name").unwrap_or_else(|| "unknown_service".to_string());
             for scope in rs.scope_spans {
@@ -162,7 +173,7 @@ impl TraceStore {
                     let stored = StoredSpan {
                         span,
                         process_service: process_service.clone(),
-                        process_attributes: process_attributes.clone(),
+                        process_attributes: Arc::clone(&process_attributes),
                     };
                     let entry = inner.traces.entry(trace_id).or_default();
                     let first = entry.is_empty();
@@ -173,6 +184,10 @@ impl TraceStore {
                     }
                 }
             }
+        }
+        for (trace, record) in records {
+            // A record of a trace already evicted (in this very call) is deleted with it below.
+            inner.records.entry(*trace).or_default().push(*record);
         }
         let evicted = self.evict(&mut inner, now);
         (rejected, evicted)
@@ -190,7 +205,9 @@ impl TraceStore {
             inner.order.pop_front();
             if let Some(spans) = inner.traces.remove(&id) {
                 inner.spans -= spans.len();
-                evicted.push((id, spans.into_iter().map(|s| s.span.span_id).collect()));
+            }
+            if let Some(records) = inner.records.remove(&id) {
+                evicted.push((id, records));
             }
         }
         evicted
