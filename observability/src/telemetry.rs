@@ -154,7 +154,7 @@ impl TelemetryGuard {
 fn exported_targets() -> Targets {
     Targets::new()
         .with_target("meshwork_observability::collector", LevelFilter::OFF)
-        .with_target("meshwork::storage", LevelFilter::DEBUG)
+        .with_target("meshwork::storage", LevelFilter::INFO)
         .with_target("meshwork", LevelFilter::INFO)
 }
 

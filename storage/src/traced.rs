@@ -2,8 +2,9 @@
 //! operation, key prefix; never keys in full or values), so traces show where a call spends its
 //! time (only inside a traced call: background work makes no spans), and the latency and
 //! failures of each operation as Prometheus metrics. Spans are at
-//! DEBUG level under the `meshwork::storage` target: free when neither logs nor trace export
-//! ask for them.
+//! INFO level under the `meshwork::storage` target, built only inside a sampled span. (Not
+//! DEBUG: a DEBUG span target enabled for export raises the process's maximum level, and with it
+//! `log`'s, so every `log::debug!` of Pingora and h2 would go through the tracing bridge.)
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -97,7 +98,7 @@ impl TracedStore {
 
 macro_rules! storage_span {
     ($self:ident, $op:literal, $prefix:expr) => {
-        tracing::debug_span!(
+        tracing::info_span!(
             target: "meshwork::storage",
             "storage",
             otel.name = concat!("storage.", $op),
