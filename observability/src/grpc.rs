@@ -107,39 +107,30 @@ where
         }
         let name = path.trim_start_matches('/');
         let (service, method) = name.split_once('/').unwrap_or((name, ""));
-        let has_parent = request.headers().contains_key("traceparent");
-        let parent = if has_parent { crate::propagation::extract(request.headers()) } else { Default::default() };
         // A caller that did not sample this trace gets no span here either, and neither does a
         // new trace the root sampler turns down: no span data is built for unsampled calls.
-        let unsampled =
-            if has_parent { crate::propagation::is_unsampled(&parent) } else { !crate::sampling::decide_root() };
-        let mut root = false;
-        let span = if unsampled {
-            tracing::Span::none()
-        } else {
-            root = !has_parent;
-            tracing::info_span!(
-                target: "meshwork::grpc",
-                "grpc.server",
-                otel.name = %name,
-                otel.kind = "server",
-                otel.status_code = Empty,
-                rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %method,
-                rpc.grpc.status_code = Empty,
-                meshwork.service = &*self.service,
-                trace_id = Empty,
-                sampling.priority = Empty,
-            )
+        let (span, parent) = match crate::sampling::decide(request.headers()) {
+            crate::sampling::Head::Sampled(parent) => {
+                let span = tracing::info_span!(
+                    target: "meshwork::grpc",
+                    "grpc.server",
+                    otel.name = %name,
+                    otel.kind = "server",
+                    otel.status_code = Empty,
+                    rpc.system = "grpc",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                    rpc.grpc.status_code = Empty,
+                    meshwork.service = &*self.service,
+                    trace_id = Empty,
+                    sampling.priority = Empty,
+                );
+                (span, parent)
+            }
+            _ => (tracing::Span::none(), None),
         };
         if !span.is_disabled() {
-            if root {
-                // Chosen by decide_root: the SDK sampler must not draw again.
-                span.record(crate::sampling::SAMPLING_PRIORITY, 1i64);
-            } else {
-                let _ = span.set_parent(parent);
-            }
+            crate::sampling::adopt(&span, parent);
             let trace_id = {
                 use opentelemetry::trace::TraceContextExt;
                 span.context().span().span_context().trace_id()

@@ -58,6 +58,54 @@ pub fn unsampled_traceparent() -> http::HeaderValue {
     http::HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
 }
 
+/// The head-sampling decision for a call arriving with `headers`, taken before any span exists.
+#[derive(Debug)]
+pub enum Head {
+    /// The caller sent a `traceparent` that is not sampled: build no span; the header travels
+    /// upstream unchanged, so the hops below build none either.
+    CallerUnsampled,
+    /// A new trace that the root sampler turned down: build no span.
+    RootUnsampled,
+    /// Sampled: build the span and [`adopt`] it (`Some`: child of the caller's context; `None`:
+    /// a new root chosen here).
+    Sampled(Option<Context>),
+}
+
+/// Decides how a call arriving with `headers` is traced: it follows a valid caller
+/// `traceparent`; without one (or with an invalid one) it is a new trace and [`decide_root`]
+/// draws.
+pub fn decide(headers: &http::HeaderMap) -> Head {
+    use opentelemetry::trace::TraceContextExt;
+    if headers.contains_key("traceparent") {
+        let parent = crate::propagation::extract(headers);
+        if crate::propagation::is_unsampled(&parent) {
+            return Head::CallerUnsampled;
+        }
+        if parent.span().span_context().is_valid() {
+            return Head::Sampled(Some(parent));
+        }
+    }
+    if decide_root() { Head::Sampled(None) } else { Head::RootUnsampled }
+}
+
+/// Ties a span built after [`decide`] said [`Head::Sampled`] to its decision: child of the
+/// caller's context, or a root marked with [`SAMPLING_PRIORITY`] so that the SDK sampler does
+/// not draw again.
+pub fn adopt(span: &tracing::Span, parent: Option<Context>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return;
+    }
+    match parent {
+        Some(parent) => {
+            let _ = span.set_parent(parent);
+        }
+        None => {
+            span.record(SAMPLING_PRIORITY, 1i64);
+        }
+    }
+}
+
 thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());
 }

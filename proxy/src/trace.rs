@@ -10,7 +10,8 @@
 //! trace the root sampler turns down (it gets a fresh unsampled `traceparent` upstream instead).
 //! See [`meshwork_observability::sampling`].
 
-use meshwork_observability::{propagation, sampling};
+use meshwork_observability::propagation;
+use meshwork_observability::sampling::{self, Head};
 use opentelemetry::trace::TraceContextExt;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
@@ -52,9 +53,10 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
     {
         return CallTrace::Off;
     }
-    let parent = match root_or_parent(headers) {
-        Ok(parent) => parent,
-        Err(trace) => return trace,
+    let parent = match sampling::decide(headers) {
+        Head::Sampled(parent) => parent,
+        Head::CallerUnsampled => return CallTrace::Off,
+        Head::RootUnsampled => return CallTrace::Unsampled(sampling::unsampled_traceparent()),
     };
     let span = tracing::info_span!(
         target: "meshwork::gateway",
@@ -71,40 +73,8 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
         meshwork.attempts = Empty,
         sampling.priority = Empty,
     );
-    adopt(&span, parent);
+    sampling::adopt(&span, parent);
     CallTrace::Sampled(span)
-}
-
-/// The caller's sampled context (`Some`), a sampled new root (`None`), or the decision to
-/// build nothing.
-fn root_or_parent(headers: &http::HeaderMap) -> Result<Option<opentelemetry::Context>, CallTrace> {
-    if headers.contains_key("traceparent") {
-        let parent = propagation::extract(headers);
-        if propagation::is_unsampled(&parent) {
-            // The caller did not sample this trace: no spans here or below (the traceparent
-            // with flags 00 goes upstream unchanged).
-            return Err(CallTrace::Off);
-        }
-        if parent.span().span_context().is_valid() {
-            return Ok(Some(parent));
-        }
-    }
-    if sampling::decide_root() { Ok(None) } else { Err(CallTrace::Unsampled(sampling::unsampled_traceparent())) }
-}
-
-/// Makes a new span the child of `parent`, or marks it as a root the gateway chose to sample.
-fn adopt(span: &Span, parent: Option<opentelemetry::Context>) {
-    if span.is_disabled() {
-        return;
-    }
-    match parent {
-        Some(parent) => {
-            let _ = span.set_parent(parent);
-        }
-        None => {
-            span.record(sampling::SAMPLING_PRIORITY, 1i64);
-        }
-    }
 }
 
 /// Returns the CLIENT span of one upstream attempt of the call to `path`, child of `server`.
@@ -177,14 +147,14 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> Span {
     if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
         return Span::none();
     }
-    let parent = match root_or_parent(headers) {
-        Ok(parent) => parent,
-        Err(CallTrace::Unsampled(traceparent)) => {
+    let parent = match sampling::decide(headers) {
+        Head::Sampled(parent) => parent,
+        Head::RootUnsampled => {
             let mut unsampled = http::HeaderMap::new();
-            unsampled.insert("traceparent", traceparent);
+            unsampled.insert("traceparent", sampling::unsampled_traceparent());
             Some(propagation::extract(&unsampled))
         }
-        Err(_) => Some(propagation::extract(headers)),
+        Head::CallerUnsampled => Some(propagation::extract(headers)),
     };
     let span = tracing::info_span!(
         target: "meshwork::gateway",
@@ -198,6 +168,6 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> Span {
         meshwork.service = "gateway",
         sampling.priority = Empty,
     );
-    adopt(&span, parent);
+    sampling::adopt(&span, parent);
     span
 }
