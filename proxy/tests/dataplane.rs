@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{TestReplica, free_port, shortener_server, start, stop};
+use support::{TestReplica, free_port, serve_replica, start, stop};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -88,17 +88,7 @@ async fn backend(id: usize) -> Backend {
     let service = ScriptedReplica { id, behaviour: behaviour.clone() };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(shortener_server(service))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let stop = serve_replica(listener, health_service, service);
     Backend { addr, behaviour, health, _stop: stop }
 }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{TestReplica, shortener_server, start, stop};
+use support::{TestReplica, serve_replica, start, stop};
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -68,17 +68,7 @@ async fn backend(id: usize) -> Backend {
     let referrers = Arc::new(Mutex::new(Vec::new()));
     let service = TestShortener { id, referrers: referrers.clone() };
     let (_health_reporter, health) = tonic_health::server::health_reporter();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(shortener_server(service))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let stop = serve_replica(listener, health, service);
     Backend { addr, referrers, _stop: stop }
 }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{TestReplica, shortener_server};
+use support::{TestReplica, serve_replica};
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -48,18 +48,8 @@ async fn backend(id: usize) -> Backend {
     let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = Replica { id, calls: calls.clone() };
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(shortener_server(service))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let stop = serve_replica(listener, health, service);
     Backend { addr, calls, stop: Some(stop) }
 }
 

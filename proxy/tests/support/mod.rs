@@ -81,3 +81,24 @@ impl<R: TestReplica> UrlShortener for Replica<R> {
         Err(Status::unimplemented("test replica"))
     }
 }
+
+/// Serves `replica` and the gRPC health service `health` on `listener` until the returned
+/// sender fires or is dropped.
+pub fn serve_replica<R: TestReplica>(
+    listener: tokio::net::TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    replica: R,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(shortener_server(replica))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    stop
+}
