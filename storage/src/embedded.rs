@@ -61,8 +61,15 @@ const META_COMPACTED: &[u8] = b"compacted";
 /// Tuning of an [`EmbeddedStore`].
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
-    /// Revisions kept in the changelog for watch replay (default 100,000).
+    /// Revisions kept in the changelog for watch replay (default 100,000). 0 keeps no
+    /// changelog at all: watches follow live changes only and a replay from any past revision
+    /// is `Compacted` (for data nobody replays, such as the trace store: each write is then
+    /// stored once instead of twice).
     pub history_revisions: u64,
+    /// Fsync every commit before acknowledging it (default true). False acknowledges a commit
+    /// once its journal entry is written to the OS: it survives a crash of the process but not
+    /// of the machine. Only for data whose last moments may be lost (the trace store).
+    pub fsync: bool,
     /// How often expired keys are swept (default 200 ms).
     pub sweep_interval: Duration,
     /// Block cache size in bytes (default 64 MiB).
@@ -73,6 +80,7 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             history_revisions: 100_000,
+            fsync: true,
             sweep_interval: Duration::from_millis(200),
             cache_bytes: 64 << 20,
         }
@@ -219,6 +227,17 @@ impl Spaces {
         }
     }
 
+    /// Removes every changelog entry and marks all revisions up to `revision` compacted.
+    fn drop_changelog(&self, revision: u64) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for guard in self.changelog.iter() {
+            let key = guard.key().map_err(|e| backend_err("reading changelog", e))?;
+            batch.remove(&self.changelog, key);
+        }
+        batch.insert(&self.meta, META_COMPACTED, revision.to_be_bytes());
+        batch.commit().map_err(|e| backend_err("dropping the changelog", e))
+    }
+
     fn stored(&self, key: &[u8]) -> Result<Option<Stored>> {
         match self.kv.get(key).map_err(|e| backend_err("reading", e))? {
             None => Ok(None),
@@ -307,7 +326,16 @@ impl EmbeddedStore {
             .await
             .map_err(|e| backend_err("open task", e))??;
         let revision = spaces.meta_u64(None, META_REVISION)?;
-        let compacted = spaces.meta_u64(None, META_COMPACTED)?;
+        let mut compacted = spaces.meta_u64(None, META_COMPACTED)?;
+        if opts.history_revisions == 0 && compacted < revision {
+            // No changelog from now on: drop what an earlier history left, so that every past
+            // revision reads as compacted.
+            let s = spaces.clone();
+            tokio::task::spawn_blocking(move || s.drop_changelog(revision))
+                .await
+                .map_err(|e| backend_err("changelog task", e))??;
+            compacted = revision;
+        }
         let (tx, rx) = mpsc::channel();
         let (feed, _) = broadcast::channel(1024);
         let writer = Writer {
@@ -316,7 +344,8 @@ impl EmbeddedStore {
             feed: feed.clone(),
             revision,
             compacted,
-            history: opts.history_revisions.max(1),
+            history: opts.history_revisions,
+            persist: if opts.fsync { PersistMode::SyncAll } else { PersistMode::Buffer },
             sweep_interval: opts.sweep_interval,
         };
         let handle = std::thread::Builder::new()
@@ -421,6 +450,7 @@ struct Writer {
     revision: u64,
     compacted: u64,
     history: u64,
+    persist: PersistMode,
     sweep_interval: Duration,
 }
 
@@ -702,7 +732,7 @@ impl Writer {
 
     fn commit(&mut self, group: &Group, rev: u64) -> Result<()> {
         let s = &self.spaces;
-        let mut batch = s.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = s.db.batch().durability(Some(self.persist));
         for (k, v) in &group.kv {
             match v {
                 Some(v) => batch.insert(&s.kv, k.as_slice(), v.as_slice()),
@@ -715,14 +745,19 @@ impl Writer {
                 None => batch.remove(&s.ttl, k.as_slice()),
             }
         }
-        for b in &group.revisions {
-            batch.insert(&s.changelog, b.revision.to_be_bytes(), encode_events(&b.events));
-        }
         let mut compacted = self.compacted;
-        let trim_to = rev.saturating_sub(self.history).min(compacted + TRIM_BATCH);
-        while compacted < trim_to {
-            compacted += 1;
-            batch.remove(&s.changelog, compacted.to_be_bytes());
+        if self.history == 0 {
+            // No changelog: every committed revision is at once compacted.
+            compacted = rev;
+        } else {
+            for b in &group.revisions {
+                batch.insert(&s.changelog, b.revision.to_be_bytes(), encode_events(&b.events));
+            }
+            let trim_to = rev.saturating_sub(self.history).min(compacted + TRIM_BATCH);
+            while compacted < trim_to {
+                compacted += 1;
+                batch.remove(&s.changelog, compacted.to_be_bytes());
+            }
         }
         batch.insert(&s.meta, META_REVISION, rev.to_be_bytes());
         batch.insert(&s.meta, META_COMPACTED, compacted.to_be_bytes());

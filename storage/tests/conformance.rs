@@ -551,6 +551,43 @@ async fn embedded_watch_from_trimmed_changelog_is_compacted() {
     assert_eq!(next_event(&mut ok, Duration::from_secs(1)).await.revision, 25);
 }
 
+#[tokio::test]
+async fn embedded_without_history_watches_live_only_and_drops_an_old_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Written with the default history first: 20 revisions in the changelog.
+        let store: DynStore = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        for i in 0..20 {
+            store.write(vec![], vec![Mutation::put(format!("k{i}"), "v")]).await.unwrap();
+        }
+        let mut replay = store.watch(b"k", Some(3)).await.unwrap();
+        assert_eq!(next_event(&mut replay, Duration::from_secs(1)).await.revision, 3);
+    }
+    let opts = EmbeddedOptions { history_revisions: 0, fsync: false, ..EmbeddedOptions::default() };
+    let store: DynStore = Arc::new(EmbeddedStore::open_with(dir.path(), opts.clone()).await.unwrap());
+    // Reopened without history: no past revision can be replayed, old or new.
+    for from in [3, 20] {
+        let e = store.watch(b"k", Some(from)).await.unwrap().next().await;
+        assert!(matches!(e, Some(Err(StoreError::Compacted(f))) if f == from), "from {from}: {e:?}");
+    }
+    let mut live = store.watch(b"k", None).await.unwrap();
+    let rev = store.write(vec![], vec![Mutation::put("k20", "new")]).await.unwrap();
+    assert_eq!(rev, 21);
+    let ev = next_event(&mut live, Duration::from_secs(5)).await;
+    assert_eq!(
+        (ev.kind, ev.key.as_slice(), ev.value.as_slice(), ev.revision),
+        (EventKind::Put, &b"k20"[..], &b"new"[..], 21)
+    );
+    let e = store.watch(b"k", Some(21)).await.unwrap().next().await;
+    assert!(matches!(e, Some(Err(StoreError::Compacted(21)))), "{e:?}");
+    // Data and revisions are kept as usual, also across a reopen without fsync.
+    drop(live);
+    drop(store);
+    let store: DynStore = Arc::new(EmbeddedStore::open_with(dir.path(), opts).await.unwrap());
+    assert_eq!(store.get(b"k0").await.unwrap().unwrap().value, b"v");
+    assert_eq!(store.get(b"k20").await.unwrap().unwrap().version, 21);
+}
+
 const CHILD_ENV: &str = "MESHWORK_STORAGE_CHILD_DIR";
 
 /// Not a test on its own: with MESHWORK_STORAGE_CHILD_DIR set, this is the child process of
