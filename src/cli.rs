@@ -192,12 +192,15 @@ pub enum Command {
         public_url: String,
         admin: SocketAddr,
         traces: Option<TraceFlags>,
+        /// Directory of the trace store (`None`: traces kept in memory only, with a `memory:` store).
+        trace_dir: Option<PathBuf>,
         export: ExportFlags,
         tls: Option<meshwork_proxy::ListenerTlsConfig>,
     },
     Traces {
         traces: TraceFlags,
-        store: StoreUrl,
+        /// Directory of the trace store.
+        dir: PathBuf,
     },
     Serve {
         services: Vec<String>,
@@ -224,15 +227,15 @@ fn public_url(raw: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-/// The embedded store in `<data_dir>/<name>`, after checking the directory flag.
-fn embedded_in(data_dir: &std::path::Path, name: &str) -> Result<StoreUrl, String> {
+/// `<data_dir>/<name>`, after checking the directory flag.
+fn data_subdir(data_dir: &std::path::Path, name: &str) -> Result<PathBuf, String> {
     if data_dir.as_os_str().is_empty() {
         return Err("--data-dir must not be empty".into());
     }
     if data_dir.exists() && !data_dir.is_dir() {
         return Err(format!("--data-dir {}: exists and is not a directory", data_dir.display()));
     }
-    Ok(StoreUrl::Embedded(data_dir.join(name)))
+    Ok(data_dir.join(name))
 }
 
 /// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the PEM
@@ -292,7 +295,13 @@ impl Args {
                 }
                 let store = match store {
                     Some(s) => s.parse::<StoreUrl>()?,
-                    None => embedded_in(&data_dir, "store")?,
+                    None => StoreUrl::Embedded(data_subdir(&data_dir, "store")?),
+                };
+                // Traces get an embedded store of their own beside the data (with `memory:`,
+                // nothing goes to disk and traces stay in memory).
+                let trace_dir = match store {
+                    StoreUrl::Memory => None,
+                    _ => Some(data_subdir(&data_dir, "traces")?),
                 };
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 let url = public_url(&url.unwrap_or_else(|| format!("{scheme}://{listen}")))?;
@@ -302,6 +311,7 @@ impl Args {
                     public_url: url,
                     admin: admin_listen,
                     traces: (!no_traces).then_some(traces),
+                    trace_dir,
                     export,
                     tls,
                 })
@@ -350,7 +360,7 @@ impl Args {
             }
             Args::Traces { traces, data_dir } => {
                 traces.validate(&[])?;
-                Ok(Command::Traces { traces, store: embedded_in(&data_dir, "traces")? })
+                Ok(Command::Traces { traces, dir: data_subdir(&data_dir, "traces")? })
             }
             Args::Gateway { config, export } => {
                 export.validate()?;

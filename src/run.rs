@@ -4,12 +4,14 @@
 //! then the store.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use meshwork_common::SystemClock;
 use meshwork_common::server::{HostedService, ServerTls, ServiceContext, serve_with_tls};
+use meshwork_storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use meshwork_storage::{DynStore, StoreUrl};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,10 +26,11 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Gateway { config, export } => runtime()?.block_on(gateway(config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
-        Command::Up { listen, store, public_url, admin, traces, export, tls } => {
+        Command::Up { listen, store, public_url, admin, traces, trace_dir, export, tls } => {
+            let traces = traces.map(|flags| (flags, trace_dir));
             runtime()?.block_on(up(listen, store, public_url, admin, traces, export, tls))
         }
-        Command::Traces { traces, store } => runtime()?.block_on(traces_alone(traces, store)),
+        Command::Traces { traces, dir } => runtime()?.block_on(traces_alone(traces, dir)),
         Command::Serve { services, listen, store, public_url, admin, registry, export, tls } => {
             let listen = Listen { addr: listen, tls };
             runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry, export))
@@ -84,6 +87,20 @@ async fn open_store(url: &StoreUrl) -> Result<DynStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     meshwork_storage::open(url).await.with_context(|| format!("opening store {url}"))
+}
+
+/// Opens the trace collector's own embedded store in `dir`. Trace records are written once
+/// (no changelog: nothing watches them) and acknowledged without an fsync per commit: the
+/// collector has answered the exporter before it persists anyway, and a lost last moment of
+/// traces is acceptable where an fsync per export is not (it was most of the collector's CPU).
+async fn open_trace_store(dir: &std::path::Path) -> Result<DynStore> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let opts = EmbeddedOptions { history_revisions: 0, fsync: false, ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_with(dir, opts)
+        .await
+        .with_context(|| format!("opening the trace store {}", dir.display()))?;
+    // Not wrapped in `TracedStore`: the services' storage metrics stay about their own data.
+    Ok(Arc::new(store))
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.
@@ -188,7 +205,7 @@ async fn up(
     store_url: StoreUrl,
     public_url: String,
     admin: SocketAddr,
-    traces: Option<TraceFlags>,
+    traces: Option<(TraceFlags, Option<PathBuf>)>,
     export: ExportFlags,
     tls: Option<meshwork_proxy::ListenerTlsConfig>,
 ) -> Result<()> {
@@ -197,9 +214,13 @@ async fn up(
     let admin_addr = admin;
     let admin = Admin::start(admin).await?;
     let store = open_store(&store_url).await?;
-    // The trace backend keeps its traces in the same store, so they survive a restart.
+    // The trace backend keeps its traces in a store of its own, so they survive a restart.
+    let trace_store = match &traces {
+        Some((_, Some(dir))) => Some(open_trace_store(dir).await?),
+        _ => None,
+    };
     let collector = match &traces {
-        Some(flags) => Some(Collector::start(flags.collector(), Some(store.clone())).await?),
+        Some((flags, _)) => Some(Collector::start(flags.collector(), trace_store.clone()).await?),
         None => None,
     };
     let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export)?;
@@ -247,19 +268,25 @@ async fn up(
     if let Some(c) = collector {
         c.shutdown().await;
     }
+    if let Some(traces) = trace_store {
+        traces.flush().await.context("flushing the trace store")?;
+    }
     store.flush().await.context("flushing the store")?;
     tracing::info!("meshwork stopped");
     Ok(())
 }
 
 /// `meshwork traces`: the embedded trace backend alone.
-async fn traces_alone(flags: TraceFlags, store_url: StoreUrl) -> Result<()> {
+async fn traces_alone(flags: TraceFlags, dir: PathBuf) -> Result<()> {
     let guard = telemetry("meshwork-traces", None, &ExportFlags::default())?;
-    let store = open_store(&store_url).await?;
+    let store = open_trace_store(&dir).await?;
     let collector = Collector::start(flags.collector(), Some(store.clone())).await?;
     println!(
-        "meshwork traces ready: http://{} (OTLP grpc {}, http {}), store {store_url}",
-        collector.query, collector.otlp_grpc, collector.otlp_http
+        "meshwork traces ready: http://{} (OTLP grpc {}, http {}), store embedded:{}",
+        collector.query,
+        collector.otlp_grpc,
+        collector.otlp_http,
+        dir.display()
     );
     shutdown_signal().await?;
     collector.shutdown().await;
