@@ -116,8 +116,9 @@ impl Collector {
         let (persister, writer) = match persist {
             Some(backing) => {
                 let loaded = persist::load(&backing, &store).await.map_err(CollectorError::Load)?;
-                tracing::info!(spans = loaded, "traces loaded from the store");
-                let (persister, writer) = persist::spawn(backing, config.limits.max_age);
+                tracing::info!(spans = loaded.spans, "traces loaded from the store");
+                let (persister, writer) = persist::spawn(backing, config.limits.max_age, loaded.next_segment);
+                persister.delete(loaded.dead);
                 (Some(persister), Some(writer))
             }
             None => (None, None),

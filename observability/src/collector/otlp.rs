@@ -31,11 +31,13 @@ impl Sink {
         match &self.persister {
             None => self.traces.ingest(resource_spans),
             Some(persister) => {
-                let records = super::persist::records(&resource_spans);
-                let ids: Vec<_> = records.iter().map(|r| (r.trace_id, r.id)).collect();
-                persister.save(records);
-                let (rejected, evicted) = self.traces.ingest_evicting(resource_spans, &ids);
-                persister.delete(evicted);
+                // Saved before it is ingested, so that the writer sees its deletion (when its
+                // traces are evicted at once) after it.
+                let segment = persister.next_segment();
+                let seen = super::store::now_ns();
+                persister.save(segment, super::persist::encode(seen, &resource_spans));
+                let (rejected, dead) = self.traces.ingest_evicting(resource_spans, Some(segment), seen);
+                persister.delete(dead);
                 rejected
             }
         }

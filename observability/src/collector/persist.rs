@@ -1,14 +1,16 @@
 //! Keeps the trace store in the embedded store (or any [`meshwork_storage::Store`]) so that
-//! traces survive a restart: the spans of each trace in each received export are written as one
-//! record (an OTLP `ResourceSpans` holding just them) under `traces/rec/<trace id><record id>`
-//! (binary ids; the record id is the span id of its first span) with a time-to-live of the
-//! store's maximum age; the records of traces evicted for size are deleted (the
-//! [`TraceStore`] remembers each trace's record ids), and on start everything under the prefix
-//! is loaded back. Writes happen on a background task in batches; a full queue drops records
-//! from the persistent copy (never from the live view) and counts them.
+//! traces survive a restart. Each received export is written once, whole, as a segment:
+//! `traces/seg/<sequence number>` (8 bytes, big-endian, so that a scan returns them in arrival
+//! order) holding the arrival time (8 bytes, big-endian Unix ns) and the export's spans (an
+//! OTLP `TracesData`), with a time-to-live of the store's maximum age as a safety net. The
+//! [`TraceStore`] counts the stored traces with spans in each segment; a segment is deleted when
+//! the last of them is evicted. On start the segments are loaded back in order, and those whose
+//! traces no longer fit are deleted. Writes happen on a background task in batches; a full
+//! queue drops segments from the persistent copy (never from the live view) and counts them.
 //!
-//! Spans persisted one per key by earlier versions (`traces/span/<hex>/<hex>`) are not loaded;
-//! they expire by their time-to-live.
+//! One write per export instead of one per trace: persisting costs a collector a small share of
+//! its CPU per span instead of most of it (see `docs/BENCHMARKS.md`). Records written by earlier
+//! versions (`traces/rec/`, `traces/span/`) are not loaded; they expire by their time-to-live.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,168 +18,141 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshwork_storage::{Direction, DynStore, KeyRange, Mutation, StoreError};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, message};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::store::{Evicted, RecordId, TraceId, TraceStore};
+use super::store::{SegmentId, TraceStore};
 
-/// Prefix of persisted records: `traces/rec/` + 16-byte trace id + 8-byte record id (binary).
-pub const PREFIX: &str = "traces/rec/";
+/// Prefix of persisted segments: `traces/seg/` + 8-byte big-endian sequence number.
+pub const PREFIX: &str = "traces/seg/";
 
-/// Prefix of the spans persisted one per key by earlier versions (hex ids). They are no longer
-/// read and expire by their time-to-live.
-pub const LEGACY_PREFIX: &str = "traces/span/";
+/// Prefixes of what earlier versions persisted. They are no longer read and expire by their
+/// time-to-live.
+pub const LEGACY_PREFIXES: [&str; 2] = ["traces/rec/", "traces/span/"];
 
-/// Returns the key of one persisted record.
-pub fn key(trace: &TraceId, record: &RecordId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(PREFIX.len() + 24);
+/// Returns the key of segment `id`.
+pub fn key(id: SegmentId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(PREFIX.len() + 8);
     k.extend_from_slice(PREFIX.as_bytes());
-    k.extend_from_slice(trace);
-    k.extend_from_slice(record);
+    k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
-/// Returns the (trace id, record id) a record key names.
-fn parse_key(key: &[u8]) -> Option<(TraceId, RecordId)> {
+/// Returns the segment id a key names.
+fn parse_key(key: &[u8]) -> Option<SegmentId> {
     let rest = key.strip_prefix(PREFIX.as_bytes())?;
-    if rest.len() != 24 {
-        return None;
-    }
-    Some((rest[..16].try_into().ok()?, rest[16..].try_into().ok()?))
+    Some(SegmentId::from_be_bytes(rest.try_into().ok()?))
 }
 
-/// One persisted record: the spans of one trace from one scope of one export, encoded as an
-/// OTLP `ResourceSpans` holding just them.
-pub struct Record {
-    pub trace_id: TraceId,
-    /// The span id of the record's first span.
-    pub id: RecordId,
-    pub value: Vec<u8>,
-}
-
-/// Returns the (trace id, span id) of a span the store accepts, `None` for malformed ids
-/// (the same rule as [`TraceStore::ingest`]).
-fn ids(span: &Span) -> Option<(TraceId, RecordId)> {
-    let trace: TraceId = span.trace_id.as_slice().try_into().ok()?;
-    let id: RecordId = span.span_id.as_slice().try_into().ok()?;
-    (trace != [0; 16]).then_some((trace, id))
-}
-
-/// Groups the spans of an export into records, encoded straight from the export (no copy of
-/// the spans or the resource).
-pub fn records(resource_spans: &[ResourceSpans]) -> Vec<Record> {
-    let mut out = Vec::new();
-    let mut groups: HashMap<TraceId, (RecordId, Vec<&Span>)> = HashMap::new();
-    let mut order: Vec<TraceId> = Vec::new();
+/// Returns the stored value of a segment: arrival time, then the spans.
+pub fn encode(seen_ns: u64, resource_spans: &[ResourceSpans]) -> Vec<u8> {
+    // TracesData { resource_spans = 1 }: encoded field by field, so the spans are not copied.
+    let len: usize = resource_spans.iter().map(|rs| prost::encoding::message::encoded_len(1, rs)).sum();
+    let mut value = Vec::with_capacity(8 + len);
+    value.extend_from_slice(&seen_ns.to_be_bytes());
     for rs in resource_spans {
-        for scope in &rs.scope_spans {
-            for span in &scope.spans {
-                let Some((trace, id)) = ids(span) else { continue };
-                groups
-                    .entry(trace)
-                    .or_insert_with(|| {
-                        order.push(trace);
-                        (id, Vec::new())
-                    })
-                    .1
-                    .push(span);
-            }
-            for trace in order.drain(..) {
-                let Some((id, spans)) = groups.remove(&trace) else { continue };
-                // ResourceSpans { resource = 1, scope_spans = 2 }; ScopeSpans { scope = 1, spans = 2 }.
-                let scope_len = scope.scope.as_ref().map_or(0, |s| message::encoded_len(1, s))
-                    + spans.iter().map(|s| message::encoded_len(2, *s)).sum::<usize>();
-                let mut value = Vec::with_capacity(
-                    rs.resource.as_ref().map_or(0, |r| message::encoded_len(1, r)) + 1 + 10 + scope_len,
-                );
-                if let Some(resource) = &rs.resource {
-                    message::encode(1, resource, &mut value);
-                }
-                encode_key(2, WireType::LengthDelimited, &mut value);
-                encode_varint(scope_len as u64, &mut value);
-                if let Some(s) = &scope.scope {
-                    message::encode(1, s, &mut value);
-                }
-                for span in spans {
-                    message::encode(2, span, &mut value);
-                }
-                out.push(Record { trace_id: trace, id, value });
-            }
-        }
+        prost::encoding::message::encode(1, rs, &mut value);
     }
-    out
+    value
 }
 
-/// Loads every persisted record into `traces`; returns how many spans were read. Values that
-/// do not decode are skipped (and counted in the log), never fatal.
-pub async fn load(store: &DynStore, traces: &TraceStore) -> Result<usize, StoreError> {
+/// Returns the arrival time and spans of a stored segment value.
+fn decode(value: &[u8]) -> Result<(u64, Vec<ResourceSpans>), String> {
+    let (seen, rest) = value.split_at_checked(8).ok_or("shorter than its 8-byte arrival time")?;
+    let seen = u64::from_be_bytes(seen.try_into().map_err(|_| "arrival time")?);
+    let data = TracesData::decode(rest).map_err(|e| e.to_string())?;
+    Ok((seen, data.resource_spans))
+}
+
+/// What loading found.
+pub struct Loaded {
+    /// Spans read.
+    pub spans: usize,
+    /// The next free segment id.
+    pub next_segment: SegmentId,
+    /// Segments no longer needed (their traces did not fit, or they do not decode).
+    pub dead: Vec<SegmentId>,
+}
+
+/// Loads every persisted segment into `traces`, in arrival order. Values that do not decode
+/// are skipped (and logged) and reported dead, never fatal.
+pub async fn load(store: &DynStore, traces: &TraceStore) -> Result<Loaded, StoreError> {
     let mut range = KeyRange::prefix(PREFIX);
-    let mut read = 0;
+    let mut loaded = Loaded { spans: 0, next_segment: 0, dead: Vec::new() };
     loop {
         let page = store.scan(range.clone(), 0, Direction::Forward).await?;
-        let mut batch = Vec::with_capacity(page.entries.len());
-        let mut ids = Vec::with_capacity(page.entries.len());
         for entry in &page.entries {
             let Some(id) = parse_key(&entry.key) else { continue };
-            match ResourceSpans::decode(entry.value.as_slice()) {
-                Ok(rs) => {
-                    read += rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
-                    batch.push(rs);
-                    ids.push(id);
+            loaded.next_segment = loaded.next_segment.max(id + 1);
+            match decode(&entry.value) {
+                Ok((seen, resource_spans)) => {
+                    loaded.spans +=
+                        resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+                    let (_, dead) = traces.ingest_evicting(resource_spans, Some(id), seen);
+                    loaded.dead.extend(dead);
                 }
-                Err(e) => tracing::warn!(error = %e, "skipping an undecodable persisted trace record"),
+                Err(e) => {
+                    tracing::warn!(error = %e, segment = id, "skipping an undecodable persisted trace segment");
+                    loaded.dead.push(id);
+                }
             }
         }
-        traces.ingest_evicting(batch, &ids);
         match page.next {
             Some(next) => range.start = std::ops::Bound::Included(next),
-            None => return Ok(read),
+            None => return Ok(loaded),
         }
     }
 }
 
 enum Job {
-    Save(Vec<Record>),
-    Delete(Vec<Evicted>),
+    Save(SegmentId, Vec<u8>),
+    Delete(Vec<SegmentId>),
 }
 
 /// The sending side of the background writer.
 #[derive(Clone)]
 pub struct Persister {
     tx: mpsc::Sender<Job>,
+    next_segment: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Persister {
-    /// Queues records for writing (dropped and counted when the queue is full).
-    pub fn save(&self, records: Vec<Record>) {
-        let n = records.len();
-        if n > 0 && self.tx.try_send(Job::Save(records)).is_err() {
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
-        }
+    /// Returns the id of the next segment.
+    pub fn next_segment(&self) -> SegmentId {
+        self.next_segment.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues the deletion of evicted traces.
-    pub fn delete(&self, evicted: Vec<Evicted>) {
-        if !evicted.is_empty() && self.tx.try_send(Job::Delete(evicted)).is_err() {
+    /// Queues a segment for writing (dropped and counted when the queue is full).
+    pub fn save(&self, id: SegmentId, value: Vec<u8>) {
+        if self.tx.try_send(Job::Save(id, value)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Returns how many records (or deletions) the full queue has dropped.
+    /// Queues the deletion of segments no longer needed (a dropped deletion leaves them to
+    /// their time-to-live).
+    pub fn delete(&self, dead: Vec<SegmentId>) {
+        if !dead.is_empty() && self.tx.try_send(Job::Delete(dead)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns how many segments (or deletions) the full queue has dropped.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// Starts the writer on `store`; it ends when every [`Persister`] is dropped.
-pub fn spawn(store: DynStore, ttl: Duration) -> (Persister, JoinHandle<()>) {
+/// Starts the writer on `store`, numbering new segments from `next_segment`; it ends when every
+/// [`Persister`] is dropped.
+pub fn spawn(store: DynStore, ttl: Duration, next_segment: SegmentId) -> (Persister, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(1024);
     let task = tokio::spawn(async move {
-        let max_ops = store.limits().max_ops_per_write.clamp(1, 500);
+        let limits = store.limits();
+        let (max_ops, max_bytes) = (limits.max_ops_per_write.clamp(1, 500), limits.max_write_bytes.max(1));
         while let Some(job) = rx.recv().await {
             let mut jobs = vec![job];
             while jobs.len() < 64 {
@@ -186,31 +161,44 @@ pub fn spawn(store: DynStore, ttl: Duration) -> (Persister, JoinHandle<()>) {
                     Err(_) => break,
                 }
             }
-            let mut mutations = Vec::new();
-            for job in jobs {
-                match job {
-                    Job::Save(records) => mutations.extend(
-                        records.into_iter().map(|r| Mutation::put_with_ttl(key(&r.trace_id, &r.id), r.value, ttl)),
-                    ),
-                    Job::Delete(evicted) => {
-                        for (trace, records) in evicted {
-                            mutations.extend(records.iter().map(|r| Mutation::delete(key(&trace, r))));
-                        }
-                    }
-                }
-            }
-            let mut mutations = dedup_keys(mutations);
-            while !mutations.is_empty() {
-                let rest = mutations.split_off(mutations.len().min(max_ops));
-                let chunk = std::mem::replace(&mut mutations, rest);
+            // Jobs in order: a segment saved and deleted in the same batch ends up deleted.
+            let mutations: Vec<Mutation> = jobs
+                .into_iter()
+                .flat_map(|job| match job {
+                    Job::Save(id, value) => vec![Mutation::put_with_ttl(key(id), value, ttl)],
+                    Job::Delete(ids) => ids.into_iter().map(|id| Mutation::delete(key(id))).collect(),
+                })
+                .collect();
+            for chunk in chunks(dedup_keys(mutations), max_ops, max_bytes) {
                 let n = chunk.len();
                 if let Err(e) = store.write(Vec::new(), chunk).await {
-                    tracing::warn!(error = %e, records = n, "could not persist traces");
+                    tracing::warn!(error = %e, mutations = n, "could not persist traces");
                 }
             }
         }
     });
-    (Persister { tx, dropped: Arc::new(AtomicU64::new(0)) }, task)
+    (Persister { tx, next_segment: Arc::new(AtomicU64::new(next_segment)), dropped: Arc::new(AtomicU64::new(0)) }, task)
+}
+
+/// Splits mutations into writes of at most `max_ops` mutations and (unless one alone is
+/// larger) `max_bytes` bytes.
+fn chunks(mutations: Vec<Mutation>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Mutation>> {
+    let mut out: Vec<Vec<Mutation>> = Vec::new();
+    let mut bytes = 0;
+    for m in mutations {
+        let size = m.key().len() + if let Mutation::Put { value, .. } = &m { value.len() } else { 0 };
+        match out.last_mut() {
+            Some(last) if last.len() < max_ops && bytes + size <= max_bytes => {
+                bytes += size;
+                last.push(m);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![m]);
+            }
+        }
+    }
+    out
 }
 
 /// Keeps the last mutation of each key (a write may name a key once).
@@ -229,83 +217,112 @@ fn dedup_keys(mutations: Vec<Mutation>) -> Vec<Mutation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::otlp::Sink;
     use crate::collector::store::StoreLimits;
     use crate::collector::store::tests::{batch, span};
 
-    #[tokio::test]
-    async fn spans_survive_a_restart_and_evictions_are_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
-        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
-        {
-            let traces = TraceStore::new(limits);
-            let (persister, task) = spawn(store.clone(), limits.max_age);
-            for t in 1..=4u8 {
-                let export = vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])];
-                let records = records(&export);
-                let ids: Vec<_> = records.iter().map(|r| (r.trace_id, r.id)).collect();
-                persister.save(records);
-                let (_, evicted) = traces.ingest_evicting(export, &ids);
-                persister.delete(evicted);
-            }
-            drop(persister);
-            task.await.unwrap();
-            assert_eq!(traces.span_count(), 3);
-        }
-        // Trace 1 was evicted for size: deleted from the store as well.
-        let reloaded = TraceStore::new(limits);
-        assert_eq!(load(&store, &reloaded).await.unwrap(), 3);
-        assert!(reloaded.trace(&[1; 16]).is_none());
-        for t in 2..=4u8 {
-            let trace = reloaded.trace(&[t; 16]).expect("persisted trace");
-            assert_eq!(trace.spans[0].process_service, "svc");
-        }
+    async fn open(dir: &std::path::Path) -> DynStore {
+        Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir).await.unwrap())
+    }
+
+    /// The collector's path: a sink persisting into `store`, numbering from what is stored.
+    async fn start_sink(store: &DynStore, limits: StoreLimits) -> (Sink, JoinHandle<()>, Loaded) {
+        let traces = Arc::new(TraceStore::new(limits));
+        let loaded = load(store, &traces).await.unwrap();
+        let (persister, task) = spawn(store.clone(), limits.max_age, loaded.next_segment);
+        (Sink { traces, persister: Some(persister) }, task, loaded)
+    }
+
+    async fn segment_ids(store: &DynStore) -> Vec<SegmentId> {
+        let page = store.scan(KeyRange::prefix(PREFIX), 0, Direction::Forward).await.unwrap();
+        page.entries.iter().map(|e| parse_key(&e.key).unwrap()).collect()
     }
 
     #[tokio::test]
-    async fn one_record_per_trace_and_export_and_legacy_keys_are_ignored() {
+    async fn spans_survive_a_restart_and_evicted_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
-        store.write(Vec::new(), vec![Mutation::put(format!("{LEGACY_PREFIX}00/00"), b"junk".to_vec())]).await.unwrap();
-        let limits = StoreLimits::default();
-        let traces = TraceStore::new(limits);
-        let (persister, task) = spawn(store.clone(), limits.max_age);
-        // Two exports (two processes): trace 1 has two spans in the first and one in the second,
-        // trace 2 one span; a span with a malformed id is neither stored nor persisted.
-        let mut bad = span(3, 1, None, "bad", 0, 1, vec![]);
-        bad.span_id.truncate(2);
-        let exports = [
-            vec![batch(
-                "gw",
-                vec![
-                    span(1, 1, None, "a", 10, 90, vec![]),
-                    span(2, 1, None, "c", 5, 6, vec![]),
-                    span(1, 2, Some(1), "b", 20, 80, vec![]),
-                    bad,
-                ],
-            )],
-            vec![batch("svc", vec![span(1, 3, Some(2), "d", 30, 70, vec![])])],
-        ];
-        let mut written = 0;
-        for export in exports {
-            let records = records(&export);
-            written += records.len();
-            let ids: Vec<_> = records.iter().map(|r| (r.trace_id, r.id)).collect();
-            persister.save(records);
-            let (_, evicted) = traces.ingest_evicting(export, &ids);
-            assert!(evicted.is_empty());
+        let store = open(dir.path()).await;
+        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
+        let (sink, task, _) = start_sink(&store, limits).await;
+        for t in 1..=4u8 {
+            sink.accept(vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])]);
         }
-        assert_eq!(written, 3);
-        drop(persister);
+        let live = sink.traces.clone();
+        drop(sink);
         task.await.unwrap();
-        let page = store.scan(KeyRange::prefix(PREFIX), 0, Direction::Forward).await.unwrap();
-        assert_eq!(page.entries.len(), 3);
-        assert!(page.entries.iter().all(|e| e.key.len() == PREFIX.len() + 24));
+        assert_eq!(live.span_count(), 3);
+        // One segment per export; trace 1's was deleted when it was evicted for size.
+        assert_eq!(segment_ids(&store).await, vec![1, 2, 3]);
 
-        let reloaded = TraceStore::new(limits);
-        assert_eq!(load(&store, &reloaded).await.unwrap(), 4);
-        assert_eq!(reloaded.trace(&[1; 16]).unwrap(), traces.trace(&[1; 16]).unwrap());
-        assert_eq!(reloaded.trace(&[2; 16]).unwrap(), traces.trace(&[2; 16]).unwrap());
-        assert_eq!(reloaded.span_count(), 4);
+        let (sink, task, loaded) = start_sink(&store, limits).await;
+        assert_eq!((loaded.spans, loaded.next_segment, loaded.dead.len()), (3, 4, 0));
+        assert!(sink.traces.trace(&[1; 16]).is_none());
+        for t in 2..=4u8 {
+            assert_eq!(sink.traces.trace(&[t; 16]).unwrap(), live.trace(&[t; 16]).unwrap());
+        }
+        // Numbering goes on after a restart: a new export overwrites nothing.
+        sink.accept(vec![batch("svc", vec![span(5, 1, None, "op", 10, 20, vec![])])]);
+        drop(sink);
+        task.await.unwrap();
+        assert_eq!(segment_ids(&store).await, vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_is_deleted_with_the_last_of_its_traces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
+        let (sink, task, _) = start_sink(&store, limits).await;
+        // Segment 0 holds traces 1 and 2; segment 1 a late span of trace 2 (another process).
+        sink.accept(vec![batch(
+            "gw",
+            vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])],
+        )]);
+        sink.accept(vec![batch("svc", vec![span(2, 2, Some(1), "c", 12, 18, vec![])])]);
+        // Trace 3 evicts trace 1: segment 0 still holds trace 2.
+        sink.accept(vec![batch("gw", vec![span(3, 1, None, "d", 10, 20, vec![])])]);
+        // Trace 4 evicts trace 2: segments 0 and 1 hold nothing stored any more.
+        sink.accept(vec![batch("gw", vec![span(4, 1, None, "e", 10, 20, vec![])])]);
+        drop(sink);
+        task.await.unwrap();
+        assert_eq!(segment_ids(&store).await, vec![2, 3]);
+    }
+
+    #[test]
+    fn the_store_reports_a_segment_dead_only_when_its_last_trace_goes() {
+        let traces = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
+        let now = crate::collector::store::now_ns();
+        let ingest = |segment, spans| traces.ingest_evicting(vec![batch("gw", spans)], Some(segment), now).1;
+        let two = vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])];
+        assert_eq!(ingest(0, two), Vec::<SegmentId>::new());
+        assert_eq!(ingest(1, vec![span(2, 2, Some(1), "c", 12, 18, vec![])]), Vec::<SegmentId>::new());
+        // Trace 1 goes; segment 0 still holds trace 2.
+        assert_eq!(ingest(2, vec![span(3, 1, None, "d", 10, 20, vec![])]), Vec::<SegmentId>::new());
+        // Trace 2 goes: segments 0 and 1 are dead.
+        assert_eq!(ingest(3, vec![span(4, 1, None, "e", 10, 20, vec![])]), vec![0, 1]);
+        // An export of which nothing is kept is dead at once.
+        let mut bad = span(5, 1, None, "bad", 0, 1, vec![]);
+        bad.span_id.truncate(2);
+        assert_eq!(ingest(4, vec![bad]), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn undecodable_segments_are_skipped_and_dropped_and_legacy_keys_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let export = vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])];
+        let mut junk_key =
+            LEGACY_PREFIXES.iter().map(|p| Mutation::put(format!("{p}00/00"), b"junk".to_vec())).collect::<Vec<_>>();
+        junk_key.push(Mutation::put(key(0), encode(super::super::store::now_ns(), &export)));
+        junk_key.push(Mutation::put(key(1), b"bad".to_vec()));
+        store.write(Vec::new(), junk_key).await.unwrap();
+        let (sink, task, loaded) = start_sink(&store, StoreLimits::default()).await;
+        assert_eq!((loaded.spans, loaded.next_segment, loaded.dead.clone()), (1, 2, vec![1]));
+        assert!(sink.traces.trace(&[7; 16]).is_some());
+        // The collector deletes what it reported dead.
+        sink.persister.as_ref().unwrap().delete(loaded.dead);
+        drop(sink);
+        task.await.unwrap();
+        assert_eq!(segment_ids(&store).await, vec![0]);
     }
 }

@@ -18,12 +18,9 @@ use crate::grpc::SERVICE_ATTRIBUTE;
 /// A trace id (16 bytes).
 pub type TraceId = [u8; 16];
 
-/// The id of one persisted record of a trace (see `persist`): the span id of the first span
-/// of the record.
-pub type RecordId = [u8; 8];
-
-/// A trace dropped from the store to make room: its id and the ids of its persisted records.
-pub type Evicted = (TraceId, Vec<RecordId>);
+/// The id of one persisted segment (see `persist`): the sequence number of the export whose
+/// spans it holds.
+pub type SegmentId = u64;
 
 /// One stored span and the process that reported it.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,8 +89,11 @@ struct Inner {
     /// Traces in the order they were first seen, with that time (Unix ns).
     order: VecDeque<(u64, TraceId)>,
     spans: usize,
-    /// The persisted records of each trace (only traces that have some).
-    records: HashMap<TraceId, Vec<RecordId>>,
+    /// The persisted segments holding spans of each trace (only traces that have some).
+    segments: HashMap<TraceId, Vec<SegmentId>>,
+    /// How many stored traces have spans in each persisted segment; a segment is no longer
+    /// needed when its count reaches zero.
+    segment_traces: HashMap<SegmentId, usize>,
 }
 
 /// The bounded trace store.
@@ -120,7 +120,8 @@ pub fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes.iter().find(|kv| kv.key == key).map(|kv| any_value_string(&kv.value))
 }
 
-fn now_ns() -> u64 {
+/// Returns the current time in Unix nanoseconds.
+pub fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
@@ -142,20 +143,23 @@ impl TraceStore {
     /// Adds the spans of an OTLP export. Spans with malformed ids are skipped; returns how
     /// many were rejected.
     pub fn ingest(&self, resource_spans: Vec<ResourceSpans>) -> usize {
-        self.ingest_evicting(resource_spans, &[]).0
+        self.ingest_evicting(resource_spans, None, now_ns()).0
     }
 
-    /// [`TraceStore::ingest`] of spans that a persistent copy holds as `records` (trace id,
-    /// record id): also returns the (trace id, record ids) of every trace evicted to make room,
-    /// so that the persistent copy can drop them too.
+    /// [`TraceStore::ingest`] of an export that a persistent copy holds as `segment`, first
+    /// seen at `seen_ns` (Unix ns; the order in which traces are evicted). Also returns the
+    /// segments no longer needed: those whose every trace has been evicted to make room (this
+    /// one included when none of its spans was kept), so that the persistent copy can drop them.
     pub fn ingest_evicting(
         &self,
         resource_spans: Vec<ResourceSpans>,
-        records: &[(TraceId, RecordId)],
-    ) -> (usize, Vec<Evicted>) {
-        let now = now_ns();
+        segment: Option<SegmentId>,
+        seen_ns: u64,
+    ) -> (usize, Vec<SegmentId>) {
         let mut rejected = 0;
         let mut inner = self.write();
+        let inner = &mut *inner;
+        let mut dead = Vec::new();
         for rs in resource_spans {
             let process_attributes: Arc<[KeyValue]> = rs.resource.map(|r| r.attributes).unwrap_or_default().into();
             let process_service =
@@ -180,24 +184,32 @@ impl TraceStore {
                     entry.push(stored);
                     inner.spans += 1;
                     if first {
-                        inner.order.push_back((now, trace_id));
+                        inner.order.push_back((seen_ns, trace_id));
+                    }
+                    if let Some(segment) = segment {
+                        let held = inner.segments.entry(trace_id).or_default();
+                        if held.last() != Some(&segment) {
+                            held.push(segment);
+                            *inner.segment_traces.entry(segment).or_default() += 1;
+                        }
                     }
                 }
             }
         }
-        for (trace, record) in records {
-            // A record of a trace already evicted (in this very call) is deleted with it below.
-            inner.records.entry(*trace).or_default().push(*record);
+        if let Some(segment) = segment
+            && !inner.segment_traces.contains_key(&segment)
+        {
+            // Nothing of this export was kept: its segment holds nothing to load.
+            dead.push(segment);
         }
-        let evicted = self.evict(&mut inner, now);
-        (rejected, evicted)
+        self.evict(inner, &mut dead);
+        (rejected, dead)
     }
 
     /// Drops the oldest traces while the store is over its span count or they are too old;
-    /// returns what it dropped.
-    fn evict(&self, inner: &mut Inner, now: u64) -> Vec<Evicted> {
-        let oldest_allowed = now.saturating_sub(self.limits.max_age.as_nanos() as u64);
-        let mut evicted = Vec::new();
+    /// adds the segments that no longer hold a stored trace to `dead`.
+    fn evict(&self, inner: &mut Inner, dead: &mut Vec<SegmentId>) {
+        let oldest_allowed = now_ns().saturating_sub(self.limits.max_age.as_nanos() as u64);
         while let Some(&(seen, id)) = inner.order.front() {
             if inner.spans <= self.limits.max_spans && seen >= oldest_allowed {
                 break;
@@ -206,11 +218,16 @@ impl TraceStore {
             if let Some(spans) = inner.traces.remove(&id) {
                 inner.spans -= spans.len();
             }
-            if let Some(records) = inner.records.remove(&id) {
-                evicted.push((id, records));
+            for segment in inner.segments.remove(&id).unwrap_or_default() {
+                if let Some(count) = inner.segment_traces.get_mut(&segment) {
+                    *count -= 1;
+                    if *count == 0 {
+                        inner.segment_traces.remove(&segment);
+                        dead.push(segment);
+                    }
+                }
             }
         }
-        evicted
     }
 
     /// Returns the number of stored spans.
