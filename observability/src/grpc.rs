@@ -12,7 +12,6 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics;
 
@@ -122,21 +121,14 @@ where
                     rpc.method = %method,
                     rpc.grpc.status_code = Empty,
                     meshwork.service = &*self.service,
-                    trace_id = Empty,
                     sampling.priority = Empty,
                 );
                 (span, parent)
             }
             _ => (tracing::Span::none(), None),
         };
-        if !span.is_disabled() {
-            crate::sampling::adopt(&span, parent);
-            let trace_id = {
-                use opentelemetry::trace::TraceContextExt;
-                span.context().span().span_context().trace_id()
-            };
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
+        // (Log lines inside the span carry its trace id from the OTel context; no field needed.)
+        crate::sampling::adopt(&span, parent);
         let recorder = span.clone();
         let (service, method) = (service.to_string(), method.to_string());
         let started = std::time::Instant::now();

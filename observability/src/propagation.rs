@@ -22,12 +22,20 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
-        {
+        if let (Ok(name), Some(value)) = (http::HeaderName::from_bytes(key.as_bytes()), header_value(&value)) {
             self.0.insert(name, value);
         }
     }
+}
+
+/// Returns a trace-context header value marked "never indexed" for HPACK. A `traceparent` is
+/// new on every call, so indexing it would only fill the h2 connection's dynamic table
+/// (4 KiB: about 40 of them) and push out the headers that do repeat (`:path`,
+/// `content-type`...), which then travel as literals again.
+pub fn header_value(value: &str) -> Option<http::HeaderValue> {
+    let mut value = http::HeaderValue::from_str(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Returns the remote context carried by `headers` (an empty context when there is none).
@@ -41,11 +49,11 @@ pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
 }
 
 /// Returns the `(name, value)` header pairs that carry `cx` (for proxies whose header type is
-/// not an `http::HeaderMap`, such as Pingora's `RequestHeader`).
-pub fn headers_for(cx: &Context) -> Vec<(String, String)> {
+/// not an `http::HeaderMap`, such as Pingora's `RequestHeader`), values as [`header_value`].
+pub fn headers_for(cx: &Context) -> Vec<(String, http::HeaderValue)> {
     let mut map = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(cx, &mut map);
-    map.into_iter().collect()
+    map.into_iter().filter_map(|(name, value)| Some((name, header_value(&value)?))).collect()
 }
 
 /// Returns true when `cx` carries a valid remote parent that was not sampled (`traceparent`
@@ -71,10 +79,12 @@ impl tonic::service::Interceptor for TraceInterceptor {
         let mut headers = http::HeaderMap::new();
         inject(&current(), &mut headers);
         for (name, value) in headers.iter() {
-            if let (Ok(key), Ok(value)) = (
+            if let (Ok(key), Ok(mut value)) = (
                 tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()),
                 tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes()),
             ) {
+                // Never indexed by HPACK, as in `header_value`.
+                value.set_sensitive(true);
                 request.metadata_mut().insert(key, value);
             }
         }
@@ -98,6 +108,7 @@ mod tests {
         let mut out = http::HeaderMap::new();
         inject(&cx, &mut out);
         assert_eq!(out.get("traceparent").unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(out.get("traceparent").unwrap().is_sensitive(), "never indexed by HPACK");
         assert!(headers_for(&cx).iter().any(|(k, _)| k == "traceparent"));
         assert!(!extract(&http::HeaderMap::new()).span().span_context().is_valid());
         assert!(!is_unsampled(&cx));

@@ -55,7 +55,7 @@ pub fn unsampled_traceparent() -> http::HeaderValue {
     // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
     let span = next_random() | 1;
     let text = format!("00-{trace_hi:016x}{trace_lo:016x}-{span:016x}-00");
-    http::HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+    crate::propagation::header_value(&text).expect("hex digits and dashes are a valid header value")
 }
 
 /// The head-sampling decision for a call arriving with `headers`, taken before any span exists.
@@ -194,6 +194,7 @@ mod tests {
         headers.insert("traceparent", value.clone());
         assert!(crate::propagation::is_unsampled(&crate::propagation::extract(&headers)));
         assert_ne!(value, unsampled_traceparent(), "ids must differ per call");
+        assert!(value.is_sensitive(), "a per-call value must stay out of the HPACK table");
     }
 
     #[test]
