@@ -182,7 +182,24 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     crate::export::register();
-    let batch = BatchSpanProcessor::builder(crate::export::CountingExporter(exporter))
+    let (otel, guard) = export_layer(config, crate::export::CountingExporter(exporter));
+    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    Ok(guard)
+}
+
+/// The OpenTelemetry layer of [`init`] (meshwork's span targets, the configured sampler, a
+/// bounded batch processor) exporting through `exporter`; it also sets the head-sampling ratio
+/// of [`crate::sampling::decide_root`]. Public so that benchmarks can build the same pipeline
+/// around an exporter of their own.
+pub fn export_layer<S, E>(
+    config: &TelemetryConfig,
+    exporter: E,
+) -> (impl Layer<S> + Send + Sync + 'static, TelemetryGuard)
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
+    let batch = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_max_queue_size(config.max_queue_size)
@@ -211,8 +228,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_filter(exported_targets());
-    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
-    Ok(TelemetryGuard { provider: Some(provider) })
+    (otel, TelemetryGuard { provider: Some(provider) })
 }
 
 fn log_layer<S>() -> Box<dyn Layer<S> + Send + Sync>

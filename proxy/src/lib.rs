@@ -42,7 +42,7 @@ pub mod registry;
 mod routing;
 mod server;
 pub mod tls;
-mod trace;
+pub mod trace;
 
 use std::net::SocketAddr;
 
