@@ -4,11 +4,16 @@
 # (`meshwork traces`), measured in one run with h2load, alternating configurations. Besides
 # req/s it reports the CPU time the pair (gateway + service) and the collector spent per request,
 # from /proc/<pid>/stat, since on a small machine the collector competes with the pair.
-# usage: [BIN=path/to/meshwork] loadtest/scripts/bench-tracing.sh [requests per run] [rounds]
+# CONFIGS picks the configurations (default "off all tenth"); "none" is a fourth one that exports
+# but samples nothing (ratio 0), which shows the cost of tracing being on for calls not sampled.
+# RATE=N replaces h2load's closed loop by `meshwork load` at N calls/s (64 workers): every
+# configuration then serves the same load, and CPU per request compares costs without the
+# batching effects of different throughputs (req/s then only shows whether the rate was held).
+# usage: [BIN=path/to/meshwork] [CONFIGS="off tenth ..."] [RATE=N] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=${1:-60000}
-ROUNDS=${2:-2}
+SECS=${1:-10}
+ROUNDS=${2:-5}
 BIN=${BIN:-target/release/meshwork}
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
 work=$(mktemp -d)
@@ -48,9 +53,17 @@ TOML
   echo "$gp" >"$work/$name.port"
 }
 OTLP="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$G"
-start_pair off OTEL_SDK_DISABLED=true
-start_pair all "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on
-start_pair tenth "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
+read -r -a names <<<"${CONFIGS:-off all tenth}"
+for name in "${names[@]}"; do
+  case $name in
+    off) start_pair off OTEL_SDK_DISABLED=true ;;
+    all) start_pair all "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
+    tenth) start_pair tenth "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
+    none) start_pair none "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ;;
+    *) echo "unknown configuration $name (use off, all, tenth, none)" >&2; exit 2 ;;
+  esac
+done
+[ "${names[0]}" = off ] || { echo "CONFIGS must start with off (the ratios are against it)" >&2; exit 2; }
 
 # settle : waits (up to 30 s) until the collector has stored its backlog (no CPU used for 1 s),
 # so that no run pays for the spans of the one before
@@ -63,19 +76,47 @@ settle() {
 }
 
 for round in $(seq "$ROUNDS"); do
-  for name in off all tenth; do
+  for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
+    name=${names[$(( (round + i) % ${#names[@]} ))]}
     settle
     # shellcheck disable=SC2046
     pair0=$(cpu_ticks $(cat "$work/$name.pids")); col0=$(cpu_ticks $COLLECTOR)
-    rps=$(h2load -n "$N" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/resolve.grpc" \
-      "http://127.0.0.1:$(cat "$work/$name.port")/$SVC/Resolve" | awk '/^finished in/ {print $4}')
+    if [ -n "${RATE:-}" ]; then
+      "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
+        "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
+      read -r rps done_n < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); ok=r["statusCodeDistribution"].get("OK",0); print(round(r["rps"],1), ok)' "$work/load.json")
+    else
+      h2load -D "$SECS" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/resolve.grpc" \
+        "http://127.0.0.1:$(cat "$work/$name.port")/$SVC/Resolve" >"$work/h2load.out"
+      rps=$(awk '/^finished in/ {print $4}' "$work/h2load.out")
+      done_n=$(awk '/^requests:/ {print $8}' "$work/h2load.out")
+    fi
     # The exporters flush every 500 ms: let the collector store the last batches before reading.
     settle
     # shellcheck disable=SC2046
     pair1=$(cpu_ticks $(cat "$work/$name.pids")); col1=$(cpu_ticks $COLLECTOR)
-    pair_us=$(( (pair1 - pair0) * 1000000 / HZ / N )); col_us=$(( (col1 - col0) * 1000000 / HZ / N ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  collector_cpu_us/req=$col_us"
+    pair_us=$(( (pair1 - pair0) * 1000000 / HZ / done_n )); col_us=$(( (col1 - col0) * 1000000 / HZ / done_n ))
+    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  collector_cpu_us/req=$col_us" | tee -a "$work/results"
   done
 done
+# Medians over the rounds, and each round's ratio to tracing off in the same round.
+python3 - "$work/results" "${names[@]}" <<'PY'
+import re, statistics, sys
+rows = [dict(re.findall(r"(\S+)=(\S+)", line)) | {"round": line.split()[1]} for line in open(sys.argv[1])]
+names = sys.argv[2:]
+by = {name: [r for r in rows if r["tracing"] == name] for name in names}
+off = {r["round"]: float(r["req/s"]) for r in by["off"]}
+off_cpu = {r["round"]: int(r["pair_cpu_us/req"]) for r in by["off"]}
+labels = {"off": "off", "all": "100%", "tenth": "10%", "none": "0%"}
+for name, label in ((n, labels[n]) for n in names):
+    rps = [float(r["req/s"]) for r in by[name]]
+    ratios = [float(r["req/s"]) / off[r["round"]] for r in by[name]]
+    pair = [int(r["pair_cpu_us/req"]) for r in by[name]]
+    pair_ratios = [int(r["pair_cpu_us/req"]) / off_cpu[r["round"]] for r in by[name]]
+    col = [int(r["collector_cpu_us/req"]) for r in by[name]]
+    print(f"median {label:>4}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
+          f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  pair_cpu_us/req={statistics.median(pair)} "
+          f"({statistics.median(pair_ratios):.2f}x off)  collector_cpu_us/req={statistics.median(col)}")
+PY
 spans=$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$U/api/traces?service=urlshortener&limit=10000')); print(sum(len(t['spans']) for t in d['data']))")
 echo "spans stored by the collector (last 10000 traces): $spans"
