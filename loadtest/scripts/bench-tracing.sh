@@ -79,8 +79,8 @@ for round in $(seq "$ROUNDS"); do
   for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
     name=${names[$(( (round + i) % ${#names[@]} ))]}
     settle
-    # shellcheck disable=SC2046
-    pair0=$(cpu_ticks $(cat "$work/$name.pids")); col0=$(cpu_ticks $COLLECTOR)
+    read -r svc_pid gw_pid <"$work/$name.pids"
+    pair0=$(cpu_ticks "$svc_pid" "$gw_pid"); gw0=$(cpu_ticks "$gw_pid"); col0=$(cpu_ticks $COLLECTOR)
     if [ -n "${RATE:-}" ]; then
       "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
         "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
@@ -93,10 +93,10 @@ for round in $(seq "$ROUNDS"); do
     fi
     # The exporters flush every 500 ms: let the collector store the last batches before reading.
     settle
-    # shellcheck disable=SC2046
-    pair1=$(cpu_ticks $(cat "$work/$name.pids")); col1=$(cpu_ticks $COLLECTOR)
+    pair1=$(cpu_ticks "$svc_pid" "$gw_pid"); gw1=$(cpu_ticks "$gw_pid"); col1=$(cpu_ticks $COLLECTOR)
     pair_us=$(( (pair1 - pair0) * 1000000 / HZ / done_n )); col_us=$(( (col1 - col0) * 1000000 / HZ / done_n ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  collector_cpu_us/req=$col_us" | tee -a "$work/results"
+    gw_us=$(( (gw1 - gw0) * 1000000 / HZ / done_n ))
+    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  gateway=$gw_us  service=$((pair_us - gw_us))  collector_cpu_us/req=$col_us" | tee -a "$work/results"
   done
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
@@ -114,9 +114,12 @@ for name, label in ((n, labels[n]) for n in names):
     pair = [int(r["pair_cpu_us/req"]) for r in by[name]]
     pair_ratios = [int(r["pair_cpu_us/req"]) / off_cpu[r["round"]] for r in by[name]]
     col = [int(r["collector_cpu_us/req"]) for r in by[name]]
+    gw = [int(r["gateway"]) for r in by[name]]
+    svc = [int(r["service"]) for r in by[name]]
     print(f"median {label:>4}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  pair_cpu_us/req={statistics.median(pair)} "
-          f"({statistics.median(pair_ratios):.2f}x off)  collector_cpu_us/req={statistics.median(col)}")
+          f"({statistics.median(pair_ratios):.2f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
+          f"collector_cpu_us/req={statistics.median(col)}")
 PY
 spans=$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$U/api/traces?service=urlshortener&limit=10000')); print(sum(len(t['spans']) for t in d['data']))")
 echo "spans stored by the collector (last 10000 traces): $spans"
