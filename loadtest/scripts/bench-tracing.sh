@@ -4,8 +4,10 @@
 # (`meshwork traces`), measured in one run with h2load, alternating configurations. Besides
 # req/s it reports the CPU time the pair (gateway + service) and the collector spent per request,
 # from /proc/<pid>/stat, since on a small machine the collector competes with the pair.
-# CONFIGS picks the configurations (default "off all tenth"); "none" is a fourth one that exports
-# but samples nothing (ratio 0), which shows the cost of tracing being on for calls not sampled.
+# CONFIGS picks the configurations (default "off all tenth"); "none" exports but samples nothing
+# (ratio 0), which shows the cost of tracing being on for calls not sampled; "deadtenth" samples
+# 10% but exports to a closed port (spans are built, then dropped), which takes the collector and
+# the OTLP send out of the picture; "rN" samples the share N (r0.01: 1%).
 # RATE=N replaces h2load's closed loop by `meshwork load` at N calls/s (64 workers): every
 # configuration then serves the same load, and CPU per request compares costs without the
 # batching effects of different throughputs (req/s then only shows whether the rate was held).
@@ -60,7 +62,10 @@ for name in "${names[@]}"; do
     all) start_pair all "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
     tenth) start_pair tenth "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
     none) start_pair none "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ;;
-    *) echo "unknown configuration $name (use off, all, tenth, none)" >&2; exit 2 ;;
+    deadtenth) start_pair deadtenth OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
+    r[0-9]*) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${name#r}" ;;
+    *) echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN)" >&2; exit 2 ;;
   esac
 done
 [ "${names[0]}" = off ] || { echo "CONFIGS must start with off (the ratios are against it)" >&2; exit 2; }
@@ -107,8 +112,8 @@ names = sys.argv[2:]
 by = {name: [r for r in rows if r["tracing"] == name] for name in names}
 off = {r["round"]: float(r["req/s"]) for r in by["off"]}
 off_cpu = {r["round"]: int(r["pair_cpu_us/req"]) for r in by["off"]}
-labels = {"off": "off", "all": "100%", "tenth": "10%", "none": "0%"}
-for name, label in ((n, labels[n]) for n in names):
+labels = {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector"}
+for name, label in ((n, labels[n] if n in labels else f"{float(n[1:]):.0%}") for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
     ratios = [float(r["req/s"]) / off[r["round"]] for r in by[name]]
     pair = [int(r["pair_cpu_us/req"]) for r in by[name]]
@@ -116,7 +121,7 @@ for name, label in ((n, labels[n]) for n in names):
     col = [int(r["collector_cpu_us/req"]) for r in by[name]]
     gw = [int(r["gateway"]) for r in by[name]]
     svc = [int(r["service"]) for r in by[name]]
-    print(f"median {label:>4}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
+    print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  pair_cpu_us/req={statistics.median(pair)} "
           f"({statistics.median(pair_ratios):.2f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
           f"collector_cpu_us/req={statistics.median(col)}")
