@@ -30,11 +30,6 @@ use tracing::field::Empty;
 pub struct CallSpan(Option<Box<opentelemetry_sdk::trace::Span>>);
 
 impl CallSpan {
-    /// Returns true when there is no span (the call is not traced).
-    pub fn is_none(&self) -> bool {
-        self.0.is_none()
-    }
-
     /// Sets an attribute (nothing when there is no span).
     pub fn set(&mut self, attribute: KeyValue) {
         if let Some(span) = &mut self.0 {
@@ -42,7 +37,7 @@ impl CallSpan {
         }
     }
 
-    /// Returns the span's context (invalid when there is no span).
+    /// Returns the span's context, `None` when there is no span.
     fn span_context(&self) -> Option<&SpanContext> {
         self.0.as_ref().map(|s| s.span_context()).filter(|sc| sc.is_valid())
     }
