@@ -94,7 +94,6 @@ async fn open_store(url: &StoreUrl) -> Result<DynStore> {
 /// collector has answered the exporter before it persists anyway, and a lost last moment of
 /// traces is acceptable where an fsync per export is not (it was most of the collector's CPU).
 async fn open_trace_store(dir: &std::path::Path) -> Result<DynStore> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = EmbeddedOptions { history_revisions: 0, fsync: false, ..EmbeddedOptions::default() };
     let store = EmbeddedStore::open_with(dir, opts)
         .await
@@ -215,12 +214,14 @@ async fn up(
     let admin = Admin::start(admin).await?;
     let store = open_store(&store_url).await?;
     // The trace backend keeps its traces in a store of its own, so they survive a restart.
-    let trace_store = match &traces {
-        Some((_, Some(dir))) => Some(open_trace_store(dir).await?),
-        _ => None,
-    };
     let collector = match &traces {
-        Some((flags, _)) => Some(Collector::start(flags.collector(), trace_store.clone()).await?),
+        Some((flags, dir)) => {
+            let persist = match dir {
+                Some(dir) => Some(open_trace_store(dir).await?),
+                None => None,
+            };
+            Some(Collector::start(flags.collector(), persist).await?)
+        }
         None => None,
     };
     let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export)?;
@@ -266,10 +267,7 @@ async fn up(
     admin.stop().await;
     flush_telemetry(guard).await;
     if let Some(c) = collector {
-        c.shutdown().await;
-    }
-    if let Some(traces) = trace_store {
-        traces.flush().await.context("flushing the trace store")?;
+        c.shutdown().await.context("flushing the trace store")?;
     }
     store.flush().await.context("flushing the store")?;
     tracing::info!("meshwork stopped");
@@ -279,8 +277,7 @@ async fn up(
 /// `meshwork traces`: the embedded trace backend alone.
 async fn traces_alone(flags: TraceFlags, dir: PathBuf) -> Result<()> {
     let guard = telemetry("meshwork-traces", None, &ExportFlags::default())?;
-    let store = open_trace_store(&dir).await?;
-    let collector = Collector::start(flags.collector(), Some(store.clone())).await?;
+    let collector = Collector::start(flags.collector(), Some(open_trace_store(&dir).await?)).await?;
     println!(
         "meshwork traces ready: http://{} (OTLP grpc {}, http {}), store embedded:{}",
         collector.query,
@@ -289,8 +286,7 @@ async fn traces_alone(flags: TraceFlags, dir: PathBuf) -> Result<()> {
         dir.display()
     );
     shutdown_signal().await?;
-    collector.shutdown().await;
-    store.flush().await.context("flushing the trace store")?;
+    collector.shutdown().await.context("flushing the trace store")?;
     flush_telemetry(guard).await;
     Ok(())
 }

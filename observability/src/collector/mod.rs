@@ -67,7 +67,8 @@ pub struct Collector {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     sink: Arc<otlp::Sink>,
-    writer: Option<JoinHandle<()>>,
+    /// The persistent copy's writer and the store it writes to.
+    writer: Option<(JoinHandle<()>, DynStore)>,
 }
 
 pub(crate) fn store_kv(key: &str, value: &str) -> KeyValue {
@@ -117,9 +118,9 @@ impl Collector {
             Some(backing) => {
                 let loaded = persist::load(&backing, &store).await.map_err(CollectorError::Load)?;
                 tracing::info!(spans = loaded.spans, "traces loaded from the store");
-                let (persister, writer) = persist::spawn(backing, config.limits.max_age, loaded.next_segment);
+                let (persister, writer) = persist::spawn(backing.clone(), config.limits.max_age, loaded.next_segment);
                 persister.delete(loaded.dead);
-                (Some(persister), Some(writer))
+                (Some(persister), Some((writer, backing)))
             }
             None => (None, None),
         };
@@ -174,16 +175,19 @@ impl Collector {
         self.sink.persister.as_ref().map_or(0, |p| p.dropped())
     }
 
-    /// Stops every listener, then lets the persistent writer finish what it has queued.
-    pub async fn shutdown(self) {
+    /// Stops every listener, then lets the persistent writer finish what it has queued and
+    /// flushes the store it wrote to.
+    pub async fn shutdown(self) -> Result<(), meshwork_storage::StoreError> {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
         drop(self.sink);
-        if let Some(writer) = self.writer {
+        if let Some((writer, backing)) = self.writer {
             let _ = writer.await;
+            backing.flush().await?;
         }
+        Ok(())
     }
 }
 
