@@ -76,18 +76,10 @@ pub struct TraceInterceptor;
 
 impl tonic::service::Interceptor for TraceInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let mut headers = http::HeaderMap::new();
+        // Into the metadata's own header map, so the values stay as `inject` made them.
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
         inject(&current(), &mut headers);
-        for (name, value) in headers.iter() {
-            if let (Ok(key), Ok(mut value)) = (
-                tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()),
-                tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes()),
-            ) {
-                // Never indexed by HPACK, as in `header_value`.
-                value.set_sensitive(true);
-                request.metadata_mut().insert(key, value);
-            }
-        }
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
         Ok(request)
     }
 }
@@ -116,5 +108,32 @@ mod tests {
         unsampled.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
         assert!(is_unsampled(&extract(&unsampled)));
         assert!(!is_unsampled(&extract(&http::HeaderMap::new())));
+    }
+
+    #[test]
+    fn the_client_interceptor_sends_the_current_span_and_keeps_other_metadata() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tonic::service::Interceptor as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+            let span = tracing::info_span!("call");
+            let _ = span.set_parent(extract(&headers));
+            let _entered = span.enter();
+            let mut request = tonic::Request::new(());
+            request.metadata_mut().insert("x-keep", "1".parse().unwrap());
+            let request = TraceInterceptor.call(request).unwrap();
+            let traceparent = request.metadata().get("traceparent").expect("traceparent sent");
+            assert!(
+                traceparent.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{traceparent:?}"
+            );
+            assert!(traceparent.is_sensitive(), "never indexed by HPACK");
+            assert_eq!(request.metadata().get("x-keep").unwrap(), "1");
+        });
     }
 }
