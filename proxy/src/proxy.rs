@@ -732,6 +732,7 @@ impl ProxyHttp for GatewayProxy {
         if dead_downstream {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
+        drain_before_close(session).await;
         if !ctx.grpc {
             let status = match e.etype() {
                 ErrorType::HTTPStatus(code) => *code,
@@ -839,6 +840,19 @@ impl ProxyHttp for GatewayProxy {
 
 /// The context an error was raised with. `error_while_proxy` wraps errors with the peer's
 /// address (`more_context` makes the original the cause), so the message is further down.
+/// The longest an error answer waits for the rest of an HTTP/1.1 request body.
+const DRAIN_LIMIT: Duration = Duration::from_millis(100);
+
+/// Reads what is left of an HTTP/1.1 request body (for at most [`DRAIN_LIMIT`]) before an error
+/// answer closes the connection: closing with unread request bytes makes the kernel send a reset
+/// instead of a FIN, and a reset can destroy the answer before the client has read it (seen with
+/// a call to a dead pool, whose body the gateway never reads). h2 streams end on their own.
+async fn drain_before_close(session: &mut Session) {
+    if !session.is_http2() {
+        let _ = tokio::time::timeout(DRAIN_LIMIT, session.drain_request_body()).await;
+    }
+}
+
 fn raised_context(e: &Error) -> String {
     let mut current = e;
     // The cause is a `Box<Error>` boxed again as a trait object.
