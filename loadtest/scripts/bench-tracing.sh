@@ -7,11 +7,17 @@
 # CONFIGS picks the configurations (default "off all tenth"); "none" exports but samples nothing
 # (ratio 0), which shows the cost of tracing being on for calls not sampled; "deadtenth" samples
 # 10% but exports to a closed port (spans are built, then dropped), which takes the collector and
-# the OTLP send out of the picture; "rN" samples the share N (r0.01: 1%).
+# the OTLP send out of the picture; "rN" samples the share N (r0.01: 1%), "rN-dM" the same with
+# exports every M ms at most (OTEL_BSP_SCHEDULE_DELAY; the default is 500); "offX" (offB, off2 ...)
+# is another tracing-off configuration, a placebo that shows how far two identical ones differ.
+# Every run starts a fresh pair (2 s of unmeasured load first), so that what is particular to one
+# process instance averages out over the rounds instead of sticking to its configuration.
 # RATE=N replaces h2load's closed loop by `meshwork load` at N calls/s (64 workers): every
 # configuration then serves the same load, and CPU per request compares costs without the
 # batching effects of different throughputs (req/s then only shows whether the rate was held).
-# usage: [BIN=path/to/meshwork] [CONFIGS="off tenth ..."] [RATE=N] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
+# A configuration name ending in "@base" (tenth@base) runs the binary BASE instead of BIN: two
+# builds side by side in one run.
+# usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -26,6 +32,16 @@ RUST_LOG=warn "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --
 COLLECTOR=$!
 # cpu_ticks PID... : user + system clock ticks used so far by the processes
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# faults_switches PID... : minor page faults and context switches (every thread, voluntary and
+# not) of the processes so far, "faults switches"; threads that have exited are not counted
+faults_switches() {
+  local f=0 c=0 p
+  for p in "$@"; do
+    f=$((f + $(awk '{print $10}' "/proc/$p/stat")))
+    c=$((c + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')))
+  done
+  echo "$f $c"
+}
 HZ=$(getconf CLK_TCK)
 SVC=meshwork.urlshortener.v1.UrlShortener
 printf '\x00\x00\x00\x00\x09\x0a\x07bench01' >"$work/resolve.grpc"
@@ -35,7 +51,9 @@ start_pair() {
   local name=$1; shift
   local sp gp
   sp=$(free_port); gp=$(free_port)
-  env "$@" RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
+  local bin=$BIN
+  [[ $name == *@base ]] && bin=$BASE
+  env "$@" RUST_LOG=warn "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
   local svc_pid=$!
   cat >"$work/$name.toml" <<TOML
 listen = "127.0.0.1:$gp"
@@ -45,7 +63,7 @@ endpoints = ["127.0.0.1:$sp"]
 service = "$SVC"
 pool = "urlshortener"
 TOML
-  env "$@" RUST_LOG=warn "$BIN" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
+  env "$@" RUST_LOG=warn "$bin" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
   echo "$svc_pid $!" >"$work/$name.pids"
   for _ in $(seq 100); do
     grpcurl -plaintext 127.0.0.1:$gp grpc.health.v1.Health/Check >/dev/null 2>&1 && break
@@ -55,17 +73,36 @@ TOML
   echo "$gp" >"$work/$name.port"
 }
 OTLP="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$G"
+# start NAME : starts the pair of configuration NAME
+start() {
+  local name=$1
+  case ${name%@base} in
+    off*) start_pair "$name" OTEL_SDK_DISABLED=true ;;
+    all) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
+    tenth) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
+    none) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ;;
+    deadtenth) start_pair "$name" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
+    r[0-9]*-d[0-9]*) local plain=${name%@base} ratio=${name%-d*}
+      start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${ratio#r}" \
+        OTEL_BSP_SCHEDULE_DELAY="${plain##*-d}" ;;
+    r[0-9]*) local plain=${name%@base}
+      start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${plain#r}" ;;
+  esac
+}
+# stop NAME : stops the pair of configuration NAME
+stop() {
+  local pid
+  for pid in $(cat "$work/$1.pids"); do kill "$pid" 2>/dev/null || true; done
+  for pid in $(cat "$work/$1.pids"); do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
+  rm -rf "${work:?}/$1"
+}
 read -r -a names <<<"${CONFIGS:-off all tenth}"
 for name in "${names[@]}"; do
-  case $name in
-    off) start_pair off OTEL_SDK_DISABLED=true ;;
-    all) start_pair all "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
-    tenth) start_pair tenth "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
-    none) start_pair none "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ;;
-    deadtenth) start_pair deadtenth OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
-      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
-    r[0-9]*) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${name#r}" ;;
-    *) echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN)" >&2; exit 2 ;;
+  [[ $name != *@base ]] || [ -x "${BASE:-}" ] || { echo "$name needs BASE=path/to/another/meshwork" >&2; exit 2; }
+  case ${name%@base} in
+    off* | all | tenth | none | deadtenth | r[0-9]*) ;;
+    *) echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN; offX is a second off)" >&2; exit 2 ;;
   esac
 done
 [ "${names[0]}" = off ] || { echo "CONFIGS must start with off (the ratios are against it)" >&2; exit 2; }
@@ -83,9 +120,16 @@ settle() {
 for round in $(seq "$ROUNDS"); do
   for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
     name=${names[$(( (round + i) % ${#names[@]} ))]}
+    # A fresh pair for every run, so that a bias of one process instance (memory layout, thread
+    # placement) is noise across rounds instead of a constant of its configuration; 2 s of load
+    # first, not measured, to connect and warm up.
+    start "$name"
+    "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "${RATE:-5000}" -z 2s -c 64 \
+      "127.0.0.1:$(cat "$work/$name.port")" >/dev/null
     settle
     read -r svc_pid gw_pid <"$work/$name.pids"
     pair0=$(cpu_ticks "$svc_pid" "$gw_pid"); gw0=$(cpu_ticks "$gw_pid"); col0=$(cpu_ticks $COLLECTOR)
+    read -r flt0 csw0 < <(faults_switches "$svc_pid" "$gw_pid")
     if [ -n "${RATE:-}" ]; then
       "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
         "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
@@ -99,9 +143,13 @@ for round in $(seq "$ROUNDS"); do
     # The exporters flush every 500 ms: let the collector store the last batches before reading.
     settle
     pair1=$(cpu_ticks "$svc_pid" "$gw_pid"); gw1=$(cpu_ticks "$gw_pid"); col1=$(cpu_ticks $COLLECTOR)
+    read -r flt1 csw1 < <(faults_switches "$svc_pid" "$gw_pid")
     pair_us=$(( (pair1 - pair0) * 1000000 / HZ / done_n )); col_us=$(( (col1 - col0) * 1000000 / HZ / done_n ))
     gw_us=$(( (gw1 - gw0) * 1000000 / HZ / done_n ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  gateway=$gw_us  service=$((pair_us - gw_us))  collector_cpu_us/req=$col_us" | tee -a "$work/results"
+    stop "$name"
+    # per 1000 requests, as integers
+    flt_k=$(( (flt1 - flt0) * 1000 / done_n )); csw_k=$(( (csw1 - csw0) * 1000 / done_n ))
+    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  gateway=$gw_us  service=$((pair_us - gw_us))  collector_cpu_us/req=$col_us  faults/kreq=$flt_k  switches/kreq=$csw_k" | tee -a "$work/results"
   done
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
@@ -112,8 +160,15 @@ names = sys.argv[2:]
 by = {name: [r for r in rows if r["tracing"] == name] for name in names}
 off = {r["round"]: float(r["req/s"]) for r in by["off"]}
 off_cpu = {r["round"]: int(r["pair_cpu_us/req"]) for r in by["off"]}
-labels = {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector"}
-for name, label in ((n, labels[n] if n in labels else f"{float(n[1:]):.0%}") for n in names):
+labels = {n: n for n in names if n.startswith("off")} | {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector"}
+def label_of(n):
+    base, plain = n.endswith("@base"), n.removesuffix("@base")
+    if plain in labels:
+        text = labels[plain]
+    else:
+        text = f"{float(plain[1:].split('-d')[0]):.0%}" + (f", every {plain.split('-d')[1]} ms" if "-d" in plain else "")
+    return text + (" (BASE binary)" if base else "")
+for name, label in ((n, label_of(n)) for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
     ratios = [float(r["req/s"]) / off[r["round"]] for r in by[name]]
     pair = [int(r["pair_cpu_us/req"]) for r in by[name]]
@@ -121,10 +176,13 @@ for name, label in ((n, labels[n] if n in labels else f"{float(n[1:]):.0%}") for
     col = [int(r["collector_cpu_us/req"]) for r in by[name]]
     gw = [int(r["gateway"]) for r in by[name]]
     svc = [int(r["service"]) for r in by[name]]
+    flt = [int(r["faults/kreq"]) for r in by[name]]
+    csw = [int(r["switches/kreq"]) for r in by[name]]
     print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  pair_cpu_us/req={statistics.median(pair)} "
           f"({statistics.median(pair_ratios):.2f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
-          f"collector_cpu_us/req={statistics.median(col)}")
+          f"collector_cpu_us/req={statistics.median(col)}  pair faults/kreq={statistics.median(flt)}  "
+          f"switches/kreq={statistics.median(csw)}")
 PY
 spans=$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$U/api/traces?service=urlshortener&limit=10000')); print(sum(len(t['spans']) for t in d['data']))")
 echo "spans stored by the collector (last 10000 traces): $spans"
