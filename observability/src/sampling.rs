@@ -49,13 +49,42 @@ pub fn decide_root() -> bool {
 
 /// Returns a `traceparent` for a new trace that is not sampled: fresh random ids, flags `00`.
 /// Sent upstream, it tells every later hop to build no spans for this call.
+/// Made on every call the gateway roots and does not sample, so written digit by digit rather
+/// than through `format!`.
 pub fn unsampled_traceparent() -> http::HeaderValue {
-    let trace_hi = next_random();
-    let trace_lo = next_random();
+    fn hex(value: u64, out: &mut [u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = DIGITS[(value >> (60 - 4 * i) & 0xf) as usize];
+        }
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(next_random(), &mut text[3..19]);
+    hex(next_random(), &mut text[19..35]);
     // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
-    let span = next_random() | 1;
-    let text = format!("00-{trace_hi:016x}{trace_lo:016x}-{span:016x}-00");
-    crate::propagation::header_value(&text).expect("hex digits and dashes are a valid header value")
+    hex(next_random() | 1, &mut text[36..52]);
+    let mut value = http::HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// Reads the sampled flag of a `traceparent` in its canonical form (version 00, lowercase hex,
+/// non-zero ids: what every W3C implementation sends), without building a context. `None` for
+/// any other form, which the full parse of [`crate::propagation::extract`] then judges.
+fn canonical_sampled_flag(value: &[u8]) -> Option<bool> {
+    let lower_hex = |bytes: &[u8]| bytes.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let non_zero = |bytes: &[u8]| bytes.iter().any(|&b| b != b'0');
+    let canonical = value.len() == 55
+        && value.starts_with(b"00-")
+        && value[35] == b'-'
+        && value[52] == b'-'
+        && lower_hex(&value[3..35])
+        && lower_hex(&value[36..52])
+        && lower_hex(&value[53..55])
+        && non_zero(&value[3..35])
+        && non_zero(&value[36..52]);
+    // The sampled bit is the lowest bit of the flags' second hex digit.
+    canonical.then(|| char::from(value[54]).to_digit(16).is_some_and(|d| d & 1 == 1))
 }
 
 /// The head-sampling decision for a call arriving with `headers`, taken before any span exists.
@@ -76,7 +105,11 @@ pub enum Head {
 /// draws.
 pub fn decide(headers: &http::HeaderMap) -> Head {
     use opentelemetry::trace::TraceContextExt;
-    if headers.contains_key("traceparent") {
+    if let Some(traceparent) = headers.get("traceparent") {
+        // Most calls arrive with a canonical unsampled `traceparent`: decided without a parse.
+        if canonical_sampled_flag(traceparent.as_bytes()) == Some(false) {
+            return Head::CallerUnsampled;
+        }
         let parent = crate::propagation::extract(headers);
         if crate::propagation::is_unsampled(&parent) {
             return Head::CallerUnsampled;
@@ -187,12 +220,62 @@ mod tests {
     }
 
     #[test]
+    fn the_canonical_flag_reading_agrees_with_the_full_parse() {
+        use opentelemetry::trace::TraceContextExt;
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let span = "00f067aa0ba902b7";
+        let cases = [
+            format!("00-{id}-{span}-00"),
+            format!("00-{id}-{span}-01"),
+            format!("00-{id}-{span}-02"),
+            format!("00-{id}-{span}-03"),
+            format!("00-{id}-{span}-ff"),
+            format!("00-{}-{span}-00", "0".repeat(32)),
+            format!("00-{id}-{}-00", "0".repeat(16)),
+            format!("00-{}-{span}-00", id.to_uppercase()),
+            format!("00-{id}-{span}-0A"),
+            format!("01-{id}-{span}-00"),
+            format!("01-{id}-{span}-00-extra"),
+            format!("ff-{id}-{span}-00"),
+            format!(" 00-{id}-{span}-00"),
+            format!("00-{id}-{span}-00 "),
+            format!("00-{id}x{span}-00"),
+            format!("00-{}-{span}-00", &id[1..]),
+            format!("00-{id}g-{span}-0"),
+            "garbage".to_string(),
+            String::new(),
+        ];
+        for case in cases {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", http::HeaderValue::from_str(&case).unwrap());
+            let sc = crate::propagation::extract(&headers).span().span_context().clone();
+            let parsed = sc.is_valid().then(|| sc.is_sampled());
+            // Where the fast reading answers, it agrees; where it does not, the full parse decides.
+            if let Some(sampled) = canonical_sampled_flag(case.as_bytes()) {
+                assert_eq!(Some(sampled), parsed, "{case:?}");
+            }
+            let expected = match parsed {
+                Some(false) => "CallerUnsampled",
+                Some(true) => "Sampled",
+                None => "root",
+            };
+            let got = match decide(&headers) {
+                Head::CallerUnsampled => "CallerUnsampled",
+                Head::Sampled(Some(_)) => "Sampled",
+                Head::Sampled(None) | Head::RootUnsampled => "root",
+            };
+            assert_eq!(got, expected, "{case:?}");
+        }
+    }
+
+    #[test]
     fn unsampled_traceparent_parses_as_unsampled() {
         let mut headers = http::HeaderMap::new();
         let value = unsampled_traceparent();
         assert_eq!(value.len(), 55);
         headers.insert("traceparent", value.clone());
         assert!(crate::propagation::is_unsampled(&crate::propagation::extract(&headers)));
+        assert_eq!(canonical_sampled_flag(value.as_bytes()), Some(false), "read without a parse");
         assert_ne!(value, unsampled_traceparent(), "ids must differ per call");
         assert!(value.is_sensitive(), "a per-call value must stay out of the HPACK table");
     }

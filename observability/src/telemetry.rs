@@ -5,11 +5,13 @@
 //! Configuration follows the OpenTelemetry SDK variables: `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`
 //! (`always_on`, `always_off`, `traceidratio`, `parentbased_*`; default parent-based always-on),
-//! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`.
+//! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`,
+//! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set).
 //! Spans are dropped, never waited for, when the queue is full or the collector is down.
 
 use std::fmt;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -47,6 +49,8 @@ pub struct TelemetryConfig {
     pub default_log_filter: String,
     /// Most spans queued for export before new ones are dropped.
     pub max_queue_size: usize,
+    /// The longest a span waits in the queue before it is exported (sooner when a batch fills).
+    pub schedule_delay: Duration,
 }
 
 /// Which root spans are sampled.
@@ -62,7 +66,16 @@ impl TelemetryConfig {
     /// Returns the configuration for `service_name` from the `OTEL_*` environment, with
     /// `default_endpoint` used when no endpoint variable is set.
     pub fn from_env(service_name: &str, default_endpoint: Option<String>) -> Result<Self, TelemetryError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(service_name, default_endpoint, |name| std::env::var(name).ok())
+    }
+
+    /// [`TelemetryConfig::from_env`] with the variables read through `lookup`.
+    pub fn from_vars(
+        service_name: &str,
+        default_endpoint: Option<String>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, TelemetryError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let endpoint = if disabled {
             None
@@ -111,15 +124,33 @@ impl TelemetryConfig {
                 reason: "must be a positive integer".into(),
             })?,
         };
+        let schedule_delay = match var("OTEL_BSP_SCHEDULE_DELAY") {
+            None => DEFAULT_SCHEDULE_DELAY,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(TelemetryError::BadVariable {
+                        variable: "OTEL_BSP_SCHEDULE_DELAY",
+                        value: v,
+                        reason: "must be a positive number of milliseconds".into(),
+                    });
+                }
+            },
+        };
         Ok(TelemetryConfig {
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_string()),
             otlp_endpoint: endpoint,
             sampler,
             default_log_filter: "info".into(),
             max_queue_size,
+            schedule_delay,
         })
     }
 }
+
+/// How long a span waits for export at most when `OTEL_BSP_SCHEDULE_DELAY` is not set. Shorter
+/// than the SDK's 5 s: the trace view shows a call half a second after it ends.
+pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(500);
 
 /// Adds `http://` to a schemeless endpoint: in opentelemetry-otlp 0.33 a schemeless endpoint
 /// means https, which a loopback collector does not speak.
@@ -131,8 +162,19 @@ pub fn normalise_endpoint(endpoint: &str) -> String {
 /// directly rather than through `tracing` (see [`tracer`]).
 static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
 
+/// Whether [`TRACER`] is set, readable without the lock (checked on every call).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
 fn set_tracer(tracer: Option<SdkTracer>) {
-    *TRACER.write().unwrap_or_else(|e| e.into_inner()) = tracer;
+    let mut slot = TRACER.write().unwrap_or_else(|e| e.into_inner());
+    EXPORTING.store(tracer.is_some(), Ordering::Relaxed);
+    *slot = tracer;
+}
+
+/// Returns whether spans are exported (a [`tracer`] is installed), without taking its lock or
+/// cloning it: the check a call that may not be sampled makes first.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// Returns the tracer spans are exported with, `None` when nothing is exported. For spans that
@@ -223,7 +265,7 @@ where
             BatchConfigBuilder::default()
                 .with_max_queue_size(config.max_queue_size)
                 .with_max_export_batch_size(512.min(config.max_queue_size))
-                .with_scheduled_delay(Duration::from_millis(500))
+                .with_scheduled_delay(config.schedule_delay)
                 .build(),
         )
         .build();
@@ -262,7 +304,7 @@ where
 }
 
 /// The log layer writing to `writer`: plain lines, or JSON lines when `json`.
-fn log_layer_to<S, W>(writer: W, json: bool, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+pub(crate) fn log_layer_to<S, W>(writer: W, json: bool, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -319,7 +361,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use opentelemetry::trace::TracerProvider as _;
@@ -330,7 +372,7 @@ mod tests {
 
     /// Collects what the log layer writes.
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buffer(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -368,6 +410,37 @@ mod tests {
         });
         let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         (out, trace_id, span_id)
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Result<TelemetryConfig, TelemetryError> {
+        let vars: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TelemetryConfig::from_vars("svc", None, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn batch_settings_come_from_the_standard_variables() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.schedule_delay, DEFAULT_SCHEDULE_DELAY);
+        assert_eq!(defaults.max_queue_size, 2048);
+        assert_eq!(defaults.otlp_endpoint, None);
+        let set = config(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ])
+        .unwrap();
+        assert_eq!(set.schedule_delay, Duration::from_millis(50));
+        assert_eq!(set.max_queue_size, 64);
+        assert_eq!(set.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(set.sampler, SamplerConfig::Ratio(0.1));
+        for bad in ["0", "-5", "soon"] {
+            let err = config(&[("OTEL_BSP_SCHEDULE_DELAY", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with("OTEL_BSP_SCHEDULE_DELAY="), "{err}");
+            assert!(err.contains("positive number of milliseconds"), "{err}");
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn config(sampler: SamplerConfig) -> TelemetryConfig {
         default_log_filter: "warn".into(),
         // Large enough that the bench thread never finds the queue full (dropping is cheaper).
         max_queue_size: 1 << 16,
+        schedule_delay: meshwork_observability::telemetry::DEFAULT_SCHEDULE_DELAY,
     }
 }
 
@@ -136,11 +137,19 @@ fn benches(c: &mut Criterion) {
     let mut service = ServerTraceLayer::new("urlshortener").layer(handler());
     tracing::subscriber::with_default(Registry::default().with(LevelFilter::WARN), || {
         group.bench_function("off", |b| b.iter(|| service_call(&mut service, SAMPLED)));
+        group.bench_function("off, cold caches", |b| {
+            b.iter_batched(&mut pollute, |()| service_call(&mut service, SAMPLED), BatchSize::PerIteration)
+        });
     });
     for (name, traceparent) in [("caller not sampled", UNSAMPLED), ("sampled", SAMPLED)] {
         let (otel, guard) = export_layer(&config(SamplerConfig::Ratio(1.0)), kept.clone());
         tracing::subscriber::with_default(Registry::default().with(otel), || {
             group.bench_function(name, |b| b.iter(|| service_call(&mut service, traceparent)));
+            if traceparent == SAMPLED {
+                group.bench_function("sampled, cold caches", |b| {
+                    b.iter_batched(&mut pollute, |()| service_call(&mut service, SAMPLED), BatchSize::PerIteration)
+                });
+            }
         });
         guard.shutdown();
     }

@@ -74,12 +74,15 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
     if meshwork_observability::grpc::untraced(path) {
         return CallTrace::Off;
     }
-    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
+    if !meshwork_observability::telemetry::exporting() {
+        return CallTrace::Off;
+    }
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
         Head::CallerUnsampled => return CallTrace::Off,
         Head::RootUnsampled => return CallTrace::Unsampled(sampling::unsampled_traceparent()),
     };
+    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
     let mut attributes = Vec::with_capacity(6);
     attributes.extend([
         KeyValue::new("rpc.system", "grpc"),
