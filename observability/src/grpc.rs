@@ -1,5 +1,7 @@
-//! A tower layer for tonic servers: one SERVER span per call, child of the caller's
-//! `traceparent`, with the OpenTelemetry RPC attributes and the gRPC status of the answer.
+//! A tower layer for tonic servers: one SERVER span per sampled call, child of the caller's
+//! `traceparent`, with the OpenTelemetry RPC attributes and the gRPC status of the answer. The
+//! span is built on the OpenTelemetry API and attached as the OpenTelemetry context while the
+//! call runs; `tracing` spans below it (storage operations) find it there as their parent.
 //!
 //! Tonic sends handler errors as trailers-only responses (the status in the headers), so the
 //! status is read from the response headers; a call that fails in the middle of a stream is
@@ -9,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context as OtelContext, KeyValue, StringValue};
 use tower::{Layer, Service};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::metrics;
 
@@ -108,53 +110,171 @@ where
         let (service, method) = name.split_once('/').unwrap_or((name, ""));
         // A caller that did not sample this trace gets no span here either, and neither does a
         // new trace the root sampler turns down: no span data is built for unsampled calls.
-        let (span, parent) = match crate::sampling::decide(request.headers()) {
-            crate::sampling::Head::Sampled(parent) => {
-                let span = tracing::info_span!(
-                    target: "meshwork::grpc",
-                    "grpc.server",
-                    otel.name = %name,
-                    otel.kind = "server",
-                    otel.status_code = Empty,
-                    rpc.system = "grpc",
-                    rpc.service = %service,
-                    rpc.method = %method,
-                    rpc.grpc.status_code = Empty,
-                    meshwork.service = &*self.service,
-                    sampling.priority = Empty,
-                );
-                (span, parent)
-            }
-            _ => (tracing::Span::none(), None),
+        let cx = match crate::sampling::decide(request.headers()) {
+            crate::sampling::Head::Sampled(parent) => self.server_span(name, service, method, parent),
+            _ => None,
         };
-        // (Log lines inside the span carry its trace id from the OTel context; no field needed.)
-        crate::sampling::adopt(&span, parent);
-        let recorder = span.clone();
         let (service, method) = (service.to_string(), method.to_string());
         let started = std::time::Instant::now();
         let future = inner.call(request);
-        Box::pin(
-            async move {
-                let result = future.await;
-                if let Ok(response) = &result {
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0);
-                    recorder.record("rpc.grpc.status_code", code);
+        Box::pin(async move {
+            let result = match &cx {
+                // Attached on every poll: log lines carry its ids, storage spans and outgoing
+                // calls (`TraceInterceptor`) take it as their parent.
+                Some(cx) => future.with_context(cx.clone()).await,
+                None => future.await,
+            };
+            if let Ok(response) = &result {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0);
+                if let Some(cx) = &cx {
+                    let span = cx.span();
+                    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
                     if is_server_error(code) {
-                        recorder.record("otel.status_code", "ERROR");
+                        span.set_status(Status::error(""));
                     }
-                    metrics::GRPC_SERVER_REQUESTS.with_label_values(&[&service, &method, code_name(code)]).inc();
-                    metrics::GRPC_SERVER_DURATION
-                        .with_label_values(&[&service, &method])
-                        .observe(started.elapsed().as_secs_f64());
                 }
-                result
+                metrics::GRPC_SERVER_REQUESTS.with_label_values(&[&service, &method, code_name(code)]).inc();
+                metrics::GRPC_SERVER_DURATION
+                    .with_label_values(&[&service, &method])
+                    .observe(started.elapsed().as_secs_f64());
             }
-            .instrument(span),
-        )
+            if let Some(cx) = cx {
+                cx.span().end();
+            }
+            result
+        })
+    }
+}
+
+impl<S> ServerTrace<S> {
+    /// Starts the SERVER span of a sampled call to `name` (`service/method`): a child of the
+    /// caller's context, or a new root marked with the decision already taken. Built on the
+    /// OpenTelemetry API directly, not through `tracing`: it needs no registry entry, layer
+    /// callbacks or attribute copies. Returns the context holding it (`None` when nothing is
+    /// exported). A call dropped before it answers ends the span when the context goes.
+    fn server_span(&self, name: &str, service: &str, method: &str, parent: Option<OtelContext>) -> Option<OtelContext> {
+        let tracer = crate::telemetry::tracer()?;
+        let mut attributes = Vec::with_capacity(6);
+        attributes.extend([
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", service.to_string()),
+            KeyValue::new("rpc.method", method.to_string()),
+            KeyValue::new(SERVICE_ATTRIBUTE, StringValue::from(self.service.clone())),
+        ]);
+        if parent.is_none() {
+            attributes.push(KeyValue::new(crate::sampling::SAMPLING_PRIORITY, 1i64));
+        }
+        let parent = parent.unwrap_or_default();
+        let span = tracer
+            .span_builder(name.to_string())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &parent);
+        Some(parent.with_span(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use tower::ServiceExt as _;
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::telemetry::tests::Buffer;
+    use crate::telemetry::{SamplerConfig, TelemetryConfig};
+
+    /// Keeps what it is given.
+    #[derive(Debug, Clone, Default)]
+    struct Keep(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Keep {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// A sampled call through the layer: its SERVER span is the caller's child, a `tracing`
+    /// span and a log line inside the handler find it through the OpenTelemetry context, and
+    /// a call whose caller did not sample it gets no span at all.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sampled_call_is_the_context_of_what_its_handler_does() {
+        let kept = Keep::default();
+        let logs = Buffer::default();
+        let config = TelemetryConfig {
+            service_name: "test".into(),
+            otlp_endpoint: None,
+            sampler: SamplerConfig::AlwaysOn,
+            default_log_filter: "info".into(),
+            max_queue_size: 64,
+            schedule_delay: std::time::Duration::from_millis(10),
+        };
+        let (otel, guard) = crate::telemetry::export_layer(&config, kept.clone());
+        let subscriber =
+            tracing_subscriber::registry().with(crate::telemetry::log_layer_to(logs.clone(), false, false)).with(otel);
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let handler = tower::service_fn(|_: http::Request<()>| async {
+            // As `TracedStore` does: a storage span only inside a sampled context.
+            let sampled = OtelContext::current().span().span_context().is_sampled();
+            let storage = if sampled {
+                tracing::info_span!(target: "meshwork::storage", "storage.get", otel.kind = "internal")
+            } else {
+                tracing::Span::none()
+            };
+            async { tracing::info!(target: "meshwork::test", "inside the handler") }.instrument(storage).await;
+            tracing::info!(target: "meshwork::test", "after the storage span");
+            Ok::<_, std::convert::Infallible>(http::Response::builder().header("grpc-status", "5").body(()).unwrap())
+        });
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        for flags in ["01", "00"] {
+            let request = http::Request::builder()
+                .uri("/pkg.Svc/Get")
+                .header("traceparent", format!("{caller}-{flags}"))
+                .body(())
+                .unwrap();
+            let answer = ServerTraceLayer::new("svc").layer(handler).oneshot(request).await.unwrap();
+            assert_eq!(answer.headers()["grpc-status"], "5");
+        }
+        guard.shutdown();
+
+        let spans = kept.0.lock().unwrap().clone();
+        assert_eq!(spans.len(), 2, "one SERVER and one storage span, none for the unsampled call: {spans:#?}");
+        let server = spans.iter().find(|s| s.span_kind == SpanKind::Server).expect("a SERVER span");
+        let storage = spans.iter().find(|s| s.name == "storage.get").expect("the storage span");
+        assert_eq!(server.name, "pkg.Svc/Get");
+        assert_eq!(server.span_context.trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
+        assert_eq!(server.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        let attribute =
+            |key: &str| server.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone());
+        assert_eq!(attribute("rpc.system"), Some("grpc".into()));
+        assert_eq!(attribute("rpc.service"), Some("pkg.Svc".into()));
+        assert_eq!(attribute("rpc.method"), Some("Get".into()));
+        assert_eq!(attribute(SERVICE_ATTRIBUTE), Some("svc".into()));
+        assert_eq!(attribute("rpc.grpc.status_code"), Some(5i64.into()));
+        assert_eq!(server.status, Status::Unset, "NOT_FOUND is the caller's error, not the server's");
+        assert_eq!(storage.parent_span_id, server.span_context.span_id(), "the storage span is the call's child");
+        assert_eq!(storage.span_context.trace_id(), server.span_context.trace_id());
+
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 4, "{logs}");
+        let trace_id = server.span_context.trace_id();
+        let ids = |span: &SpanData| format!("trace_id={trace_id} span_id={} ", span.span_context.span_id());
+        assert!(lines[0].starts_with(&ids(storage)) && lines[0].contains("inside the handler"), "{logs}");
+        assert!(lines[1].starts_with(&ids(server)) && lines[1].contains("after the storage span"), "{logs}");
+        // The unsampled call: no ids to give.
+        assert!(!lines[2].contains("trace_id=") && !lines[3].contains("trace_id="), "{logs}");
     }
 }

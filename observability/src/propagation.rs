@@ -4,7 +4,6 @@
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
@@ -64,9 +63,10 @@ pub fn is_unsampled(cx: &Context) -> bool {
     sc.is_valid() && !sc.is_sampled()
 }
 
-/// Returns the context of the current `tracing` span.
+/// Returns the current OpenTelemetry context: a service call's SERVER span, or the innermost
+/// entered `tracing` span below it (the tracing layer attaches each one's context on entry).
 pub fn current() -> Context {
-    tracing::Span::current().context()
+    Context::current()
 }
 
 /// A tonic client interceptor that sends the current span's context with every call, so
@@ -114,6 +114,7 @@ mod tests {
     fn the_client_interceptor_sends_the_current_span_and_keeps_other_metadata() {
         use opentelemetry::trace::TracerProvider as _;
         use tonic::service::Interceptor as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
         use tracing_subscriber::layer::SubscriberExt;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let subscriber =

@@ -43,11 +43,12 @@ pub struct TracedStore {
     inner: DynStore,
 }
 
-/// Whether the current task runs inside a sampled span (the OpenTelemetry context the tracing
-/// layer activates when a span is entered).
+/// Whether the current task runs inside a sampled span: the OpenTelemetry context, which a
+/// service's SERVER span is attached as while its call runs (and which the tracing layer
+/// activates when one of its spans is entered). Background tasks run with an empty context.
 fn in_sampled_span() -> bool {
     use opentelemetry::trace::TraceContextExt;
-    !tracing::Span::current().is_none() && opentelemetry::Context::current().span().span_context().is_sampled()
+    opentelemetry::Context::current().span().span_context().is_sampled()
 }
 
 impl TracedStore {
