@@ -3,6 +3,7 @@
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -47,12 +48,36 @@ pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
     TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
 }
 
-/// Returns the `(name, value)` header pairs that carry `cx` (for proxies whose header type is
-/// not an `http::HeaderMap`, such as Pingora's `RequestHeader`), values as [`header_value`].
-pub fn headers_for(cx: &Context) -> Vec<(String, http::HeaderValue)> {
-    let mut map = std::collections::HashMap::new();
-    TraceContextPropagator::new().inject_context(cx, &mut map);
-    map.into_iter().filter_map(|(name, value)| Some((name, header_value(&value)?))).collect()
+/// Returns the `traceparent` (version 00) of a span, never indexed (see [`header_value`]).
+/// Written digit by digit: the gateway makes one per call (the propagator formats into a
+/// `String` and a map).
+pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> http::HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    fn hex(bytes: &[u8], out: &mut [u8]) {
+        for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&trace_id.to_bytes(), &mut text[3..35]);
+    hex(&span_id.to_bytes(), &mut text[36..52]);
+    if sampled {
+        text[54] = b'1';
+    }
+    let mut value = http::HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// Returns the `(name, value)` header pairs that carry the span context `sc`: `traceparent`,
+/// and `tracestate` when it has entries (for proxies whose header type is not an
+/// `http::HeaderMap`, such as Pingora's `RequestHeader`), values as [`header_value`].
+pub fn headers_for(sc: &SpanContext) -> impl Iterator<Item = (&'static str, http::HeaderValue)> {
+    let parent = sc.is_valid().then(|| ("traceparent", traceparent(sc.trace_id(), sc.span_id(), sc.is_sampled())));
+    let state = sc.trace_state().header();
+    let state = (sc.is_valid() && !state.is_empty()).then(|| header_value(&state)).flatten().map(|v| ("tracestate", v));
+    parent.into_iter().chain(state)
 }
 
 /// Returns true when `cx` carries a valid remote parent that was not sampled (`traceparent`
@@ -89,6 +114,12 @@ mod tests {
     use super::*;
     use opentelemetry::trace::TraceContextExt;
 
+    fn unsampled_headers() -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
+        headers
+    }
+
     #[test]
     fn traceparent_round_trips() {
         let mut headers = http::HeaderMap::new();
@@ -101,12 +132,30 @@ mod tests {
         inject(&cx, &mut out);
         assert_eq!(out.get("traceparent").unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert!(out.get("traceparent").unwrap().is_sensitive(), "never indexed by HPACK");
-        assert!(headers_for(&cx).iter().any(|(k, _)| k == "traceparent"));
+        // The hand-written headers agree with the propagator's.
+        let sc = cx.span().span_context().clone();
+        let written: Vec<_> = headers_for(&sc).collect();
+        assert_eq!(written.len(), 1, "no tracestate header for an empty state");
+        assert_eq!(written[0].0, "traceparent");
+        assert_eq!(&written[0].1, out.get("traceparent").unwrap());
+        assert!(written[0].1.is_sensitive());
+        let unsampled_sc = extract(&unsampled_headers()).span().span_context().clone();
+        let mut propagated = http::HeaderMap::new();
+        inject(&Context::new().with_remote_span_context(unsampled_sc.clone()), &mut propagated);
+        assert_eq!(headers_for(&unsampled_sc).next().unwrap().1, propagated["traceparent"]);
+        let with_state = SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags(),
+            false,
+            "vendor=abc,other=1".parse().unwrap(),
+        );
+        let written: std::collections::HashMap<_, _> = headers_for(&with_state).collect();
+        assert_eq!(written["tracestate"], "vendor=abc,other=1");
+        assert_eq!(headers_for(&SpanContext::empty_context()).count(), 0);
         assert!(!extract(&http::HeaderMap::new()).span().span_context().is_valid());
         assert!(!is_unsampled(&cx));
-        let mut unsampled = http::HeaderMap::new();
-        unsampled.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
-        assert!(is_unsampled(&extract(&unsampled)));
+        assert!(is_unsampled(&extract(&unsampled_headers())));
         assert!(!is_unsampled(&extract(&http::HeaderMap::new())));
     }
 

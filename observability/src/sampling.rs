@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry::trace::{Link, SpanKind, TraceId, TraceState};
+use opentelemetry::trace::{Link, SpanId, SpanKind, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
@@ -49,23 +49,11 @@ pub fn decide_root() -> bool {
 
 /// Returns a `traceparent` for a new trace that is not sampled: fresh random ids, flags `00`.
 /// Sent upstream, it tells every later hop to build no spans for this call.
-/// Made on every call the gateway roots and does not sample, so written digit by digit rather
-/// than through `format!`.
 pub fn unsampled_traceparent() -> http::HeaderValue {
-    fn hex(value: u64, out: &mut [u8]) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = DIGITS[(value >> (60 - 4 * i) & 0xf) as usize];
-        }
-    }
-    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex(next_random(), &mut text[3..19]);
-    hex(next_random(), &mut text[19..35]);
+    let trace_id = u128::from(next_random()) << 64 | u128::from(next_random());
     // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
-    hex(next_random() | 1, &mut text[36..52]);
-    let mut value = http::HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value");
-    value.set_sensitive(true);
-    value
+    let span_id = next_random() | 1;
+    crate::propagation::traceparent(TraceId::from_bytes(trace_id.to_be_bytes()), SpanId::from(span_id), false)
 }
 
 /// Reads the sampled flag of a `traceparent` in its canonical form (version 00, lowercase hex,

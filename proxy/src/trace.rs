@@ -137,8 +137,7 @@ pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -
         return request.insert_header("traceparent", traceparent.clone());
     }
     let Some(sc) = span.span_context() else { return Ok(()) };
-    let cx = Context::new().with_remote_span_context(sc.clone());
-    for (name, value) in propagation::headers_for(&cx) {
+    for (name, value) in propagation::headers_for(sc) {
         request.insert_header(name, value)?;
     }
     Ok(())
