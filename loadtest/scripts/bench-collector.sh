@@ -13,9 +13,8 @@ BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/meshwork)
 LOAD=${LOAD:-target/release/examples/collector_load}
 [ -x "$LOAD" ] || cargo build --release --locked -p meshwork-observability --example collector_load
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/scripts/lib.sh
+work_dir
 for round in $(seq "$ROUNDS"); do
   for bin in "${BINS[@]}"; do
     G=$(free_port); H=$(free_port); U=$(free_port)

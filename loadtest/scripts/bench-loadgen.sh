@@ -13,8 +13,8 @@ M=${3:-32}
 ROUNDS=${4:-2}
 BIN=target/release/meshwork
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+. loadtest/scripts/lib.sh
+work_dir
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
 SVC=meshwork.urlshortener.v1.UrlShortener

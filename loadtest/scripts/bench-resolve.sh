@@ -14,10 +14,9 @@ C=${2:-16}
 M=${3:-32}
 BIN=target/release/meshwork
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+. loadtest/scripts/lib.sh
+work_dir
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SVC_PORT=$(free_port)
 GW_PORT=$(free_port)
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" \
@@ -33,10 +32,7 @@ pool = "urlshortener"
 pool = "urlshortener"
 TOML
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
-for _ in $(seq 100); do
-  grpcurl -plaintext 127.0.0.1:$GW_PORT grpc.health.v1.Health/Check >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_healthy "$GW_PORT"
 
 SVC=meshwork.urlshortener.v1.UrlShortener
 grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' \

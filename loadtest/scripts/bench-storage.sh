@@ -5,9 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-3}
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/scripts/lib.sh
+work_dir
 declare -a C P
 for i in 1 2 3; do C[$i]=$(free_port); P[$i]=$(free_port); done
 cluster="n1=http://127.0.0.1:${P[1]},n2=http://127.0.0.1:${P[2]},n3=http://127.0.0.1:${P[3]}"

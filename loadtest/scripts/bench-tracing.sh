@@ -24,14 +24,11 @@ SECS=${1:-10}
 ROUNDS=${2:-5}
 BIN=${BIN:-target/release/meshwork}
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/scripts/lib.sh
+work_dir
 G=$(free_port); H=$(free_port); U=$(free_port)
 RUST_LOG=warn "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
 COLLECTOR=$!
-# cpu_ticks PID... : user + system clock ticks used so far by the processes
-cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 # faults_switches PID... : minor page faults and context switches (every thread, voluntary and
 # not) of the processes so far, "faults switches"; threads that have exited are not counted
 faults_switches() {
@@ -65,10 +62,7 @@ pool = "urlshortener"
 TOML
   env "$@" RUST_LOG=warn "$bin" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
   echo "$svc_pid $!" >"$work/$name.pids"
-  for _ in $(seq 100); do
-    grpcurl -plaintext 127.0.0.1:$gp grpc.health.v1.Health/Check >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_healthy "$gp"
   grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$gp $SVC/Shorten >/dev/null
   echo "$gp" >"$work/$name.port"
 }

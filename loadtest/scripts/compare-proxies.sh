@@ -44,7 +44,7 @@ pids=()
 cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/scripts/lib.sh
 SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port)
 
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
@@ -123,12 +123,8 @@ printf '\x00\x00\x00\x00\x0b\x0a\x07bench01\x18\x01' >"$work/resolve.grpc"
 # CPU seconds (user+system) of a process and its children threads, from /proc/<pid>/stat;
 # for nginx, of the master and its workers.
 cpu() {
-  local total=0 p
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-    [ -r /proc/$p/stat ] || continue
-    total=$(( total + $(awk '{print $14 + $15}' /proc/$p/stat) ))
-  done
-  echo "$total"
+  # shellcheck disable=SC2046
+  cpu_ticks "$@" $(for q in "$@"; do pgrep -P "$q" || true; done)
 }
 TICKS=$(getconf CLK_TCK)
 
