@@ -176,6 +176,26 @@ fn benches(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // What opentelemetry-otlp 0.33's tonic exporter does on every attempt: a deep copy of the
+    // batch (kept for retries) converted and encoded, the original dropped after. An exporter
+    // that encodes once and retries with the bytes would pay the case above.
+    group.bench_function("copy, encode, drop batch (opentelemetry-otlp 0.33)", |b| {
+        b.iter_batched(
+            || spans.clone(),
+            |batch| {
+                let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                    resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
+                        batch.clone(),
+                        &resource,
+                    ),
+                };
+                let bytes = prost::Message::encode_to_vec(&request);
+                drop(batch);
+                bytes
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 
