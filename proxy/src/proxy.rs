@@ -838,8 +838,6 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
-/// The context an error was raised with. `error_while_proxy` wraps errors with the peer's
-/// address (`more_context` makes the original the cause), so the message is further down.
 /// The longest an error answer waits for the rest of an HTTP/1.1 request body.
 const DRAIN_LIMIT: Duration = Duration::from_millis(100);
 
@@ -853,6 +851,8 @@ async fn drain_before_close(session: &mut Session) {
     }
 }
 
+/// The context an error was raised with. `error_while_proxy` wraps errors with the peer's
+/// address (`more_context` makes the original the cause), so the message is further down.
 fn raised_context(e: &Error) -> String {
     let mut current = e;
     // The cause is a `Box<Error>` boxed again as a trait object.
