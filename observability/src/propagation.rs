@@ -32,8 +32,8 @@ impl Injector for HeaderInjector<'_> {
 /// new on every call, so indexing it would only fill the h2 connection's dynamic table
 /// (4 KiB: about 40 of them) and push out the headers that do repeat (`:path`,
 /// `content-type`...), which then travel as literals again.
-pub fn header_value(value: &str) -> Option<http::HeaderValue> {
-    let mut value = http::HeaderValue::from_str(value).ok()?;
+pub fn header_value(value: impl AsRef<[u8]>) -> Option<http::HeaderValue> {
+    let mut value = http::HeaderValue::from_bytes(value.as_ref()).ok()?;
     value.set_sensitive(true);
     Some(value)
 }
@@ -65,19 +65,17 @@ pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> http::H
     if sampled {
         text[54] = b'1';
     }
-    let mut value = http::HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value");
-    value.set_sensitive(true);
-    value
+    header_value(text).expect("hex digits and dashes are a valid header value")
 }
 
 /// Returns the `(name, value)` header pairs that carry the span context `sc`: `traceparent`,
 /// and `tracestate` when it has entries (for proxies whose header type is not an
 /// `http::HeaderMap`, such as Pingora's `RequestHeader`), values as [`header_value`].
 pub fn headers_for(sc: &SpanContext) -> impl Iterator<Item = (&'static str, http::HeaderValue)> {
-    let parent = sc.is_valid().then(|| ("traceparent", traceparent(sc.trace_id(), sc.span_id(), sc.is_sampled())));
-    let state = sc.trace_state().header();
-    let state = (sc.is_valid() && !state.is_empty()).then(|| header_value(&state)).flatten().map(|v| ("tracestate", v));
-    parent.into_iter().chain(state)
+    let valid = sc.is_valid();
+    let parent = valid.then(|| ("traceparent", traceparent(sc.trace_id(), sc.span_id(), sc.is_sampled())));
+    let state = valid.then(|| sc.trace_state().header()).filter(|state| !state.is_empty());
+    parent.into_iter().chain(state.and_then(header_value).map(|value| ("tracestate", value)))
 }
 
 /// Returns true when `cx` carries a valid remote parent that was not sampled (`traceparent`

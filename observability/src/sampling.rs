@@ -53,7 +53,7 @@ pub fn unsampled_traceparent() -> http::HeaderValue {
     let trace_id = u128::from(next_random()) << 64 | u128::from(next_random());
     // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
     let span_id = next_random() | 1;
-    crate::propagation::traceparent(TraceId::from_bytes(trace_id.to_be_bytes()), SpanId::from(span_id), false)
+    crate::propagation::traceparent(TraceId::from(trace_id), SpanId::from(span_id), false)
 }
 
 /// Reads the sampled flag of a `traceparent` in its canonical form (version 00, lowercase hex,
