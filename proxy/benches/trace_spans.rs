@@ -160,41 +160,23 @@ fn benches(c: &mut Criterion) {
     assert!(!spans.is_empty(), "the sampled benches exported no spans");
     let resource = opentelemetry_sdk::Resource::builder().with_service_name("bench").build();
     let resource = opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema::from(&resource);
+    // Converts a batch to OTLP and encodes it, consuming the batch.
+    let encode = |batch: Vec<SpanData>| {
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
+                batch, &resource,
+            ),
+        };
+        prost::Message::encode_to_vec(&request)
+    };
     let mut group = c.benchmark_group("export");
     group.throughput(criterion::Throughput::Elements(spans.len() as u64));
-    group.bench_function("encode batch", |b| {
-        b.iter_batched(
-            || spans.clone(),
-            |batch| {
-                let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-                    resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                        batch, &resource,
-                    ),
-                };
-                prost::Message::encode_to_vec(&request)
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    group.bench_function("encode batch", |b| b.iter_batched(|| spans.clone(), encode, BatchSize::LargeInput));
     // What opentelemetry-otlp 0.33's tonic exporter does on every attempt: a deep copy of the
     // batch (kept for retries) converted and encoded, the original dropped after. An exporter
     // that encodes once and retries with the bytes would pay the case above.
     group.bench_function("copy, encode, drop batch (opentelemetry-otlp 0.33)", |b| {
-        b.iter_batched(
-            || spans.clone(),
-            |batch| {
-                let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-                    resource_spans: opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                        batch.clone(),
-                        &resource,
-                    ),
-                };
-                let bytes = prost::Message::encode_to_vec(&request);
-                drop(batch);
-                bytes
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| spans.clone(), |batch| encode(batch.clone()), BatchSize::LargeInput)
     });
     group.finish();
 }
