@@ -67,22 +67,28 @@ TOML
   echo "$gp" >"$work/$name.port"
 }
 OTLP="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$G"
+# config_env NAME : sets ENV to the environment of configuration NAME (an @base suffix aside);
+# fails for a name it does not know
+config_env() {
+  local plain=${1%@base}
+  # ratio SHARE [VAR=VALUE...] : parent-based ratio sampling of SHARE, exported to the collector
+  ratio() { ENV=("$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$1" "${@:2}"); }
+  case $plain in
+    off*) ENV=(OTEL_SDK_DISABLED=true) ;;
+    all) ENV=("$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on) ;;
+    tenth) ratio 0.1 ;;
+    none) ratio 0 ;;
+    deadtenth) ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)"
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
+    r[0-9]*-d[0-9]*) local share=${plain%-d*}; ratio "${share#r}" OTEL_BSP_SCHEDULE_DELAY="${plain##*-d}" ;;
+    r[0-9]*) ratio "${plain#r}" ;;
+    *) return 1 ;;
+  esac
+}
 # start NAME : starts the pair of configuration NAME
 start() {
-  local name=$1
-  case ${name%@base} in
-    off*) start_pair "$name" OTEL_SDK_DISABLED=true ;;
-    all) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
-    tenth) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
-    none) start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ;;
-    deadtenth) start_pair "$name" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
-      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
-    r[0-9]*-d[0-9]*) local plain=${name%@base} ratio=${name%-d*}
-      start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${ratio#r}" \
-        OTEL_BSP_SCHEDULE_DELAY="${plain##*-d}" ;;
-    r[0-9]*) local plain=${name%@base}
-      start_pair "$name" "$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${plain#r}" ;;
-  esac
+  config_env "$1"
+  start_pair "$1" "${ENV[@]}"
 }
 # stop NAME : stops the pair of configuration NAME
 stop() {
@@ -94,10 +100,8 @@ stop() {
 read -r -a names <<<"${CONFIGS:-off all tenth}"
 for name in "${names[@]}"; do
   [[ $name != *@base ]] || [ -x "${BASE:-}" ] || { echo "$name needs BASE=path/to/another/meshwork" >&2; exit 2; }
-  case ${name%@base} in
-    off* | all | tenth | none | deadtenth | r[0-9]*) ;;
-    *) echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN; offX is a second off)" >&2; exit 2 ;;
-  esac
+  config_env "$name" ||
+    { echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN, rN-dM; offX is a second off)" >&2; exit 2; }
 done
 [ "${names[0]}" = off ] || { echo "CONFIGS must start with off (the ratios are against it)" >&2; exit 2; }
 
