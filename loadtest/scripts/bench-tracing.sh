@@ -17,7 +17,14 @@
 # batching effects of different throughputs (req/s then only shows whether the rate was held).
 # A configuration name ending in "@base" (tenth@base) runs the binary BASE instead of BIN: two
 # builds side by side in one run.
-# usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
+# MEASURE=instructions runs the collector, the service and the gateway under valgrind's callgrind
+# and reports user-space instructions per request instead of CPU time (RATE defaults to 150, what
+# the three sustain under valgrind). Instruction counts do not depend on what else the machine is
+# doing, so two configurations differ by their code, not by the noise of a shared host; they
+# leave out the kernel (syscalls, loopback TCP) and cache misses. The callgrind profiles of the
+# measured window stay in $KEEP/<round>-<name>-{gateway,service,collector}.cg when KEEP is set,
+# for callgrind_annotate.
+# usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] [MEASURE=cpu|instructions] [KEEP=dir] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -26,8 +33,39 @@ BIN=${BIN:-target/release/meshwork}
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
 . loadtest/scripts/lib.sh
 work_dir
+MEASURE=${MEASURE:-cpu}
+WRAP=()
+case $MEASURE in
+  cpu) UNIT=cpu_us ;;
+  instructions)
+    command -v valgrind >/dev/null || { echo "MEASURE=instructions needs valgrind" >&2; exit 2; }
+    UNIT=instr; RATE=${RATE:-150}
+    WRAP=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$work/%p.cg") ;;
+  *) echo "MEASURE is cpu or instructions" >&2; exit 2 ;;
+esac
+[ -z "${KEEP:-}" ] || mkdir -p "$KEEP"
+# mark PID : a reading of what PID has used so far: its CPU clock ticks, or under callgrind 0,
+# after dumping (and so restarting) its instruction count
+mark() {
+  if [ "$MEASURE" = cpu ]; then cpu_ticks "$1"; else callgrind_control -d "$1" >/dev/null 2>&1; echo 0; fi
+}
+# newest_profile PID : the file of the latest callgrind dump of PID
+newest_profile() { echo "$work/$1.cg.$(find "$work" -maxdepth 1 -name "$1.cg.*" | sed 's/.*\.//' | sort -n | tail -1)"; }
+# per_request PID MARK REQUESTS [LABEL] : what PID used since MARK, per request, in UNIT (the
+# profile of the window is kept as $KEEP/LABEL.cg when KEEP is set)
+per_request() {
+  if [ "$MEASURE" = cpu ]; then
+    echo $(( ($(cpu_ticks "$1") - $2) * 1000000 / HZ / $3 ))
+  else
+    callgrind_control -d "$1" >/dev/null 2>&1
+    local profile
+    profile=$(newest_profile "$1")
+    [ -z "${KEEP:-}" ] || [ -z "${4:-}" ] || cp "$profile" "$KEEP/$4.cg"
+    echo $(( $(awk '/^totals:/ {print $2}' "$profile") / $3 ))
+  fi
+}
 G=$(free_port); H=$(free_port); U=$(free_port)
-RUST_LOG=warn "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
+RUST_LOG=warn "${WRAP[@]}" "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
 COLLECTOR=$!
 # faults_switches PID... : minor page faults and context switches (every thread, voluntary and
 # not) of the processes so far, "faults switches"; threads that have exited are not counted
@@ -50,7 +88,7 @@ start_pair() {
   sp=$(free_port); gp=$(free_port)
   local bin=$BIN
   [[ $name == *@base ]] && bin=$BASE
-  env "$@" RUST_LOG=warn "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
+  env "$@" RUST_LOG=warn "${WRAP[@]}" "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
   local svc_pid=$!
   cat >"$work/$name.toml" <<TOML
 listen = "127.0.0.1:$gp"
@@ -60,9 +98,9 @@ endpoints = ["127.0.0.1:$sp"]
 service = "$SVC"
 pool = "urlshortener"
 TOML
-  env "$@" RUST_LOG=warn "$bin" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
+  env "$@" RUST_LOG=warn "${WRAP[@]}" "$bin" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
   echo "$svc_pid $!" >"$work/$name.pids"
-  wait_healthy "$gp"
+  wait_healthy "$gp" 60
   grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$gp $SVC/Shorten >/dev/null
   echo "$gp" >"$work/$name.port"
 }
@@ -126,7 +164,7 @@ for round in $(seq "$ROUNDS"); do
       "127.0.0.1:$(cat "$work/$name.port")" >/dev/null
     settle
     read -r svc_pid gw_pid <"$work/$name.pids"
-    pair0=$(cpu_ticks "$svc_pid" "$gw_pid"); gw0=$(cpu_ticks "$gw_pid"); col0=$(cpu_ticks $COLLECTOR)
+    gw0=$(mark "$gw_pid"); svc0=$(mark "$svc_pid"); col0=$(mark $COLLECTOR)
     read -r flt0 csw0 < <(faults_switches "$svc_pid" "$gw_pid")
     if [ -n "${RATE:-}" ]; then
       "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
@@ -140,24 +178,26 @@ for round in $(seq "$ROUNDS"); do
     fi
     # The exporters flush every 500 ms: let the collector store the last batches before reading.
     settle
-    pair1=$(cpu_ticks "$svc_pid" "$gw_pid"); gw1=$(cpu_ticks "$gw_pid"); col1=$(cpu_ticks $COLLECTOR)
     read -r flt1 csw1 < <(faults_switches "$svc_pid" "$gw_pid")
-    pair_us=$(( (pair1 - pair0) * 1000000 / HZ / done_n )); col_us=$(( (col1 - col0) * 1000000 / HZ / done_n ))
-    gw_us=$(( (gw1 - gw0) * 1000000 / HZ / done_n ))
+    gw=$(per_request "$gw_pid" "$gw0" "$done_n" "$round-$name-gateway")
+    svc=$(per_request "$svc_pid" "$svc0" "$done_n" "$round-$name-service")
+    col=$(per_request $COLLECTOR "$col0" "$done_n" "$round-$name-collector")
     stop "$name"
     # per 1000 requests, as integers
     flt_k=$(( (flt1 - flt0) * 1000 / done_n )); csw_k=$(( (csw1 - csw0) * 1000 / done_n ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_cpu_us/req=$pair_us  gateway=$gw_us  service=$((pair_us - gw_us))  collector_cpu_us/req=$col_us  faults/kreq=$flt_k  switches/kreq=$csw_k" | tee -a "$work/results"
+    echo "round $round  tracing=$name  req/s=$rps  pair_${UNIT}/req=$((gw + svc))  gateway=$gw  service=$svc  collector_${UNIT}/req=$col  faults/kreq=$flt_k  switches/kreq=$csw_k" | tee -a "$work/results"
   done
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
-python3 - "$work/results" "${names[@]}" <<'PY'
+python3 - "$work/results" "$UNIT" "${names[@]}" <<'PY'
 import re, statistics, sys
 rows = [dict(re.findall(r"(\S+)=(\S+)", line)) | {"round": line.split()[1]} for line in open(sys.argv[1])]
-names = sys.argv[2:]
+unit, names = sys.argv[2], sys.argv[3:]
+PAIR, COLLECTOR = f"pair_{unit}/req", f"collector_{unit}/req"
 by = {name: [r for r in rows if r["tracing"] == name] for name in names}
 off = {r["round"]: float(r["req/s"]) for r in by["off"]}
-off_cpu = {r["round"]: int(r["pair_cpu_us/req"]) for r in by["off"]}
+off_cpu = {r["round"]: int(r[PAIR]) for r in by["off"]}
+off_all = {r["round"]: int(r[PAIR]) + int(r[COLLECTOR]) for r in by["off"]}
 labels = {n: n for n in names if n.startswith("off")} | {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector"}
 def label_of(n):
     base, plain = n.endswith("@base"), n.removesuffix("@base")
@@ -169,17 +209,18 @@ def label_of(n):
 for name, label in ((n, label_of(n)) for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
     ratios = [float(r["req/s"]) / off[r["round"]] for r in by[name]]
-    pair = [int(r["pair_cpu_us/req"]) for r in by[name]]
-    pair_ratios = [int(r["pair_cpu_us/req"]) / off_cpu[r["round"]] for r in by[name]]
-    col = [int(r["collector_cpu_us/req"]) for r in by[name]]
+    pair = [int(r[PAIR]) for r in by[name]]
+    pair_ratios = [int(r[PAIR]) / off_cpu[r["round"]] for r in by[name]]
+    col = [int(r[COLLECTOR]) for r in by[name]]
+    all_ratios = [(int(r[PAIR]) + int(r[COLLECTOR])) / off_all[r["round"]] for r in by[name]]
     gw = [int(r["gateway"]) for r in by[name]]
     svc = [int(r["service"]) for r in by[name]]
     flt = [int(r["faults/kreq"]) for r in by[name]]
     csw = [int(r["switches/kreq"]) for r in by[name]]
     print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
-          f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  pair_cpu_us/req={statistics.median(pair)} "
-          f"({statistics.median(pair_ratios):.2f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
-          f"collector_cpu_us/req={statistics.median(col)}  pair faults/kreq={statistics.median(flt)}  "
+          f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  {PAIR}={statistics.median(pair)} "
+          f"({statistics.median(pair_ratios):.3f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
+          f"{COLLECTOR}={statistics.median(col)}  pair+collector {statistics.median(all_ratios):.3f}x off  pair faults/kreq={statistics.median(flt)}  "
           f"switches/kreq={statistics.median(csw)}")
 PY
 spans=$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$U/api/traces?service=urlshortener&limit=10000')); print(sum(len(t['spans']) for t in d['data']))")

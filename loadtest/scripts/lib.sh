@@ -10,9 +10,10 @@ work_dir() {
 # free_port : prints a loopback TCP port nothing listens on
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_healthy PORT : waits (up to 10 s) until the gRPC health service on PORT answers
+# wait_healthy PORT [SECONDS] : waits (up to SECONDS, 10 unless given) until the gRPC health
+# service on PORT answers
 wait_healthy() {
-  for _ in $(seq 100); do
+  for _ in $(seq $((${2:-10} * 10))); do
     grpcurl -plaintext "127.0.0.1:$1" grpc.health.v1.Health/Check >/dev/null 2>&1 && return
     sleep 0.1
   done
