@@ -1,8 +1,8 @@
 //! End to end: traces. One gRPC call through the real `meshwork up` (gateway -> service ->
 //! storage) becomes one trace in the embedded trace backend, child of the caller's
 //! `traceparent`, visible through the Jaeger v1 and v3 APIs and in the web page rendered by
-//! headless Chromium; OTLP/HTTP accepts JSON and gzip; an exporter pointed at a dead collector
-//! never holds calls up.
+//! headless Chromium; OTLP/HTTP accepts JSON and gzip, OTLP/gRPC gzip, and both keep what they
+//! took over a restart; an exporter pointed at a dead collector never holds calls up.
 
 mod support;
 
@@ -236,6 +236,99 @@ fn otlp_http_takes_json_and_gzip_and_the_trace_view_runs_alone() {
     let (status, t) = get_json(ui, "/api/traces/33333333333333333333333333333333");
     assert_eq!(status, 200, "the trace store of `meshwork traces --data-dir` lost a trace over a restart: {t}");
     assert_eq!(t["data"][0]["spans"][0]["operationName"], "recent-json");
+    assert!(again.terminate(Duration::from_secs(30)).success());
+}
+
+/// A request that is not an `ExportTraceServiceRequest`: field 1 (`resource_spans`, a message)
+/// as a number.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAnExport {
+    #[prost(uint64, tag = "1")]
+    resource_spans: u64,
+}
+
+#[test]
+fn otlp_grpc_takes_gzip_rejects_garbage_and_keeps_exports_over_a_restart() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tonic::codec::CompressionEncoding;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (traces, grpc, _, ui) = trace_backend(dir.path());
+    let kv = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        key_strindex: 0,
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+    };
+    // Of now, so that the age bound cannot drop it over the restart.
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let span = |trace: u8, span_id: Vec<u8>, name: &str| Span {
+        trace_id: vec![trace; 16],
+        span_id,
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: now_ns,
+        end_time_unix_nano: now_ns + 7_000_000,
+        attributes: vec![kv("http.route", "/y")],
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "grpc-svc")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                // The second span's id is 3 bytes long: rejected, and said so.
+                spans: vec![
+                    span(0x44, vec![1, 2, 3, 4, 5, 6, 7, 8], "gzipped-grpc"),
+                    span(0x55, vec![1, 2, 3], "bad-id"),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+        let mut client = TraceServiceClient::new(channel.clone()).send_compressed(CompressionEncoding::Gzip);
+        let reply = client.export(request).await.unwrap().into_inner();
+        assert_eq!(reply.partial_success.map(|p| p.rejected_spans), Some(1));
+
+        let raw = tonic::client::Grpc::new(channel);
+        let call = |method: &'static str| {
+            let mut raw = raw.clone();
+            async move {
+                raw.ready().await.unwrap();
+                raw.unary::<NotAnExport, ExportTraceServiceResponse, _>(
+                    tonic::Request::new(NotAnExport { resource_spans: 7 }),
+                    PathAndQuery::from_static(method),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await
+                .unwrap_err()
+            }
+        };
+        let garbage = call("/opentelemetry.proto.collector.trace.v1.TraceService/Export").await;
+        assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+        assert!(garbage.message().contains("malformed ExportTraceServiceRequest"), "{garbage:?}");
+        let unknown = call("/opentelemetry.proto.collector.trace.v1.TraceService/Import").await;
+        assert_eq!(unknown.code(), tonic::Code::Unimplemented, "{unknown:?}");
+    });
+    let check = |ui: SocketAddr| {
+        let t = wait_for_trace(ui, &"44".repeat(16), "gzipped-grpc", 1);
+        assert_eq!(t["spans"][0]["duration"], 7000);
+        assert_eq!(t["processes"]["p1"]["serviceName"], "grpc-svc");
+        assert_eq!(get_json(ui, &format!("/api/traces/{}", "55".repeat(16))).0, 404);
+    };
+    check(ui);
+    // The export was stored as it came, and reads back the same after a restart.
+    assert!(traces.terminate(Duration::from_secs(30)).success());
+    let (again, _, _, ui) = trace_backend(dir.path());
+    check(ui);
     assert!(again.terminate(Duration::from_secs(30)).success());
 }
 

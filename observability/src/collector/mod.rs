@@ -16,7 +16,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use meshwork_storage::DynStore;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -133,9 +132,7 @@ impl Collector {
             }
         };
 
-        let receiver = TraceServiceServer::new(otlp::OtlpGrpc { sink: sink.clone() })
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .max_decoding_message_size(otlp::MAX_EXPORT_BYTES);
+        let receiver = otlp::OtlpGrpc { sink: sink.clone() };
         let grpc_stop = until_stopped();
         let grpc = tokio::spawn(async move {
             let incoming = tokio_stream_listener(grpc_listener);

@@ -1,20 +1,26 @@
 //! The OTLP receivers: gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`, gzip
 //! accepted, 32 MiB messages) and HTTP `POST /v1/traces` (protobuf or JSON, gzip accepted).
 //! Neither handler is traced: the collector must not feed its own exports back into itself.
+//! An export that arrives as protobuf is kept as it came next to its decoding, so that the
+//! persistent copy stores those bytes instead of encoding the spans again.
 
+use std::convert::Infallible;
 use std::io::Read;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use bytes::Buf;
+use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
+use tonic::codec::{BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 
 use super::persist::Persister;
 use super::store::TraceStore;
@@ -25,18 +31,41 @@ pub struct Sink {
     pub persister: Option<Persister>,
 }
 
+/// One received export.
+#[derive(Debug, Default)]
+pub struct Export {
+    pub resource_spans: Vec<ResourceSpans>,
+    /// The export as it arrived, when it arrived as protobuf: an `ExportTraceServiceRequest`,
+    /// whose wire format is that of the `TracesData` a persisted segment holds.
+    pub encoded: Option<Bytes>,
+}
+
+impl Export {
+    /// An export that arrived as protobuf: `encoded` and its decoding.
+    pub fn decode(encoded: Bytes) -> Result<Self, prost::DecodeError> {
+        let request = ExportTraceServiceRequest::decode(encoded.as_ref())?;
+        Ok(Export { resource_spans: request.resource_spans, encoded: Some(encoded) })
+    }
+}
+
+impl From<Vec<ResourceSpans>> for Export {
+    fn from(resource_spans: Vec<ResourceSpans>) -> Self {
+        Export { resource_spans, encoded: None }
+    }
+}
+
 impl Sink {
     /// Takes one export; returns how many spans were rejected.
-    pub fn accept(&self, resource_spans: Vec<ResourceSpans>) -> usize {
+    pub fn accept(&self, export: Export) -> usize {
         match &self.persister {
-            None => self.traces.ingest(resource_spans),
+            None => self.traces.ingest(export.resource_spans),
             Some(persister) => {
                 // Saved before it is ingested, so that the writer sees its deletion (when its
                 // traces are evicted at once) after it.
                 let segment = persister.next_segment();
                 let seen = super::store::now_ns();
-                persister.save(segment, super::persist::encode(seen, &resource_spans));
-                let (rejected, dead) = self.traces.ingest_evicting(resource_spans, Some(segment), seen);
+                persister.save(segment, super::persist::encode(seen, &export));
+                let (rejected, dead) = self.traces.ingest_evicting(export.resource_spans, Some(segment), seen);
                 persister.delete(dead);
                 rejected
             }
@@ -47,12 +76,6 @@ impl Sink {
 /// Largest accepted export, decoded.
 pub const MAX_EXPORT_BYTES: usize = 32 * 1024 * 1024;
 
-/// The gRPC receiver.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    pub sink: Arc<Sink>,
-}
-
 fn response(rejected: usize) -> ExportTraceServiceResponse {
     let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected as i64,
@@ -61,14 +84,93 @@ fn response(rejected: usize) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse { partial_success }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let rejected = self.sink.accept(request.into_inner().resource_spans);
-        Ok(tonic::Response::new(response(rejected)))
+/// The gRPC receiver: `TraceService/Export`, served with [`ExportCodec`] (the service that
+/// opentelemetry-proto generates decodes into structs only).
+#[derive(Clone)]
+pub struct OtlpGrpc {
+    pub sink: Arc<Sink>,
+}
+
+/// The full name of the OTLP trace service.
+const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+
+impl tonic::server::NamedService for OtlpGrpc {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for OtlpGrpc
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE_NAME)) != Some("/Export") {
+            let status = tonic::Status::unimplemented(format!("{SERVICE_NAME} has only the method Export"));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let sink = self.sink.clone();
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(ExportCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(MAX_EXPORT_BYTES), None);
+            Ok(grpc.unary(ExportMethod(sink), request).await)
+        })
+    }
+}
+
+/// `Export` itself.
+struct ExportMethod(Arc<Sink>);
+
+impl tonic::server::UnaryService<Export> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::future::Ready<Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Export>) -> Self::Future {
+        let rejected = self.0.accept(request.into_inner());
+        std::future::ready(Ok(tonic::Response::new(response(rejected))))
+    }
+}
+
+/// Protobuf both ways, decoding each request into an [`Export`] that keeps its bytes.
+struct ExportCodec;
+
+impl Codec for ExportCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Export;
+    type Encoder = tonic_prost::ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = ExportDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ExportDecoder
+    }
+}
+
+struct ExportDecoder;
+
+impl Decoder for ExportDecoder {
+    type Item = Export;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Export>, tonic::Status> {
+        // Taking the bytes out of tonic's buffer does not copy them.
+        let encoded = buf.copy_to_bytes(buf.remaining());
+        Export::decode(encoded)
+            .map(Some)
+            .map_err(|e| tonic::Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}")))
     }
 }
 
@@ -79,12 +181,12 @@ fn plain(status: StatusCode, message: &str) -> Response {
 /// `POST /v1/traces`.
 pub async fn http_export(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        None | Some("identity") => body.to_vec(),
+        None | Some("identity") => body,
         Some("gzip") => {
             let mut out = Vec::new();
             let decoder = flate2::read::GzDecoder::new(body.as_ref());
             match decoder.take(MAX_EXPORT_BYTES as u64 + 1).read_to_end(&mut out) {
-                Ok(n) if n <= MAX_EXPORT_BYTES => out,
+                Ok(n) if n <= MAX_EXPORT_BYTES => Bytes::from(out),
                 Ok(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "export larger than 32 MiB"),
                 Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad gzip body: {e}")),
             }
@@ -95,18 +197,20 @@ pub async fn http_export(State(sink): State<Arc<Sink>>, headers: HeaderMap, body
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = content_type.starts_with("application/json");
-    let request = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string())
+    let export = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body)
+            .map(|r| Export::from(r.resource_spans))
+            .map_err(|e| e.to_string())
     } else if content_type.starts_with("application/x-protobuf") || content_type.is_empty() {
-        ExportTraceServiceRequest::decode(body.as_slice()).map_err(|e| e.to_string())
+        Export::decode(body).map_err(|e| e.to_string())
     } else {
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "use application/x-protobuf or application/json");
     };
-    let request = match request {
-        Ok(r) => r,
+    let export = match export {
+        Ok(e) => e,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("malformed export: {e}")),
     };
-    let reply = response(sink.accept(request.resource_spans));
+    let reply = response(sink.accept(export));
     if json {
         (
             StatusCode::OK,

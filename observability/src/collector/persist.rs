@@ -23,6 +23,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::otlp::Export;
 use super::store::{SegmentId, TraceStore};
 
 /// Prefix of persisted segments: `traces/seg/` + 8-byte big-endian sequence number.
@@ -46,9 +47,14 @@ fn parse_key(key: &[u8]) -> Option<SegmentId> {
     Some(SegmentId::from_be_bytes(rest.try_into().ok()?))
 }
 
-/// Returns the stored value of a segment: arrival time, then the spans.
-pub fn encode(seen_ns: u64, resource_spans: &[ResourceSpans]) -> Vec<u8> {
+/// Returns the stored value of a segment: arrival time, then the spans: the export's own bytes
+/// when it arrived as protobuf, else its spans encoded.
+pub fn encode(seen_ns: u64, export: &Export) -> Vec<u8> {
+    if let Some(encoded) = &export.encoded {
+        return [&seen_ns.to_be_bytes()[..], encoded].concat();
+    }
     // TracesData { resource_spans = 1 }: encoded field by field, so the spans are not copied.
+    let resource_spans = &export.resource_spans;
     let len: usize = resource_spans.iter().map(|rs| prost::encoding::message::encoded_len(1, rs)).sum();
     let mut value = Vec::with_capacity(8 + len);
     value.extend_from_slice(&seen_ns.to_be_bytes());
@@ -220,6 +226,7 @@ mod tests {
     use crate::collector::otlp::Sink;
     use crate::collector::store::StoreLimits;
     use crate::collector::store::tests::{batch, span};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     async fn open(dir: &std::path::Path) -> DynStore {
         Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir).await.unwrap())
@@ -245,7 +252,16 @@ mod tests {
         let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
         let (sink, task, _) = start_sink(&store, limits).await;
         for t in 1..=4u8 {
-            sink.accept(vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])]);
+            let resource_spans = vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])];
+            // Even traces arrive as protobuf and are stored as they came; odd ones as JSON would,
+            // and are encoded for storing.
+            let export = if t % 2 == 0 {
+                let request = ExportTraceServiceRequest { resource_spans };
+                Export::decode(request.encode_to_vec().into()).unwrap()
+            } else {
+                Export::from(resource_spans)
+            };
+            sink.accept(export);
         }
         let live = sink.traces.clone();
         drop(sink);
@@ -261,7 +277,7 @@ mod tests {
             assert_eq!(sink.traces.trace(&[t; 16]).unwrap(), live.trace(&[t; 16]).unwrap());
         }
         // Numbering goes on after a restart: a new export overwrites nothing.
-        sink.accept(vec![batch("svc", vec![span(5, 1, None, "op", 10, 20, vec![])])]);
+        sink.accept(Export::from(vec![batch("svc", vec![span(5, 1, None, "op", 10, 20, vec![])])]));
         drop(sink);
         task.await.unwrap();
         assert_eq!(segment_ids(&store).await, vec![2, 3, 4]);
@@ -274,15 +290,15 @@ mod tests {
         let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
         let (sink, task, _) = start_sink(&store, limits).await;
         // Segment 0 holds traces 1 and 2; segment 1 a late span of trace 2 (another process).
-        sink.accept(vec![batch(
+        sink.accept(Export::from(vec![batch(
             "gw",
             vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])],
-        )]);
-        sink.accept(vec![batch("svc", vec![span(2, 2, Some(1), "c", 12, 18, vec![])])]);
+        )]));
+        sink.accept(Export::from(vec![batch("svc", vec![span(2, 2, Some(1), "c", 12, 18, vec![])])]));
         // Trace 3 evicts trace 1: segment 0 still holds trace 2.
-        sink.accept(vec![batch("gw", vec![span(3, 1, None, "d", 10, 20, vec![])])]);
+        sink.accept(Export::from(vec![batch("gw", vec![span(3, 1, None, "d", 10, 20, vec![])])]));
         // Trace 4 evicts trace 2: segments 0 and 1 hold nothing stored any more.
-        sink.accept(vec![batch("gw", vec![span(4, 1, None, "e", 10, 20, vec![])])]);
+        sink.accept(Export::from(vec![batch("gw", vec![span(4, 1, None, "e", 10, 20, vec![])])]));
         drop(sink);
         task.await.unwrap();
         assert_eq!(segment_ids(&store).await, vec![2, 3]);
@@ -310,7 +326,7 @@ mod tests {
     async fn undecodable_segments_are_skipped_and_dropped_and_legacy_keys_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        let export = vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])];
+        let export = Export::from(vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])]);
         let mut junk_key =
             LEGACY_PREFIXES.iter().map(|p| Mutation::put(format!("{p}00/00"), b"junk".to_vec())).collect::<Vec<_>>();
         junk_key.push(Mutation::put(key(0), encode(super::super::store::now_ns(), &export)));
