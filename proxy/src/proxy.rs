@@ -531,7 +531,15 @@ impl ProxyHttp for GatewayProxy {
                 if remaining.is_zero() {
                     return Error::e_explain(DEADLINE, "the call's deadline passed before it was sent");
                 }
-                upstream_request.insert_header("grpc-timeout", format_grpc_timeout(remaining))?;
+                // Never indexed: the remaining time is new on every call, and indexing it fills
+                // the upstream connection's HPACK table with stale deadlines, which evict the
+                // headers that do repeat and make every lookup walk the chain of them (about
+                // 7,600 instructions per call under callgrind; docs/BENCHMARKS.md).
+                let Ok(mut timeout) = HeaderValue::try_from(format_grpc_timeout(remaining)) else {
+                    return Error::e_explain(DEADLINE, "the remaining time is not a header value");
+                };
+                timeout.set_sensitive(true);
+                upstream_request.insert_header("grpc-timeout", timeout)?;
             }
         }
         Ok(())
