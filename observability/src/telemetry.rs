@@ -6,7 +6,8 @@
 //! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`
 //! (`always_on`, `always_off`, `traceidratio`, `parentbased_*`; default parent-based always-on),
 //! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`,
-//! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set).
+//! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set),
+//! `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` (`gzip`).
 //! Spans are dropped, never waited for, when the queue is full or the collector is down.
 
 use std::fmt;
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
 use tracing::Subscriber;
@@ -236,12 +236,9 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         let _ = tracing_subscriber::registry().with(logs).try_init();
         return Ok(TelemetryGuard { provider: None });
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .with_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter =
+        crate::export::otlp::OtlpExporter::new(endpoint, Duration::from_secs(3), |name| std::env::var(name).ok())
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     crate::export::register();
     let (otel, guard) = export_layer(config, crate::export::CountingExporter(exporter));
     let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();

@@ -188,7 +188,9 @@ impl Collector {
     }
 }
 
-fn tokio_stream_listener(
+/// The connections `listener` accepts, as the stream tonic's `serve_with_incoming` takes (each
+/// with `TCP_NODELAY`).
+pub(crate) fn tokio_stream_listener(
     listener: TcpListener,
 ) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
     futures::stream::unfold(listener, |listener| async move {

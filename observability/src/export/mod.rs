@@ -1,9 +1,11 @@
-//! Counting wrappers around the OpenTelemetry pipeline, so that a full queue or a dead
+//! The OTLP exporter (`otlp`) and counting wrappers around the OpenTelemetry pipeline, so that a full queue or a dead
 //! collector shows on `/metrics` instead of only in a log line:
 //! `meshwork_trace_spans_ended_total` counts sampled spans handed to the batch processor,
 //! `meshwork_trace_spans_exported_total{result="ok|failed"}` counts what the exporter shipped.
 //! Spans dropped because the queue was full are `ended - exported{ok} - exported{failed}`
 //! (minus the few still queued).
+
+pub mod otlp;
 
 use std::sync::LazyLock;
 use std::time::Duration;
