@@ -248,7 +248,7 @@ struct NotAnExport {
 }
 
 #[test]
-fn otlp_grpc_takes_gzip_rejects_garbage_and_keeps_exports_over_a_restart() {
+fn otlp_grpc_and_http_protobuf_keep_exports_over_a_restart_and_reject_garbage() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -258,7 +258,7 @@ fn otlp_grpc_takes_gzip_rejects_garbage_and_keeps_exports_over_a_restart() {
     use tonic::codegen::http::uri::PathAndQuery;
 
     let dir = tempfile::tempdir().unwrap();
-    let (traces, grpc, _, ui) = trace_backend(dir.path());
+    let (traces, grpc, http, ui) = trace_backend(dir.path());
     let kv = |key: &str, value: &str| KeyValue {
         key: key.into(),
         key_strindex: 0,
@@ -276,20 +276,22 @@ fn otlp_grpc_takes_gzip_rejects_garbage_and_keeps_exports_over_a_restart() {
         attributes: vec![kv("http.route", "/y")],
         ..Default::default()
     };
-    let request = ExportTraceServiceRequest {
+    let export = |service: &str, spans: Vec<Span>| ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "grpc-svc")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans {
-                // The second span's id is 3 bytes long: rejected, and said so.
-                spans: vec![
-                    span(0x44, vec![1, 2, 3, 4, 5, 6, 7, 8], "gzipped-grpc"),
-                    span(0x55, vec![1, 2, 3], "bad-id"),
-                ],
-                ..Default::default()
-            }],
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     };
+    // The second span's id is 3 bytes long: rejected, and said so.
+    let request = export(
+        "grpc-svc",
+        vec![span(0x44, vec![1, 2, 3, 4, 5, 6, 7, 8], "gzipped-grpc"), span(0x55, vec![1, 2, 3], "bad-id")],
+    );
+    // The same export format over OTLP/HTTP, as protobuf.
+    let body = prost::Message::encode_to_vec(&export("http-svc", vec![span(0x66, vec![8; 8], "protobuf-http")]));
+    assert_eq!(post(http, "/v1/traces", &[("Content-Type", "application/x-protobuf")], &body), 200);
+    assert_eq!(post(http, "/v1/traces", &[("Content-Type", "application/x-protobuf")], b"\x0a\xff"), 400);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let channel =
@@ -323,9 +325,11 @@ fn otlp_grpc_takes_gzip_rejects_garbage_and_keeps_exports_over_a_restart() {
         assert_eq!(t["spans"][0]["duration"], 7000);
         assert_eq!(t["processes"]["p1"]["serviceName"], "grpc-svc");
         assert_eq!(get_json(ui, &format!("/api/traces/{}", "55".repeat(16))).0, 404);
+        let t = wait_for_trace(ui, &"66".repeat(16), "protobuf-http", 1);
+        assert_eq!(t["processes"]["p1"]["serviceName"], "http-svc");
     };
     check(ui);
-    // The export was stored as it came, and reads back the same after a restart.
+    // Both exports were stored as they came, and read back the same after a restart.
     assert!(traces.terminate(Duration::from_secs(30)).success());
     let (again, _, _, ui) = trace_backend(dir.path());
     check(ui);

@@ -137,7 +137,7 @@ fn seed() -> u64 {
 }
 
 /// splitmix64: fast, well distributed, per thread.
-fn next_random() -> u64 {
+pub(crate) fn next_random() -> u64 {
     RNG.with(|state| {
         let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         state.set(z);

@@ -9,10 +9,10 @@
 //! the same for a whole batch, are converted by opentelemetry-proto and encoded once per batch;
 //! a unit test checks that the bytes decode to what opentelemetry-proto's conversion gives.
 //!
-//! Like opentelemetry-otlp: the timeout bounds an export with its retries, retryable statuses
+//! Like opentelemetry-otlp: the timeout bounds an export with its retries; retryable statuses
 //! (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `CANCELLED`, `DEADLINE_EXCEEDED`,
-//! `OUT_OF_RANGE`, `DATA_LOSS`) are retried up to 3 times with exponential backoff from 100 ms,
-//! and `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`
+//! `OUT_OF_RANGE`, `DATA_LOSS`) are retried up to 3 times with jittered exponential backoff from
+//! 100 ms; `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`
 //! (`gzip` or `none`) are honoured. A retry resends the same bytes.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -109,12 +109,15 @@ impl OtlpExporter {
             };
             match result {
                 Err(status) if attempt < MAX_RETRIES && retryable(status.code()) => {
-                    // Full jitter would need a random source per call; a fixed step is enough to
-                    // space the retries of one process out.
-                    if Instant::now() + backoff >= deadline {
+                    // Half the step and a random part of the other half, so that the processes
+                    // a collector outage hit together do not retry together.
+                    let half = backoff / 2;
+                    let jitter = Duration::from_nanos(crate::sampling::next_random() % (half.as_nanos() as u64).max(1));
+                    let pause = half + jitter;
+                    if Instant::now() + pause >= deadline {
                         return Err(status);
                     }
-                    sleep(backoff).await;
+                    sleep(pause).await;
                     backoff *= 2;
                     attempt += 1;
                 }
