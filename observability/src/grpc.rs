@@ -181,29 +181,16 @@ impl<S> ServerTrace<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use opentelemetry::trace::{SpanId, TraceId};
-    use opentelemetry_sdk::error::OTelSdkResult;
-    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use opentelemetry_sdk::trace::SpanData;
     use tower::ServiceExt as _;
     use tracing::Instrument as _;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+    use crate::export::tests::Keep;
     use crate::telemetry::tests::Buffer;
     use crate::telemetry::{SamplerConfig, TelemetryConfig};
-
-    /// Keeps what it is given.
-    #[derive(Debug, Clone, Default)]
-    struct Keep(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Keep {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
 
     /// A sampled call through the layer: its SERVER span is the caller's child, a `tracing`
     /// span and a log line inside the handler find it through the OpenTelemetry context, and
@@ -219,6 +206,7 @@ mod tests {
             default_log_filter: "info".into(),
             max_queue_size: 64,
             schedule_delay: std::time::Duration::from_millis(10),
+            exporter: Default::default(),
         };
         let (otel, guard) = crate::telemetry::export_layer(&config, kept.clone());
         let subscriber =

@@ -51,6 +51,8 @@ pub struct TelemetryConfig {
     pub max_queue_size: usize,
     /// The longest a span waits in the queue before it is exported (sooner when a batch fills).
     pub schedule_delay: Duration,
+    /// Headers and compression of the exports.
+    pub exporter: crate::export::otlp::ExporterSettings,
 }
 
 /// Which root spans are sampled.
@@ -76,12 +78,16 @@ impl TelemetryConfig {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, TelemetryError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        // The traces-only variable of an exporter setting, else the one for every signal.
+        let otlp_var = |traces: &'static str, all: &'static str| {
+            var(traces).map(|v| (traces, v)).or_else(|| var(all).map(|v| (all, v)))
+        };
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let endpoint = if disabled {
             None
         } else {
-            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            otlp_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|(_, v)| v)
                 .or(default_endpoint)
         };
         let endpoint = endpoint.map(|e| normalise_endpoint(&e));
@@ -137,6 +143,20 @@ impl TelemetryConfig {
                 }
             },
         };
+        let headers = match otlp_var("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS") {
+            None => Vec::new(),
+            Some((variable, value)) => crate::export::otlp::parse_headers(&value)
+                .map_err(|reason| TelemetryError::BadVariable { variable, value, reason })?,
+        };
+        let gzip = match otlp_var("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") {
+            None => false,
+            Some((_, value)) if value.trim() == "none" => false,
+            Some((_, value)) if value.trim() == "gzip" => true,
+            Some((variable, value)) => {
+                let reason = "is not a compression this exporter has (gzip, none)".into();
+                return Err(TelemetryError::BadVariable { variable, value, reason });
+            }
+        };
         Ok(TelemetryConfig {
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_string()),
             otlp_endpoint: endpoint,
@@ -144,6 +164,7 @@ impl TelemetryConfig {
             default_log_filter: "info".into(),
             max_queue_size,
             schedule_delay,
+            exporter: crate::export::otlp::ExporterSettings { headers, gzip },
         })
     }
 }
@@ -236,9 +257,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         let _ = tracing_subscriber::registry().with(logs).try_init();
         return Ok(TelemetryGuard { provider: None });
     };
-    let exporter =
-        crate::export::otlp::OtlpExporter::new(endpoint, Duration::from_secs(3), |name| std::env::var(name).ok())
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = crate::export::otlp::OtlpExporter::new(endpoint, Duration::from_secs(3), &config.exporter)
+        .map_err(TelemetryError::Exporter)?;
     crate::export::register();
     let (otel, guard) = export_layer(config, crate::export::CountingExporter(exporter));
     let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
@@ -438,6 +458,28 @@ pub(crate) mod tests {
             assert!(err.starts_with("OTEL_BSP_SCHEDULE_DELAY="), "{err}");
             assert!(err.contains("positive number of milliseconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn exporter_settings_come_from_the_standard_variables_and_bad_ones_are_named() {
+        assert_eq!(config(&[]).unwrap().exporter, Default::default());
+        let set = config(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=blue"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ])
+        .unwrap();
+        assert!(set.exporter.gzip);
+        // The traces-only variable wins over the one for every signal.
+        assert_eq!(set.exporter.headers.len(), 1);
+        assert_eq!(set.exporter.headers[0].0.as_str(), "x-tenant");
+        // A blank variable is unset, as for the other variables.
+        let blank = config(&[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", " "), ("OTEL_EXPORTER_OTLP_HEADERS", "k=v")]);
+        assert_eq!(blank.unwrap().exporter.headers[0].0.as_str(), "k");
+        let err = config(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]).unwrap_err().to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_COMPRESSION") && err.contains("zstd"), "{err}");
+        let err = config(&[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x")]).unwrap_err().to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), "{err}");
     }
 
     #[test]

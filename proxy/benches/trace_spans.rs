@@ -52,6 +52,7 @@ fn config(sampler: SamplerConfig) -> TelemetryConfig {
         // Large enough that the bench thread never finds the queue full (dropping is cheaper).
         max_queue_size: 1 << 16,
         schedule_delay: meshwork_observability::telemetry::DEFAULT_SCHEDULE_DELAY,
+        exporter: Default::default(),
     }
 }
 

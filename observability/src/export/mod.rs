@@ -90,3 +90,22 @@ pub fn register() {
         SPANS_EXPORTED.with_label_values(&[result]);
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+    /// An exporter that keeps what it is given, for tests that look at the spans made.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Keep(pub(crate) Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Keep {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+}

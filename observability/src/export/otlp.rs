@@ -13,7 +13,7 @@
 //! (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `CANCELLED`, `DEADLINE_EXCEEDED`,
 //! `OUT_OF_RANGE`, `DATA_LOSS`) are retried up to 3 times with jittered exponential backoff from
 //! 100 ms; `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`
-//! (`gzip` or `none`) are honoured. A retry resends the same bytes.
+//! (`gzip` or `none`) are honoured ([`ExporterSettings`]). A retry resends the same bytes.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tonic::codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -47,51 +47,36 @@ pub struct OtlpExporter {
     resource: Vec<u8>,
 }
 
-/// What is wrong with an exporter setting.
-#[derive(Debug, thiserror::Error)]
-pub enum ExporterConfigError {
-    #[error("endpoint {0:?}: {1}")]
-    Endpoint(String, String),
-    #[error("{variable}: {reason}")]
-    Variable { variable: &'static str, reason: String },
+/// A gRPC metadata entry.
+pub type Header = (MetadataKey<Ascii>, MetadataValue<Ascii>);
+
+/// How the exporter talks to its endpoint, from `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and
+/// `..._COMPRESSION` (read with the other variables by [`crate::TelemetryConfig::from_env`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExporterSettings {
+    /// Sent with every export (an API key, a tenant).
+    pub headers: Vec<Header>,
+    /// Exports are gzipped.
+    pub gzip: bool,
 }
 
 impl OtlpExporter {
     /// An exporter to `endpoint` (`http://host:port`); connects lazily, so it must be made inside
-    /// a Tokio runtime. `var` reads the `OTEL_*` environment.
-    pub fn new(
-        endpoint: &str,
-        timeout: Duration,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ExporterConfigError> {
+    /// a Tokio runtime. Fails only for an endpoint that is not a URI.
+    pub fn new(endpoint: &str, timeout: Duration, settings: &ExporterSettings) -> Result<Self, String> {
         let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| ExporterConfigError::Endpoint(endpoint.to_string(), e.to_string()))?
+            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
             .connect_timeout(timeout)
             .timeout(timeout)
             .connect_lazy();
         let mut client = tonic::client::Grpc::new(channel);
-        let compression_var = ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"]
-            .into_iter()
-            .find_map(|name| var(name).map(|value| (name, value)));
-        if let Some((variable, value)) = compression_var {
-            match value.trim() {
-                "gzip" => client = client.send_compressed(CompressionEncoding::Gzip),
-                "none" | "" => {}
-                other => {
-                    let reason = format!("{other:?} is not a compression this exporter has (gzip, none)");
-                    return Err(ExporterConfigError::Variable { variable, reason });
-                }
-            }
+        if settings.gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
         }
-        let headers_var = ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"]
-            .into_iter()
-            .find_map(|name| var(name).map(|value| (name, value)));
-        let headers = match headers_var {
-            Some((variable, value)) => {
-                parse_headers(&value).map_err(|reason| ExporterConfigError::Variable { variable, reason })?
-            }
-            None => MetadataMap::new(),
-        };
+        let mut headers = MetadataMap::new();
+        for (key, value) in &settings.headers {
+            headers.insert(key.clone(), value.clone());
+        }
         Ok(OtlpExporter { client, timeout, headers, resource: encode_resource(&Resource::builder_empty().build()) })
     }
 
@@ -156,15 +141,15 @@ async fn sleep(duration: Duration) {
 
 /// Parses `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas, values
 /// percent-encoded (W3C baggage format).
-fn parse_headers(text: &str) -> Result<MetadataMap, String> {
-    let mut headers = MetadataMap::new();
+pub(crate) fn parse_headers(text: &str) -> Result<Vec<Header>, String> {
+    let mut headers = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
         let key = MetadataKey::from_bytes(key.trim().to_ascii_lowercase().as_bytes())
             .map_err(|_| format!("{:?} is not a header name", key.trim()))?;
         let value = percent_decode(value.trim()).ok_or_else(|| format!("{pair:?} has a bad percent-encoding"))?;
         let value = MetadataValue::try_from(value.as_str()).map_err(|_| format!("{pair:?} is not a header value"))?;
-        headers.insert(key, value);
+        headers.push((key, value));
     }
     Ok(headers)
 }
@@ -490,16 +475,7 @@ mod tests {
     use prost::Message;
     use std::sync::{Arc, Mutex};
 
-    /// Keeps what it is given.
-    #[derive(Debug, Clone, Default)]
-    struct Keep(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Keep {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
+    use crate::export::tests::Keep;
 
     /// Spans of every shape the SDK makes: all value kinds, events, links, statuses, remote and
     /// local parents, trace state, two scopes, dropped counts.
@@ -603,12 +579,8 @@ mod tests {
             .add_service(OtlpGrpc { sink })
             .serve_with_incoming(crate::collector::tokio_stream_listener(listener));
         tokio::spawn(server);
-        let env = |name: &str| match name {
-            "OTEL_EXPORTER_OTLP_HEADERS" => Some("api-key=s3cret".to_string()),
-            "OTEL_EXPORTER_OTLP_COMPRESSION" => Some("gzip".to_string()),
-            _ => None,
-        };
-        let mut exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(3), env).unwrap();
+        let settings = ExporterSettings { headers: parse_headers("api-key=s3cret").unwrap(), gzip: true };
+        let mut exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(3), &settings).unwrap();
         let resource = Resource::builder().with_service_name("exporter-test").build();
         exporter.set_resource(&resource);
         exporter.export(spans(&resource)).await.unwrap();
@@ -620,48 +592,21 @@ mod tests {
 
         // Nothing listens: the export fails, after its retries, within its timeout.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let dead = OtlpExporter::new(&format!("http://{closed}"), Duration::from_millis(800), |_| None).unwrap();
+        let dead =
+            OtlpExporter::new(&format!("http://{closed}"), Duration::from_millis(800), &ExporterSettings::default())
+                .unwrap();
         let started = Instant::now();
         assert!(dead.export(spans(&resource)).await.is_err());
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 
     #[test]
-    fn headers_follow_the_baggage_format_and_bad_settings_are_named() {
+    fn headers_follow_the_baggage_format() {
         let headers = parse_headers("api-key=s%20e%2Ccret, X-Tenant = blue ,").unwrap();
-        assert_eq!(headers.get("api-key").unwrap(), "s e,cret");
-        assert_eq!(headers.get("x-tenant").unwrap(), "blue");
+        let get = |key: &str| headers.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v.to_str().unwrap());
+        assert_eq!(get("api-key"), Some("s e,cret"));
+        assert_eq!(get("x-tenant"), Some("blue"));
         assert!(parse_headers("novalue").unwrap_err().contains("key=value"));
         assert!(parse_headers("k=%zz").unwrap_err().contains("percent"));
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let _guard = rt.enter();
-        let env = |name: &str, value: &str| {
-            let (name, value) = (name.to_string(), value.to_string());
-            move |n: &str| (n == name).then(|| value.clone())
-        };
-        let err = OtlpExporter::new(
-            "http://127.0.0.1:4317",
-            Duration::from_secs(1),
-            env("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("OTEL_EXPORTER_OTLP_COMPRESSION") && err.contains("zstd"), "{err}");
-        let err = OtlpExporter::new(
-            "http://127.0.0.1:4317",
-            Duration::from_secs(1),
-            env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), "{err}");
-        assert!(
-            OtlpExporter::new(
-                "http://127.0.0.1:4317",
-                Duration::from_secs(1),
-                env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-            )
-            .is_ok()
-        );
     }
 }
