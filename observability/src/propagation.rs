@@ -28,10 +28,10 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// Returns a trace-context header value marked "never indexed" for HPACK. A `traceparent` is
-/// new on every call, so indexing it would only fill the h2 connection's dynamic table
-/// (4 KiB: about 40 of them) and push out the headers that do repeat (`:path`,
-/// `content-type`...), which then travel as literals again.
+/// Returns a header value marked "never indexed" for HPACK, for values new on every call (a
+/// `traceparent`, the gateway's `grpc-timeout`). Indexing one would only fill the h2
+/// connection's dynamic table (4 KiB: about 40 traceparents) and push out the headers that do
+/// repeat (`:path`, `content-type`...), which then travel as literals again.
 pub fn header_value(value: impl AsRef<[u8]>) -> Option<http::HeaderValue> {
     let mut value = http::HeaderValue::from_bytes(value.as_ref()).ok()?;
     value.set_sensitive(true);

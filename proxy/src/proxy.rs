@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, header};
+use meshwork_observability::propagation;
 use pingora_core::protocols::ALPN;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -535,10 +536,9 @@ impl ProxyHttp for GatewayProxy {
                 // the upstream connection's HPACK table with stale deadlines, which evict the
                 // headers that do repeat and make every lookup walk the chain of them (about
                 // 7,600 instructions per call under callgrind; docs/BENCHMARKS.md).
-                let Ok(mut timeout) = HeaderValue::try_from(format_grpc_timeout(remaining)) else {
+                let Some(timeout) = propagation::header_value(format_grpc_timeout(remaining)) else {
                     return Error::e_explain(DEADLINE, "the remaining time is not a header value");
                 };
-                timeout.set_sensitive(true);
                 upstream_request.insert_header("grpc-timeout", timeout)?;
             }
         }
