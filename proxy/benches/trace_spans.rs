@@ -159,8 +159,8 @@ fn benches(c: &mut Criterion) {
     // The exporter thread's share: SpanData -> OTLP ResourceSpans -> protobuf bytes, per span.
     let spans = kept.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert!(!spans.is_empty(), "the sampled benches exported no spans");
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name("bench").build();
-    let resource = opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema::from(&resource);
+    let sdk_resource = opentelemetry_sdk::Resource::builder().with_service_name("bench").build();
+    let resource = opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema::from(&sdk_resource);
     // Converts a batch to OTLP and encodes it, consuming the batch.
     let encode = |batch: Vec<SpanData>| {
         let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
@@ -180,13 +180,11 @@ fn benches(c: &mut Criterion) {
     });
     // meshwork's exporter: the spans written straight into the request's bytes, the batch
     // dropped after (as the cases above drop it); a retry resends the bytes.
-    let resource = meshwork_observability::export::otlp::encode_resource(
-        &opentelemetry_sdk::Resource::builder().with_service_name("bench").build(),
-    );
+    let encoded_resource = meshwork_observability::export::otlp::encode_resource(&sdk_resource);
     group.bench_function("encode, drop batch (meshwork exporter)", |b| {
         b.iter_batched(
             || spans.clone(),
-            |batch| meshwork_observability::export::otlp::encode_request(&resource, &batch),
+            |batch| meshwork_observability::export::otlp::encode_request(&encoded_resource, &batch),
             BatchSize::LargeInput,
         )
     });
