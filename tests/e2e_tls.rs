@@ -185,3 +185,40 @@ fn bad_certificate_files_fail_before_anything_is_bound() {
     // Nothing was bound.
     drop(std::net::TcpListener::bind(addr).expect("the port is still free"));
 }
+
+/// Runs `meshwork serve urlshortener` on a free port with `env` set, which must fail; returns
+/// its stderr.
+fn serve_fails_with_env(env: &[(&str, &str)]) -> String {
+    let addr = free_addr().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+        .args(["serve", "urlshortener", "--listen", &addr, "--store", "memory:"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run meshwork");
+    assert!(!out.status.success(), "meshwork serve with {env:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_exporter_tls_variables_stop_the_process_naming_the_variable() {
+    let pki = certs::pki();
+    let garbage = pki.write("garbage.pem", "not a certificate\n");
+    let (garbage, ca) = (garbage.to_str().unwrap(), pki.ca.to_str().unwrap());
+    let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317");
+
+    let err = serve_fails_with_env(&[https, ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", garbage)]);
+    assert!(err.contains(&format!("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE={garbage:?}: no PEM certificate")), "{err}");
+    let err = serve_fails_with_env(&[
+        https,
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", pki.client_cert.to_str().unwrap()),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", pki.server_key.to_str().unwrap()),
+    ]);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY="), "{err}");
+    assert!(err.contains("the key does not belong to the client certificate"), "{err}");
+    // A CA for a plaintext endpoint is a mistake, not something to ignore.
+    let err = serve_fails_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca),
+    ]);
+    assert!(err.contains("need an https:// endpoint"), "{err}");
+}

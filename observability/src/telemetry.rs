@@ -7,7 +7,9 @@
 //! (`always_on`, `always_off`, `traceidratio`, `parentbased_*`; default parent-based always-on),
 //! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`,
 //! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set),
-//! `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` (`gzip`).
+//! `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` (`gzip`);
+//! for an `https://` endpoint `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` (CA certificates trusted
+//! besides the system's) and `..._CLIENT_CERTIFICATE` with `..._CLIENT_KEY` (mutual TLS).
 //! Spans are dropped, never waited for, when the queue is full or the collector is down.
 
 use std::fmt;
@@ -157,6 +159,8 @@ impl TelemetryConfig {
                 return Err(TelemetryError::BadVariable { variable, value, reason });
             }
         };
+        // Read even when the endpoint comes from a flag later; the exporter checks it is https.
+        let tls = if disabled { crate::export::otlp::ExporterTls::default() } else { exporter_tls(&otlp_var)? };
         Ok(TelemetryConfig {
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_string()),
             otlp_endpoint: endpoint,
@@ -164,9 +168,51 @@ impl TelemetryConfig {
             default_log_filter: "info".into(),
             max_queue_size,
             schedule_delay,
-            exporter: crate::export::otlp::ExporterSettings { headers, gzip },
+            exporter: crate::export::otlp::ExporterSettings { headers, gzip, tls },
         })
     }
+}
+
+/// Reads and checks the exporter's TLS files, named by `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`,
+/// `..._CLIENT_CERTIFICATE` and `..._CLIENT_KEY` (`otlp_var` looks a setting up). Errors name
+/// the variable and the file.
+fn exporter_tls(
+    otlp_var: &impl Fn(&'static str, &'static str) -> Option<(&'static str, String)>,
+) -> Result<crate::export::otlp::ExporterTls, TelemetryError> {
+    use crate::export::otlp::{ExporterTls, check_certificates, check_client_key};
+    let ca = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
+    let cert = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
+    let key = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY");
+    let bad = |(variable, value): (&'static str, String), reason: String| TelemetryError::BadVariable {
+        variable,
+        value,
+        reason,
+    };
+    let read = |setting: &(&'static str, String)| {
+        std::fs::read(&setting.1).map_err(|e| bad(setting.clone(), format!("cannot read: {e}")))
+    };
+    let ca_pem = match &ca {
+        Some(setting) => {
+            let pem = read(setting)?;
+            check_certificates(&pem).map_err(|reason| bad(setting.clone(), reason))?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let identity = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+            let certs = check_certificates(&cert_pem).map_err(|reason| bad(cert, reason))?;
+            check_client_key(certs, &key_pem).map_err(|reason| bad(key, reason))?;
+            Some((cert_pem, key_pem))
+        }
+        (Some(alone), None) | (None, Some(alone)) => {
+            let reason = "a client certificate and its key go together (..._CLIENT_CERTIFICATE, ..._CLIENT_KEY)";
+            return Err(bad(alone, reason.into()));
+        }
+    };
+    Ok(ExporterTls { ca_pem, identity })
 }
 
 /// How long a span waits for export at most when `OTEL_BSP_SCHEDULE_DELAY` is not set. Shorter

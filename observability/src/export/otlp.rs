@@ -14,6 +14,10 @@
 //! `OUT_OF_RANGE`, `DATA_LOSS`) are retried up to 3 times with jittered exponential backoff from
 //! 100 ms; `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`
 //! (`gzip` or `none`) are honoured ([`ExporterSettings`]). A retry resends the same bytes.
+//!
+//! An `https://` endpoint is reached over TLS (rustls): the server's certificate must chain to
+//! the system's roots or to `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, and
+//! `..._CLIENT_CERTIFICATE` with `..._CLIENT_KEY` make it mutual TLS ([`ExporterTls`]).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +32,12 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const MAX_RETRIES: u32 = 3;
@@ -50,25 +56,96 @@ pub struct OtlpExporter {
 /// A gRPC metadata entry.
 pub type Header = (MetadataKey<Ascii>, MetadataValue<Ascii>);
 
-/// How the exporter talks to its endpoint, from `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and
-/// `..._COMPRESSION` (read with the other variables by [`crate::TelemetryConfig::from_env`]).
+/// How the exporter talks to its endpoint, from `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`,
+/// `..._COMPRESSION` and the TLS variables (read with the other variables by
+/// [`crate::TelemetryConfig::from_env`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExporterSettings {
     /// Sent with every export (an API key, a tenant).
     pub headers: Vec<Header>,
     /// Exports are gzipped.
     pub gzip: bool,
+    /// TLS beyond the system's roots, for an `https://` endpoint.
+    pub tls: ExporterTls,
+}
+
+/// The PEM texts of the exporter's TLS settings, read and checked when the configuration is.
+#[derive(Clone, Default, PartialEq)]
+pub struct ExporterTls {
+    /// CA certificates trusted besides the system's (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The certificate chain and private key this process presents, for a collector that asks
+    /// for client certificates (`..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ExporterTls {
+    /// Whether any TLS setting is given (they need an `https://` endpoint).
+    pub fn is_set(&self) -> bool {
+        self.ca_pem.is_some() || self.identity.is_some()
+    }
+}
+
+impl std::fmt::Debug for ExporterTls {
+    // Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// Checks a PEM text of certificates (at least one); the error says what is wrong.
+pub(crate) fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a valid PEM file: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(certs)
+}
+
+/// Checks a PEM private key and that it belongs to the leaf of `certs`.
+pub(crate) fn check_client_key(certs: Vec<CertificateDer<'static>>, key_pem: &[u8]) -> Result<(), String> {
+    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            return Err("no PEM private key (-----BEGIN PRIVATE KEY-----) in it".into());
+        }
+        Err(e) => return Err(format!("not a valid PEM file: {e}")),
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider).map(|_| ()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "the key does not belong to the client certificate".to_string(),
+        e => format!("unusable key: {e}"),
+    })
 }
 
 impl OtlpExporter {
-    /// An exporter to `endpoint` (`http://host:port`); connects lazily, so it must be made inside
-    /// a Tokio runtime. Fails only for an endpoint that is not a URI.
+    /// An exporter to `endpoint` (`http://host:port`, or `https://` for TLS); connects lazily, so
+    /// it must be made inside a Tokio runtime. Fails for an endpoint that is not a URI, and for
+    /// TLS settings with an endpoint that is not `https://`.
     pub fn new(endpoint: &str, timeout: Duration, settings: &ExporterSettings) -> Result<Self, String> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
+        let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
+        if endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &settings.tls.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &settings.tls.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            channel = channel.tls_config(tls).map_err(|e| format!("endpoint {endpoint:?}: TLS: {e}"))?;
+        } else if settings.tls.is_set() {
+            return Err(format!(
+                "endpoint {endpoint:?}: TLS settings (OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE, \
+                 ..._CLIENT_CERTIFICATE, ..._CLIENT_KEY) need an https:// endpoint"
+            ));
+        }
+        let channel = channel.connect_timeout(timeout).timeout(timeout).connect_lazy();
         let mut client = tonic::client::Grpc::new(channel);
         if settings.gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -579,7 +656,8 @@ mod tests {
             .add_service(OtlpGrpc { sink })
             .serve_with_incoming(crate::collector::tokio_stream_listener(listener));
         tokio::spawn(server);
-        let settings = ExporterSettings { headers: parse_headers("api-key=s3cret").unwrap(), gzip: true };
+        let settings =
+            ExporterSettings { headers: parse_headers("api-key=s3cret").unwrap(), gzip: true, ..Default::default() };
         let mut exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(3), &settings).unwrap();
         let resource = Resource::builder().with_service_name("exporter-test").build();
         exporter.set_resource(&resource);
