@@ -67,15 +67,18 @@ per_request() {
 G=$(free_port); H=$(free_port); U=$(free_port)
 RUST_LOG=warn "${WRAP[@]}" "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
 COLLECTOR=$!
-# faults_switches PID... : minor page faults and context switches (every thread, voluntary and
-# not) of the processes so far, "faults switches"; threads that have exited are not counted
+# faults_switches PID... : minor page faults, context switches (every thread, voluntary and
+# not) and read/write system calls (syscr + syscw of /proc/PID/io: how much work h2 batches per
+# call) of the processes so far, "faults switches syscalls"; threads that have exited are not
+# counted in the switches
 faults_switches() {
-  local f=0 c=0 p
+  local f=0 c=0 s=0 p
   for p in "$@"; do
     f=$((f + $(awk '{print $10}' "/proc/$p/stat")))
     c=$((c + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')))
+    s=$((s + $(awk '/^sysc[rw]:/ {n += $2} END {print n + 0}' "/proc/$p/io")))
   done
-  echo "$f $c"
+  echo "$f $c $s"
 }
 HZ=$(getconf CLK_TCK)
 SVC=meshwork.urlshortener.v1.UrlShortener
@@ -165,7 +168,7 @@ for round in $(seq "$ROUNDS"); do
     settle
     read -r svc_pid gw_pid <"$work/$name.pids"
     gw0=$(mark "$gw_pid"); svc0=$(mark "$svc_pid"); col0=$(mark $COLLECTOR)
-    read -r flt0 csw0 < <(faults_switches "$svc_pid" "$gw_pid")
+    read -r flt0 csw0 sys0 < <(faults_switches "$svc_pid" "$gw_pid")
     if [ -n "${RATE:-}" ]; then
       "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
         "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
@@ -178,14 +181,15 @@ for round in $(seq "$ROUNDS"); do
     fi
     # The exporters flush every 500 ms: let the collector store the last batches before reading.
     settle
-    read -r flt1 csw1 < <(faults_switches "$svc_pid" "$gw_pid")
+    read -r flt1 csw1 sys1 < <(faults_switches "$svc_pid" "$gw_pid")
     gw=$(per_request "$gw_pid" "$gw0" "$done_n" "$round-$name-gateway")
     svc=$(per_request "$svc_pid" "$svc0" "$done_n" "$round-$name-service")
     col=$(per_request $COLLECTOR "$col0" "$done_n" "$round-$name-collector")
     stop "$name"
     # per 1000 requests, as integers
     flt_k=$(( (flt1 - flt0) * 1000 / done_n )); csw_k=$(( (csw1 - csw0) * 1000 / done_n ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_${UNIT}/req=$((gw + svc))  gateway=$gw  service=$svc  collector_${UNIT}/req=$col  faults/kreq=$flt_k  switches/kreq=$csw_k" | tee -a "$work/results"
+    sys_k=$(( (sys1 - sys0) * 1000 / done_n ))
+    echo "round $round  tracing=$name  req/s=$rps  pair_${UNIT}/req=$((gw + svc))  gateway=$gw  service=$svc  collector_${UNIT}/req=$col  faults/kreq=$flt_k  switches/kreq=$csw_k  syscalls/kreq=$sys_k" | tee -a "$work/results"
   done
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
@@ -217,11 +221,12 @@ for name, label in ((n, label_of(n)) for n in names):
     svc = [int(r["service"]) for r in by[name]]
     flt = [int(r["faults/kreq"]) for r in by[name]]
     csw = [int(r["switches/kreq"]) for r in by[name]]
+    sysc = [int(r["syscalls/kreq"]) for r in by[name]]
     print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  {PAIR}={statistics.median(pair)} "
           f"({statistics.median(pair_ratios):.3f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
           f"{COLLECTOR}={statistics.median(col)}  pair+collector {statistics.median(all_ratios):.3f}x off  pair faults/kreq={statistics.median(flt)}  "
-          f"switches/kreq={statistics.median(csw)}")
+          f"switches/kreq={statistics.median(csw)}  syscalls/kreq={statistics.median(sysc)}")
 PY
 spans=$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$U/api/traces?service=urlshortener&limit=10000')); print(sum(len(t['spans']) for t in d['data']))")
 echo "spans stored by the collector (last 10000 traces): $spans"

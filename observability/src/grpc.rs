@@ -110,19 +110,29 @@ where
         let (service, method) = name.split_once('/').unwrap_or((name, ""));
         // A caller that did not sample this trace gets no span here either, and neither does a
         // new trace the root sampler turns down: no span data is built for unsampled calls.
-        let cx = match crate::sampling::decide(request.headers()) {
-            crate::sampling::Head::Sampled(parent) => self.server_span(name, service, method, parent),
-            _ => None,
+        // Their context is still passed on to the calls the handler makes, so that the hops
+        // below follow the same decision.
+        use crate::propagation::PassOn;
+        use crate::sampling::Head;
+        let (cx, pass_on) = match crate::sampling::decide(request.headers()) {
+            Head::Sampled(parent) => match self.server_span(name, service, method, parent) {
+                Some(cx) => (Some(cx), None),
+                // This process exports nothing: the caller's context goes on unchanged.
+                None => (None, PassOn::from_caller(request.headers())),
+            },
+            Head::CallerUnsampled => (None, PassOn::from_caller(request.headers())),
+            Head::RootUnsampled => (None, Some(PassOn::unsampled_root())),
         };
         let (service, method) = (service.to_string(), method.to_string());
         let started = std::time::Instant::now();
         let future = inner.call(request);
         Box::pin(async move {
-            let result = match &cx {
+            let result = match (&cx, pass_on) {
                 // Attached on every poll: log lines carry its ids, storage spans and outgoing
                 // calls (`TraceInterceptor`) take it as their parent.
-                Some(cx) => future.with_context(cx.clone()).await,
-                None => future.await,
+                (Some(cx), _) => future.with_context(cx.clone()).await,
+                (None, Some(pass_on)) => pass_on.scope(future).await,
+                (None, None) => future.await,
             };
             if let Ok(response) = &result {
                 let code = response
@@ -189,6 +199,7 @@ mod tests {
 
     use super::*;
     use crate::export::tests::Keep;
+    use crate::propagation::TraceInterceptor;
     use crate::telemetry::tests::Buffer;
     use crate::telemetry::{SamplerConfig, TelemetryConfig};
 
@@ -197,6 +208,7 @@ mod tests {
     /// a call whose caller did not sample it gets no span at all.
     #[tokio::test(flavor = "current_thread")]
     async fn a_sampled_call_is_the_context_of_what_its_handler_does() {
+        let _state = crate::telemetry::tests::PROCESS_STATE.lock().await;
         let kept = Keep::default();
         let logs = Buffer::default();
         let config = TelemetryConfig {
@@ -264,5 +276,78 @@ mod tests {
         assert!(lines[1].starts_with(&ids(server)) && lines[1].contains("after the storage span"), "{logs}");
         // The unsampled call: no ids to give.
         assert!(!lines[2].contains("trace_id=") && !lines[3].contains("trace_id="), "{logs}");
+    }
+
+    /// Calls a handler through the layer with the caller's `headers`; returns the `traceparent`
+    /// and `tracestate` that a call the handler makes (through `TraceInterceptor`) carries.
+    async fn passed_on(headers: &[(&str, &str)]) -> (Option<String>, Option<String>) {
+        use tonic::service::Interceptor as _;
+        let handler = tower::service_fn(|_: http::Request<()>| async {
+            let outgoing = TraceInterceptor.call(tonic::Request::new(())).unwrap();
+            let again = TraceInterceptor.call(tonic::Request::new(())).unwrap();
+            assert_eq!(outgoing.metadata().get("traceparent"), again.metadata().get("traceparent"), "one context");
+            let mut answer = http::Response::builder().header("grpc-status", "0");
+            for key in ["traceparent", "tracestate"] {
+                if let Some(value) = outgoing.metadata().get(key) {
+                    answer = answer.header(format!("sent-{key}"), value.to_str().unwrap());
+                }
+            }
+            Ok::<_, std::convert::Infallible>(answer.body(()).unwrap())
+        });
+        let mut request = http::Request::builder().uri("/pkg.Svc/Get");
+        for (key, value) in headers {
+            request = request.header(*key, *value);
+        }
+        let answer = ServerTraceLayer::new("svc").layer(handler).oneshot(request.body(()).unwrap()).await.unwrap();
+        let sent = |key: &str| answer.headers().get(format!("sent-{key}")).map(|v| v.to_str().unwrap().to_string());
+        (sent("traceparent"), sent("tracestate"))
+    }
+
+    /// The calls a handler makes follow the decision taken for the call it serves: a sampled
+    /// call's own SERVER span is their parent; an unsampled one passes the caller's
+    /// `traceparent` and `tracestate` on as they came, or a fresh unsampled `traceparent` when
+    /// this process roots the trace; and a process that exports nothing passes the caller's on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn outgoing_calls_carry_the_decision_taken_for_the_incoming_one() {
+        let _state = crate::telemetry::tests::PROCESS_STATE.lock().await;
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-00";
+        let state = ("tracestate", "vendor=abc");
+
+        // Nothing exported: the caller's context passes through, and without one nothing is sent.
+        assert_eq!(
+            passed_on(&[("traceparent", sampled), state]).await,
+            (Some(sampled.to_string()), Some("vendor=abc".to_string()))
+        );
+        assert_eq!(passed_on(&[]).await, (None, None));
+
+        // Exported, no new trace sampled (ratio 0).
+        let config = TelemetryConfig {
+            service_name: "test".into(),
+            otlp_endpoint: None,
+            sampler: SamplerConfig::Ratio(0.0),
+            default_log_filter: "info".into(),
+            max_queue_size: 64,
+            schedule_delay: std::time::Duration::from_millis(10),
+            exporter: Default::default(),
+        };
+        let kept = Keep::default();
+        let (otel, guard) = crate::telemetry::export_layer(&config, kept.clone());
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+        assert_eq!(
+            passed_on(&[("traceparent", unsampled), state]).await,
+            (Some(unsampled.to_string()), Some("vendor=abc".to_string()))
+        );
+        let (root, _) = passed_on(&[]).await;
+        let root = root.expect("a new unsampled trace is passed on");
+        assert!(root.len() == 55 && root.ends_with("-00") && !root.contains(&unsampled[3..35]), "{root}");
+        let (child, _) = passed_on(&[("traceparent", sampled)]).await;
+        let child = child.expect("a sampled call passes its span on");
+        assert!(child.starts_with(&sampled[..36]) && child.ends_with("-01"), "{child}");
+        assert_ne!(child, sampled, "the parent below is this call's SERVER span, not the caller's");
+        guard.shutdown();
+        let spans = kept.0.lock().unwrap().clone();
+        assert_eq!(spans.len(), 1, "one span, the sampled call's: {spans:#?}");
+        assert_eq!(&child[36..52], spans[0].span_context.span_id().to_string());
     }
 }

@@ -99,11 +99,74 @@ pub struct TraceInterceptor;
 
 impl tonic::service::Interceptor for TraceInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        use opentelemetry::trace::TraceContextExt;
         // Into the metadata's own header map, so the values stay as `inject` made them.
         let mut headers = std::mem::take(request.metadata_mut()).into_headers();
-        inject(&current(), &mut headers);
+        let cx = current();
+        if cx.span().span_context().is_valid() {
+            inject(&cx, &mut headers);
+        } else {
+            let _ = PASS_ON.try_with(|passed| passed.write(&mut headers));
+        }
         *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
         Ok(request)
+    }
+}
+
+tokio::task_local! {
+    /// What the call being served passes on when it built no span ([`PassOn::scope`]). Boxed:
+    /// the task-local moves its value in and out on every poll.
+    static PASS_ON: Box<PassOn>;
+}
+
+/// The W3C header names, made once: a lookup by `&str` parses and validates the name first.
+pub(crate) static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub(crate) static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// The trace context that a call which built no span passes on to the calls it makes, kept in
+/// a task-local for [`TraceInterceptor`]: the caller's `traceparent`
+/// and `tracestate` as they came (the caller did not sample the trace, or this process exports
+/// nothing), or a fresh unsampled `traceparent` when this process roots the trace and did not
+/// sample it. Without it, a service's outgoing calls would carry no `traceparent`, and the next
+/// hop would draw a root sampling decision of its own: a trace the caller turned down could be
+/// sampled halfway down, without its upper part. (A task-local rather than a value of the
+/// OpenTelemetry context: attaching a context on every poll cost an unsampled call 2,300
+/// instructions under callgrind, the task-local a small part of that. Like the context, it
+/// does not follow the call into tasks it spawns.)
+#[derive(Debug)]
+pub struct PassOn {
+    /// Set from the start, or (for a new trace) made by the first outgoing call: most calls
+    /// make none and pay nothing for it.
+    traceparent: std::sync::OnceLock<http::HeaderValue>,
+    tracestate: Option<http::HeaderValue>,
+}
+
+impl PassOn {
+    /// The caller's context as it came in `headers`; `None` when it sent no `traceparent`.
+    pub fn from_caller(headers: &http::HeaderMap) -> Option<PassOn> {
+        let traceparent = headers.get(&TRACEPARENT)?.clone();
+        Some(PassOn { traceparent: traceparent.into(), tracestate: headers.get(&TRACESTATE).cloned() })
+    }
+
+    /// A new trace that this process did not sample (fresh ids, flags `00`, the same for every
+    /// call it makes).
+    pub fn unsampled_root() -> PassOn {
+        PassOn { traceparent: std::sync::OnceLock::new(), tracestate: None }
+    }
+
+    /// Runs `future` (the call being served) with this as what its outgoing calls pass on.
+    pub async fn scope<F: std::future::Future>(self, future: F) -> F::Output {
+        PASS_ON.scope(Box::new(self), future).await
+    }
+
+    /// Writes the context into an outgoing call's headers (never indexed, as [`header_value`]).
+    fn write(&self, headers: &mut http::HeaderMap) {
+        let mut traceparent = self.traceparent.get_or_init(crate::sampling::unsampled_traceparent).clone();
+        traceparent.set_sensitive(true);
+        headers.insert(TRACEPARENT.clone(), traceparent);
+        if let Some(state) = &self.tracestate {
+            headers.insert(TRACESTATE.clone(), state.clone());
+        }
     }
 }
 

@@ -93,7 +93,7 @@ pub enum Head {
 /// draws.
 pub fn decide(headers: &http::HeaderMap) -> Head {
     use opentelemetry::trace::TraceContextExt;
-    if let Some(traceparent) = headers.get("traceparent") {
+    if let Some(traceparent) = headers.get(&crate::propagation::TRACEPARENT) {
         // Most calls arrive with a canonical unsampled `traceparent`: decided without a parse.
         if canonical_sampled_flag(traceparent.as_bytes()) == Some(false) {
             return Head::CallerUnsampled;
@@ -197,6 +197,7 @@ mod tests {
 
     #[test]
     fn root_decisions_follow_the_ratio() {
+        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
         set_root_ratio(0.1);
         let sampled = (0..100_000).filter(|_| decide_root()).count();
         assert!((9_000..=11_000).contains(&sampled), "{sampled} of 100000 sampled at 0.1");

@@ -433,6 +433,11 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// Held by the tests that change process-wide tracing state (the installed tracer, the root
+    /// sampling ratio), which the test threads of this crate share: `.lock().await` in async
+    /// tests (held across their awaits), `.blocking_lock()` in the others.
+    pub(crate) static PROCESS_STATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Collects what the log layer writes.
     #[derive(Clone, Default)]
     pub(crate) struct Buffer(pub(crate) Arc<Mutex<Vec<u8>>>);
