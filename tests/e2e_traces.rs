@@ -395,13 +395,14 @@ fn a_dead_collector_never_holds_calls_up() {
 }
 
 /// Starts `meshwork serve urlshortener` (store in `dir`) and a `meshwork gateway` in front of
-/// it, as separate processes with their own environment and extra gateway flags; returns both
-/// and the gateway's address.
+/// it, as separate processes with their own environment, extra gateway flags and extra
+/// top-level lines of the gateway's configuration; returns both and the gateway's address.
 fn service_behind_gateway(
     dir: &std::path::Path,
     service_env: &[(&str, String)],
     gateway_env: &[(&str, String)],
     gateway_flags: &[&str],
+    gateway_config: &str,
 ) -> (Mesh, Mesh, SocketAddr) {
     let store = format!("embedded:{}", dir.display());
     let service_addr = free_addr();
@@ -417,7 +418,7 @@ fn service_behind_gateway(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{gateway_addr}\"\n[pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\
+            "listen = \"{gateway_addr}\"\n{gateway_config}\n[pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\
              [[routes]]\nservice = \"{SVC}\"\npool = \"urlshortener\"\n"
         ),
     )
@@ -436,7 +437,7 @@ fn one_trace_across_separate_gateway_and_service_processes() {
     let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
     let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}"))];
     let dir = tempfile::tempdir().unwrap();
-    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &otlp, &otlp, &[]);
+    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &otlp, &otlp, &[], "");
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
@@ -504,24 +505,26 @@ fn trace_ids_of(ui: SocketAddr, service: &str) -> std::collections::BTreeSet<Str
     body["data"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_string()).collect()
 }
 
-#[test]
-fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
-    // Gateway and service in separate processes, both configured for 25% parent-based ratio
-    // sampling (the service through OTEL_* variables, the gateway through flags). Calls arrive
-    // without a traceparent, so the gateway roots every trace and decides before building any span; the service must follow that decision: every sampled
-    // trace is whole, and no call gets a trace of its own at the service.
+/// Traces sampled at the gateway and at the service when 400 calls without a `traceparent` go
+/// through a gateway with 25% ratio sampling (set by flags) and these extra configuration lines,
+/// to a service with this sampler (`OTEL_TRACES_SAMPLER`, ratio 0.25): the trace ids in which
+/// each has spans.
+fn sampled_at_gateway_and_service(
+    gateway_config: &str,
+    service_sampler: &str,
+) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
     let trace_dir = tempfile::tempdir().unwrap();
     let (traces, grpc, _, ui) = trace_backend(trace_dir.path());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{grpc}")),
-        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_string()),
+        ("OTEL_TRACES_SAMPLER", service_sampler.to_string()),
         ("OTEL_TRACES_SAMPLER_ARG", "0.25".to_string()),
     ];
     let dir = tempfile::tempdir().unwrap();
     // The gateway gets the same settings as flags instead of OTEL_* variables.
     let endpoint = format!("http://{grpc}");
     let flags = ["--otlp-endpoint", &endpoint, "--trace-sampling", "0.25"];
-    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &env, &[], &flags);
+    let (service, gateway, gateway_addr) = service_behind_gateway(dir.path(), &env, &[], &flags, gateway_config);
 
     const CALLS: usize = 400;
     let load = Command::new(env!("CARGO_BIN_EXE_meshwork"))
@@ -545,19 +548,50 @@ fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
     };
     // Binomial(400, 0.25): mean 100, standard deviation 8.7; this window is over 5 sd wide.
     assert!((55..=145).contains(&at_gateway.len()), "{} of {CALLS} calls sampled at 25%", at_gateway.len());
-    let only_gateway: Vec<_> = at_gateway.difference(&at_service).collect();
-    let only_service: Vec<_> = at_service.difference(&at_gateway).collect();
-    let example = only_gateway.first().or(only_service.first()).map(|id| get_json(ui, &format!("/api/traces/{id}")).1);
-    assert!(
-        only_gateway.is_empty() && only_service.is_empty(),
-        "sampled traces must hold both hops, and the service must root none of its own: {} traces without the \
-         service, {} without the gateway, of {}; for example {example:?}",
-        only_gateway.len(),
-        only_service.len(),
-        at_gateway.len()
-    );
-
     assert!(gateway.terminate(Duration::from_secs(30)).success());
     assert!(service.terminate(Duration::from_secs(30)).success());
     assert!(traces.terminate(Duration::from_secs(30)).success());
+    (at_gateway, at_service)
+}
+
+/// Asserts that every sampled trace holds both hops and that the service rooted none.
+fn assert_whole(at_gateway: &std::collections::BTreeSet<String>, at_service: &std::collections::BTreeSet<String>) {
+    let only_gateway: Vec<_> = at_gateway.difference(at_service).collect();
+    let only_service: Vec<_> = at_service.difference(at_gateway).collect();
+    assert!(
+        only_gateway.is_empty() && only_service.is_empty(),
+        "sampled traces must hold both hops, and the service must root none of its own: {} traces without the \
+         service, {} without the gateway, of {}; for example {:?}",
+        only_gateway.len(),
+        only_service.len(),
+        at_gateway.len(),
+        only_gateway.first().or(only_service.first())
+    );
+}
+
+#[test]
+fn ratio_sampling_at_the_gateway_keeps_whole_traces() {
+    // Gateway and service in separate processes, both configured for 25% parent-based ratio
+    // sampling. Calls arrive without a traceparent, so the gateway roots every trace and
+    // decides before building any span; the unsampled ones go upstream with a traceparent of
+    // flags 00, and the service follows: every sampled trace is whole, and no call gets a trace
+    // of its own at the service.
+    let (at_gateway, at_service) = sampled_at_gateway_and_service("", "parentbased_traceidratio");
+    assert_whole(&at_gateway, &at_service);
+}
+
+#[test]
+fn without_unsampled_propagation_the_service_must_root_no_traces() {
+    // `propagate_unsampled = false`: calls the gateway turns down go upstream without trace
+    // headers. A service that roots no traces (parent-based, always off at the root) keeps every
+    // trace whole...
+    let lean = "propagate_unsampled = false";
+    let (at_gateway, at_service) = sampled_at_gateway_and_service(lean, "parentbased_always_off");
+    assert_whole(&at_gateway, &at_service);
+    // ...while one that samples new traces itself roots some of the calls the gateway turned
+    // down (about 75 of the 300), which is what the option's documentation warns of.
+    let (at_gateway, at_service) = sampled_at_gateway_and_service(lean, "parentbased_traceidratio");
+    let only_service = at_service.difference(&at_gateway).count();
+    assert!(only_service >= 20, "{only_service} traces rooted at the service; expected about 75");
+    assert!(at_gateway.is_subset(&at_service), "sampled traces still reach the service");
 }

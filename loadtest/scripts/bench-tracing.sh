@@ -5,7 +5,9 @@
 # req/s it reports the CPU time the pair (gateway + service) and the collector spent per request,
 # from /proc/<pid>/stat, since on a small machine the collector competes with the pair.
 # CONFIGS picks the configurations (default "off all tenth"); "none" exports but samples nothing
-# (ratio 0), which shows the cost of tracing being on for calls not sampled; "deadtenth" samples
+# (ratio 0), which shows the cost of tracing being on for calls not sampled; "leantenth" samples
+# 10% with the gateway's propagate_unsampled = false and the service rooting no traces (calls
+# not sampled carry no traceparent); "deadtenth" samples
 # 10% but exports to a closed port (spans are built, then dropped), which takes the collector and
 # the OTLP send out of the picture; "rN" samples the share N (r0.01: 1%), "rN-dM" the same with
 # exports every M ms at most (OTEL_BSP_SCHEDULE_DELAY; the default is 500); "offX" (offB, off2 ...)
@@ -84,17 +86,19 @@ HZ=$(getconf CLK_TCK)
 SVC=meshwork.urlshortener.v1.UrlShortener
 printf '\x00\x00\x00\x00\x09\x0a\x07bench01' >"$work/resolve.grpc"
 
-# start_pair NAME ENV... : one service + one gateway with the given OTEL_* environment
+# start_pair NAME ENV... : one service + one gateway with the given OTEL_* environment (and
+# SVC_ENV for the service alone, GW_TOML as extra top-level lines of the gateway's configuration)
 start_pair() {
   local name=$1; shift
   local sp gp
   sp=$(free_port); gp=$(free_port)
   local bin=$BIN
   [[ $name == *@base ]] && bin=$BASE
-  env "$@" RUST_LOG=warn "${WRAP[@]}" "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
+  env "$@" "${SVC_ENV[@]}" RUST_LOG=warn "${WRAP[@]}" "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
   local svc_pid=$!
   cat >"$work/$name.toml" <<TOML
 listen = "127.0.0.1:$gp"
+$GW_TOML
 [pools.urlshortener]
 endpoints = ["127.0.0.1:$sp"]
 [[routes]]
@@ -112,12 +116,14 @@ OTLP="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$G"
 # fails for a name it does not know
 config_env() {
   local plain=${1%@base}
+  SVC_ENV=(); GW_TOML=""
   # ratio SHARE [VAR=VALUE...] : parent-based ratio sampling of SHARE, exported to the collector
   ratio() { ENV=("$OTLP" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$1" "${@:2}"); }
   case $plain in
     off*) ENV=(OTEL_SDK_DISABLED=true) ;;
     all) ENV=("$OTLP" OTEL_TRACES_SAMPLER=parentbased_always_on) ;;
     tenth) ratio 0.1 ;;
+    leantenth) ratio 0.1; GW_TOML="propagate_unsampled = false"; SVC_ENV=(OTEL_TRACES_SAMPLER=parentbased_always_off) ;;
     none) ratio 0 ;;
     deadtenth) ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)"
       OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
@@ -142,7 +148,7 @@ read -r -a names <<<"${CONFIGS:-off all tenth}"
 for name in "${names[@]}"; do
   [[ $name != *@base ]] || [ -x "${BASE:-}" ] || { echo "$name needs BASE=path/to/another/meshwork" >&2; exit 2; }
   config_env "$name" ||
-    { echo "unknown configuration $name (use off, all, tenth, none, deadtenth, rN, rN-dM; offX is a second off)" >&2; exit 2; }
+    { echo "unknown configuration $name (use off, all, tenth, leantenth, none, deadtenth, rN, rN-dM; offX is a second off)" >&2; exit 2; }
 done
 [ "${names[0]}" = off ] || { echo "CONFIGS must start with off (the ratios are against it)" >&2; exit 2; }
 
@@ -202,7 +208,7 @@ by = {name: [r for r in rows if r["tracing"] == name] for name in names}
 off = {r["round"]: float(r["req/s"]) for r in by["off"]}
 off_cpu = {r["round"]: int(r[PAIR]) for r in by["off"]}
 off_all = {r["round"]: int(r[PAIR]) + int(r[COLLECTOR]) for r in by["off"]}
-labels = {n: n for n in names if n.startswith("off")} | {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector"}
+labels = {n: n for n in names if n.startswith("off")} | {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector", "leantenth": "10%, propagate_unsampled = false"}
 def label_of(n):
     base, plain = n.endswith("@base"), n.removesuffix("@base")
     if plain in labels:

@@ -58,7 +58,7 @@ fn config(sampler: SamplerConfig) -> TelemetryConfig {
 
 /// One call through the gateway's span code: decide, SERVER span, CLIENT span, inject, status.
 fn gateway_call(headers: &http::HeaderMap) {
-    let mut call = trace::server_span(headers, PATH, "meshwork.urlshortener.v1.UrlShortener", "Resolve");
+    let mut call = trace::server_span(headers, PATH, "meshwork.urlshortener.v1.UrlShortener", "Resolve", true);
     let mut client = trace::client_span(&call, PATH, "127.0.0.1:50051".parse().expect("address"), 1);
     let mut upstream = pingora_http::RequestHeader::build("POST", PATH.as_bytes(), None).expect("request header");
     trace::inject(&call, &client, &mut upstream).expect("inject");

@@ -148,6 +148,16 @@ pub struct GatewayConfig {
     /// TLS on `listen` (ALPN h2 and http/1.1) instead of h2c; none by default.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
+    /// Whether a call the gateway roots and does not sample goes upstream with a `traceparent`
+    /// (fresh ids, flags `00`) so that every hop below follows the decision, as W3C Trace
+    /// Context has it. `false`: such calls go upstream with no trace headers, which spares
+    /// every unsampled call the HPACK work of a header that is new each time (docs/BENCHMARKS.md:
+    /// about 3% of the gateway's and the service's instructions per call); the replicas must
+    /// then root no traces of their own (`--trace-sampling 0`, or
+    /// `OTEL_TRACES_SAMPLER=parentbased_always_off`), or they sample calls that the gateway
+    /// turned down, and their traces lack the gateway's spans. Default true.
+    #[serde(default = "default_propagate_unsampled")]
+    pub propagate_unsampled: bool,
     /// Which web origins may call through the gateway with gRPC-Web (CORS). None by default:
     /// only same-origin pages (and non-browser clients) can, because a gateway in front of
     /// internal services should not be callable from every site a user's browser visits.
@@ -403,6 +413,10 @@ impl CorsConfig {
 fn default_cors_max_age_seconds() -> u32 {
     7200
 }
+fn default_propagate_unsampled() -> bool {
+    true
+}
+
 fn default_threads() -> usize {
     2
 }
@@ -487,6 +501,7 @@ impl GatewayConfig {
             routes: Vec::new(),
             redirect: None,
             tls: None,
+            propagate_unsampled: default_propagate_unsampled(),
             cors: None,
         }
     }

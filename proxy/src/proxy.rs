@@ -138,6 +138,8 @@ pub(crate) struct ProxySettings {
     pub upstream_max_h2_streams: usize,
     pub max_request_message_bytes: u32,
     pub max_response_message_bytes: u32,
+    /// `propagate_unsampled` of the configuration.
+    pub propagate_unsampled: bool,
 }
 
 /// Per-client rate limiting: the limiter and the metadata key naming the client.
@@ -283,7 +285,7 @@ impl GatewayProxy {
         };
         let referrer = referrer_host(session.req_header().headers.get(header::REFERER).map(|v| v.as_bytes()));
         let started = Instant::now();
-        let span = trace::redirect_span(&session.req_header().headers, &code);
+        let span = trace::redirect_span(&session.req_header().headers, &code, self.settings.propagate_unsampled);
         let outcome = resolver.resolve(&code, referrer, head).instrument(span.clone()).await;
         if !span.is_disabled() {
             let status = match &outcome {
@@ -356,7 +358,7 @@ impl ProxyHttp for GatewayProxy {
             self.respond_grpc(session, web, Code::Unimplemented, &message).await?;
             return Ok(true);
         };
-        ctx.trace = trace::server_span(&req.headers, path, service, method);
+        ctx.trace = trace::server_span(&req.headers, path, service, method, self.settings.propagate_unsampled);
         let Some(route) = self.router.lookup(service, method, &req.headers) else {
             let message = format!("unknown service {service}: no route for it at the gateway");
             self.respond_grpc(session, web, Code::Unimplemented, &message).await?;

@@ -414,6 +414,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
             upstream_max_h2_streams: config.upstream_max_h2_streams,
             max_request_message_bytes: config.max_request_message_bytes,
             max_response_message_bytes: config.max_response_message_bytes,
+            propagate_unsampled: config.propagate_unsampled,
         },
         metrics.clone(),
         rate_limit,

@@ -69,8 +69,16 @@ impl CallTrace {
 
 /// Decides how a gRPC call to `service`/`method` is traced and builds its SERVER span when it
 /// is sampled: a child of the caller's sampled context, or a new root when the caller sent none
-/// and the root sampler says yes. Nothing is built for calls that are not sampled.
-pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method: &str) -> CallTrace {
+/// and the root sampler says yes. Nothing is built for calls that are not sampled; a new trace
+/// turned down here gets an unsampled `traceparent` upstream when `propagate_unsampled`, none
+/// otherwise.
+pub fn server_span(
+    headers: &http::HeaderMap,
+    path: &str,
+    service: &str,
+    method: &str,
+    propagate_unsampled: bool,
+) -> CallTrace {
     if meshwork_observability::grpc::untraced(path) {
         return CallTrace::Off;
     }
@@ -80,7 +88,10 @@ pub fn server_span(headers: &http::HeaderMap, path: &str, service: &str, method:
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
         Head::CallerUnsampled => return CallTrace::Off,
-        Head::RootUnsampled => return CallTrace::Unsampled(sampling::unsampled_traceparent()),
+        Head::RootUnsampled if propagate_unsampled => {
+            return CallTrace::Unsampled(sampling::unsampled_traceparent());
+        }
+        Head::RootUnsampled => return CallTrace::Off,
     };
     let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
     let mut attributes = Vec::with_capacity(6);
@@ -162,13 +173,15 @@ pub fn record_failed_attempt(span: &mut CallSpan, error: &str) {
 /// Returns the SERVER span of an HTTP short-link redirect; the Resolve call it makes runs in it
 /// and carries its context. A redirect the gateway roots and does not sample still gets a span
 /// (parented on a fresh unsampled context, so the SDK drops it) so that the Resolve call carries
-/// flags 00 and the service builds no spans either.
-pub fn redirect_span(headers: &http::HeaderMap, code: &str) -> tracing::Span {
+/// flags 00 and the service builds no spans either (unless not `propagate_unsampled`: then the
+/// redirect gets no span and the Resolve call no trace headers).
+pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled: bool) -> tracing::Span {
     if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
         return tracing::Span::none();
     }
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
+        Head::RootUnsampled if !propagate_unsampled => return tracing::Span::none(),
         Head::RootUnsampled => {
             let mut unsampled = http::HeaderMap::new();
             unsampled.insert("traceparent", sampling::unsampled_traceparent());
