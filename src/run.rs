@@ -50,12 +50,17 @@ fn telemetry(
     default_endpoint: Option<String>,
     export: &ExportFlags,
 ) -> Result<meshwork_observability::TelemetryGuard> {
-    use meshwork_observability::telemetry::{SamplerConfig, normalise_endpoint};
-    let mut config = meshwork_observability::TelemetryConfig::from_env(service, default_endpoint)?;
+    use meshwork_observability::telemetry::SamplerConfig;
+    // `--otlp-endpoint` as the first endpoint variable (the TLS variables go with it), and as a
+    // request to export even under OTEL_SDK_DISABLED.
+    let flag = export.otlp_endpoint.clone();
+    let mut config =
+        meshwork_observability::TelemetryConfig::from_vars(service, default_endpoint, |name| match name {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if flag.is_some() => flag.clone(),
+            "OTEL_SDK_DISABLED" if flag.is_some() => None,
+            _ => std::env::var(name).ok(),
+        })?;
     config.default_log_filter = DEFAULT_LOG_FILTER.to_string();
-    if let Some(endpoint) = &export.otlp_endpoint {
-        config.otlp_endpoint = Some(normalise_endpoint(endpoint));
-    }
     if let Some(ratio) = export.trace_sampling {
         config.sampler = if ratio >= 1.0 { SamplerConfig::AlwaysOn } else { SamplerConfig::Ratio(ratio) };
     }

@@ -186,17 +186,33 @@ fn bad_certificate_files_fail_before_anything_is_bound() {
     drop(std::net::TcpListener::bind(addr).expect("the port is still free"));
 }
 
-/// Runs `meshwork serve urlshortener` on a free port with `env` set, which must fail; returns
-/// its stderr.
+/// Runs `meshwork serve urlshortener` on a free port with `env` set, which must exit with an
+/// error within 20 s (it is killed, and the test fails, if it serves instead); returns its stderr.
 fn serve_fails_with_env(env: &[(&str, &str)]) -> String {
+    use std::io::Read as _;
     let addr = free_addr().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshwork"))
         .args(["serve", "urlshortener", "--listen", &addr, "--store", "memory:"])
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run meshwork");
-    assert!(!out.status.success(), "meshwork serve with {env:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for meshwork") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("meshwork serve with {env:?} is still running: it should have refused to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("read stderr");
+    assert!(!status.success(), "meshwork serve with {env:?} succeeded");
+    stderr
 }
 
 #[test]

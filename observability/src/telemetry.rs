@@ -9,7 +9,8 @@
 //! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set),
 //! `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` (`gzip`);
 //! for an `https://` endpoint `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` (CA certificates trusted
-//! besides the system's) and `..._CLIENT_CERTIFICATE` with `..._CLIENT_KEY` (mutual TLS).
+//! instead of the system's) and `..._CLIENT_CERTIFICATE` with `..._CLIENT_KEY` (mutual TLS), read
+//! only with an endpoint variable (a flag counts as one: see [`TelemetryConfig::from_vars`]).
 //! Spans are dropped, never waited for, when the queue is full or the collector is down.
 
 use std::fmt;
@@ -73,7 +74,9 @@ impl TelemetryConfig {
         Self::from_vars(service_name, default_endpoint, |name| std::env::var(name).ok())
     }
 
-    /// [`TelemetryConfig::from_env`] with the variables read through `lookup`.
+    /// [`TelemetryConfig::from_env`] with the variables read through `lookup`. A command-line
+    /// endpoint is given as `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` by the lookup, so that the TLS
+    /// variables are read with it.
     pub fn from_vars(
         service_name: &str,
         default_endpoint: Option<String>,
@@ -85,13 +88,14 @@ impl TelemetryConfig {
             var(traces).map(|v| (traces, v)).or_else(|| var(all).map(|v| (all, v)))
         };
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let endpoint = if disabled {
-            None
-        } else {
-            otlp_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-                .map(|(_, v)| v)
-                .or(default_endpoint)
+        let chosen = otlp_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT").map(|(_, v)| v);
+        // The TLS variables go with an endpoint the user chose, not with the embedded collector
+        // that `meshwork up` exports to by default (plaintext, on loopback).
+        let tls = match &chosen {
+            Some(_) if !disabled => exporter_tls(&otlp_var)?,
+            _ => crate::export::otlp::ExporterTls::default(),
         };
+        let endpoint = if disabled { None } else { chosen.or(default_endpoint) };
         let endpoint = endpoint.map(|e| normalise_endpoint(&e));
         let ratio = match var("OTEL_TRACES_SAMPLER_ARG") {
             None => 1.0,
@@ -159,8 +163,6 @@ impl TelemetryConfig {
                 return Err(TelemetryError::BadVariable { variable, value, reason });
             }
         };
-        // Read even when the endpoint comes from a flag later; the exporter checks it is https.
-        let tls = if disabled { crate::export::otlp::ExporterTls::default() } else { exporter_tls(&otlp_var)? };
         Ok(TelemetryConfig {
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_string()),
             otlp_endpoint: endpoint,
@@ -179,7 +181,7 @@ impl TelemetryConfig {
 fn exporter_tls(
     otlp_var: &impl Fn(&'static str, &'static str) -> Option<(&'static str, String)>,
 ) -> Result<crate::export::otlp::ExporterTls, TelemetryError> {
-    use crate::export::otlp::{ExporterTls, check_certificates, check_client_key};
+    use crate::export::otlp::{ExporterTls, check_ca_certificates, check_certificates, check_client_key};
     let ca = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
     let cert = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
     let key = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY");
@@ -194,7 +196,7 @@ fn exporter_tls(
     let ca_pem = match &ca {
         Some(setting) => {
             let pem = read(setting)?;
-            check_certificates(&pem).map_err(|reason| bad(setting.clone(), reason))?;
+            check_ca_certificates(&pem).map_err(|reason| bad(setting.clone(), reason))?;
             Some(pem)
         }
         None => None,

@@ -104,7 +104,8 @@ async fn exports_reach_a_tls_collector_that_the_certificate_variables_make_trust
     export(&endpoint, &both, "traces-variable").await.unwrap();
     assert_eq!(traces.span_count(), 2);
 
-    // Neither the system's roots nor an unrelated CA vouch for the test server: nothing arrives.
+    // Neither the system's roots nor an unrelated CA (which replaces them) vouch for the test
+    // server: nothing arrives.
     let started = Instant::now();
     let error = export(&endpoint, &[], "untrusted").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
@@ -152,14 +153,14 @@ fn bad_tls_settings_name_their_variable_and_say_what_is_wrong() {
     let good = config(https, &[ca(&pki.ca)]).unwrap();
     assert_eq!(good.exporter.tls.ca_pem.as_deref(), Some(pki.ca_pem.as_bytes()));
     assert!(good.exporter.tls.identity.is_none());
-    // The key is never printed.
     let mutual = [
         ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", path(&pki.client_cert)),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", path(&pki.client_key)),
     ];
     let with_identity = config(https, &mutual).unwrap();
     assert!(with_identity.exporter.tls.identity.is_some());
-    assert!(!format!("{with_identity:?}").contains("PRIVATE KEY"));
+    // The key is never printed: the settings show only what is set.
+    assert_eq!(format!("{:?}", with_identity.exporter.tls), "ExporterTls { ca: false, client_identity: true }");
 
     // TLS files with a plaintext endpoint (from a variable or a flag) stop the exporter.
     let plain = config("http://localhost:4317", &[ca(&pki.ca)]).unwrap();
@@ -190,8 +191,19 @@ fn bad_tls_settings_name_their_variable_and_say_what_is_wrong() {
     assert_eq!(variable, "OTEL_EXPORTER_OTLP_CLIENT_KEY");
     assert!(reason.contains("no PEM private key"), "{reason}");
 
-    // With the SDK disabled nothing is exported, and the TLS files are not read.
+    // A PEM block that is not a certificate rustls can trust.
+    let not_ca = pki.write("not-ca.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let (variable, reason) = bad(https, &[ca(&not_ca)]);
+    assert_eq!(variable, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+    assert!(reason.starts_with("certificate 1 is not a usable CA certificate"), "{reason}");
+
+    // The TLS files go with an endpoint the user chose: with the SDK disabled, or with only the
+    // default endpoint (`meshwork up`'s embedded collector), they are not read.
     let env: HashMap<&str, String> = [ca(&missing), ("OTEL_SDK_DISABLED", "true".into())].into_iter().collect();
     let off = TelemetryConfig::from_vars("tls-test", None, |name| env.get(name).cloned()).unwrap();
     assert!(off.otlp_endpoint.is_none());
+    let env: HashMap<&str, String> = [ca(&missing)].into_iter().collect();
+    let embedded = "http://127.0.0.1:4317".to_string();
+    let up = TelemetryConfig::from_vars("tls-test", Some(embedded.clone()), |name| env.get(name).cloned()).unwrap();
+    assert_eq!((up.otlp_endpoint, up.exporter.tls), (Some(embedded), Default::default()));
 }

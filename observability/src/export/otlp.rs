@@ -16,7 +16,7 @@
 //! (`gzip` or `none`) are honoured ([`ExporterSettings`]). A retry resends the same bytes.
 //!
 //! An `https://` endpoint is reached over TLS (rustls): the server's certificate must chain to
-//! the system's roots or to `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, and
+//! `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` when it is set, to the system's roots otherwise, and
 //! `..._CLIENT_CERTIFICATE` with `..._CLIENT_KEY` make it mutual TLS ([`ExporterTls`]).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,14 +65,14 @@ pub struct ExporterSettings {
     pub headers: Vec<Header>,
     /// Exports are gzipped.
     pub gzip: bool,
-    /// TLS beyond the system's roots, for an `https://` endpoint.
+    /// TLS settings beyond the system's roots, for an `https://` endpoint.
     pub tls: ExporterTls,
 }
 
 /// The PEM texts of the exporter's TLS settings, read and checked when the configuration is.
 #[derive(Clone, Default, PartialEq)]
 pub struct ExporterTls {
-    /// CA certificates trusted besides the system's (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
+    /// CA certificates trusted instead of the system's (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
     pub ca_pem: Option<Vec<u8>>,
     /// The certificate chain and private key this process presents, for a collector that asks
     /// for client certificates (`..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
@@ -96,6 +96,11 @@ impl std::fmt::Debug for ExporterTls {
     }
 }
 
+/// Whether `endpoint` asks for TLS (the scheme is case-insensitive).
+pub(crate) fn is_https(endpoint: &str) -> bool {
+    endpoint.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 /// Checks a PEM text of certificates (at least one); the error says what is wrong.
 pub(crate) fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
@@ -105,6 +110,16 @@ pub(crate) fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'stati
         return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
     }
     Ok(certs)
+}
+
+/// Checks a PEM text of CA certificates: each must be one rustls can trust (tonic would drop
+/// an unusable one without a word, and the exports would fail later with a handshake error).
+pub(crate) fn check_ca_certificates(pem: &[u8]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in check_certificates(pem)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+    }
+    Ok(())
 }
 
 /// Checks a PEM private key and that it belongs to the leaf of `certs`.
@@ -130,11 +145,13 @@ impl OtlpExporter {
     pub fn new(endpoint: &str, timeout: Duration, settings: &ExporterSettings) -> Result<Self, String> {
         let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
-        if endpoint.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(ca) = &settings.tls.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
+        if is_https(endpoint) {
+            // The CA file replaces the system's roots, as in the other OpenTelemetry SDKs (a
+            // private collector should not be vouched for by every public CA).
+            let mut tls = match &settings.tls.ca_pem {
+                Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
             if let Some((cert, key)) = &settings.tls.identity {
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
