@@ -115,11 +115,16 @@ where
         use crate::propagation::PassOn;
         use crate::sampling::Head;
         let (cx, pass_on) = match crate::sampling::decide(request.headers()) {
-            Head::Sampled(parent) => match self.server_span(name, service, method, parent) {
-                Some(cx) => (Some(cx), None),
-                // This process exports nothing: the caller's context goes on unchanged.
-                None => (None, PassOn::from_caller(request.headers())),
-            },
+            Head::Sampled(parent) => {
+                let from_caller = parent.is_some();
+                match self.server_span(name, service, method, parent) {
+                    Some(cx) => (Some(cx), None),
+                    // This process exports nothing: a valid caller context goes on unchanged
+                    // (an invalid one restarts the trace, W3C says, so it is not passed on).
+                    None if from_caller => (None, PassOn::from_caller(request.headers())),
+                    None => (None, None),
+                }
+            }
             Head::CallerUnsampled => (None, PassOn::from_caller(request.headers())),
             Head::RootUnsampled => (None, Some(PassOn::unsampled_root())),
         };
@@ -320,6 +325,8 @@ mod tests {
             (Some(sampled.to_string()), Some("vendor=abc".to_string()))
         );
         assert_eq!(passed_on(&[]).await, (None, None));
+        let invalid = [("traceparent", "00-not-a-trace-01"), state];
+        assert_eq!(passed_on(&invalid).await, (None, None), "an invalid traceparent is not passed on");
 
         // Exported, no new trace sampled (ratio 0).
         let config = TelemetryConfig {
@@ -345,7 +352,11 @@ mod tests {
         let child = child.expect("a sampled call passes its span on");
         assert!(child.starts_with(&sampled[..36]) && child.ends_with("-01"), "{child}");
         assert_ne!(child, sampled, "the parent below is this call's SERVER span, not the caller's");
+        // A tracestate split over two header lines goes on as one list.
+        let split = [("traceparent", unsampled), ("tracestate", "a=1"), ("tracestate", "b=2")];
+        assert_eq!(passed_on(&split).await, (Some(unsampled.to_string()), Some("a=1,b=2".to_string())));
         guard.shutdown();
+        crate::sampling::set_root_ratio(1.0); // as without telemetry, for the other tests
         let spans = kept.0.lock().unwrap().clone();
         assert_eq!(spans.len(), 1, "one span, the sampled call's: {spans:#?}");
         assert_eq!(&child[36..52], spans[0].span_context.span_id().to_string());

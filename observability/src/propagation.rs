@@ -120,8 +120,9 @@ tokio::task_local! {
 }
 
 /// The W3C header names, made once: a lookup by `&str` parses and validates the name first.
-pub(crate) static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-pub(crate) static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// See [`TRACEPARENT`].
+pub static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// The trace context that a call which built no span passes on to the calls it makes, kept in
 /// a task-local for [`TraceInterceptor`]: the caller's `traceparent`
@@ -145,7 +146,22 @@ impl PassOn {
     /// The caller's context as it came in `headers`; `None` when it sent no `traceparent`.
     pub fn from_caller(headers: &http::HeaderMap) -> Option<PassOn> {
         let traceparent = headers.get(&TRACEPARENT)?.clone();
-        Some(PassOn { traceparent: traceparent.into(), tracestate: headers.get(&TRACESTATE).cloned() })
+        // A list split over several header lines is one list (W3C): joined with commas.
+        let mut states = headers.get_all(&TRACESTATE).iter();
+        let tracestate = match (states.next(), states.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(one.clone()),
+            (Some(first), Some(second)) => {
+                let mut joined = [first, second].into_iter().chain(states).fold(Vec::new(), |mut list, line| {
+                    list.extend_from_slice(line.as_bytes());
+                    list.push(b',');
+                    list
+                });
+                joined.pop();
+                http::HeaderValue::from_bytes(&joined).ok()
+            }
+        };
+        Some(PassOn { traceparent: traceparent.into(), tracestate })
     }
 
     /// A new trace that this process did not sample (fresh ids, flags `00`, the same for every
@@ -165,7 +181,9 @@ impl PassOn {
         traceparent.set_sensitive(true);
         headers.insert(TRACEPARENT.clone(), traceparent);
         if let Some(state) = &self.tracestate {
-            headers.insert(TRACESTATE.clone(), state.clone());
+            let mut state = state.clone();
+            state.set_sensitive(true);
+            headers.insert(TRACESTATE.clone(), state);
         }
     }
 }

@@ -53,6 +53,9 @@ pub enum CallTrace {
     /// The gateway is the root and did not sample the trace: no spans; this `traceparent`
     /// (flags 00) goes upstream so the hops below build none either.
     Unsampled(http::HeaderValue),
+    /// The gateway is the root, did not sample the trace and does not propagate that
+    /// (`propagate_unsampled = false`): no trace headers go upstream.
+    Dropped,
     /// Sampled: the call's SERVER span.
     Sampled(CallSpan),
 }
@@ -91,7 +94,7 @@ pub fn server_span(
         Head::RootUnsampled if propagate_unsampled => {
             return CallTrace::Unsampled(sampling::unsampled_traceparent());
         }
-        Head::RootUnsampled => return CallTrace::Off,
+        Head::RootUnsampled => return CallTrace::Dropped,
     };
     let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
     let mut attributes = Vec::with_capacity(6);
@@ -143,15 +146,31 @@ pub fn client_span(call: &CallTrace, path: &str, replica: std::net::SocketAddr, 
 
 /// Writes the call's trace context into the upstream request (`traceparent`, `tracestate`):
 /// the current attempt's CLIENT span when sampled, the unsampled root's `traceparent` otherwise.
+/// When the gateway roots the trace, whatever the caller sent (an invalid `traceparent`, a
+/// `tracestate` that belongs to no valid parent) does not go on, as W3C has it.
 pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -> Result<()> {
-    if let CallTrace::Unsampled(traceparent) = trace {
-        return request.insert_header("traceparent", traceparent.clone());
+    use propagation::{TRACEPARENT, TRACESTATE};
+    match trace {
+        CallTrace::Off => Ok(()),
+        CallTrace::Dropped => {
+            request.remove_header(&TRACEPARENT);
+            request.remove_header(&TRACESTATE);
+            Ok(())
+        }
+        CallTrace::Unsampled(traceparent) => {
+            request.remove_header(&TRACESTATE);
+            request.insert_header("traceparent", traceparent.clone())
+        }
+        CallTrace::Sampled(_) => {
+            let Some(sc) = span.span_context() else { return Ok(()) };
+            // A child carries its caller's list (written below); a new root, none.
+            request.remove_header(&TRACESTATE);
+            for (name, value) in propagation::headers_for(sc) {
+                request.insert_header(name, value)?;
+            }
+            Ok(())
+        }
     }
-    let Some(sc) = span.span_context() else { return Ok(()) };
-    for (name, value) in propagation::headers_for(sc) {
-        request.insert_header(name, value)?;
-    }
-    Ok(())
 }
 
 /// Records the gRPC outcome on a span (an error status for server-side failure codes).
@@ -203,4 +222,38 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled:
     );
     sampling::adopt(&span, parent);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream request carrying what a caller sent: an invalid `traceparent` and a
+    /// `tracestate`.
+    fn upstream() -> RequestHeader {
+        let mut request = RequestHeader::build("POST", b"/pkg.Svc/Get", None).unwrap();
+        request.insert_header("traceparent", "00-garbage-01").unwrap();
+        request.insert_header("tracestate", "vendor=abc").unwrap();
+        request
+    }
+
+    #[test]
+    fn a_trace_rooted_here_carries_nothing_of_what_the_caller_sent() {
+        let headers = |request: &RequestHeader| {
+            ["traceparent", "tracestate"].map(|name| request.headers.get(name).map(|v| v.to_str().unwrap().to_string()))
+        };
+        // Not traced here (a valid unsampled caller, or no exporter): the headers go on as they came.
+        let mut request = upstream();
+        inject(&CallTrace::Off, &CallSpan::default(), &mut request).unwrap();
+        assert_eq!(headers(&request), [Some("00-garbage-01".into()), Some("vendor=abc".into())]);
+        // A new unsampled root: its own traceparent, no tracestate.
+        let fresh = sampling::unsampled_traceparent();
+        let mut request = upstream();
+        inject(&CallTrace::Unsampled(fresh.clone()), &CallSpan::default(), &mut request).unwrap();
+        assert_eq!(headers(&request), [Some(fresh.to_str().unwrap().to_string()), None]);
+        // propagate_unsampled = false: nothing.
+        let mut request = upstream();
+        inject(&CallTrace::Dropped, &CallSpan::default(), &mut request).unwrap();
+        assert_eq!(headers(&request), [None, None]);
+    }
 }
