@@ -70,9 +70,10 @@ G=$(free_port); H=$(free_port); U=$(free_port)
 RUST_LOG=warn "${WRAP[@]}" "$BIN" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
 COLLECTOR=$!
 # faults_switches PID... : minor page faults, context switches (every thread, voluntary and
-# not) and read/write system calls (syscr + syscw of /proc/PID/io: how much work h2 batches per
-# call) of the processes so far, "faults switches syscalls"; threads that have exited are not
-# counted in the switches
+# not) and read/write-family system calls (syscr + syscw of /proc/PID/io: socket writes, which
+# show how much h2 batches per write, plus eventfd and file I/O; socket reads go through recv,
+# which it does not count) of the processes so far, "faults switches syscalls"; threads that
+# have exited are not counted in the switches
 faults_switches() {
   local f=0 c=0 s=0 p
   for p in "$@"; do
