@@ -208,6 +208,19 @@ mod tests {
     use crate::telemetry::tests::Buffer;
     use crate::telemetry::{SamplerConfig, TelemetryConfig};
 
+    /// The configuration of the tests' pipelines (exporting into a [`Keep`], flushed quickly).
+    fn test_config(sampler: SamplerConfig) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: "test".into(),
+            otlp_endpoint: None,
+            sampler,
+            default_log_filter: "info".into(),
+            max_queue_size: 64,
+            schedule_delay: std::time::Duration::from_millis(10),
+            exporter: Default::default(),
+        }
+    }
+
     /// A sampled call through the layer: its SERVER span is the caller's child, a `tracing`
     /// span and a log line inside the handler find it through the OpenTelemetry context, and
     /// a call whose caller did not sample it gets no span at all.
@@ -216,15 +229,7 @@ mod tests {
         let _state = crate::telemetry::tests::PROCESS_STATE.lock().await;
         let kept = Keep::default();
         let logs = Buffer::default();
-        let config = TelemetryConfig {
-            service_name: "test".into(),
-            otlp_endpoint: None,
-            sampler: SamplerConfig::AlwaysOn,
-            default_log_filter: "info".into(),
-            max_queue_size: 64,
-            schedule_delay: std::time::Duration::from_millis(10),
-            exporter: Default::default(),
-        };
+        let config = test_config(SamplerConfig::AlwaysOn);
         let (otel, guard) = crate::telemetry::export_layer(&config, kept.clone());
         let subscriber =
             tracing_subscriber::registry().with(crate::telemetry::log_layer_to(logs.clone(), false, false)).with(otel);
@@ -294,6 +299,7 @@ mod tests {
             let mut answer = http::Response::builder().header("grpc-status", "0");
             for key in ["traceparent", "tracestate"] {
                 if let Some(value) = outgoing.metadata().get(key) {
+                    assert!(value.is_sensitive(), "{key} goes out never indexed");
                     answer = answer.header(format!("sent-{key}"), value.to_str().unwrap());
                 }
             }
@@ -329,15 +335,7 @@ mod tests {
         assert_eq!(passed_on(&invalid).await, (None, None), "an invalid traceparent is not passed on");
 
         // Exported, no new trace sampled (ratio 0).
-        let config = TelemetryConfig {
-            service_name: "test".into(),
-            otlp_endpoint: None,
-            sampler: SamplerConfig::Ratio(0.0),
-            default_log_filter: "info".into(),
-            max_queue_size: 64,
-            schedule_delay: std::time::Duration::from_millis(10),
-            exporter: Default::default(),
-        };
+        let config = test_config(SamplerConfig::Ratio(0.0));
         let kept = Keep::default();
         let (otel, guard) = crate::telemetry::export_layer(&config, kept.clone());
         let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));

@@ -145,12 +145,18 @@ pub struct PassOn {
 impl PassOn {
     /// The caller's context as it came in `headers`; `None` when it sent no `traceparent`.
     pub fn from_caller(headers: &http::HeaderMap) -> Option<PassOn> {
-        let traceparent = headers.get(&TRACEPARENT)?.clone();
+        // Kept as they go out: never indexed, as [`header_value`] makes them.
+        let never_indexed = |value: &http::HeaderValue| {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            value
+        };
+        let traceparent = never_indexed(headers.get(&TRACEPARENT)?);
         // A list split over several header lines is one list (W3C): joined with commas.
         let mut states = headers.get_all(&TRACESTATE).iter();
         let tracestate = match (states.next(), states.next()) {
             (None, _) => None,
-            (Some(one), None) => Some(one.clone()),
+            (Some(one), None) => Some(never_indexed(one)),
             (Some(first), Some(second)) => {
                 let mut joined = [first, second].into_iter().chain(states).fold(Vec::new(), |mut list, line| {
                     list.extend_from_slice(line.as_bytes());
@@ -158,7 +164,7 @@ impl PassOn {
                     list
                 });
                 joined.pop();
-                http::HeaderValue::from_bytes(&joined).ok()
+                header_value(joined)
             }
         };
         Some(PassOn { traceparent: traceparent.into(), tracestate })
@@ -175,15 +181,12 @@ impl PassOn {
         PASS_ON.scope(Box::new(self), future).await
     }
 
-    /// Writes the context into an outgoing call's headers (never indexed, as [`header_value`]).
+    /// Writes the context into an outgoing call's headers.
     fn write(&self, headers: &mut http::HeaderMap) {
-        let mut traceparent = self.traceparent.get_or_init(crate::sampling::unsampled_traceparent).clone();
-        traceparent.set_sensitive(true);
-        headers.insert(TRACEPARENT.clone(), traceparent);
+        let traceparent = self.traceparent.get_or_init(crate::sampling::unsampled_traceparent);
+        headers.insert(TRACEPARENT.clone(), traceparent.clone());
         if let Some(state) = &self.tracestate {
-            let mut state = state.clone();
-            state.set_sensitive(true);
-            headers.insert(TRACESTATE.clone(), state);
+            headers.insert(TRACESTATE.clone(), state.clone());
         }
     }
 }

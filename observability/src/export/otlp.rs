@@ -65,7 +65,7 @@ pub struct ExporterSettings {
     pub headers: Vec<Header>,
     /// Exports are gzipped.
     pub gzip: bool,
-    /// TLS settings beyond the system's roots, for an `https://` endpoint.
+    /// The CA and client identity files, for an `https://` endpoint.
     pub tls: ExporterTls,
 }
 
@@ -97,7 +97,7 @@ impl std::fmt::Debug for ExporterTls {
 }
 
 /// Whether `endpoint` asks for TLS (the scheme is case-insensitive).
-pub(crate) fn is_https(endpoint: &str) -> bool {
+fn is_https(endpoint: &str) -> bool {
     endpoint.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
