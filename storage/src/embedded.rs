@@ -74,6 +74,10 @@ pub struct EmbeddedOptions {
     pub sweep_interval: Duration,
     /// Block cache size in bytes (default 64 MiB).
     pub cache_bytes: u64,
+    /// Compress large values (over 4 KiB) with lz4 in the journal (default true). The journal
+    /// only holds writes until they are flushed into compressed tables, so false trades that
+    /// transient disk for CPU: for large values written once (the trace store's segments).
+    pub journal_compression: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -83,6 +87,7 @@ impl Default for EmbeddedOptions {
             fsync: true,
             sweep_interval: Duration::from_millis(200),
             cache_bytes: 64 << 20,
+            journal_compression: true,
         }
     }
 }
@@ -206,10 +211,11 @@ struct Spaces {
 impl Spaces {
     fn open(dir: &Path, opts: &EmbeddedOptions) -> Result<Spaces> {
         std::fs::create_dir_all(dir).map_err(|e| backend_err(&format!("creating {}", dir.display()), e))?;
-        let db = Database::builder(dir)
-            .cache_size(opts.cache_bytes)
-            .open()
-            .map_err(|e| backend_err(&format!("opening {}", dir.display()), e))?;
+        let mut builder = Database::builder(dir).cache_size(opts.cache_bytes);
+        if !opts.journal_compression {
+            builder = builder.journal_compression(fjall::CompressionType::None);
+        }
+        let db = builder.open().map_err(|e| backend_err(&format!("opening {}", dir.display()), e))?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| backend_err(name, e));
         Ok(Spaces { kv: ks("kv")?, ttl: ks("ttl")?, changelog: ks("changelog")?, meta: ks("meta")?, db })
     }

@@ -563,7 +563,13 @@ async fn embedded_without_history_watches_live_only_and_drops_an_old_changelog()
         let mut replay = store.watch(b"k", Some(3)).await.unwrap();
         assert_eq!(next_event(&mut replay, Duration::from_secs(1)).await.revision, 3);
     }
-    let opts = EmbeddedOptions { history_revisions: 0, fsync: false, ..EmbeddedOptions::default() };
+    // The trace store's options.
+    let opts = EmbeddedOptions {
+        history_revisions: 0,
+        fsync: false,
+        journal_compression: false,
+        ..EmbeddedOptions::default()
+    };
     let store: DynStore = Arc::new(EmbeddedStore::open_with(dir.path(), opts.clone()).await.unwrap());
     // Reopened without history: no past revision can be replayed, old or new.
     for from in [3, 20] {
@@ -573,6 +579,8 @@ async fn embedded_without_history_watches_live_only_and_drops_an_old_changelog()
     let mut live = store.watch(b"k", None).await.unwrap();
     let rev = store.write(vec![], vec![Mutation::put("k20", "new")]).await.unwrap();
     assert_eq!(rev, 21);
+    // A value over the journal's 4 KiB compression threshold, uncompressed in the journal.
+    let large: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let ev = next_event(&mut live, Duration::from_secs(5)).await;
     assert_eq!(
         (ev.kind, ev.key.as_slice(), ev.value.as_slice(), ev.revision),
@@ -580,12 +588,15 @@ async fn embedded_without_history_watches_live_only_and_drops_an_old_changelog()
     );
     let e = store.watch(b"k", Some(21)).await.unwrap().next().await;
     assert!(matches!(e, Some(Err(StoreError::Compacted(21)))), "{e:?}");
-    // Data and revisions are kept as usual, also across a reopen without fsync.
+    store.write(vec![], vec![Mutation::put("large", large.clone())]).await.unwrap();
+    // Data and revisions are kept as usual, also across a reopen without fsync (read back from
+    // the journal).
     drop(live);
     drop(store);
     let store: DynStore = Arc::new(EmbeddedStore::open_with(dir.path(), opts).await.unwrap());
     assert_eq!(store.get(b"k0").await.unwrap().unwrap().value, b"v");
     assert_eq!(store.get(b"k20").await.unwrap().unwrap().version, 21);
+    assert_eq!(store.get(b"large").await.unwrap().unwrap().value, large);
 }
 
 const CHILD_ENV: &str = "MESHWORK_STORAGE_CHILD_DIR";

@@ -147,7 +147,7 @@ pub fn v3_traces(traces: &[Trace]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::store::tests::{batch, kv, span};
+    use crate::collector::store::tests::{batch, indexed, kv, span};
     use crate::collector::store::{StoreLimits, TraceStore};
 
     #[test]
@@ -179,10 +179,10 @@ mod tests {
             vec![kv("meshwork.service", "urlshortener"), kv("rpc.system", "grpc")],
         );
         child.status = Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, message: "boom".into() });
-        store.ingest(vec![batch(
+        store.ingest(indexed(vec![batch(
             "meshwork",
             vec![span(7, 1, None, "gateway /x", 1_000, 9_000, vec![kv("meshwork.service", "gateway")]), child],
-        )]);
+        )]));
         let got = v1_trace(&store.trace(&[7; 16]).unwrap());
         let id = "07".repeat(16);
         let want = json!({
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn v3_shape_is_otlp_json() {
         let store = TraceStore::new(StoreLimits::default());
-        store.ingest(vec![batch("svc", vec![span(9, 1, None, "op", 1_000, 2_000, vec![])])]);
+        store.ingest(indexed(vec![batch("svc", vec![span(9, 1, None, "op", 1_000, 2_000, vec![])])]));
         let got = v3_traces(&[store.trace(&[9; 16]).unwrap()]);
         let span = &got["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(span["traceId"], "09".repeat(16));

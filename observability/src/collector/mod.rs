@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod persist;
 pub mod store;
 mod web;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -24,6 +24,7 @@ use tonic::codec::{BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decode
 
 use super::persist::Persister;
 use super::store::TraceStore;
+use super::wire::{self, Index, WireError};
 
 /// Where received spans go: the live store and, when configured, its persistent copy.
 pub struct Sink {
@@ -31,26 +32,26 @@ pub struct Sink {
     pub persister: Option<Persister>,
 }
 
-/// One received export.
-#[derive(Debug, Default)]
+/// One received export: its bytes and their index.
+#[derive(Debug)]
 pub struct Export {
-    pub resource_spans: Vec<ResourceSpans>,
-    /// The export as it arrived, when it arrived as protobuf: an `ExportTraceServiceRequest`,
-    /// whose wire format is that of the `TracesData` a persisted segment holds.
-    pub encoded: Option<Bytes>,
+    /// An `ExportTraceServiceRequest`, whose wire format is that of the `TracesData` a persisted
+    /// segment holds: the bytes as they arrived when it arrived as protobuf.
+    pub encoded: Bytes,
+    pub index: Index,
 }
 
 impl Export {
-    /// An export that arrived as protobuf: `encoded` and its decoding.
-    pub fn decode(encoded: Bytes) -> Result<Self, prost::DecodeError> {
-        let request = ExportTraceServiceRequest::decode(encoded.as_ref())?;
-        Ok(Export { resource_spans: request.resource_spans, encoded: Some(encoded) })
+    /// An export that arrived as protobuf. Fails where prost's decoder would.
+    pub fn decode(encoded: Bytes) -> Result<Self, WireError> {
+        let index = wire::index(&encoded)?;
+        Ok(Export { encoded, index })
     }
-}
 
-impl From<Vec<ResourceSpans>> for Export {
-    fn from(resource_spans: Vec<ResourceSpans>) -> Self {
-        Export { resource_spans, encoded: None }
+    /// An export that arrived as JSON: encoded, then indexed like one that arrived as protobuf
+    /// (which fails only for values nested deeper than prost decodes).
+    pub fn encode(resource_spans: Vec<ResourceSpans>) -> Result<Self, WireError> {
+        Export::decode(ExportTraceServiceRequest { resource_spans }.encode_to_vec().into())
     }
 }
 
@@ -58,14 +59,14 @@ impl Sink {
     /// Takes one export; returns how many spans were rejected.
     pub fn accept(&self, export: Export) -> usize {
         match &self.persister {
-            None => self.traces.ingest(export.resource_spans),
+            None => self.traces.ingest(export.index),
             Some(persister) => {
                 // Saved before it is ingested, so that the writer sees its deletion (when its
                 // traces are evicted at once) after it.
                 let segment = persister.next_segment();
                 let seen = super::store::now_ns();
                 persister.save(segment, super::persist::encode(seen, &export));
-                let (rejected, dead) = self.traces.ingest_evicting(export.resource_spans, Some(segment), seen);
+                let (rejected, dead) = self.traces.ingest_evicting(export.index, Some(segment), seen);
                 persister.delete(dead);
                 rejected
             }
@@ -141,7 +142,7 @@ impl tonic::server::UnaryService<Export> for ExportMethod {
     }
 }
 
-/// Protobuf both ways, decoding each request into an [`Export`] that keeps its bytes.
+/// Protobuf both ways, indexing each request into an [`Export`] that keeps its bytes.
 struct ExportCodec;
 
 impl Codec for ExportCodec {
@@ -199,8 +200,8 @@ pub async fn http_export(State(sink): State<Arc<Sink>>, headers: HeaderMap, body
     let json = content_type.starts_with("application/json");
     let export = if json {
         serde_json::from_slice::<ExportTraceServiceRequest>(&body)
-            .map(|r| Export::from(r.resource_spans))
             .map_err(|e| e.to_string())
+            .and_then(|r| Export::encode(r.resource_spans).map_err(|e| e.to_string()))
     } else if content_type.starts_with("application/x-protobuf") || content_type.is_empty() {
         Export::decode(body).map_err(|e| e.to_string())
     } else {

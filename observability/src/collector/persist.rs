@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use meshwork_storage::{Direction, DynStore, KeyRange, Mutation, StoreError};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -47,29 +46,18 @@ fn parse_key(key: &[u8]) -> Option<SegmentId> {
     Some(SegmentId::from_be_bytes(rest.try_into().ok()?))
 }
 
-/// Returns the stored value of a segment: arrival time, then the spans: the export's own bytes
-/// when it arrived as protobuf, else its spans encoded.
+/// Returns the stored value of a segment: arrival time, then the export's bytes (an
+/// `ExportTraceServiceRequest`, read back as the `TracesData` of the same wire format).
 pub fn encode(seen_ns: u64, export: &Export) -> Vec<u8> {
-    if let Some(encoded) = &export.encoded {
-        return [&seen_ns.to_be_bytes()[..], encoded].concat();
-    }
-    // TracesData { resource_spans = 1 }: encoded field by field, so the spans are not copied.
-    let resource_spans = &export.resource_spans;
-    let len: usize = resource_spans.iter().map(|rs| prost::encoding::message::encoded_len(1, rs)).sum();
-    let mut value = Vec::with_capacity(8 + len);
-    value.extend_from_slice(&seen_ns.to_be_bytes());
-    for rs in resource_spans {
-        prost::encoding::message::encode(1, rs, &mut value);
-    }
-    value
+    [&seen_ns.to_be_bytes()[..], &export.encoded].concat()
 }
 
-/// Returns the arrival time and spans of a stored segment value.
-fn decode(value: &[u8]) -> Result<(u64, Vec<ResourceSpans>), String> {
-    let (seen, rest) = value.split_at_checked(8).ok_or("shorter than its 8-byte arrival time")?;
-    let seen = u64::from_be_bytes(seen.try_into().map_err(|_| "arrival time")?);
-    let data = TracesData::decode(rest).map_err(|e| e.to_string())?;
-    Ok((seen, data.resource_spans))
+/// Returns the arrival time and export of a stored segment value.
+fn decode(value: Vec<u8>) -> Result<(u64, Export), String> {
+    let seen = value.first_chunk::<8>().ok_or("shorter than its 8-byte arrival time")?;
+    let seen = u64::from_be_bytes(*seen);
+    let export = Export::decode(Bytes::from(value).slice(8..)).map_err(|e| e.to_string())?;
+    Ok((seen, export))
 }
 
 /// What loading found.
@@ -92,11 +80,10 @@ pub async fn load(store: &DynStore, traces: &TraceStore) -> Result<Loaded, Store
         for entry in &page.entries {
             let Some(id) = parse_key(&entry.key) else { continue };
             loaded.next_segment = loaded.next_segment.max(id + 1);
-            match decode(&entry.value) {
-                Ok((seen, resource_spans)) => {
-                    loaded.spans +=
-                        resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum::<usize>();
-                    let (_, dead) = traces.ingest_evicting(resource_spans, Some(id), seen);
+            match decode(entry.value.clone()) {
+                Ok((seen, export)) => {
+                    loaded.spans += export.index.span_count();
+                    let (_, dead) = traces.ingest_evicting(export.index, Some(id), seen);
                     loaded.dead.extend(dead);
                 }
                 Err(e) => {
@@ -225,8 +212,12 @@ mod tests {
     use super::*;
     use crate::collector::otlp::Sink;
     use crate::collector::store::StoreLimits;
-    use crate::collector::store::tests::{batch, span};
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::collector::store::tests::{batch, indexed, span};
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+    fn export(resource_spans: Vec<ResourceSpans>) -> Export {
+        Export::encode(resource_spans).unwrap()
+    }
 
     async fn open(dir: &std::path::Path) -> DynStore {
         Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir).await.unwrap())
@@ -253,15 +244,7 @@ mod tests {
         let (sink, task, _) = start_sink(&store, limits).await;
         for t in 1..=4u8 {
             let resource_spans = vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])];
-            // Even traces arrive as protobuf and are stored as they came; odd ones as JSON would,
-            // and are encoded for storing.
-            let export = if t % 2 == 0 {
-                let request = ExportTraceServiceRequest { resource_spans };
-                Export::decode(request.encode_to_vec().into()).unwrap()
-            } else {
-                Export::from(resource_spans)
-            };
-            sink.accept(export);
+            sink.accept(Export::encode(resource_spans).unwrap());
         }
         let live = sink.traces.clone();
         drop(sink);
@@ -277,7 +260,7 @@ mod tests {
             assert_eq!(sink.traces.trace(&[t; 16]).unwrap(), live.trace(&[t; 16]).unwrap());
         }
         // Numbering goes on after a restart: a new export overwrites nothing.
-        sink.accept(Export::from(vec![batch("svc", vec![span(5, 1, None, "op", 10, 20, vec![])])]));
+        sink.accept(export(vec![batch("svc", vec![span(5, 1, None, "op", 10, 20, vec![])])]));
         drop(sink);
         task.await.unwrap();
         assert_eq!(segment_ids(&store).await, vec![2, 3, 4]);
@@ -290,15 +273,15 @@ mod tests {
         let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
         let (sink, task, _) = start_sink(&store, limits).await;
         // Segment 0 holds traces 1 and 2; segment 1 a late span of trace 2 (another process).
-        sink.accept(Export::from(vec![batch(
+        sink.accept(export(vec![batch(
             "gw",
             vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])],
         )]));
-        sink.accept(Export::from(vec![batch("svc", vec![span(2, 2, Some(1), "c", 12, 18, vec![])])]));
+        sink.accept(export(vec![batch("svc", vec![span(2, 2, Some(1), "c", 12, 18, vec![])])]));
         // Trace 3 evicts trace 1: segment 0 still holds trace 2.
-        sink.accept(Export::from(vec![batch("gw", vec![span(3, 1, None, "d", 10, 20, vec![])])]));
+        sink.accept(export(vec![batch("gw", vec![span(3, 1, None, "d", 10, 20, vec![])])]));
         // Trace 4 evicts trace 2: segments 0 and 1 hold nothing stored any more.
-        sink.accept(Export::from(vec![batch("gw", vec![span(4, 1, None, "e", 10, 20, vec![])])]));
+        sink.accept(export(vec![batch("gw", vec![span(4, 1, None, "e", 10, 20, vec![])])]));
         drop(sink);
         task.await.unwrap();
         assert_eq!(segment_ids(&store).await, vec![2, 3]);
@@ -308,7 +291,7 @@ mod tests {
     fn the_store_reports_a_segment_dead_only_when_its_last_trace_goes() {
         let traces = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
         let now = crate::collector::store::now_ns();
-        let ingest = |segment, spans| traces.ingest_evicting(vec![batch("gw", spans)], Some(segment), now).1;
+        let ingest = |segment, spans| traces.ingest_evicting(indexed(vec![batch("gw", spans)]), Some(segment), now).1;
         let two = vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])];
         assert_eq!(ingest(0, two), Vec::<SegmentId>::new());
         assert_eq!(ingest(1, vec![span(2, 2, Some(1), "c", 12, 18, vec![])]), Vec::<SegmentId>::new());
@@ -326,7 +309,7 @@ mod tests {
     async fn undecodable_segments_are_skipped_and_dropped_and_legacy_keys_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        let export = Export::from(vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])]);
+        let export = export(vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])]);
         let mut junk_key =
             LEGACY_PREFIXES.iter().map(|p| Mutation::put(format!("{p}00/00"), b"junk".to_vec())).collect::<Vec<_>>();
         junk_key.push(Mutation::put(key(0), encode(super::super::store::now_ns(), &export)));

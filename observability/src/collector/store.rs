@@ -1,6 +1,8 @@
 //! The trace store behind the embedded collector: spans grouped by trace, bounded by span
 //! count and by age (the oldest traces go first), and the queries the Jaeger APIs need
-//! (services, operations, search, dependencies). Spans are kept as OTLP protobuf values.
+//! (services, operations, search, dependencies). Spans are kept encoded, as slices of the
+//! export they came in, next to the fields the queries filter on (see `wire`); a span is
+//! decoded only when a query returns it or matches its attributes.
 //!
 //! The service a span is shown under is its `meshwork.service` attribute when it has one (a
 //! process that hosts several logical services, as `meshwork up` does), else its parent's when
@@ -11,9 +13,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 
-use crate::grpc::SERVICE_ATTRIBUTE;
+use super::wire::{Index, Process, SpanIndex};
 
 /// A trace id (16 bytes).
 pub type TraceId = [u8; 16];
@@ -83,9 +86,36 @@ impl Default for StoreLimits {
     }
 }
 
+/// One span as held: its index and the process that reported it.
+struct Held {
+    span: SpanIndex,
+    process: Arc<Process>,
+}
+
+impl Held {
+    /// Decodes the span (its encoding was checked when it was indexed).
+    fn decode(&self) -> Option<StoredSpan> {
+        match Span::decode(self.span.encoded.as_ref()) {
+            Ok(span) => Some(StoredSpan {
+                span,
+                process_service: self.process.service.clone(),
+                process_attributes: Arc::clone(&self.process.attributes),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "a stored span does not decode");
+                None
+            }
+        }
+    }
+
+    fn duration_ns(&self) -> u64 {
+        self.span.end_ns.saturating_sub(self.span.start_ns)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    traces: HashMap<TraceId, Vec<StoredSpan>>,
+    traces: HashMap<TraceId, Vec<Held>>,
     /// Traces in the order they were first seen, with that time (Unix ns).
     order: VecDeque<(u64, TraceId)>,
     spans: usize,
@@ -140,58 +170,44 @@ impl TraceStore {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the spans of an OTLP export. Spans with malformed ids are skipped; returns how
-    /// many were rejected.
-    pub fn ingest(&self, resource_spans: Vec<ResourceSpans>) -> usize {
-        self.ingest_evicting(resource_spans, None, now_ns()).0
+    /// Adds the spans of an indexed OTLP export. Spans with malformed ids are skipped; returns
+    /// how many were rejected.
+    pub fn ingest(&self, export: Index) -> usize {
+        self.ingest_evicting(export, None, now_ns()).0
     }
 
     /// [`TraceStore::ingest`] of an export that a persistent copy holds as `segment`, first
     /// seen at `seen_ns` (Unix ns; the order in which traces are evicted). Also returns the
     /// segments no longer needed: those whose every trace has been evicted to make room (this
     /// one included when none of its spans was kept), so that the persistent copy can drop them.
-    pub fn ingest_evicting(
-        &self,
-        resource_spans: Vec<ResourceSpans>,
-        segment: Option<SegmentId>,
-        seen_ns: u64,
-    ) -> (usize, Vec<SegmentId>) {
+    pub fn ingest_evicting(&self, export: Index, segment: Option<SegmentId>, seen_ns: u64) -> (usize, Vec<SegmentId>) {
         let mut rejected = 0;
         let mut inner = self.write();
         let inner = &mut *inner;
         let mut dead = Vec::new();
-        for rs in resource_spans {
-            let process_attributes: Arc<[KeyValue]> = rs.resource.map(|r| r.attributes).unwrap_or_default().into();
-            let process_service =
-                attribute(&process_attributes, "service.name").unwrap_or_else(|| "unknown_service".to_string());
-            for scope in rs.scope_spans {
-                for span in scope.spans {
-                    let Ok(trace_id) = <TraceId>::try_from(span.trace_id.as_slice()) else {
-                        rejected += 1;
-                        continue;
-                    };
-                    if span.span_id.len() != 8 || trace_id == [0; 16] {
-                        rejected += 1;
-                        continue;
-                    }
-                    let stored = StoredSpan {
-                        span,
-                        process_service: process_service.clone(),
-                        process_attributes: Arc::clone(&process_attributes),
-                    };
-                    let entry = inner.traces.entry(trace_id).or_default();
-                    let first = entry.is_empty();
-                    entry.push(stored);
-                    inner.spans += 1;
-                    if first {
-                        inner.order.push_back((seen_ns, trace_id));
-                    }
-                    if let Some(segment) = segment {
-                        let held = inner.segments.entry(trace_id).or_default();
-                        if held.last() != Some(&segment) {
-                            held.push(segment);
-                            *inner.segment_traces.entry(segment).or_default() += 1;
-                        }
+        for resource in export.resources {
+            for span in resource.spans {
+                let (Some(trace_id), Some(_)) = (span.trace_id, span.span_id) else {
+                    rejected += 1;
+                    continue;
+                };
+                if trace_id == [0; 16] {
+                    rejected += 1;
+                    continue;
+                }
+                let held = Held { span, process: Arc::clone(&resource.process) };
+                let entry = inner.traces.entry(trace_id).or_default();
+                let first = entry.is_empty();
+                entry.push(held);
+                inner.spans += 1;
+                if first {
+                    inner.order.push_back((seen_ns, trace_id));
+                }
+                if let Some(segment) = segment {
+                    let held = inner.segments.entry(trace_id).or_default();
+                    if held.last() != Some(&segment) {
+                        held.push(segment);
+                        *inner.segment_traces.entry(segment).or_default() += 1;
                     }
                 }
             }
@@ -237,144 +253,176 @@ impl TraceStore {
 
     /// Returns trace `id`, if stored.
     pub fn trace(&self, id: &TraceId) -> Option<Trace> {
-        let spans = self.read().traces.get(id)?.clone();
-        Some(resolve(*id, spans))
+        let inner = self.read();
+        let spans = inner.traces.get(id)?;
+        Some(decode(*id, spans, services(spans)))
     }
 
     /// Returns every service that has spans, sorted.
     pub fn services(&self) -> Vec<String> {
+        let inner = self.read();
         let mut out = BTreeSet::new();
-        for trace in self.all() {
-            out.extend(trace.services);
+        for spans in inner.traces.values() {
+            out.extend(services(spans).into_iter().map(str::to_string));
         }
         out.into_iter().collect()
     }
 
     /// Returns (operation, span kind) pairs of `service`, sorted.
     pub fn operations(&self, service: &str) -> Vec<(String, i32)> {
+        let inner = self.read();
         let mut out = BTreeSet::new();
-        for trace in self.all() {
-            for (span, svc) in trace.spans.iter().zip(&trace.services) {
+        for spans in inner.traces.values() {
+            for (held, svc) in spans.iter().zip(services(spans)) {
                 if svc == service {
-                    out.insert((span.span.name.clone(), span.span.kind));
+                    out.insert((held.span.name().to_string(), held.span.kind));
                 }
             }
         }
         out.into_iter().collect()
     }
 
-    fn all(&self) -> Vec<Trace> {
-        let inner = self.read();
-        inner.traces.iter().map(|(id, spans)| resolve(*id, spans.clone())).collect()
-    }
-
     /// Returns the traces matching `query`, newest first.
     pub fn search(&self, query: &TraceQuery) -> Vec<Trace> {
         let limit = if query.limit == 0 { 20 } else { query.limit };
-        let mut candidates: Vec<Trace> = {
-            let inner = self.read();
-            inner
-                .order
-                .iter()
-                .rev()
-                .filter_map(|(_, id)| inner.traces.get(id).map(|spans| (*id, spans)))
-                .filter(|(_, spans)| {
-                    // Cheap pre-filter on the raw spans before resolving services.
-                    query.operation.as_ref().is_none_or(|op| spans.iter().any(|s| &s.span.name == op))
-                })
-                .map(|(id, spans)| resolve(id, spans.clone()))
-                .collect()
-        };
-        candidates.retain(|t| matches(t, query));
-        candidates.sort_by_key(|t| std::cmp::Reverse(t.start_ns()));
-        candidates.truncate(limit);
-        candidates
+        let inner = self.read();
+        let mut found: Vec<(u64, TraceId, Vec<&str>)> = inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| inner.traces.get(id).map(|spans| (*id, spans)))
+            .filter(|(_, spans)| {
+                // Cheap pre-filter before resolving services.
+                query.operation.as_ref().is_none_or(|op| spans.iter().any(|s| s.span.name() == op))
+            })
+            .filter_map(|(id, spans)| {
+                let services = services(spans);
+                matches(spans, &services, query).then(|| (start_ns(spans), id, services))
+            })
+            .collect();
+        found.sort_by_key(|(start, ..)| std::cmp::Reverse(*start));
+        found.truncate(limit);
+        found
+            .into_iter()
+            .map(|(_, id, services)| {
+                let spans = &inner.traces[&id];
+                decode(id, spans, services)
+            })
+            .collect()
     }
 
     /// Returns (parent service, child service, calls) for every cross-service parent/child
     /// span pair of traces that started in `[start_ns, end_ns]`.
     pub fn dependencies(&self, start_ns: u64, end_ns: u64) -> Vec<(String, String, u64)> {
-        let mut edges: BTreeMap<(String, String), u64> = BTreeMap::new();
-        for trace in self.all() {
-            let start = trace.start_ns();
+        let inner = self.read();
+        let mut edges: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for spans in inner.traces.values() {
+            let start = self::start_ns(spans);
             if start < start_ns || start > end_ns {
                 continue;
             }
-            let index: HashMap<&[u8], usize> =
-                trace.spans.iter().enumerate().map(|(i, s)| (s.span.span_id.as_slice(), i)).collect();
-            for (i, s) in trace.spans.iter().enumerate() {
-                if let Some(&p) = index.get(s.span.parent_span_id.as_slice())
-                    && trace.services[p] != trace.services[i]
+            let services = services(spans);
+            let index = span_index(spans);
+            for (i, s) in spans.iter().enumerate() {
+                if let Some(&p) = s.span.parent_span_id.and_then(|id| index.get(&id))
+                    && services[p] != services[i]
                 {
-                    *edges.entry((trace.services[p].clone(), trace.services[i].clone())).or_default() += 1;
+                    *edges.entry((services[p], services[i])).or_default() += 1;
                 }
             }
         }
-        edges.into_iter().map(|((p, c), n)| (p, c, n)).collect()
+        edges.into_iter().map(|((p, c), n)| (p.to_string(), c.to_string(), n)).collect()
     }
+}
+
+/// Returns the earliest start of a trace's spans, in Unix nanoseconds.
+fn start_ns(spans: &[Held]) -> u64 {
+    spans.iter().map(|s| s.span.start_ns).min().unwrap_or(0)
+}
+
+/// Returns the position of each span id.
+fn span_index(spans: &[Held]) -> HashMap<[u8; 8], usize> {
+    // Stored spans all have an id.
+    spans.iter().enumerate().filter_map(|(i, s)| Some((s.span.span_id?, i))).collect()
+}
+
+/// Decodes a trace's spans, with their display services.
+fn decode(trace_id: TraceId, spans: &[Held], services: Vec<&str>) -> Trace {
+    let (spans, services) = spans.iter().zip(services).filter_map(|(h, s)| Some((h.decode()?, s.to_string()))).unzip();
+    Trace { trace_id, spans, services }
 }
 
 /// Resolves the display service of every span of a trace.
-fn resolve(trace_id: TraceId, spans: Vec<StoredSpan>) -> Trace {
-    let index: HashMap<Vec<u8>, usize> = spans.iter().enumerate().map(|(i, s)| (s.span.span_id.clone(), i)).collect();
-    let mut services: Vec<Option<String>> = vec![None; spans.len()];
-    fn service_of(
+fn services(spans: &[Held]) -> Vec<&str> {
+    let index = span_index(spans);
+    let mut services: Vec<Option<&str>> = vec![None; spans.len()];
+    fn service_of<'a>(
         i: usize,
-        spans: &[StoredSpan],
-        index: &HashMap<Vec<u8>, usize>,
-        memo: &mut Vec<Option<String>>,
+        spans: &'a [Held],
+        index: &HashMap<[u8; 8], usize>,
+        memo: &mut Vec<Option<&'a str>>,
         depth: usize,
-    ) -> String {
-        if let Some(s) = &memo[i] {
-            return s.clone();
+    ) -> &'a str {
+        if let Some(s) = memo[i] {
+            return s;
         }
-        let span = &spans[i];
-        let resolved = attribute(&span.span.attributes, SERVICE_ATTRIBUTE).unwrap_or_else(|| {
-            match index.get(&span.span.parent_span_id) {
+        let held = &spans[i];
+        let resolved = held.span.service().unwrap_or_else(|| {
+            match held.span.parent_span_id.and_then(|id| index.get(&id)) {
                 // Depth bound: a malformed trace could have a parent cycle.
-                Some(&p) if depth < 256 && spans[p].process_service == span.process_service => {
+                Some(&p) if depth < 256 && spans[p].process.service == held.process.service => {
                     service_of(p, spans, index, memo, depth + 1)
                 }
-                _ => span.process_service.clone(),
+                _ => held.process.service.as_str(),
             }
         });
-        memo[i] = Some(resolved.clone());
+        memo[i] = Some(resolved);
         resolved
     }
     for i in 0..spans.len() {
-        service_of(i, &spans, &index, &mut services, 0);
+        service_of(i, spans, &index, &mut services, 0);
     }
-    Trace { trace_id, services: services.into_iter().map(Option::unwrap_or_default).collect(), spans }
+    services.into_iter().map(Option::unwrap_or_default).collect()
 }
 
-fn matches(trace: &Trace, q: &TraceQuery) -> bool {
-    let start = trace.start_ns();
+fn matches(spans: &[Held], services: &[&str], q: &TraceQuery) -> bool {
+    let start = start_ns(spans);
     if q.start_min_ns.is_some_and(|m| start < m) || q.start_max_ns.is_some_and(|m| start > m) {
         return false;
     }
-    if q.errors_only && !trace.spans.iter().any(|s| s.span.status.as_ref().is_some_and(|st| st.code == 2)) {
+    if q.errors_only && !spans.iter().any(|s| s.span.error) {
         return false;
     }
     // Jaeger semantics: one span must match service, operation, duration and every tag.
-    trace.spans.iter().zip(&trace.services).any(|(s, svc)| {
-        let span = &s.span;
-        let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
+    spans.iter().zip(services).any(|(s, svc)| {
+        let duration = s.duration_ns();
         q.service.as_ref().is_none_or(|want| want == svc)
-            && q.operation.as_ref().is_none_or(|want| want == &span.name)
+            && q.operation.as_ref().is_none_or(|want| want == s.span.name())
             && q.min_duration_ns.is_none_or(|m| duration >= m)
             && q.max_duration_ns.is_none_or(|m| duration <= m)
-            && q.tags.iter().all(|(k, v)| {
-                attribute(&span.attributes, k).or_else(|| attribute(&s.process_attributes, k)).as_deref()
-                    == Some(v.as_str())
-            })
+            && (q.tags.is_empty()
+                || s.decode().is_some_and(|d| {
+                    q.tags.iter().all(|(k, v)| {
+                        attribute(&d.span.attributes, k).or_else(|| attribute(&d.process_attributes, k)).as_deref()
+                            == Some(v.as_str())
+                    })
+                }))
     })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::grpc::SERVICE_ATTRIBUTE;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    /// Encodes and indexes an export of `resource_spans`.
+    pub fn indexed(resource_spans: Vec<ResourceSpans>) -> Index {
+        let encoded = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+        super::super::wire::index(&encoded.into()).unwrap()
+    }
 
     pub fn kv(key: &str, value: &str) -> KeyValue {
         KeyValue {
@@ -414,7 +462,7 @@ pub(crate) mod tests {
             span(1, 2, Some(1), "svc", 200, 800, vec![kv(SERVICE_ATTRIBUTE, "urlshortener")]),
             span(1, 3, Some(2), "storage.get", 300, 400, vec![]),
         ];
-        assert_eq!(store.ingest(vec![batch("meshwork", spans)]), 0);
+        assert_eq!(store.ingest(indexed(vec![batch("meshwork", spans)])), 0);
         let t = store.trace(&[1; 16]).unwrap();
         assert_eq!(t.services, vec!["gateway", "urlshortener", "urlshortener"]);
         assert_eq!(t.duration_ns(), 800);
@@ -426,9 +474,9 @@ pub(crate) mod tests {
     #[test]
     fn search_filters_and_bounds() {
         let store = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
-        store.ingest(vec![batch("a", vec![span(1, 1, None, "slow", 0, 5_000_000, vec![kv("k", "v")])])]);
-        store.ingest(vec![batch("a", vec![span(2, 1, None, "fast", 10, 20, vec![])])]);
-        store.ingest(vec![batch("b", vec![span(3, 1, None, "other", 30, 40, vec![])])]);
+        store.ingest(indexed(vec![batch("a", vec![span(1, 1, None, "slow", 0, 5_000_000, vec![kv("k", "v")])])]));
+        store.ingest(indexed(vec![batch("a", vec![span(2, 1, None, "fast", 10, 20, vec![])])]));
+        store.ingest(indexed(vec![batch("b", vec![span(3, 1, None, "other", 30, 40, vec![])])]));
         let q = |f: fn(&mut TraceQuery)| {
             let mut q = TraceQuery::default();
             f(&mut q);
@@ -440,12 +488,12 @@ pub(crate) mod tests {
         assert_eq!(q(|q| q.operation = Some("fast".into())), vec![2]);
         assert_eq!(q(|q| q.limit = 1), vec![3]);
         // Over the span limit the oldest trace goes.
-        store.ingest(vec![batch("b", vec![span(4, 1, None, "newest", 50, 60, vec![])])]);
+        store.ingest(indexed(vec![batch("b", vec![span(4, 1, None, "newest", 50, 60, vec![])])]));
         assert!(store.trace(&[1; 16]).is_none());
         assert_eq!(store.span_count(), 3);
         // Malformed ids are rejected.
         let mut bad = span(5, 1, None, "bad", 0, 1, vec![]);
         bad.trace_id.truncate(3);
-        assert_eq!(store.ingest(vec![batch("b", vec![bad])]), 1);
+        assert_eq!(store.ingest(indexed(vec![batch("b", vec![bad])])), 1);
     }
 }
