@@ -126,6 +126,7 @@ where
                 }
             }
             Head::CallerUnsampled => (None, PassOn::from_caller(request.headers())),
+            Head::Declined(traceparent) => (None, Some(PassOn::declined(traceparent, request.headers()))),
             Head::RootUnsampled => (None, Some(PassOn::unsampled_root())),
         };
         let (service, method) = (service.to_string(), method.to_string());
@@ -358,5 +359,26 @@ mod tests {
         let spans = kept.0.lock().unwrap().clone();
         assert_eq!(spans.len(), 1, "one span, the sampled call's: {spans:#?}");
         assert_eq!(&child[36..52], spans[0].span_context.span_id().to_string());
+        drop(_default);
+
+        // `always_off` declines a sampled caller's trace: it goes on unsampled, from a new span id,
+        // with the caller's list. `always_on` samples an unsampled caller's trace.
+        for (sampler, caller, sampled_here) in
+            [(SamplerConfig::IgnoreParent(0.0), sampled, false), (SamplerConfig::IgnoreParent(1.0), unsampled, true)]
+        {
+            let kept = Keep::default();
+            let (otel, guard) = crate::telemetry::export_layer(&test_config(sampler), kept.clone());
+            let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+            let (passed, state) = passed_on(&[("traceparent", caller), ("tracestate", "vendor=abc")]).await;
+            let passed = passed.expect("the caller's trace is passed on");
+            assert!(passed.starts_with(&caller[..36]) && passed[36..52] != caller[36..52], "{passed}");
+            assert!(passed.ends_with(if sampled_here { "-01" } else { "-00" }), "{sampler:?}: {passed}");
+            assert_eq!(state.as_deref(), Some("vendor=abc"));
+            guard.shutdown();
+            let spans = kept.0.lock().unwrap().clone();
+            assert_eq!(spans.len(), usize::from(sampled_here), "{sampler:?}: {spans:#?}");
+        }
+        crate::sampling::set_root_ratio(1.0);
+        crate::sampling::set_follow_parent(true);
     }
 }

@@ -145,29 +145,14 @@ pub struct PassOn {
 impl PassOn {
     /// The caller's context as it came in `headers`; `None` when it sent no `traceparent`.
     pub fn from_caller(headers: &http::HeaderMap) -> Option<PassOn> {
-        // Kept as they go out: never indexed, as [`header_value`] makes them.
-        let never_indexed = |value: &http::HeaderValue| {
-            let mut value = value.clone();
-            value.set_sensitive(true);
-            value
-        };
         let traceparent = never_indexed(headers.get(&TRACEPARENT)?);
-        // A list split over several header lines is one list (W3C): joined with commas.
-        let mut states = headers.get_all(&TRACESTATE).iter();
-        let tracestate = match (states.next(), states.next()) {
-            (None, _) => None,
-            (Some(one), None) => Some(never_indexed(one)),
-            (Some(first), Some(second)) => {
-                let mut joined = [first, second].into_iter().chain(states).fold(Vec::new(), |mut list, line| {
-                    list.extend_from_slice(line.as_bytes());
-                    list.push(b',');
-                    list
-                });
-                joined.pop();
-                header_value(joined)
-            }
-        };
-        Some(PassOn { traceparent: traceparent.into(), tracestate })
+        Some(PassOn { traceparent: traceparent.into(), tracestate: caller_tracestate(headers) })
+    }
+
+    /// The caller's trace, declined here ([`crate::sampling::Head::Declined`]): `traceparent`
+    /// instead of the caller's, with the caller's `tracestate`.
+    pub fn declined(traceparent: http::HeaderValue, headers: &http::HeaderMap) -> PassOn {
+        PassOn { traceparent: traceparent.into(), tracestate: caller_tracestate(headers) }
     }
 
     /// A new trace that this process did not sample (fresh ids, flags `00`, the same for every
@@ -187,6 +172,32 @@ impl PassOn {
         headers.insert(TRACEPARENT.clone(), traceparent.clone());
         if let Some(state) = &self.tracestate {
             headers.insert(TRACESTATE.clone(), state.clone());
+        }
+    }
+}
+
+/// Returns a copy of a header value that goes out never indexed, as [`header_value`] makes them.
+fn never_indexed(value: &http::HeaderValue) -> http::HeaderValue {
+    let mut value = value.clone();
+    value.set_sensitive(true);
+    value
+}
+
+/// Returns the caller's `tracestate`, never indexed; a list split over several header lines is
+/// one list (W3C), joined with commas.
+fn caller_tracestate(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut states = headers.get_all(&TRACESTATE).iter();
+    match (states.next(), states.next()) {
+        (None, _) => None,
+        (Some(one), None) => Some(never_indexed(one)),
+        (Some(first), Some(second)) => {
+            let mut joined = [first, second].into_iter().chain(states).fold(Vec::new(), |mut list, line| {
+                list.extend_from_slice(line.as_bytes());
+                list.push(b',');
+                list
+            });
+            joined.pop();
+            header_value(joined)
         }
     }
 }

@@ -10,9 +10,9 @@
 //! [`crate::telemetry::init`]) honours, so the decision is not drawn twice.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use opentelemetry::trace::{Link, SpanId, SpanKind, TraceId, TraceState};
+use opentelemetry::trace::{Link, SpanId, SpanKind, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
@@ -24,9 +24,24 @@ pub const SAMPLING_PRIORITY: &str = "sampling.priority";
 /// the configured ratio: without an exporter, spans still serve the logs.
 static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
 
+/// Whether a call with a valid caller context follows the caller's decision (the
+/// `parentbased_*` samplers, the default) or draws its own on the trace id (`always_on`,
+/// `always_off`, `traceidratio`).
+static FOLLOW_PARENT: AtomicBool = AtomicBool::new(true);
+
 /// Sets the share of new traces sampled by [`decide_root`] (done by telemetry init).
 pub(crate) fn set_root_ratio(ratio: f64) {
     ROOT_RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+}
+
+/// Sets whether calls follow their caller's decision (done by telemetry init).
+pub(crate) fn set_follow_parent(follow: bool) {
+    FOLLOW_PARENT.store(follow, Ordering::Relaxed);
+}
+
+/// Whether calls follow their caller's decision (see [`decide`]).
+pub fn follows_parent() -> bool {
+    FOLLOW_PARENT.load(Ordering::Relaxed)
 }
 
 /// The share of new traces sampled by [`decide_root`].
@@ -83,27 +98,41 @@ pub enum Head {
     CallerUnsampled,
     /// A new trace that the root sampler turned down: build no span.
     RootUnsampled,
+    /// The caller's trace, turned down by a sampler that does not follow the caller (`always_off`,
+    /// `traceidratio`): build no span; the calls made for it carry this `traceparent` (the
+    /// caller's trace, a fresh span id, flags `00`) instead of the caller's, as the SDK's
+    /// non-recording span would.
+    Declined(http::HeaderValue),
     /// Sampled: build the span and [`adopt`] it (`Some`: child of the caller's context; `None`:
     /// a new root chosen here).
     Sampled(Option<Context>),
 }
 
-/// Decides how a call arriving with `headers` is traced: it follows a valid caller
-/// `traceparent`; without one (or with an invalid one) it is a new trace and [`decide_root`]
-/// draws.
+/// Decides how a call arriving with `headers` is traced. By default (the `parentbased_*`
+/// samplers) it follows a valid caller `traceparent`; a sampler that does not follow the caller
+/// decides on the caller's trace id, as the SDK's `TraceIdRatioBased` does. Without a valid
+/// caller context it is a new trace and [`decide_root`] draws.
 pub fn decide(headers: &http::HeaderMap) -> Head {
     use opentelemetry::trace::TraceContextExt;
     if let Some(traceparent) = headers.get(&crate::propagation::TRACEPARENT) {
+        let follow = follows_parent();
         // Most calls arrive with a canonical unsampled `traceparent`: decided without a parse.
-        if canonical_sampled_flag(traceparent.as_bytes()) == Some(false) {
+        if follow && canonical_sampled_flag(traceparent.as_bytes()) == Some(false) {
             return Head::CallerUnsampled;
         }
         let parent = crate::propagation::extract(headers);
-        if crate::propagation::is_unsampled(&parent) {
-            return Head::CallerUnsampled;
-        }
-        if parent.span().span_context().is_valid() {
-            return Head::Sampled(Some(parent));
+        let sc = parent.span().span_context().clone();
+        if sc.is_valid() {
+            return match (follow, sc.is_sampled()) {
+                (true, true) => Head::Sampled(Some(parent)),
+                (true, false) => Head::CallerUnsampled,
+                (false, _) if ratio_samples(root_ratio(), sc.trace_id()) => Head::Sampled(Some(parent)),
+                (false, _) => Head::Declined(crate::propagation::traceparent(
+                    sc.trace_id(),
+                    SpanId::from(next_random() | 1),
+                    false,
+                )),
+            };
         }
     }
     if decide_root() { Head::Sampled(None) } else { Head::RootUnsampled }
@@ -147,32 +176,43 @@ pub(crate) fn next_random() -> u64 {
     })
 }
 
-/// The sampler of root spans (wrapped in the SDK's parent-based sampler): a span carrying
-/// [`SAMPLING_PRIORITY`] > 0 was already chosen by [`decide_root`]; any other root follows the
-/// configured ratio on its trace id.
+/// The SDK sampler that [`crate::telemetry::init`] installs. A span with a local parent follows
+/// it, and so does one with a remote parent when `follow_remote` (the `parentbased_*` samplers:
+/// this is then the SDK's `ParentBased`). Any other span is sampled when it carries
+/// [`SAMPLING_PRIORITY`] > 0 (a root that [`decide_root`] already chose), else by the configured
+/// ratio on its trace id (the same rule [`decide`] applies to a caller's trace, so both agree).
 #[derive(Clone, Debug)]
 pub struct RootSampler {
     pub ratio: f64,
+    pub follow_remote: bool,
 }
 
 impl ShouldSample for RootSampler {
     fn should_sample(
         &self,
-        _parent_context: Option<&Context>,
+        parent_context: Option<&Context>,
         trace_id: TraceId,
         _name: &str,
         _span_kind: &SpanKind,
         attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
-        let forced = attributes.iter().any(|kv| {
-            kv.key.as_str() == SAMPLING_PRIORITY && matches!(kv.value, opentelemetry::Value::I64(p) if p > 0)
-        });
-        let sampled = forced || ratio_samples(self.ratio, trace_id);
+        use opentelemetry::trace::TraceContextExt;
+        let parent = parent_context.map(|cx| cx.span().span_context().clone()).filter(|sc| sc.is_valid());
+        let sampled = match &parent {
+            Some(sc) if self.follow_remote || !sc.is_remote() => sc.is_sampled(),
+            _ => {
+                let forced = attributes.iter().any(|kv| {
+                    kv.key.as_str() == SAMPLING_PRIORITY && matches!(kv.value, opentelemetry::Value::I64(p) if p > 0)
+                });
+                forced || ratio_samples(self.ratio, trace_id)
+            }
+        };
         SamplingResult {
             decision: if sampled { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop },
             attributes: Vec::new(),
-            trace_state: TraceState::default(),
+            // A child keeps its trace's list, as the SDK's samplers do.
+            trace_state: parent.map(|sc| sc.trace_state().clone()).unwrap_or_default(),
         }
     }
 }
@@ -194,6 +234,7 @@ fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::TraceState;
 
     #[test]
     fn root_decisions_follow_the_ratio() {
@@ -211,6 +252,8 @@ mod tests {
     #[test]
     fn the_canonical_flag_reading_agrees_with_the_full_parse() {
         use opentelemetry::trace::TraceContextExt;
+        // `decide` reads whether the process follows the caller.
+        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         let span = "00f067aa0ba902b7";
         let cases = [
@@ -250,10 +293,97 @@ mod tests {
             };
             let got = match decide(&headers) {
                 Head::CallerUnsampled => "CallerUnsampled",
+                Head::Declined(_) => "Declined",
                 Head::Sampled(Some(_)) => "Sampled",
                 Head::Sampled(None) | Head::RootUnsampled => "root",
             };
             assert_eq!(got, expected, "{case:?}");
+        }
+    }
+
+    /// `always_on`, `always_off` and `traceidratio` decide on the caller's trace id, whatever
+    /// the caller decided; the `parentbased_*` samplers follow it.
+    #[test]
+    fn samplers_that_do_not_follow_the_caller_decide_on_its_trace_id() {
+        use opentelemetry::trace::TraceContextExt;
+        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
+        let caller = |id: u128, sampled: bool| {
+            let mut headers = http::HeaderMap::new();
+            let value = crate::propagation::traceparent(TraceId::from(id), SpanId::from(7), sampled);
+            headers.insert("traceparent", value);
+            headers
+        };
+        let kind = |head: Head| match head {
+            Head::CallerUnsampled => "CallerUnsampled".to_string(),
+            Head::RootUnsampled => "RootUnsampled".to_string(),
+            Head::Sampled(Some(_)) => "child".to_string(),
+            Head::Sampled(None) => "root".to_string(),
+            Head::Declined(tp) => {
+                let mut headers = http::HeaderMap::new();
+                headers.insert("traceparent", tp);
+                let sc = crate::propagation::extract(&headers).span().span_context().clone();
+                format!(
+                    "Declined {:032x} {} {}",
+                    u128::from_be_bytes(sc.trace_id().to_bytes()),
+                    sc.span_id() != SpanId::from(7),
+                    sc.is_sampled()
+                )
+            }
+        };
+        // always_on: an unsampled caller's trace is sampled here.
+        set_follow_parent(false);
+        set_root_ratio(1.0);
+        assert_eq!(kind(decide(&caller(5, false))), "child");
+        // always_off: a sampled caller's trace is declined: its id goes on, unsampled, from a new span id.
+        set_root_ratio(0.0);
+        assert_eq!(kind(decide(&caller(5, true))), format!("Declined {:032x} true false", 5));
+        assert_eq!(kind(decide(&http::HeaderMap::new())), "RootUnsampled");
+        // traceidratio: the rule the SDK sampler applies to the same trace id.
+        set_root_ratio(0.5);
+        let (mut sampled, mut declined) = (0, 0);
+        for i in 1..=2_000u64 {
+            let id = (u128::from(i) << 64) | u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let want = ratio_samples(0.5, TraceId::from(id));
+            for caller_sampled in [false, true] {
+                match decide(&caller(id, caller_sampled)) {
+                    Head::Sampled(Some(_)) if want => sampled += 1,
+                    Head::Declined(_) if !want => declined += 1,
+                    other => panic!("trace {id:x}: {other:?}, the SDK rule says {want}"),
+                }
+            }
+        }
+        assert!(sampled > 1_500 && declined > 1_500, "{sampled} sampled, {declined} declined");
+        // parentbased_*: the caller decides.
+        set_follow_parent(true);
+        set_root_ratio(0.0);
+        assert_eq!(kind(decide(&caller(5, true))), "child");
+        set_root_ratio(1.0);
+        assert_eq!(kind(decide(&caller(5, false))), "CallerUnsampled");
+    }
+
+    #[test]
+    fn the_sdk_sampler_follows_local_parents_and_remote_ones_when_parent_based() {
+        use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
+        let id = TraceId::from(u128::MAX); // the ratio rule turns it down below 1
+        let state = TraceState::from_key_value([("vendor", "x")]).unwrap();
+        let parent = |sampled: bool, remote: bool| {
+            let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            Context::new().with_remote_span_context(SpanContext::new(id, SpanId::from(3), flags, remote, state.clone()))
+        };
+        let decide = |sampler: &RootSampler, cx: &Context| {
+            let result = sampler.should_sample(Some(cx), id, "x", &SpanKind::Internal, &[], &[]);
+            (result.decision == SamplingDecision::RecordAndSample, result.trace_state.header())
+        };
+        for follow_remote in [true, false] {
+            for ratio in [0.0, 1.0] {
+                let sampler = RootSampler { ratio, follow_remote };
+                for sampled in [true, false] {
+                    // A local parent is always followed; its trace's list is kept.
+                    assert_eq!(decide(&sampler, &parent(sampled, false)), (sampled, "vendor=x".to_string()));
+                    let remote = decide(&sampler, &parent(sampled, true)).0;
+                    assert_eq!(remote, if follow_remote { sampled } else { ratio == 1.0 }, "{follow_remote} {ratio}");
+                }
+            }
         }
     }
 
@@ -271,13 +401,13 @@ mod tests {
 
     #[test]
     fn root_sampler_honours_priority_then_ratio() {
-        let sampler = RootSampler { ratio: 0.0 };
+        let sampler = RootSampler { ratio: 0.0, follow_remote: true };
         let id = TraceId::from_bytes([7; 16]);
         let decide = |attrs: &[KeyValue]| sampler.should_sample(None, id, "x", &SpanKind::Server, attrs, &[]).decision;
         assert_eq!(decide(&[KeyValue::new(SAMPLING_PRIORITY, 1i64)]), SamplingDecision::RecordAndSample);
         assert_eq!(decide(&[KeyValue::new(SAMPLING_PRIORITY, 0i64)]), SamplingDecision::Drop);
         assert_eq!(decide(&[]), SamplingDecision::Drop);
-        let all = RootSampler { ratio: 1.0 };
+        let all = RootSampler { ratio: 1.0, follow_remote: true };
         assert_eq!(
             all.should_sample(None, id, "x", &SpanKind::Server, &[], &[]).decision,
             SamplingDecision::RecordAndSample
@@ -292,7 +422,7 @@ mod tests {
                     .unwrap(),
             )
         });
-        let tenth = RootSampler { ratio: 0.1 };
+        let tenth = RootSampler { ratio: 0.1, follow_remote: true };
         let n = ids
             .filter(|id| {
                 tenth.should_sample(None, *id, "x", &SpanKind::Server, &[], &[]).decision

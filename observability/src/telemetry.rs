@@ -4,7 +4,8 @@
 //!
 //! Configuration follows the OpenTelemetry SDK variables: `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`
-//! (`always_on`, `always_off`, `traceidratio`, `parentbased_*`; default parent-based always-on),
+//! (`always_on`, `always_off`, `traceidratio`, which decide on the trace id whatever the caller
+//! decided, and `parentbased_*`, which follow the caller; default `parentbased_always_on`),
 //! `OTEL_TRACES_SAMPLER_ARG` (the ratio), `OTEL_SDK_DISABLED=true`, `OTEL_BSP_MAX_QUEUE_SIZE`,
 //! `OTEL_BSP_SCHEDULE_DELAY` (milliseconds between exports; 500 unless set),
 //! `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` (`gzip`);
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 use tracing::Subscriber;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{FmtSpan, Writer};
@@ -58,13 +59,18 @@ pub struct TelemetryConfig {
     pub exporter: crate::export::otlp::ExporterSettings,
 }
 
-/// Which root spans are sampled.
+/// Which spans are sampled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplerConfig {
+    /// `parentbased_always_on` (the default): the caller decides; every new trace is sampled.
     AlwaysOn,
+    /// `parentbased_always_off`: the caller decides; no new trace is sampled.
     AlwaysOff,
-    /// Parent-based, sampling this share of new traces.
+    /// `parentbased_traceidratio`: the caller decides; this share of new traces is sampled.
     Ratio(f64),
+    /// `always_on` (1), `always_off` (0), `traceidratio`: this share of every trace is sampled,
+    /// decided on its trace id whatever the caller decided.
+    IgnoreParent(f64),
 }
 
 impl TelemetryConfig {
@@ -111,15 +117,13 @@ impl TelemetryConfig {
             },
         };
         let sampler = match var("OTEL_TRACES_SAMPLER").as_deref() {
-            None | Some("parentbased_always_on") | Some("always_on") => {
-                if ratio < 1.0 && var("OTEL_TRACES_SAMPLER").is_none() {
-                    SamplerConfig::Ratio(ratio)
-                } else {
-                    SamplerConfig::AlwaysOn
-                }
-            }
-            Some("always_off") | Some("parentbased_always_off") => SamplerConfig::AlwaysOff,
-            Some("traceidratio") | Some("parentbased_traceidratio") => SamplerConfig::Ratio(ratio),
+            None if ratio < 1.0 => SamplerConfig::Ratio(ratio),
+            None | Some("parentbased_always_on") => SamplerConfig::AlwaysOn,
+            Some("parentbased_always_off") => SamplerConfig::AlwaysOff,
+            Some("parentbased_traceidratio") => SamplerConfig::Ratio(ratio),
+            Some("always_on") => SamplerConfig::IgnoreParent(1.0),
+            Some("always_off") => SamplerConfig::IgnoreParent(0.0),
+            Some("traceidratio") => SamplerConfig::IgnoreParent(ratio),
             Some(other) => {
                 return Err(TelemetryError::BadVariable {
                     variable: "OTEL_TRACES_SAMPLER",
@@ -334,13 +338,15 @@ where
                 .build(),
         )
         .build();
-    let ratio = match config.sampler {
-        SamplerConfig::AlwaysOn => 1.0,
-        SamplerConfig::AlwaysOff => 0.0,
-        SamplerConfig::Ratio(r) => r,
+    let (ratio, follow_remote) = match config.sampler {
+        SamplerConfig::AlwaysOn => (1.0, true),
+        SamplerConfig::AlwaysOff => (0.0, true),
+        SamplerConfig::Ratio(r) => (r, true),
+        SamplerConfig::IgnoreParent(r) => (r, false),
     };
     crate::sampling::set_root_ratio(ratio);
-    let sampler = Sampler::ParentBased(Box::new(crate::sampling::RootSampler { ratio }));
+    crate::sampling::set_follow_parent(follow_remote);
+    let sampler = crate::sampling::RootSampler { ratio, follow_remote };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(crate::export::CountingProcessor(batch))
         .with_sampler(sampler)
@@ -506,6 +512,22 @@ pub(crate) mod tests {
         assert_eq!(set.max_queue_size, 64);
         assert_eq!(set.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
         assert_eq!(set.sampler, SamplerConfig::Ratio(0.1));
+        // Each standard sampler name; only the parentbased_ ones follow the caller.
+        let sampler = |name: &str, arg: &str| {
+            let mut vars = vec![("OTEL_TRACES_SAMPLER_ARG", arg)];
+            vars.extend((!name.is_empty()).then_some(("OTEL_TRACES_SAMPLER", name)));
+            config(&vars).unwrap().sampler
+        };
+        assert_eq!(sampler("", "1"), SamplerConfig::AlwaysOn);
+        assert_eq!(sampler("", "0.25"), SamplerConfig::Ratio(0.25));
+        assert_eq!(sampler("parentbased_always_on", "0.25"), SamplerConfig::AlwaysOn);
+        assert_eq!(sampler("parentbased_always_off", "1"), SamplerConfig::AlwaysOff);
+        assert_eq!(sampler("parentbased_traceidratio", "0.25"), SamplerConfig::Ratio(0.25));
+        assert_eq!(sampler("always_on", "0.25"), SamplerConfig::IgnoreParent(1.0));
+        assert_eq!(sampler("always_off", "1"), SamplerConfig::IgnoreParent(0.0));
+        assert_eq!(sampler("traceidratio", "0.25"), SamplerConfig::IgnoreParent(0.25));
+        let err = config(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]).unwrap_err().to_string();
+        assert!(err.contains("OTEL_TRACES_SAMPLER") && err.contains("jaeger_remote"), "{err}");
         for bad in ["0", "-5", "soon"] {
             let err = config(&[("OTEL_BSP_SCHEDULE_DELAY", bad)]).unwrap_err().to_string();
             assert!(err.starts_with("OTEL_BSP_SCHEDULE_DELAY="), "{err}");

@@ -56,6 +56,10 @@ pub enum CallTrace {
     /// The gateway is the root, did not sample the trace and does not propagate that
     /// (`propagate_unsampled = false`): no trace headers go upstream.
     Dropped,
+    /// The caller's trace, declined by a sampler that does not follow the caller (`always_off`,
+    /// `traceidratio`): no spans; this `traceparent` (the caller's trace, flags 00) replaces the
+    /// caller's upstream.
+    Declined(http::HeaderValue),
     /// Sampled: the call's SERVER span.
     Sampled(CallSpan),
 }
@@ -91,6 +95,7 @@ pub fn server_span(
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
         Head::CallerUnsampled => return CallTrace::Off,
+        Head::Declined(traceparent) => return CallTrace::Declined(traceparent),
         Head::RootUnsampled if propagate_unsampled => {
             return CallTrace::Unsampled(sampling::unsampled_traceparent());
         }
@@ -161,6 +166,8 @@ pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -
             request.remove_header(&TRACESTATE);
             request.insert_header("traceparent", traceparent.clone())
         }
+        // The caller's trace goes on, with its list.
+        CallTrace::Declined(traceparent) => request.insert_header("traceparent", traceparent.clone()),
         CallTrace::Sampled(_) => {
             let Some(sc) = span.span_context() else { return Ok(()) };
             // A child carries its caller's list (written below); a new root, none.
@@ -207,6 +214,11 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled:
             Some(propagation::extract(&unsampled))
         }
         Head::CallerUnsampled => Some(propagation::extract(headers)),
+        Head::Declined(traceparent) => {
+            let mut declined = headers.clone();
+            declined.insert("traceparent", traceparent);
+            Some(propagation::extract(&declined))
+        }
     };
     let span = tracing::info_span!(
         target: "meshwork::gateway",
