@@ -234,7 +234,7 @@ async fn sleep(duration: Duration) {
 }
 
 /// Parses `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas, values
-/// percent-encoded (W3C baggage format).
+/// percent-encoded (W3C baggage format). The values are marked sensitive.
 pub(crate) fn parse_headers(text: &str) -> Result<Vec<Header>, String> {
     let mut headers = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -242,7 +242,11 @@ pub(crate) fn parse_headers(text: &str) -> Result<Vec<Header>, String> {
         let key = MetadataKey::from_bytes(key.trim().to_ascii_lowercase().as_bytes())
             .map_err(|_| format!("{:?} is not a header name", key.trim()))?;
         let value = percent_decode(value.trim()).ok_or_else(|| format!("{pair:?} has a bad percent-encoding"))?;
-        let value = MetadataValue::try_from(value.as_str()).map_err(|_| format!("{pair:?} is not a header value"))?;
+        let mut value =
+            MetadataValue::try_from(value.as_str()).map_err(|_| format!("{pair:?} is not a header value"))?;
+        // Often an API key: never printed by `Debug`, and sent never indexed (RFC 7541 7.1.3),
+        // so that it stays out of HPACK tables.
+        value.set_sensitive(true);
         headers.push((key, value));
     }
     Ok(headers)
@@ -701,6 +705,9 @@ mod tests {
         let get = |key: &str| headers.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v.to_str().unwrap());
         assert_eq!(get("api-key"), Some("s e,cret"));
         assert_eq!(get("x-tenant"), Some("blue"));
+        assert!(headers.iter().all(|(_, v)| v.is_sensitive()));
+        let settings = format!("{:?}", ExporterSettings { headers, ..Default::default() });
+        assert!(!settings.contains("cret") && settings.contains("api-key"), "{settings}");
         assert!(parse_headers("novalue").unwrap_err().contains("key=value"));
         assert!(parse_headers("k=%zz").unwrap_err().contains("percent"));
     }
