@@ -60,6 +60,15 @@ pub enum Args {
         /// a restart.
         #[arg(long, default_value = "./data", env = "MESHWORK_DATA_DIR")]
         data_dir: PathBuf,
+        /// PEM certificate chain: both OTLP receivers take TLS (https://) instead of plaintext.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// PEM CA certificates: the OTLP receivers require client certificates signed by them.
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Runs some services as their own process (replicas share a distributed store).
     Serve {
@@ -144,6 +153,7 @@ impl TraceFlags {
             otlp_http: self.otlp_http,
             query: self.trace_ui,
             limits: Default::default(),
+            tls: None,
         }
     }
 }
@@ -201,6 +211,8 @@ pub enum Command {
         traces: TraceFlags,
         /// Directory of the trace store.
         dir: PathBuf,
+        /// TLS of the OTLP receivers.
+        tls: Option<ServerTls>,
     },
     Serve {
         services: Vec<String>,
@@ -358,9 +370,10 @@ impl Args {
                     tls,
                 })
             }
-            Args::Traces { traces, data_dir } => {
+            Args::Traces { traces, data_dir, tls_cert, tls_key, tls_client_ca } => {
                 traces.validate(&[])?;
-                Ok(Command::Traces { traces, dir: data_subdir(&data_dir, "traces")? })
+                let tls = server_tls(tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
+                Ok(Command::Traces { traces, dir: data_subdir(&data_dir, "traces")?, tls })
             }
             Args::Gateway { config, export } => {
                 export.validate()?;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use meshwork_observability::collector::Collector;
+use meshwork_observability::collector::tls::ReceiverTls;
 
 use crate::cli::{Command, ExportFlags, SERVICES, TraceFlags};
 
@@ -30,7 +31,7 @@ pub fn run(command: Command) -> Result<()> {
             let traces = traces.map(|flags| (flags, trace_dir));
             runtime()?.block_on(up(listen, store, public_url, admin, traces, export, tls))
         }
-        Command::Traces { traces, dir } => runtime()?.block_on(traces_alone(traces, dir)),
+        Command::Traces { traces, dir, tls } => runtime()?.block_on(traces_alone(traces, dir, tls)),
         Command::Serve { services, listen, store, public_url, admin, registry, export, tls } => {
             let listen = Listen { addr: listen, tls };
             runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry, export))
@@ -287,11 +288,14 @@ async fn up(
 }
 
 /// `meshwork traces`: the embedded trace backend alone.
-async fn traces_alone(flags: TraceFlags, dir: PathBuf) -> Result<()> {
+async fn traces_alone(flags: TraceFlags, dir: PathBuf, tls: Option<ServerTls>) -> Result<()> {
     let guard = telemetry("meshwork-traces", None, &ExportFlags::default())?;
-    let collector = Collector::start(flags.collector(), Some(open_trace_store(&dir).await?)).await?;
+    let mut config = flags.collector();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    config.tls = tls.map(|t| ReceiverTls { cert_pem: t.cert_pem, key_pem: t.key_pem, client_ca_pem: t.client_ca_pem });
+    let collector = Collector::start(config, Some(open_trace_store(&dir).await?)).await?;
     println!(
-        "meshwork traces ready: http://{} (OTLP grpc {}, http {}), store embedded:{}",
+        "meshwork traces ready: http://{} (OTLP grpc {scheme}://{}, http {scheme}://{}), store embedded:{}",
         collector.query,
         collector.otlp_grpc,
         collector.otlp_http,

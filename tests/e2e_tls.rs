@@ -2,7 +2,8 @@
 //! client certificates, `meshwork gateway` in front of it with a TLS listener and mutual TLS to
 //! the pool, and the real grpcurl (`-cacert`) calling through the gateway. Certificates are made
 //! in the test (rcgen). `meshwork up --tls-cert/--tls-key` serves the gateway over TLS. Bad
-//! certificate files stop the commands before they bind anything.
+//! certificate files stop the commands before they bind anything. `meshwork traces --tls-cert
+//! --tls-key` takes a service's exports over TLS.
 
 #[path = "../proxy/tests/support/certs.rs"]
 mod certs;
@@ -169,6 +170,10 @@ fn bad_certificate_files_fail_before_anything_is_bound() {
     assert!(err.contains(&format!("--tls-client-ca {garbage}: no PEM certificate")), "{err}");
     let (_, err) = serve(&["--tls-cert", cert]);
     assert!(err.contains("--tls-key"), "{err}");
+    // So does `meshwork traces` for its OTLP receivers.
+    let (code, err) = fails(&["traces", "--otlp-grpc", &a, "--tls-cert", garbage, "--tls-key", key]);
+    assert_eq!(code, 2);
+    assert!(err.contains(&format!("--tls-cert {garbage}: no PEM certificate")), "{err}");
 
     // The gateway names the config field and the file.
     let config = pki.write(
@@ -237,4 +242,65 @@ fn bad_exporter_tls_variables_stop_the_process_naming_the_variable() {
         ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca),
     ]);
     assert!(err.contains("need an https:// endpoint"), "{err}");
+}
+
+/// `meshwork traces --tls-cert --tls-key` takes a service's exports over TLS: the service trusts
+/// it through `OTEL_EXPORTER_OTLP_CERTIFICATE`, and the call's trace shows in the query API.
+#[test]
+fn a_service_exports_to_meshwork_traces_over_tls() {
+    let pki = certs::pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http, ui) = (free_addr(), free_addr(), free_addr());
+    let (g, h, u, d) = (grpc.to_string(), http.to_string(), ui.to_string(), dir.path().display().to_string());
+    let (cert, key) = (pki.server_cert.to_str().unwrap(), pki.server_key.to_str().unwrap());
+    let args = [
+        "traces",
+        "--otlp-grpc",
+        &g,
+        "--otlp-http",
+        &h,
+        "--trace-ui",
+        &u,
+        "--data-dir",
+        &d,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    let traces = Mesh::start(&args, ui, "meshwork traces ready");
+
+    let addr = free_addr();
+    let a = addr.to_string();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("https://localhost:{}", grpc.port())),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca.display().to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ];
+    let serve = Mesh::start_with_env(
+        &["serve", "urlshortener", "--listen", &a, "--store", "memory:"],
+        addr,
+        "meshwork serving",
+        &env,
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01");
+    let shorten = format!("{SVC}/Shorten");
+    let (ok, out, err) = support::grpcurl(
+        addr,
+        &["-H", &traceparent, "-d", r#"{"long_url":"https://example.com/over-tls"}"#],
+        &[&shorten],
+    );
+    assert!(ok, "{out}{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, _, body) = support::http_get(ui, &format!("/api/traces/{trace_id}"), &[]);
+        if status == 200 && body.contains(&format!("\"operationName\":\"{shorten}\"")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the trace never arrived over TLS: {status} {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(serve.terminate(std::time::Duration::from_secs(30)).success());
+    assert!(traces.terminate(std::time::Duration::from_secs(30)).success());
 }

@@ -1,8 +1,10 @@
-//! The OTLP exporter over TLS, against the collector's real OTLP/gRPC receiver served by tonic
-//! with rustls: an `https://` endpoint is trusted through `OTEL_EXPORTER_OTLP_CERTIFICATE`, a
-//! collector that asks for client certificates gets the `..._CLIENT_CERTIFICATE` and
-//! `..._CLIENT_KEY` pair, and an exporter without them fails its export. The variables are read
-//! by `TelemetryConfig::from_vars`, whose errors name the variable and the file.
+//! The OTLP exporter and the collector's OTLP receivers over TLS. The exporter talks to the
+//! collector's real OTLP/gRPC receiver, started with a TLS identity (as `meshwork traces
+//! --tls-cert --tls-key [--tls-client-ca]` starts it): an `https://` endpoint is trusted through
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`, a collector that asks for client certificates gets the
+//! `..._CLIENT_CERTIFICATE` and `..._CLIENT_KEY` pair, and an exporter without them fails its
+//! export. The OTLP/HTTP receiver takes exports over TLS too, and plaintext not at all. The
+//! variables are read by `TelemetryConfig::from_vars`, whose errors name the variable and the file.
 
 #[path = "../../proxy/tests/support/certs.rs"]
 mod certs;
@@ -12,34 +14,74 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use meshwork_observability::collector::otlp::{OtlpGrpc, Sink};
 use meshwork_observability::collector::store::{StoreLimits, TraceStore};
+use meshwork_observability::collector::tls::ReceiverTls;
+use meshwork_observability::collector::{Collector, CollectorConfig};
 use meshwork_observability::export::otlp::OtlpExporter;
 use meshwork_observability::telemetry::{TelemetryConfig, TelemetryError};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Serves the collector's OTLP/gRPC receiver over TLS with the test PKI's server certificate
-/// (asking for client certificates signed by its CA when `mutual`); returns its port and store.
-async fn tls_collector(pki: &certs::Pki, mutual: bool) -> (u16, Arc<TraceStore>) {
-    let traces = Arc::new(TraceStore::new(StoreLimits::default()));
-    let sink = Arc::new(Sink { traces: traces.clone(), persister: None });
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.server_cert_pem, &pki.server_key_pem));
-    if mutual {
-        tls = tls.client_ca_root(Certificate::from_pem(&pki.ca_pem));
+/// Starts a collector whose OTLP receivers take TLS with the test PKI's server certificate
+/// (asking for client certificates signed by its CA when `mutual`).
+async fn tls_collector(pki: &certs::Pki, mutual: bool) -> Collector {
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = CollectorConfig {
+        otlp_grpc: local,
+        otlp_http: local,
+        query: local,
+        limits: StoreLimits::default(),
+        tls: Some(ReceiverTls {
+            cert_pem: pki.server_cert_pem.clone().into_bytes(),
+            key_pem: pki.server_key_pem.clone().into_bytes(),
+            client_ca_pem: mutual.then(|| pki.ca_pem.clone().into_bytes()),
+        }),
+    };
+    Collector::start(config, None).await.unwrap()
+}
+
+/// Posts an OTLP/JSON export of one span to the OTLP/HTTP receiver on `port` over TLS, trusting
+/// the test CA (with the client certificate when `client_cert`); returns the response's status
+/// line, or the error.
+async fn post_json_over_tls(pki: &certs::Pki, port: u16, client_cert: bool) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tonic::transport::Server::builder()
-        .tls_config(tls)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
         .unwrap()
-        .add_service(OtlpGrpc { sink })
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
-    tokio::spawn(server);
-    (port, traces)
+        .with_root_certificates(roots);
+    let mut config = if client_cert {
+        let chain = CertificateDer::pem_slice_iter(pki.client_cert_pem.as_bytes()).map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key_pem.as_bytes()).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tls =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"https-json"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "name":"over-https","kind":2,"startTimeUnixNano":"1000","endTimeUnixNano":"2000"}]}]}]}"#;
+    let request = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    let response = String::from_utf8_lossy(&response);
+    Ok(response.lines().next().unwrap_or_default().to_string())
 }
 
 fn span(name: &'static str) -> SpanData {
@@ -89,8 +131,9 @@ fn path(p: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_reach_a_tls_collector_that_the_certificate_variables_make_trusted() {
     let pki = certs::pki();
-    let (port, traces) = tls_collector(&pki, false).await;
-    let endpoint = format!("https://localhost:{port}");
+    let collector = tls_collector(&pki, false).await;
+    let traces: &TraceStore = &collector.store;
+    let endpoint = format!("https://localhost:{}", collector.otlp_grpc.port());
     let ca = [("OTEL_EXPORTER_OTLP_CERTIFICATE", path(&pki.ca))];
 
     export(&endpoint, &ca, "trusted").await.unwrap();
@@ -118,8 +161,9 @@ async fn exports_reach_a_tls_collector_that_the_certificate_variables_make_trust
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_asking_for_client_certificates_takes_exports_only_with_one() {
     let pki = certs::pki();
-    let (port, traces) = tls_collector(&pki, true).await;
-    let endpoint = format!("https://localhost:{port}");
+    let collector = tls_collector(&pki, true).await;
+    let traces: &TraceStore = &collector.store;
+    let endpoint = format!("https://localhost:{}", collector.otlp_grpc.port());
     let ca = ("OTEL_EXPORTER_OTLP_CERTIFICATE", path(&pki.ca));
 
     assert!(export(&endpoint, std::slice::from_ref(&ca), "no-client-cert").await.is_err());
@@ -132,6 +176,36 @@ async fn a_collector_asking_for_client_certificates_takes_exports_only_with_one(
     ];
     export(&endpoint, &mutual, "mutual").await.unwrap();
     assert_eq!(traces.span_count(), 1);
+
+    // The OTLP/HTTP receiver asks for one too.
+    let port = collector.otlp_http.port();
+    let refused = post_json_over_tls(&pki, port, false).await;
+    assert!(!refused.as_deref().is_ok_and(|status| status.contains(" 200 ")), "{refused:?}");
+    assert_eq!(post_json_over_tls(&pki, port, true).await.unwrap(), "HTTP/1.1 200 OK");
+    assert_eq!(traces.span_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_http_receiver_takes_exports_over_tls_and_no_plaintext() {
+    let pki = certs::pki();
+    let collector = tls_collector(&pki, false).await;
+    let port = collector.otlp_http.port();
+    assert_eq!(post_json_over_tls(&pki, port, false).await.unwrap(), "HTTP/1.1 200 OK");
+    assert_eq!(collector.store.services(), vec!["https-json".to_string()]);
+
+    // Plaintext HTTP gets no answer an exporter could take for success.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{answer:?}");
+    // A client that never finishes its handshake holds nobody up.
+    let _stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(post_json_over_tls(&pki, port, false).await.unwrap(), "HTTP/1.1 200 OK");
+    assert_eq!(collector.store.span_count(), 2);
+    collector.shutdown().await.unwrap();
 }
 
 /// The error of a configuration, which must be a bad variable: (variable, reason).

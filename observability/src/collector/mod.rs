@@ -8,6 +8,7 @@ pub mod jaeger;
 pub mod otlp;
 pub mod persist;
 pub mod store;
+pub mod tls;
 mod web;
 pub mod wire;
 
@@ -34,6 +35,8 @@ pub struct CollectorConfig {
     /// Jaeger query API and the web page (default port 16686).
     pub query: SocketAddr,
     pub limits: StoreLimits,
+    /// TLS for both OTLP receivers (the query API stays plain HTTP).
+    pub tls: Option<tls::ReceiverTls>,
 }
 
 impl CollectorConfig {
@@ -44,6 +47,7 @@ impl CollectorConfig {
             otlp_http: SocketAddr::new(host, 4318),
             query: SocketAddr::new(host, 16686),
             limits: StoreLimits::default(),
+            tls: None,
         }
     }
 }
@@ -55,6 +59,8 @@ pub enum CollectorError {
     Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
     #[error("loading stored traces: {0}")]
     Load(meshwork_storage::StoreError),
+    #[error("OTLP receiver TLS: {0}")]
+    Tls(String),
 }
 
 /// A running collector.
@@ -133,15 +139,20 @@ impl Collector {
             }
         };
 
+        // TLS settings are checked before anything is spawned.
+        let mut grpc_server = tonic::transport::Server::builder();
+        let http_tls = match &config.tls {
+            Some(tls) => {
+                grpc_server = grpc_server.tls_config(tls.tonic()).map_err(|e| CollectorError::Tls(e.to_string()))?;
+                Some(tls.rustls().map_err(CollectorError::Tls)?)
+            }
+            None => None,
+        };
         let receiver = otlp::OtlpGrpc { sink: sink.clone() };
         let grpc_stop = until_stopped();
         let grpc = tokio::spawn(async move {
             let incoming = tokio_stream_listener(grpc_listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(receiver)
-                .serve_with_incoming_shutdown(incoming, grpc_stop)
-                .await
-            {
+            if let Err(e) = grpc_server.add_service(receiver).serve_with_incoming_shutdown(incoming, grpc_stop).await {
                 tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
             }
         });
@@ -151,11 +162,23 @@ impl Collector {
             .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT_BYTES))
             .with_state(sink.clone());
         let http_stop = until_stopped();
-        let http = tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, http_app).with_graceful_shutdown(http_stop).await {
-                tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
-            }
-        });
+        let http =
+            match http_tls {
+                Some(config) => {
+                    let listener = tls::TlsListener::new(http_listener, config)
+                        .map_err(|source| CollectorError::Bind { addr: otlp_http, what: "OTLP/HTTP", source })?;
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, http_app).with_graceful_shutdown(http_stop).await {
+                            tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
+                        }
+                    })
+                }
+                None => tokio::spawn(async move {
+                    if let Err(e) = axum::serve(http_listener, http_app).with_graceful_shutdown(http_stop).await {
+                        tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
+                    }
+                }),
+            };
 
         let query_app = query_router(store.clone());
         let query_stop = until_stopped();
