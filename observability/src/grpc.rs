@@ -127,7 +127,7 @@ where
             }
             Head::CallerUnsampled => (None, PassOn::from_caller(request.headers())),
             Head::Declined(traceparent) => (None, Some(PassOn::declined(traceparent, request.headers()))),
-            Head::RootUnsampled => (None, Some(PassOn::unsampled_root())),
+            Head::RootUnsampled(trace_id) => (None, Some(PassOn::unsampled_root(trace_id))),
         };
         let (service, method) = (service.to_string(), method.to_string());
         let started = std::time::Instant::now();
@@ -322,6 +322,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn outgoing_calls_carry_the_decision_taken_for_the_incoming_one() {
         let _state = crate::telemetry::tests::PROCESS_STATE.lock().await;
+        let _restore = crate::telemetry::tests::RestoreSampling;
         let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let unsampled = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-00";
         let state = ("tracestate", "vendor=abc");
@@ -380,5 +381,29 @@ mod tests {
         }
         crate::sampling::set_root_ratio(1.0);
         crate::sampling::set_follow_parent(true);
+    }
+
+    /// A new trace's decision is the trace-id ratio rule on the id its root span gets, so that a
+    /// hop deciding on the trace id (`traceidratio`) agrees with it: sampled roots go on sampled
+    /// with an id the rule samples, the others unsampled with an id it turns down.
+    #[tokio::test]
+    async fn a_root_decision_holds_for_every_hop_that_decides_on_the_trace_id() {
+        let _state = crate::telemetry::tests::PROCESS_STATE.lock().await;
+        let kept = Keep::default();
+        let (otel, guard) =
+            crate::telemetry::export_layer(&test_config(SamplerConfig::IgnoreParent(0.3)), kept.clone());
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+        let (mut sampled, mut unsampled) = (0, 0);
+        for _ in 0..200 {
+            let (passed, _) = passed_on(&[]).await;
+            let passed = passed.expect("a new trace is passed on");
+            let id = TraceId::from_hex(&passed[3..35]).unwrap();
+            let here = passed.ends_with("-01");
+            assert_eq!(here, crate::sampling::ratio_samples(0.3, id), "{passed}");
+            if here { sampled += 1 } else { unsampled += 1 }
+        }
+        assert!(sampled > 20 && unsampled > 80, "{sampled} sampled, {unsampled} not");
+        guard.shutdown();
+        assert_eq!(kept.0.lock().unwrap().len(), sampled, "one span per sampled root");
     }
 }

@@ -140,25 +140,35 @@ pub struct PassOn {
     /// make none and pay nothing for it.
     traceparent: std::sync::OnceLock<http::HeaderValue>,
     tracestate: Option<http::HeaderValue>,
+    /// The trace of a new trace's `traceparent`, made when first needed.
+    trace_id: opentelemetry::trace::TraceId,
 }
 
 impl PassOn {
     /// The caller's context as it came in `headers`; `None` when it sent no `traceparent`.
     pub fn from_caller(headers: &http::HeaderMap) -> Option<PassOn> {
         let traceparent = never_indexed(headers.get(&TRACEPARENT)?);
-        Some(PassOn { traceparent: traceparent.into(), tracestate: caller_tracestate(headers) })
+        Some(PassOn {
+            traceparent: traceparent.into(),
+            tracestate: caller_tracestate(headers),
+            trace_id: opentelemetry::trace::TraceId::INVALID,
+        })
     }
 
     /// The caller's trace, declined here ([`crate::sampling::Head::Declined`]): `traceparent`
     /// instead of the caller's, with the caller's `tracestate`.
     pub fn declined(traceparent: http::HeaderValue, headers: &http::HeaderMap) -> PassOn {
-        PassOn { traceparent: traceparent.into(), tracestate: caller_tracestate(headers) }
+        PassOn {
+            traceparent: traceparent.into(),
+            tracestate: caller_tracestate(headers),
+            trace_id: opentelemetry::trace::TraceId::INVALID,
+        }
     }
 
-    /// A new trace that this process did not sample (fresh ids, flags `00`, the same for every
-    /// call it makes).
-    pub fn unsampled_root() -> PassOn {
-        PassOn { traceparent: std::sync::OnceLock::new(), tracestate: None }
+    /// New trace `trace_id`, which this process did not sample (flags `00`, one fresh span id
+    /// for every call it makes).
+    pub fn unsampled_root(trace_id: opentelemetry::trace::TraceId) -> PassOn {
+        PassOn { traceparent: std::sync::OnceLock::new(), tracestate: None, trace_id }
     }
 
     /// Runs `future` (the call being served) with this as what its outgoing calls pass on.
@@ -168,7 +178,7 @@ impl PassOn {
 
     /// Writes the context into an outgoing call's headers.
     fn write(&self, headers: &mut http::HeaderMap) {
-        let traceparent = self.traceparent.get_or_init(crate::sampling::unsampled_traceparent);
+        let traceparent = self.traceparent.get_or_init(|| crate::sampling::unsampled_traceparent(self.trace_id));
         headers.insert(TRACEPARENT.clone(), traceparent.clone());
         if let Some(state) = &self.tracestate {
             headers.insert(TRACESTATE.clone(), state.clone());

@@ -3,7 +3,7 @@
 //! A root span built through `tracing` costs the same whether the OpenTelemetry SDK samples it or
 //! not: the registry entry, the OTel span builder and every attribute are made, and the decision
 //! comes only when the span starts. A proxy that roots every trace pays that on every call. So a
-//! root decides first with [`decide_root`]: when the trace is not sampled it builds no span at all
+//! root decides first with [`draw_root`]: when the trace is not sampled it builds no span at all
 //! and sends a `traceparent` with flags `00` upstream ([`unsampled_traceparent`]) so that the rest
 //! of the call skips its spans too; when it is sampled, it builds its span with the attribute
 //! [`SAMPLING_PRIORITY`] = 1, which [`RootSampler`] (the SDK sampler installed by
@@ -17,7 +17,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
 /// The span attribute that forces a root span to be sampled (the OpenTracing convention Jaeger
-/// also understands). Spans built after [`decide_root`] said yes carry it.
+/// also understands). Spans built after [`draw_root`] said yes carry it.
 pub const SAMPLING_PRIORITY: &str = "sampling.priority";
 
 /// The share of new traces this process samples, as `f64` bits. 1 until telemetry init sets
@@ -29,7 +29,7 @@ static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
 /// `always_off`, `traceidratio`).
 static FOLLOW_PARENT: AtomicBool = AtomicBool::new(true);
 
-/// Sets the share of new traces sampled by [`decide_root`] (done by telemetry init).
+/// Sets the share of new traces sampled by [`draw_root`] (done by telemetry init).
 pub(crate) fn set_root_ratio(ratio: f64) {
     ROOT_RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
 }
@@ -44,31 +44,75 @@ pub fn follows_parent() -> bool {
     FOLLOW_PARENT.load(Ordering::Relaxed)
 }
 
-/// The share of new traces sampled by [`decide_root`].
+/// The share of new traces sampled by [`draw_root`].
 pub fn root_ratio() -> f64 {
     f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed))
 }
 
-/// Decides whether a new trace rooted here is sampled, with the process's configured ratio.
-pub fn decide_root() -> bool {
-    let ratio = root_ratio();
-    if ratio >= 1.0 {
-        return true;
-    }
-    if ratio <= 0.0 {
-        return false;
-    }
-    // 53 random bits as a uniform float in [0, 1).
-    (next_random() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < ratio
+/// Draws a new trace's id and decides whether it is sampled: the SDK's trace-id ratio rule on
+/// that id with the process's configured ratio. Every hop that decides on the trace id
+/// (`traceidratio`) thus agrees with the root. The SDK's root span takes the same id
+/// ([`DecidedIds`]).
+pub fn draw_root() -> (TraceId, bool) {
+    let trace_id = random_trace_id();
+    (trace_id, ratio_samples(root_ratio(), trace_id))
 }
 
-/// Returns a `traceparent` for a new trace that is not sampled: fresh random ids, flags `00`.
-/// Sent upstream, it tells every later hop to build no spans for this call.
-pub fn unsampled_traceparent() -> http::HeaderValue {
-    let trace_id = u128::from(next_random()) << 64 | u128::from(next_random());
-    // An all-zero id is invalid; the odds are nil, but keep the span id non-zero regardless.
-    let span_id = next_random() | 1;
-    crate::propagation::traceparent(TraceId::from(trace_id), SpanId::from(span_id), false)
+fn random_trace_id() -> TraceId {
+    loop {
+        let id = u128::from(next_random()) << 64 | u128::from(next_random());
+        if id != 0 {
+            return TraceId::from(id);
+        }
+    }
+}
+
+fn random_span_id() -> SpanId {
+    loop {
+        let id = next_random();
+        if id != 0 {
+            return SpanId::from(id);
+        }
+    }
+}
+
+/// Returns the `traceparent` of trace `trace_id`, not sampled (flags `00`, a fresh span id), for
+/// a new trace that [`draw_root`] turned down. Sent upstream, it tells every later hop to build
+/// no spans for this call.
+pub fn unsampled_traceparent(trace_id: TraceId) -> http::HeaderValue {
+    crate::propagation::traceparent(trace_id, random_span_id(), false)
+}
+
+/// A local, unsampled parent in trace `trace_id` (a fresh span id), for a span that must exist
+/// although its trace was turned down (the gateway's redirect span, whose context the call it
+/// makes carries): the SDK sampler drops spans under it whatever the configured sampler (a
+/// remote parent is followed by the parent-based samplers only), and their context goes on with
+/// flags `00`.
+pub fn unsampled_parent(trace_id: TraceId) -> Context {
+    use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+    let local = SpanContext::new(trace_id, random_span_id(), TraceFlags::default(), false, TraceState::default());
+    Context::new().with_remote_span_context(local)
+}
+
+thread_local! {
+    /// The trace id of this thread's last sampled root decision, until the SDK builds the root
+    /// span (right after the decision, on the same thread) and takes it ([`DecidedIds`]).
+    static DECIDED_ROOT: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// The SDK's id generator, installed by [`crate::telemetry::init`]: a root span takes the trace
+/// id its sampling decision was drawn on ([`decide`]), else a random one.
+#[derive(Debug, Default)]
+pub struct DecidedIds;
+
+impl opentelemetry_sdk::trace::IdGenerator for DecidedIds {
+    fn new_trace_id(&self) -> TraceId {
+        DECIDED_ROOT.with(Cell::take).unwrap_or_else(random_trace_id)
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        random_span_id()
+    }
 }
 
 /// Reads the sampled flag of a `traceparent` in its canonical form (version 00, lowercase hex,
@@ -96,8 +140,8 @@ pub enum Head {
     /// The caller sent a `traceparent` that is not sampled: build no span; the header travels
     /// upstream unchanged, so the hops below build none either.
     CallerUnsampled,
-    /// A new trace that the root sampler turned down: build no span.
-    RootUnsampled,
+    /// A new trace, with this id, that the root sampler turned down: build no span.
+    RootUnsampled(TraceId),
     /// The caller's trace, turned down by a sampler that does not follow the caller (`always_off`,
     /// `traceidratio`): build no span; the calls made for it carry this `traceparent` (the
     /// caller's trace, a fresh span id, flags `00`) instead of the caller's, as the SDK's
@@ -111,7 +155,7 @@ pub enum Head {
 /// Decides how a call arriving with `headers` is traced. By default (the `parentbased_*`
 /// samplers) it follows a valid caller `traceparent`; a sampler that does not follow the caller
 /// decides on the caller's trace id, as the SDK's `TraceIdRatioBased` does. Without a valid
-/// caller context it is a new trace and [`decide_root`] draws.
+/// caller context it is a new trace and [`draw_root`] draws.
 pub fn decide(headers: &http::HeaderMap) -> Head {
     use opentelemetry::trace::TraceContextExt;
     if let Some(traceparent) = headers.get(&crate::propagation::TRACEPARENT) {
@@ -127,15 +171,17 @@ pub fn decide(headers: &http::HeaderMap) -> Head {
                 (true, true) => Head::Sampled(Some(parent)),
                 (true, false) => Head::CallerUnsampled,
                 (false, _) if ratio_samples(root_ratio(), sc.trace_id()) => Head::Sampled(Some(parent)),
-                (false, _) => Head::Declined(crate::propagation::traceparent(
-                    sc.trace_id(),
-                    SpanId::from(next_random() | 1),
-                    false,
-                )),
+                (false, _) => Head::Declined(unsampled_traceparent(sc.trace_id())),
             };
         }
     }
-    if decide_root() { Head::Sampled(None) } else { Head::RootUnsampled }
+    match draw_root() {
+        (trace_id, true) => {
+            DECIDED_ROOT.with(|decided| decided.set(Some(trace_id)));
+            Head::Sampled(None)
+        }
+        (trace_id, false) => Head::RootUnsampled(trace_id),
+    }
 }
 
 /// Ties a span built after [`decide`] said [`Head::Sampled`] to its decision: child of the
@@ -179,7 +225,7 @@ pub(crate) fn next_random() -> u64 {
 /// The SDK sampler that [`crate::telemetry::init`] installs. A span with a local parent follows
 /// it, and so does one with a remote parent when `follow_remote` (the `parentbased_*` samplers:
 /// this is then the SDK's `ParentBased`). Any other span is sampled when it carries
-/// [`SAMPLING_PRIORITY`] > 0 (a root that [`decide_root`] already chose), else by the configured
+/// [`SAMPLING_PRIORITY`] > 0 (a root that [`draw_root`] already chose), else by the configured
 /// ratio on its trace id (the same rule [`decide`] applies to a caller's trace, so both agree).
 #[derive(Clone, Debug)]
 pub struct RootSampler {
@@ -219,7 +265,7 @@ impl ShouldSample for RootSampler {
 
 /// The trace-id ratio rule of the OpenTelemetry SDK: the low 63 bits of the id below
 /// `ratio * 2^63`.
-fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
+pub(crate) fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
     if ratio >= 1.0 {
         return true;
     }
@@ -239,13 +285,18 @@ mod tests {
     #[test]
     fn root_decisions_follow_the_ratio() {
         let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
+        let _restore = crate::telemetry::tests::RestoreSampling;
         set_root_ratio(0.1);
-        let sampled = (0..100_000).filter(|_| decide_root()).count();
+        let sampled = (0..100_000).filter(|_| draw_root().1).count();
         assert!((9_000..=11_000).contains(&sampled), "{sampled} of 100000 sampled at 0.1");
         set_root_ratio(0.0);
-        assert!(!(0..1000).any(|_| decide_root()));
+        assert!(!(0..1000).any(|_| draw_root().1));
         set_root_ratio(1.0);
-        assert!((0..1000).all(|_| decide_root()));
+        assert!((0..1000).all(|_| draw_root().1));
+        // The decision is the SDK's rule on the id drawn, so hops deciding on the id agree.
+        set_root_ratio(0.3);
+        assert!((0..10_000).map(|_| draw_root()).all(|(id, sampled)| sampled == ratio_samples(0.3, id)));
+        set_root_ratio(1.0);
         // Left at 1, as without telemetry, for the other tests of this process.
     }
 
@@ -295,7 +346,7 @@ mod tests {
                 Head::CallerUnsampled => "CallerUnsampled",
                 Head::Declined(_) => "Declined",
                 Head::Sampled(Some(_)) => "Sampled",
-                Head::Sampled(None) | Head::RootUnsampled => "root",
+                Head::Sampled(None) | Head::RootUnsampled(_) => "root",
             };
             assert_eq!(got, expected, "{case:?}");
         }
@@ -307,6 +358,7 @@ mod tests {
     fn samplers_that_do_not_follow_the_caller_decide_on_its_trace_id() {
         use opentelemetry::trace::TraceContextExt;
         let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
+        let _restore = crate::telemetry::tests::RestoreSampling;
         let caller = |id: u128, sampled: bool| {
             let mut headers = http::HeaderMap::new();
             let value = crate::propagation::traceparent(TraceId::from(id), SpanId::from(7), sampled);
@@ -315,7 +367,7 @@ mod tests {
         };
         let kind = |head: Head| match head {
             Head::CallerUnsampled => "CallerUnsampled".to_string(),
-            Head::RootUnsampled => "RootUnsampled".to_string(),
+            Head::RootUnsampled(_) => "RootUnsampled".to_string(),
             Head::Sampled(Some(_)) => "child".to_string(),
             Head::Sampled(None) => "root".to_string(),
             Head::Declined(tp) => {
@@ -390,12 +442,14 @@ mod tests {
     #[test]
     fn unsampled_traceparent_parses_as_unsampled() {
         let mut headers = http::HeaderMap::new();
-        let value = unsampled_traceparent();
+        let value = unsampled_traceparent(TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736));
         assert_eq!(value.len(), 55);
         headers.insert("traceparent", value.clone());
         assert!(crate::propagation::is_unsampled(&crate::propagation::extract(&headers)));
         assert_eq!(canonical_sampled_flag(value.as_bytes()), Some(false), "read without a parse");
-        assert_ne!(value, unsampled_traceparent(), "ids must differ per call");
+        assert!(value.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{value:?}");
+        let again = unsampled_traceparent(TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736));
+        assert_ne!(value, again, "span ids must differ per call");
         assert!(value.is_sensitive(), "a per-call value must stay out of the HPACK table");
     }
 

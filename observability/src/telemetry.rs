@@ -319,7 +319,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 
 /// The OpenTelemetry layer of [`init`] (meshwork's span targets, the configured sampler, a
 /// bounded batch processor) exporting through `exporter`; it also sets the head-sampling ratio
-/// of [`crate::sampling::decide_root`]. Public so that benchmarks can build the same pipeline
+/// of [`crate::sampling::draw_root`]. Public so that benchmarks can build the same pipeline
 /// around an exporter of their own.
 pub fn export_layer<S, E>(
     config: &TelemetryConfig,
@@ -350,6 +350,7 @@ where
     let provider = SdkTracerProvider::builder()
         .with_span_processor(crate::export::CountingProcessor(batch))
         .with_sampler(sampler)
+        .with_id_generator(crate::sampling::DecidedIds)
         .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
         .build();
     let tracer = provider.tracer("meshwork");
@@ -445,6 +446,17 @@ pub(crate) mod tests {
     /// sampling ratio), which the test threads of this crate share: `.lock().await` in async
     /// tests (held across their awaits), `.blocking_lock()` in the others.
     pub(crate) static PROCESS_STATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Puts the head-sampling state back as it is without telemetry when dropped, also when a
+    /// test fails, so that the tests after it start from it.
+    pub(crate) struct RestoreSampling;
+
+    impl Drop for RestoreSampling {
+        fn drop(&mut self) {
+            crate::sampling::set_root_ratio(1.0);
+            crate::sampling::set_follow_parent(true);
+        }
+    }
 
     /// Collects what the log layer writes.
     #[derive(Clone, Default)]

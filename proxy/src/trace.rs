@@ -96,10 +96,10 @@ pub fn server_span(
         Head::Sampled(parent) => parent,
         Head::CallerUnsampled => return CallTrace::Off,
         Head::Declined(traceparent) => return CallTrace::Declined(traceparent),
-        Head::RootUnsampled if propagate_unsampled => {
-            return CallTrace::Unsampled(sampling::unsampled_traceparent());
+        Head::RootUnsampled(trace_id) if propagate_unsampled => {
+            return CallTrace::Unsampled(sampling::unsampled_traceparent(trace_id));
         }
-        Head::RootUnsampled => return CallTrace::Dropped,
+        Head::RootUnsampled(_) => return CallTrace::Dropped,
     };
     let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
     let mut attributes = Vec::with_capacity(6);
@@ -207,12 +207,8 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled:
     }
     let parent = match sampling::decide(headers) {
         Head::Sampled(parent) => parent,
-        Head::RootUnsampled if !propagate_unsampled => return tracing::Span::none(),
-        Head::RootUnsampled => {
-            let mut unsampled = http::HeaderMap::new();
-            unsampled.insert("traceparent", sampling::unsampled_traceparent());
-            Some(propagation::extract(&unsampled))
-        }
+        Head::RootUnsampled(_) if !propagate_unsampled => return tracing::Span::none(),
+        Head::RootUnsampled(trace_id) => Some(sampling::unsampled_parent(trace_id)),
         Head::CallerUnsampled => Some(propagation::extract(headers)),
         Head::Declined(traceparent) => {
             let mut declined = headers.clone();
@@ -259,10 +255,16 @@ mod tests {
         inject(&CallTrace::Off, &CallSpan::default(), &mut request).unwrap();
         assert_eq!(headers(&request), [Some("00-garbage-01".into()), Some("vendor=abc".into())]);
         // A new unsampled root: its own traceparent, no tracestate.
-        let fresh = sampling::unsampled_traceparent();
+        let fresh = sampling::unsampled_traceparent(opentelemetry::trace::TraceId::from(7));
         let mut request = upstream();
         inject(&CallTrace::Unsampled(fresh.clone()), &CallSpan::default(), &mut request).unwrap();
         assert_eq!(headers(&request), [Some(fresh.to_str().unwrap().to_string()), None]);
+        // A caller's trace declined here (a sampler that does not follow the caller): its
+        // traceparent replaced, its list kept.
+        let declined = sampling::unsampled_traceparent(opentelemetry::trace::TraceId::from(9));
+        let mut request = upstream();
+        inject(&CallTrace::Declined(declined.clone()), &CallSpan::default(), &mut request).unwrap();
+        assert_eq!(headers(&request), [Some(declined.to_str().unwrap().to_string()), Some("vendor=abc".into())]);
         // propagate_unsampled = false: nothing.
         let mut request = upstream();
         inject(&CallTrace::Dropped, &CallSpan::default(), &mut request).unwrap();
