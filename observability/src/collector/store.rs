@@ -472,6 +472,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn search_matches_errors_and_tags_of_spans_or_of_their_process() {
+        use opentelemetry_proto::tonic::trace::v1::Status;
+        let store = TraceStore::new(StoreLimits::default());
+        let mut failed = span(1, 1, None, "a", 0, 10, vec![kv("k", "v")]);
+        failed.status = Some(Status { code: 2, message: "boom".into() });
+        let mut ok = span(2, 1, None, "a", 20, 30, vec![]);
+        ok.status = Some(Status { code: 1, message: String::new() });
+        let mut resource = batch("svc", vec![failed, ok]);
+        resource.resource.as_mut().unwrap().attributes.push(kv("host.name", "h1"));
+        store.ingest(indexed(vec![resource, batch("other", vec![span(3, 1, None, "b", 40, 50, vec![])])]));
+        let q = |f: &dyn Fn(&mut TraceQuery)| {
+            let mut q = TraceQuery::default();
+            f(&mut q);
+            store.search(&q).iter().map(|t| t.trace_id[0]).collect::<Vec<_>>()
+        };
+        assert_eq!(q(&|q| q.errors_only = true), vec![1]);
+        // A tag matches a span's attribute or its process's.
+        assert_eq!(q(&|q| q.tags = vec![("host.name".into(), "h1".into())]), vec![2, 1]);
+        assert_eq!(q(&|q| q.tags = vec![("host.name".into(), "h1".into()), ("k".into(), "v".into())]), vec![1]);
+        assert_eq!(q(&|q| q.tags = vec![("host.name".into(), "h2".into())]), Vec::<u8>::new());
+        // Every criterion on one span: service "other" has no span tagged k=v.
+        assert_eq!(
+            q(&|q| {
+                q.service = Some("other".into());
+                q.tags = vec![("k".into(), "v".into())];
+            }),
+            Vec::<u8>::new()
+        );
+    }
+
+    #[test]
     fn search_filters_and_bounds() {
         let store = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
         store.ingest(indexed(vec![batch("a", vec![span(1, 1, None, "slow", 0, 5_000_000, vec![kv("k", "v")])])]));

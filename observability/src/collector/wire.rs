@@ -128,7 +128,30 @@ pub fn index(export: &Bytes) -> Result<Index, WireError> {
             _ => r.skip(field, wire, 0)?,
         }
     }
+    compact(&mut out, export.len());
     Ok(out)
+}
+
+/// Copies the spans of an export that are less than half of it out of it (an export mostly
+/// made of unknown fields, or of resource attributes, which are decoded apart): the store keeps
+/// spans for hours, and a slice would keep the whole export in memory with it.
+fn compact(index: &mut Index, export_len: usize) {
+    let spans = || index.resources.iter().flat_map(|r| &r.spans);
+    let kept: usize = spans().map(|s| s.encoded.len()).sum();
+    if kept * 2 >= export_len {
+        return;
+    }
+    let mut copy = bytes::BytesMut::with_capacity(kept);
+    for span in spans() {
+        copy.extend_from_slice(&span.encoded);
+    }
+    let copy = copy.freeze();
+    let mut at = 0;
+    for span in index.resources.iter_mut().flat_map(|r| &mut r.spans) {
+        let len = span.encoded.len();
+        span.encoded = copy.slice(at..at + len);
+        at += len;
+    }
 }
 
 fn resource_spans(buf: &Bytes, (start, end): (usize, usize), depth: u32) -> Result<ResourceIndex, WireError> {
@@ -140,7 +163,9 @@ fn resource_spans(buf: &Bytes, (start, end): (usize, usize), depth: u32) -> Resu
         match field {
             1 => {
                 let (s, e) = r.len_field(wire)?;
-                // Once per resource: decoded with prost, merged as prost merges a repeated field.
+                // Checked at its depth in the export (prost would give it a fresh budget), then
+                // decoded with prost, once per resource, merged as prost merges a repeated field.
+                check(buf, (s, e), depth + 1, &RESOURCE)?;
                 resource
                     .get_or_insert_with(Resource::default)
                     .merge(&buf[s..e])
@@ -362,6 +387,14 @@ static ANY_VALUE: Schema = Schema {
 };
 static ARRAY_VALUE: Schema = Schema { name: "ArrayValue", fields: &[(1, Field::Message(&ANY_VALUE))] };
 static KEY_VALUE_LIST: Schema = Schema { name: "KeyValueList", fields: &[(1, Field::Message(&KEY_VALUE))] };
+static RESOURCE: Schema = Schema {
+    name: "Resource",
+    fields: &[(1, Field::Message(&KEY_VALUE)), (2, Field::Varint), (3, Field::Message(&ENTITY_REF))],
+};
+static ENTITY_REF: Schema = Schema {
+    name: "EntityRef",
+    fields: &[(1, Field::String), (2, Field::String), (3, Field::String), (4, Field::String)],
+};
 static SCOPE: Schema = Schema {
     name: "InstrumentationScope",
     fields: &[(1, Field::String), (2, Field::String), (3, Field::Message(&KEY_VALUE)), (4, Field::Varint)],
@@ -436,6 +469,8 @@ impl<'a> Reader<'a> {
         WireError { message: self.message, reason }
     }
 
+    /// Checks the depth of a message about to be read (the export is at 0; prost reads
+    /// messages down to 100).
     fn enter(&self, depth: u32) -> Result<(), WireError> {
         if depth > MAX_DEPTH { Err(self.error("nested too deeply")) } else { Ok(()) }
     }
@@ -543,6 +578,11 @@ impl<'a> Reader<'a> {
 
     /// Skips an unknown field, as prost does (groups included).
     fn skip(&mut self, field: u32, wire: u8, depth: u32) -> Result<(), WireError> {
+        // prost checks its recursion budget before skipping anything: none is left in a message
+        // at the deepest level (or a group nested down to it).
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
         match wire {
             VARINT => {
                 self.varint()?;
@@ -556,21 +596,18 @@ impl<'a> Reader<'a> {
             FIXED32 => {
                 self.advance(4)?;
             }
-            START_GROUP => {
-                self.enter(depth + 1)?;
-                loop {
-                    let Some((inner, inner_wire)) = self.key()? else {
-                        return Err(self.error("a group has no end"));
-                    };
-                    if inner_wire == END_GROUP {
-                        if inner != field {
-                            return Err(self.error("a group ends with another group's tag"));
-                        }
-                        break;
+            START_GROUP => loop {
+                let Some((inner, inner_wire)) = self.key()? else {
+                    return Err(self.error("a group has no end"));
+                };
+                if inner_wire == END_GROUP {
+                    if inner != field {
+                        return Err(self.error("a group ends with another group's tag"));
                     }
-                    self.skip(inner, inner_wire, depth + 1)?;
+                    break;
                 }
-            }
+                self.skip(inner, inner_wire, depth + 1)?;
+            },
             _ => return Err(self.error("an end-group tag outside a group")),
         }
         Ok(())
@@ -690,6 +727,31 @@ mod tests {
         }
     }
 
+    /// Checks that `index` holds what prost decodes of the same export, span by span.
+    fn assert_matches(index: &Index, request: &ExportTraceServiceRequest) {
+        assert_eq!(index.resources.len(), request.resource_spans.len());
+        for (resource, sent) in index.resources.iter().zip(&request.resource_spans) {
+            let attributes = sent.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+            assert_eq!(resource.process.attributes[..], attributes[..]);
+            let spans: Vec<&Span> = sent.scope_spans.iter().flat_map(|s| &s.spans).collect();
+            assert_eq!(resource.spans.len(), spans.len());
+            for (got, want) in resource.spans.iter().zip(spans) {
+                assert_eq!(&Span::decode(got.encoded.as_ref()).unwrap(), want);
+                assert_eq!(got.trace_id.as_ref().map(|i| &i[..]), Some(&want.trace_id[..]).filter(|i| i.len() == 16));
+                assert_eq!(got.span_id.as_ref().map(|i| &i[..]), Some(&want.span_id[..]).filter(|i| i.len() == 8));
+                assert_eq!(
+                    got.parent_span_id.as_ref().map(|i| &i[..]),
+                    Some(&want.parent_span_id[..]).filter(|i| i.len() == 8)
+                );
+                assert_eq!(got.name(), want.name);
+                assert_eq!(got.kind, want.kind);
+                assert_eq!((got.start_ns, got.end_ns), (want.start_time_unix_nano, want.end_time_unix_nano));
+                assert_eq!(got.error, want.status.as_ref().is_some_and(|s| s.code == 2));
+                assert_eq!(got.service().map(str::to_string), attribute(&want.attributes, SERVICE_ATTRIBUTE));
+            }
+        }
+    }
+
     #[test]
     fn the_index_holds_what_prost_decodes() {
         let request = export();
@@ -701,21 +763,7 @@ mod tests {
         assert_eq!(process.service, "gateway");
         assert_eq!(process.attributes[..], request.resource_spans[0].resource.as_ref().unwrap().attributes[..]);
         assert_eq!(index.resources[1].process.service, "unknown_service");
-        let sent: Vec<&Span> = request.resource_spans[0].scope_spans.iter().flat_map(|s| &s.spans).collect();
-        for (got, want) in index.resources[0].spans.iter().zip(sent) {
-            assert_eq!(&Span::decode(got.encoded.as_ref()).unwrap(), want);
-            assert_eq!(got.trace_id.as_ref().map(|i| &i[..]), Some(&want.trace_id[..]).filter(|i| i.len() == 16));
-            assert_eq!(got.span_id.as_ref().map(|i| &i[..]), Some(&want.span_id[..]).filter(|i| i.len() == 8));
-            assert_eq!(
-                got.parent_span_id.as_ref().map(|i| &i[..]),
-                Some(&want.parent_span_id[..]).filter(|i| i.len() == 8)
-            );
-            assert_eq!(got.name(), want.name);
-            assert_eq!(got.kind, want.kind);
-            assert_eq!((got.start_ns, got.end_ns), (want.start_time_unix_nano, want.end_time_unix_nano));
-            assert_eq!(got.error, want.status.as_ref().is_some_and(|s| s.code == 2));
-            assert_eq!(got.service().map(str::to_string), attribute(&want.attributes, SERVICE_ATTRIBUTE));
-        }
+        assert_matches(&index, &request);
         assert_eq!(index.resources[0].spans[0].service(), Some("urlshortener"));
         assert_eq!(index.resources[0].spans[1].service(), Some("42"));
         assert_eq!(index.resources[0].spans[2].trace_id, None);
@@ -731,9 +779,9 @@ mod tests {
             let ours = index(&bytes);
             let prost = ExportTraceServiceRequest::decode(bytes.as_ref());
             assert_eq!(ours.is_ok(), prost.is_ok(), "{what}: ours {ours:?}, prost {prost:?}");
-            // What is accepted decodes, span by span.
-            for span in ours.iter().flat_map(|i| &i.resources).flat_map(|r| &r.spans) {
-                Span::decode(span.encoded.as_ref()).unwrap();
+            // What is accepted holds what prost decodes (duplicated fields included).
+            if let (Ok(ours), Ok(prost)) = (&ours, &prost) {
+                assert_matches(ours, prost);
             }
             ours.is_ok()
         };
@@ -751,6 +799,82 @@ mod tests {
         }
         // The cases are not all trivially accepted.
         assert!(rejected > encoded.len(), "only {rejected} rejected");
+    }
+
+    /// A field: key (`tag` with wire type LEN) and length-prefixed `body`.
+    fn len_field(tag: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// An `AnyValue` nested `arrays` ArrayValues deep, then once in a KeyValueList when `list`,
+    /// around an int value; with an unknown field in the innermost message when `unknown`.
+    fn nested_value(arrays: usize, list: bool, unknown: bool) -> Vec<u8> {
+        let mut value = vec![0x18, 0x01]; // int_value = 1
+        if unknown {
+            value.extend_from_slice(&[0xf8, 0x07, 0x00]); // field 127, varint 0
+        }
+        if list {
+            let kv = [len_field(1, b"k"), len_field(2, &value)].concat();
+            value = len_field(6, &len_field(1, &kv));
+        }
+        for _ in 0..arrays {
+            value = len_field(5, &len_field(1, &value));
+        }
+        value
+    }
+
+    /// Nesting at prost's recursion limit, in a span's and in a resource's attributes: accepted
+    /// exactly where prost accepts it.
+    #[test]
+    fn nesting_is_accepted_down_to_prosts_limit_and_no_further() {
+        let (mut accepted, mut rejected) = (0, 0);
+        for arrays in 43..=50 {
+            for list in [false, true] {
+                for unknown in [false, true] {
+                    let attribute = [len_field(1, b"d"), len_field(2, &nested_value(arrays, list, unknown))].concat();
+                    let span = [len_field(1, &[7; 16]), len_field(2, &[1; 8]), len_field(9, &attribute)].concat();
+                    let in_span = len_field(1, &len_field(2, &len_field(2, &span)));
+                    let resource = len_field(1, &len_field(1, &attribute));
+                    let in_resource = len_field(1, &[resource, len_field(2, &len_field(2, &span[..28]))].concat());
+                    for export in [in_span, in_resource] {
+                        let export = Bytes::from(export);
+                        let prost = ExportTraceServiceRequest::decode(export.as_ref());
+                        let ours = index(&export);
+                        assert_eq!(ours.is_ok(), prost.is_ok(), "{arrays} {list} {unknown}: {ours:?} {prost:?}");
+                        if ours.is_ok() { accepted += 1 } else { rejected += 1 }
+                    }
+                }
+            }
+        }
+        assert!(accepted > 10 && rejected > 10, "{accepted} accepted, {rejected} rejected");
+    }
+
+    #[test]
+    fn spans_of_a_mostly_unknown_export_are_copied_out_of_it() {
+        let mut request = export();
+        let plain = Bytes::from(request.encode_to_vec());
+        let index_of = |bytes: &Bytes| index(bytes).unwrap();
+        let shares = |index: &Index, bytes: &Bytes| {
+            let range = bytes.as_ptr_range();
+            index.resources[0].spans.iter().all(|s| range.contains(&s.encoded.as_ptr()))
+        };
+        // Spans are most of an ordinary export: kept as slices of it.
+        assert!(shares(&index_of(&plain), &plain));
+        // A large unknown field (number 99) after them: the spans are copied, unchanged.
+        let mut padded = plain.to_vec();
+        padded.extend(len_field(99, &vec![0; 64 * 1024]));
+        let padded = Bytes::from(padded);
+        let index = index_of(&padded);
+        assert!(!shares(&index, &padded));
+        let spans: Vec<Span> = request.resource_spans.remove(0).scope_spans.into_iter().flat_map(|s| s.spans).collect();
+        for (got, want) in index.resources[0].spans.iter().zip(&spans) {
+            assert_eq!(&Span::decode(got.encoded.as_ref()).unwrap(), want);
+            assert_eq!(got.name(), want.name);
+        }
     }
 
     #[test]
