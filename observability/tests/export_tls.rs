@@ -201,9 +201,26 @@ async fn the_otlp_http_receiver_takes_exports_over_tls_and_no_plaintext() {
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{answer:?}");
-    // A client that never finishes its handshake holds nobody up.
-    let _stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    assert_eq!(post_json_over_tls(&pki, port, false).await.unwrap(), "HTTP/1.1 200 OK");
+    // A host that opens connections and never finishes a handshake holds up nobody else: it
+    // gets 16 handshakes at once, its further connections are closed at once, and a client on
+    // another address is served meanwhile.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        stalled.push(socket.connect(([127, 0, 0, 1], port).into()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for connection in &mut stalled {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), connection.read(&mut byte)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 4, "the connections over the address's 16 handshakes are closed, the others wait");
+    let served = tokio::time::timeout(Duration::from_secs(2), post_json_over_tls(&pki, port, false)).await;
+    assert_eq!(served.expect("served while the others stall").unwrap(), "HTTP/1.1 200 OK");
     assert_eq!(collector.store.span_count(), 2);
     collector.shutdown().await.unwrap();
 }

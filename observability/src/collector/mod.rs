@@ -111,6 +111,15 @@ impl Collector {
     /// Binds every port (failing before anything runs when one is taken) and starts serving.
     /// With `persist`, traces are also kept in that store and loaded from it at start.
     pub async fn start(config: CollectorConfig, persist: Option<DynStore>) -> Result<Collector, CollectorError> {
+        // TLS settings are checked before anything is bound or loaded.
+        let mut grpc_server = tonic::transport::Server::builder();
+        let http_tls = match &config.tls {
+            Some(tls) => {
+                grpc_server = grpc_server.tls_config(tls.tonic()).map_err(|e| CollectorError::Tls(e.to_string()))?;
+                Some(tls.rustls().map_err(CollectorError::Tls)?)
+            }
+            None => None,
+        };
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
         let query_listener = bind(config.query, "trace query API").await?;
@@ -139,15 +148,6 @@ impl Collector {
             }
         };
 
-        // TLS settings are checked before anything is spawned.
-        let mut grpc_server = tonic::transport::Server::builder();
-        let http_tls = match &config.tls {
-            Some(tls) => {
-                grpc_server = grpc_server.tls_config(tls.tonic()).map_err(|e| CollectorError::Tls(e.to_string()))?;
-                Some(tls.rustls().map_err(CollectorError::Tls)?)
-            }
-            None => None,
-        };
         let receiver = otlp::OtlpGrpc { sink: sink.clone() };
         let grpc_stop = until_stopped();
         let grpc = tokio::spawn(async move {
@@ -222,6 +222,12 @@ pub(crate) fn tokio_stream_listener(
             let _ = stream.set_nodelay(true);
             stream
         });
+        if let Err(e) = &next {
+            // Out of file descriptors and the like: tonic logs the error and asks again at
+            // once, which would spin.
+            tracing::warn!(error = %e, "OTLP/gRPC receiver: accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         Some((next, listener))
     })
 }

@@ -4,6 +4,8 @@
 //! axum connections once their handshake is done. The query API and the web page stay plain
 //! HTTP, as Jaeger's query service by default.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +17,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// How long a client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handshakes in progress at most; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES: usize = 1024;
+
+/// Handshakes in progress at most from one IP address: one host that opens connections and
+/// never finishes a handshake cannot take every slot. Its further connections are closed.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
 /// The PEM texts of a receiver's TLS identity, checked by the command line.
 #[derive(Clone)]
@@ -41,7 +47,9 @@ impl ReceiverTls {
     /// The gRPC receiver's configuration.
     pub(crate) fn tonic(&self) -> tonic::transport::ServerTlsConfig {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let config = ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(HANDSHAKE_TIMEOUT);
         match &self.client_ca_pem {
             Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
             None => config,
@@ -78,7 +86,9 @@ impl ReceiverTls {
 }
 
 /// A listener whose connections have finished their TLS handshake, for `axum::serve`. The
-/// handshakes run on tasks of their own, so a client that never finishes one holds up nobody.
+/// handshakes run on tasks of their own, each within [`HANDSHAKE_TIMEOUT`], at most
+/// [`MAX_HANDSHAKES`] at once and [`MAX_HANDSHAKES_PER_PEER`] from one address, so a client that
+/// never finishes one holds up nobody.
 pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
     local: std::net::SocketAddr,
@@ -91,6 +101,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let per_peer = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
         let accepting = tokio::spawn(async move {
             loop {
                 let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
@@ -103,10 +114,14 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip()) else {
+                    tracing::debug!(%peer, "OTLP/HTTP receiver: too many handshakes from this address");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _slots = (permit, peer_slot);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
@@ -118,6 +133,36 @@ impl TlsListener {
             }
         });
         Ok(TlsListener { ready, local, accepting })
+    }
+}
+
+/// One of an address's handshake slots, given back when dropped.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(ip).or_default();
+        if *count >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
