@@ -265,7 +265,7 @@ impl ShouldSample for RootSampler {
 
 /// The trace-id ratio rule of the OpenTelemetry SDK: the low 63 bits of the id below
 /// `ratio * 2^63`.
-pub(crate) fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
+pub fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
     if ratio >= 1.0 {
         return true;
     }

@@ -228,7 +228,14 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled:
         meshwork.service = "gateway",
         sampling.priority = Empty,
     );
+    let root = parent.is_none();
     sampling::adopt(&span, parent);
+    if root {
+        // Built now, on the thread that took the decision, so that the span gets the trace id
+        // the decision was drawn on (`sampling::DecidedIds`) and not a later decision's.
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.context();
+    }
     span
 }
 
