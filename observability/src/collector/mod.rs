@@ -161,32 +161,16 @@ impl Collector {
             .route("/v1/traces", post(otlp::http_export))
             .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT_BYTES))
             .with_state(sink.clone());
-        let http_stop = until_stopped();
         let http =
             match http_tls {
                 Some(config) => {
                     let listener = tls::TlsListener::new(http_listener, config)
                         .map_err(|source| CollectorError::Bind { addr: otlp_http, what: "OTLP/HTTP", source })?;
-                    tokio::spawn(async move {
-                        if let Err(e) = axum::serve(listener, http_app).with_graceful_shutdown(http_stop).await {
-                            tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
-                        }
-                    })
+                    spawn_http(listener, http_app, until_stopped(), "OTLP/HTTP receiver")
                 }
-                None => tokio::spawn(async move {
-                    if let Err(e) = axum::serve(http_listener, http_app).with_graceful_shutdown(http_stop).await {
-                        tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
-                    }
-                }),
+                None => spawn_http(http_listener, http_app, until_stopped(), "OTLP/HTTP receiver"),
             };
-
-        let query_app = query_router(store.clone());
-        let query_stop = until_stopped();
-        let query_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(query_listener, query_app).with_graceful_shutdown(query_stop).await {
-                tracing::error!(error = %e, "trace query API stopped");
-            }
-        });
+        let query_task = spawn_http(query_listener, query_router(store.clone()), until_stopped(), "trace query API");
         tracing::info!(%otlp_grpc, %otlp_http, %query, "trace collector ready");
         Ok(Collector { store, otlp_grpc, otlp_http, query, stop, tasks: vec![grpc, http, query_task], sink, writer })
     }
@@ -210,6 +194,24 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// Serves `app` on `listener` until `stop`, logging an error that ends it as `what`'s.
+fn spawn_http<L>(
+    listener: L,
+    app: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "{what} stopped");
+        }
+    })
 }
 
 /// The connections `listener` accepts, as the stream tonic's `serve_with_incoming` takes (each

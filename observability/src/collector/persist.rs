@@ -77,10 +77,11 @@ pub async fn load(store: &DynStore, traces: &TraceStore) -> Result<Loaded, Store
     let mut loaded = Loaded { spans: 0, next_segment: 0, dead: Vec::new() };
     loop {
         let page = store.scan(range.clone(), 0, Direction::Forward).await?;
-        for entry in &page.entries {
+        for entry in page.entries {
             let Some(id) = parse_key(&entry.key) else { continue };
             loaded.next_segment = loaded.next_segment.max(id + 1);
-            match decode(entry.value.clone()) {
+            // The value is kept as it is (the store's spans are slices of it), not copied.
+            match decode(entry.value) {
                 Ok((seen, export)) => {
                     loaded.spans += export.index.span_count();
                     let (_, dead) = traces.ingest_evicting(export.index, Some(id), seen);

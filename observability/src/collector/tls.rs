@@ -9,12 +9,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::export::otlp::check_certificates;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,9 +60,7 @@ impl ReceiverTls {
 
     /// The HTTP receiver's configuration (ALPN http/1.1 and h2, as axum serves both).
     pub(crate) fn rustls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
-        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate: {e}"))?;
+        let certs = check_certificates(&self.cert_pem).map_err(|e| format!("certificate: {e}"))?;
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("key: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -69,8 +69,8 @@ impl ReceiverTls {
         let builder = match &self.client_ca_pem {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(ca) {
-                    roots.add(cert.map_err(|e| format!("client CA: {e}"))?).map_err(|e| format!("client CA: {e}"))?;
+                for cert in check_certificates(ca).map_err(|e| format!("client CA: {e}"))? {
+                    roots.add(cert).map_err(|e| format!("client CA: {e}"))?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
