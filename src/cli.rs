@@ -60,15 +60,9 @@ pub enum Args {
         /// a restart.
         #[arg(long, default_value = "./data", env = "MESHWORK_DATA_DIR")]
         data_dir: PathBuf,
-        /// PEM certificate chain: both OTLP receivers take TLS (https://) instead of plaintext.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// PEM private key of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// PEM CA certificates: the OTLP receivers require client certificates signed by them.
-        #[arg(long, requires = "tls_cert")]
-        tls_client_ca: Option<PathBuf>,
+        /// TLS of both OTLP receivers (the query API stays plain HTTP).
+        #[command(flatten)]
+        tls: ServerTlsFlags,
     },
     /// Runs some services as their own process (replicas share a distributed store).
     Serve {
@@ -94,15 +88,8 @@ pub enum Args {
         registry: Option<String>,
         #[command(flatten)]
         export: ExportFlags,
-        /// PEM certificate chain: serve gRPC over TLS (ALPN h2) instead of h2c.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// PEM private key of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// PEM CA certificates: require client certificates signed by them (mutual TLS).
-        #[arg(long, requires = "tls_cert")]
-        tls_client_ca: Option<PathBuf>,
+        #[command(flatten)]
+        tls: ServerTlsFlags,
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
@@ -114,6 +101,27 @@ pub enum Args {
     },
     /// Load-tests a gRPC method the way ghz does (reports: summary, JSON in ghz's shape, HTML).
     Load(Box<meshwork_loadtest::LoadArgs>),
+}
+
+/// A server's TLS identity and, for mutual TLS, the CA its clients' certificates must chain to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerTlsFlags {
+    /// PEM certificate chain: serve over TLS instead of plaintext (gRPC with ALPN h2).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsFlags {
+    /// Reads and checks the files (see [`server_tls`]).
+    fn read(&self) -> Result<Option<ServerTls>, String> {
+        server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref(), self.tls_client_ca.as_deref())
+    }
 }
 
 /// Where the embedded trace backend listens.
@@ -328,18 +336,7 @@ impl Args {
                     tls,
                 })
             }
-            Args::Serve {
-                services,
-                listen,
-                store,
-                public_url: url,
-                admin_listen,
-                registry,
-                export,
-                tls_cert,
-                tls_key,
-                tls_client_ca,
-            } => {
+            Args::Serve { services, listen, store, public_url: url, admin_listen, registry, export, tls } => {
                 export.validate()?;
                 if let Some(registry) = &registry {
                     meshwork_proxy::registry::endpoints(registry).map_err(|e| format!("--registry: {e}"))?;
@@ -358,7 +355,7 @@ impl Args {
                 if unique.len() != services.len() {
                     return Err("a service is named twice".into());
                 }
-                let tls = server_tls(tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
+                let tls = tls.read()?;
                 Ok(Command::Serve {
                     services,
                     listen,
@@ -370,9 +367,9 @@ impl Args {
                     tls,
                 })
             }
-            Args::Traces { traces, data_dir, tls_cert, tls_key, tls_client_ca } => {
+            Args::Traces { traces, data_dir, tls } => {
                 traces.validate(&[])?;
-                let tls = server_tls(tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
+                let tls = tls.read()?;
                 Ok(Command::Traces { traces, dir: data_subdir(&data_dir, "traces")?, tls })
             }
             Args::Gateway { config, export } => {
