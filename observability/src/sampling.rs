@@ -165,13 +165,18 @@ pub fn decide(headers: &http::HeaderMap) -> Head {
             return Head::CallerUnsampled;
         }
         let parent = crate::propagation::extract(headers);
-        let sc = parent.span().span_context().clone();
-        if sc.is_valid() {
-            return match (follow, sc.is_sampled()) {
+        // Read out, not cloned: a clone would copy the caller's tracestate.
+        let (valid, sampled, trace_id) = {
+            let span = parent.span();
+            let sc = span.span_context();
+            (sc.is_valid(), sc.is_sampled(), sc.trace_id())
+        };
+        if valid {
+            return match (follow, sampled) {
                 (true, true) => Head::Sampled(Some(parent)),
                 (true, false) => Head::CallerUnsampled,
-                (false, _) if ratio_samples(root_ratio(), sc.trace_id()) => Head::Sampled(Some(parent)),
-                (false, _) => Head::Declined(unsampled_traceparent(sc.trace_id())),
+                (false, _) if ratio_samples(root_ratio(), trace_id) => Head::Sampled(Some(parent)),
+                (false, _) => Head::Declined(unsampled_traceparent(trace_id)),
             };
         }
     }
@@ -244,8 +249,10 @@ impl ShouldSample for RootSampler {
         _links: &[Link],
     ) -> SamplingResult {
         use opentelemetry::trace::TraceContextExt;
-        let parent = parent_context.map(|cx| cx.span().span_context().clone()).filter(|sc| sc.is_valid());
-        let sampled = match &parent {
+        // Borrowed, not cloned: only the list is copied, into the result.
+        let span = parent_context.map(|cx| cx.span());
+        let parent = span.as_ref().map(|span| span.span_context()).filter(|sc| sc.is_valid());
+        let sampled = match parent {
             Some(sc) if self.follow_remote || !sc.is_remote() => sc.is_sampled(),
             _ => {
                 let forced = attributes.iter().any(|kv| {
