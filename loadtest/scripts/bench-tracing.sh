@@ -26,7 +26,11 @@
 # leave out the kernel (syscalls, loopback TCP) and cache misses. The callgrind profiles of the
 # measured window stay in $KEEP/<round>-<name>-{gateway,service,collector}.cg when KEEP is set,
 # for callgrind_annotate.
-# usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] [MEASURE=cpu|instructions] [KEEP=dir] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
+# WINDOWS=N starts the pairs of every configuration at once in each round and loads them in turn,
+# N short runs each (seconds per run), in rotating order; ratios to tracing off are taken per
+# window. Saturated throughput drifts with the host by 20-30% over minutes; windows a few seconds
+# apart share most of that drift, which runs minutes apart do not.
+# usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] [MEASURE=cpu|instructions] [WINDOWS=N] [KEEP=dir] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -163,41 +167,64 @@ settle() {
   done
 }
 
+# warm NAME : starts a fresh pair for NAME and gives it 2 s of load, not measured, to connect and
+# warm up. A fresh pair for every round, so that a bias of one process instance (memory layout,
+# thread placement) is noise across rounds instead of a constant of its configuration.
+warm() {
+  start "$1"
+  "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "${RATE:-5000}" -z 2s -c 64 \
+    "127.0.0.1:$(cat "$work/$1.port")" >/dev/null
+}
+# measure NAME ROUND WINDOW SECONDS : loads NAME's pair for SECONDS and prints
+# its result line (WINDOW: which runs' ratios to tracing off go together)
+measure() {
+  local name=$1 round=$2 window=$3 secs=$4 svc_pid gw_pid gw0 svc0 col0 flt0 csw0 sys0 flt1 csw1 sys1 rps done_n
+  read -r svc_pid gw_pid <"$work/$name.pids"
+  gw0=$(mark "$gw_pid"); svc0=$(mark "$svc_pid"); col0=$(mark $COLLECTOR)
+  read -r flt0 csw0 sys0 < <(faults_switches "$svc_pid" "$gw_pid")
+  if [ -n "${RATE:-}" ]; then
+    "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${secs}s" -c 64 -O json \
+      "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
+    read -r rps done_n < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); ok=r["statusCodeDistribution"].get("OK",0); print(round(r["rps"],1), ok)' "$work/load.json")
+  else
+    h2load -D "$secs" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/resolve.grpc" \
+      "http://127.0.0.1:$(cat "$work/$name.port")/$SVC/Resolve" >"$work/h2load.out"
+    rps=$(awk '/^finished in/ {print $4}' "$work/h2load.out")
+    done_n=$(awk '/^requests:/ {print $8}' "$work/h2load.out")
+  fi
+  # The exporters flush every 500 ms: let the collector store the last batches before reading.
+  settle
+  read -r flt1 csw1 sys1 < <(faults_switches "$svc_pid" "$gw_pid")
+  local gw svc col
+  gw=$(per_request "$gw_pid" "$gw0" "$done_n" "$window-$name-gateway")
+  svc=$(per_request "$svc_pid" "$svc0" "$done_n" "$window-$name-service")
+  col=$(per_request $COLLECTOR "$col0" "$done_n" "$window-$name-collector")
+  # per 1000 requests, as integers
+  local flt_k=$(( (flt1 - flt0) * 1000 / done_n )) csw_k=$(( (csw1 - csw0) * 1000 / done_n ))
+  local sys_k=$(( (sys1 - sys0) * 1000 / done_n ))
+  echo "round $round  window=$window  tracing=$name  req/s=$rps  pair_${UNIT}/req=$((gw + svc))  gateway=$gw  service=$svc  collector_${UNIT}/req=$col  faults/kreq=$flt_k  switches/kreq=$csw_k  syscalls/kreq=$sys_k" | tee -a "$work/results"
+}
+
 for round in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
-    name=${names[$(( (round + i) % ${#names[@]} ))]}
-    # A fresh pair for every run, so that a bias of one process instance (memory layout, thread
-    # placement) is noise across rounds instead of a constant of its configuration; 2 s of load
-    # first, not measured, to connect and warm up.
-    start "$name"
-    "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "${RATE:-5000}" -z 2s -c 64 \
-      "127.0.0.1:$(cat "$work/$name.port")" >/dev/null
+  if [ -z "${WINDOWS:-}" ]; then
+    for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
+      name=${names[$(( (round + i) % ${#names[@]} ))]}
+      warm "$name"
+      settle
+      measure "$name" "$round" "$round" "$SECS"
+      stop "$name"
+    done
+  else
+    # Every pair of the round up at once; each loaded in turn for a short window, WINDOWS times.
+    for name in "${names[@]}"; do warm "$name"; done
     settle
-    read -r svc_pid gw_pid <"$work/$name.pids"
-    gw0=$(mark "$gw_pid"); svc0=$(mark "$svc_pid"); col0=$(mark $COLLECTOR)
-    read -r flt0 csw0 sys0 < <(faults_switches "$svc_pid" "$gw_pid")
-    if [ -n "${RATE:-}" ]; then
-      "$BIN" load --insecure --call "$SVC/Resolve" -d '{"code":"bench01"}' -r "$RATE" -z "${SECS}s" -c 64 -O json \
-        "127.0.0.1:$(cat "$work/$name.port")" >"$work/load.json"
-      read -r rps done_n < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); ok=r["statusCodeDistribution"].get("OK",0); print(round(r["rps"],1), ok)' "$work/load.json")
-    else
-      h2load -D "$SECS" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/resolve.grpc" \
-        "http://127.0.0.1:$(cat "$work/$name.port")/$SVC/Resolve" >"$work/h2load.out"
-      rps=$(awk '/^finished in/ {print $4}' "$work/h2load.out")
-      done_n=$(awk '/^requests:/ {print $8}' "$work/h2load.out")
-    fi
-    # The exporters flush every 500 ms: let the collector store the last batches before reading.
-    settle
-    read -r flt1 csw1 sys1 < <(faults_switches "$svc_pid" "$gw_pid")
-    gw=$(per_request "$gw_pid" "$gw0" "$done_n" "$round-$name-gateway")
-    svc=$(per_request "$svc_pid" "$svc0" "$done_n" "$round-$name-service")
-    col=$(per_request $COLLECTOR "$col0" "$done_n" "$round-$name-collector")
-    stop "$name"
-    # per 1000 requests, as integers
-    flt_k=$(( (flt1 - flt0) * 1000 / done_n )); csw_k=$(( (csw1 - csw0) * 1000 / done_n ))
-    sys_k=$(( (sys1 - sys0) * 1000 / done_n ))
-    echo "round $round  tracing=$name  req/s=$rps  pair_${UNIT}/req=$((gw + svc))  gateway=$gw  service=$svc  collector_${UNIT}/req=$col  faults/kreq=$flt_k  switches/kreq=$csw_k  syscalls/kreq=$sys_k" | tee -a "$work/results"
-  done
+    for w in $(seq "$WINDOWS"); do
+      for i in $(seq 0 $(( ${#names[@]} - 1 ))); do
+        measure "${names[$(( (w + i) % ${#names[@]} ))]}" "$round" "$round.$w" "$SECS"
+      done
+    done
+    for name in "${names[@]}"; do stop "$name"; done
+  fi
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
 python3 - "$work/results" "$UNIT" "${names[@]}" <<'PY'
@@ -206,9 +233,9 @@ rows = [dict(re.findall(r"(\S+)=(\S+)", line)) | {"round": line.split()[1]} for 
 unit, names = sys.argv[2], sys.argv[3:]
 PAIR, COLLECTOR = f"pair_{unit}/req", f"collector_{unit}/req"
 by = {name: [r for r in rows if r["tracing"] == name] for name in names}
-off = {r["round"]: float(r["req/s"]) for r in by["off"]}
-off_cpu = {r["round"]: int(r[PAIR]) for r in by["off"]}
-off_all = {r["round"]: int(r[PAIR]) + int(r[COLLECTOR]) for r in by["off"]}
+off = {r["window"]: float(r["req/s"]) for r in by["off"]}
+off_cpu = {r["window"]: int(r[PAIR]) for r in by["off"]}
+off_all = {r["window"]: int(r[PAIR]) + int(r[COLLECTOR]) for r in by["off"]}
 labels = {n: n for n in names if n.startswith("off")} | {"off": "off", "all": "100%", "tenth": "10%", "none": "0%", "deadtenth": "10%, no collector", "leantenth": "10%, propagate_unsampled = false"}
 def label_of(n):
     base, plain = n.endswith("@base"), n.removesuffix("@base")
@@ -217,20 +244,26 @@ def label_of(n):
     else:
         text = f"{float(plain[1:].split('-d')[0]):.0%}" + (f", every {plain.split('-d')[1]} ms" if "-d" in plain else "")
     return text + (" (BASE binary)" if base else "")
+def spread(ratios):
+    # every round's ratio, or the quartiles of many windows'
+    if len(ratios) <= 12:
+        return "rounds " + " ".join(f"{x:.2f}" for x in ratios)
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"{len(ratios)} windows, quartiles {q1:.2f}-{q3:.2f}"
 for name, label in ((n, label_of(n)) for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
-    ratios = [float(r["req/s"]) / off[r["round"]] for r in by[name]]
+    ratios = [float(r["req/s"]) / off[r["window"]] for r in by[name]]
     pair = [int(r[PAIR]) for r in by[name]]
-    pair_ratios = [int(r[PAIR]) / off_cpu[r["round"]] for r in by[name]]
+    pair_ratios = [int(r[PAIR]) / off_cpu[r["window"]] for r in by[name]]
     col = [int(r[COLLECTOR]) for r in by[name]]
-    all_ratios = [(int(r[PAIR]) + int(r[COLLECTOR])) / off_all[r["round"]] for r in by[name]]
+    all_ratios = [(int(r[PAIR]) + int(r[COLLECTOR])) / off_all[r["window"]] for r in by[name]]
     gw = [int(r["gateway"]) for r in by[name]]
     svc = [int(r["service"]) for r in by[name]]
     flt = [int(r["faults/kreq"]) for r in by[name]]
     csw = [int(r["switches/kreq"]) for r in by[name]]
     sysc = [int(r["syscalls/kreq"]) for r in by[name]]
     print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
-          f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})  {PAIR}={statistics.median(pair)} "
+          f"({spread(ratios)})  {PAIR}={statistics.median(pair)} "
           f"({statistics.median(pair_ratios):.3f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
           f"{COLLECTOR}={statistics.median(col)}  pair+collector {statistics.median(all_ratios):.3f}x off  pair faults/kreq={statistics.median(flt)}  "
           f"switches/kreq={statistics.median(csw)}  syscalls/kreq={statistics.median(sysc)}")
