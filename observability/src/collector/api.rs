@@ -19,6 +19,19 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(error(400, &message))).into_response()
 }
 
+/// Runs a store query that may walk many traces (a search, the dependencies) on Tokio's
+/// blocking pool, so that it does not hold up the runtime's workers, which also run the OTLP
+/// receivers (and, under `meshwork up`, the gateway and the services).
+async fn off_workers<T: Send + 'static>(
+    store: Arc<TraceStore>,
+    query: impl FnOnce(&TraceStore) -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(move || query(&store)).await.map_err(|e| {
+        tracing::error!(error = %e, "a trace query failed");
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(error(500, "the query failed"))).into_response()
+    })
+}
+
 /// Parses a Go-style duration (`1.5s`, `100ms`, `20us`, `2m`) into nanoseconds.
 pub fn parse_duration_ns(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -148,7 +161,11 @@ pub async fn v1_search(State(store): State<Arc<TraceStore>>, Query(p): Params) -
         Ok(q) => q,
         Err(message) => return bad_request(message),
     };
-    let traces: Vec<Value> = store.search(&query).iter().map(v1_trace).collect();
+    let found = match off_workers(store, move |s| s.search(&query)).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let traces: Vec<Value> = found.iter().map(v1_trace).collect();
     let total = traces.len();
     Json(envelope(json!(traces), total)).into_response()
 }
@@ -193,8 +210,11 @@ pub async fn v1_dependencies(State(store): State<Arc<TraceStore>>, Query(p): Par
     let ms = |k: &str| p.get(k).and_then(|v| v.parse::<u64>().ok());
     let end_ns = ms("endTs").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
     let lookback_ns = ms("lookback").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
-    let edges: Vec<Value> = store
-        .dependencies(end_ns.saturating_sub(lookback_ns), end_ns)
+    let edges = match off_workers(store, move |s| s.dependencies(end_ns.saturating_sub(lookback_ns), end_ns)).await {
+        Ok(edges) => edges,
+        Err(response) => return response,
+    };
+    let edges: Vec<Value> = edges
         .into_iter()
         .map(|(parent, child, calls)| json!({ "parent": parent, "child": child, "callCount": calls }))
         .collect();
@@ -255,7 +275,10 @@ pub async fn v3_search(State(store): State<Arc<TraceStore>>, Query(p): Params) -
         Ok(q) => q,
         Err(message) => return bad_request(message),
     };
-    Json(json!({ "result": v3_traces(&store.search(&query)) })).into_response()
+    match off_workers(store, move |s| s.search(&query)).await {
+        Ok(found) => Json(json!({ "result": v3_traces(&found) })).into_response(),
+        Err(response) => response,
+    }
 }
 
 /// `GET /api/v3/trace-summaries?...` (same parameters as the search): one line per trace.
@@ -264,8 +287,11 @@ pub async fn v3_summaries(State(store): State<Arc<TraceStore>>, Query(p): Params
         Ok(q) => q,
         Err(message) => return bad_request(message),
     };
-    let summaries: Vec<Value> = store
-        .search(&query)
+    let found = match off_workers(store, move |s| s.search(&query)).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let summaries: Vec<Value> = found
         .iter()
         .map(|t| {
             let root = t.spans.iter().zip(&t.services).find(|(s, _)| s.span.parent_span_id.is_empty());
