@@ -536,13 +536,9 @@ fn matches(stored: &Stored, q: &TraceQuery) -> bool {
             && q.operation.as_ref().is_none_or(|want| want == s.span.name())
             && q.min_duration_ns.is_none_or(|m| duration >= m)
             && q.max_duration_ns.is_none_or(|m| duration <= m)
-            && (q.tags.is_empty()
-                || s.decode().is_some_and(|d| {
-                    q.tags.iter().all(|(k, v)| {
-                        attribute(&d.span.attributes, k).or_else(|| attribute(&d.process_attributes, k)).as_deref()
-                            == Some(v.as_str())
-                    })
-                }))
+            && q.tags.iter().all(|(k, v)| {
+                s.span.attribute(k).or_else(|| attribute(&s.process.attributes, k)).as_deref() == Some(v.as_str())
+            })
     })
 }
 

@@ -112,6 +112,42 @@ impl SpanIndex {
             Text::Owned(s) => Some(s),
         }
     }
+
+    /// Returns the span's first attribute named `key`, as the store shows values
+    /// ([`any_value_string`]). Read from the encoding (checked when it was indexed): only that
+    /// attribute is decoded, which is what lets a tag search test every stored span.
+    pub fn attribute(&self, key: &str) -> Option<String> {
+        let buf = self.encoded.as_ref();
+        let mut r = Reader::new(buf, 0, buf.len(), "Span");
+        while let Some((field, wire)) = r.key().ok()? {
+            if field != 9 {
+                r.skip(field, wire, 0).ok()?;
+                continue;
+            }
+            let (start, end) = r.len_field(wire).ok()?;
+            if attribute_key(buf, (start, end))? == key.as_bytes() {
+                let kv = KeyValue::decode(&buf[start..end]).ok()?;
+                return Some(any_value_string(&kv.value));
+            }
+        }
+        None
+    }
+}
+
+/// Returns the key of a checked `KeyValue` (the last one, as prost decodes a repeated field;
+/// empty when it has none).
+fn attribute_key(buf: &[u8], (start, end): (usize, usize)) -> Option<&[u8]> {
+    let mut r = Reader::new(buf, start, end, "KeyValue");
+    let mut key: &[u8] = &[];
+    while let Some((field, wire)) = r.key().ok()? {
+        if field == 1 {
+            let (s, e) = r.len_field(wire).ok()?;
+            key = &buf[s..e];
+        } else {
+            r.skip(field, wire, 0).ok()?;
+        }
+    }
+    Some(key)
 }
 
 /// Indexes an encoded `ExportTraceServiceRequest` (or `TracesData`). Fails, naming the message
@@ -748,6 +784,9 @@ mod tests {
                 assert_eq!((got.start_ns, got.end_ns), (want.start_time_unix_nano, want.end_time_unix_nano));
                 assert_eq!(got.error, want.status.as_ref().is_some_and(|s| s.code == 2));
                 assert_eq!(got.service().map(str::to_string), attribute(&want.attributes, SERVICE_ATTRIBUTE));
+                for key in want.attributes.iter().map(|kv| kv.key.as_str()).chain(["absent", ""]) {
+                    assert_eq!(got.attribute(key), attribute(&want.attributes, key), "attribute {key:?}");
+                }
             }
         }
     }
