@@ -80,7 +80,8 @@ pub const MAX_EXPORT_BYTES: usize = 32 * 1024 * 1024;
 fn response(rejected: usize) -> ExportTraceServiceResponse {
     let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected as i64,
-        error_message: "spans with malformed trace or span ids were dropped".into(),
+        error_message: "spans with malformed trace or span ids, or beyond their trace's span limit, were dropped"
+            .into(),
     });
     ExportTraceServiceResponse { partial_success }
 }

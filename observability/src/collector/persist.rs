@@ -241,7 +241,7 @@ mod tests {
     async fn spans_survive_a_restart_and_evicted_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
+        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() };
         let (sink, task, _) = start_sink(&store, limits).await;
         for t in 1..=4u8 {
             let resource_spans = vec![batch("svc", vec![span(t, 1, None, "op", 10, 20, vec![])])];
@@ -271,7 +271,7 @@ mod tests {
     async fn a_segment_is_deleted_with_the_last_of_its_traces() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) };
+        let limits = StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() };
         let (sink, task, _) = start_sink(&store, limits).await;
         // Segment 0 holds traces 1 and 2; segment 1 a late span of trace 2 (another process).
         sink.accept(export(vec![batch(
@@ -290,7 +290,8 @@ mod tests {
 
     #[test]
     fn the_store_reports_a_segment_dead_only_when_its_last_trace_goes() {
-        let traces = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
+        let traces =
+            TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() });
         let now = crate::collector::store::now_ns();
         let ingest = |segment, spans| traces.ingest_evicting(indexed(vec![batch("gw", spans)]), Some(segment), now).1;
         let two = vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])];

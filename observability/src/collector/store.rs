@@ -81,11 +81,15 @@ pub struct TraceQuery {
 pub struct StoreLimits {
     pub max_spans: usize,
     pub max_age: Duration,
+    /// Spans kept per trace; further spans of a full trace are rejected (and reported so, as
+    /// OTLP partial success). Ingest works out a trace's services again when a span arrives
+    /// that is the parent of stored ones, so this bounds what one export can cost.
+    pub max_spans_per_trace: usize,
 }
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        StoreLimits { max_spans: 200_000, max_age: Duration::from_secs(24 * 3600) }
+        StoreLimits { max_spans: 200_000, max_age: Duration::from_secs(24 * 3600), max_spans_per_trace: 10_000 }
     }
 }
 
@@ -132,19 +136,54 @@ impl ServiceOf {
 }
 
 /// One stored trace: its spans in arrival order, each one's display service, and its start.
-/// Services and start are worked out again whenever spans arrive (a parent that arrives later
+/// Services and start are brought up to date whenever spans arrive (a parent that arrives later
 /// can change its children's service), so that queries only read them.
+#[derive(Default)]
 struct Stored {
     spans: Vec<Held>,
     services: Vec<ServiceOf>,
     /// The earliest start of its spans (Unix ns).
     start_ns: u64,
+    /// The position of each span id (its first span with that id), once the trace is too large
+    /// for a scan to find parents ([`SCAN_SPANS`]).
+    ids: Option<HashMap<[u8; 8], u32>>,
 }
+
+/// Traces of at most this many spans find a parent by scanning their spans.
+const SCAN_SPANS: usize = 16;
 
 impl Stored {
     /// Returns the display service of span `i`.
     fn service(&self, i: usize) -> &str {
-        self.services[i].name(&self.spans)
+        match self.services.get(i) {
+            Some(of) => of.name(&self.spans),
+            // Only if a panic cut an ingest short between adding spans and resolving them.
+            None => self.spans[i].process.service.as_str(),
+        }
+    }
+
+    /// Returns the position of the first span with id `id`.
+    fn position(&self, id: Option<[u8; 8]>) -> Option<usize> {
+        let id = id?;
+        match &self.ids {
+            Some(ids) => ids.get(&id).map(|&i| i as usize),
+            None => self.spans.iter().position(|s| s.span.span_id == Some(id)),
+        }
+    }
+
+    /// Records the ids of the spans from `from` on (a map once the trace outgrows a scan).
+    fn index_ids(&mut self, from: usize) {
+        if self.ids.is_none() && self.spans.len() > SCAN_SPANS {
+            self.ids = Some(HashMap::new());
+            return self.index_ids(0);
+        }
+        if let Some(ids) = &mut self.ids {
+            for (i, held) in self.spans.iter().enumerate().skip(from) {
+                if let Some(id) = held.span.span_id {
+                    ids.entry(id).or_insert(i as u32);
+                }
+            }
+        }
     }
 }
 
@@ -210,14 +249,22 @@ struct Inner {
 }
 
 impl Inner {
-    /// Works out trace `id`'s services and start again once spans from position `old_len` on
+    /// Brings trace `id`'s services and start up to date once spans from position `old_len` on
     /// have arrived, and moves its entries in the catalog and in `by_start` to match.
     fn refresh(&mut self, id: TraceId, old_len: usize) {
         let Inner { traces, by_start, catalog, .. } = self;
         let Some(stored) = traces.get_mut(&id) else { return };
-        let old_start = stored.start_ns;
-        let old = std::mem::replace(&mut stored.services, resolve(&stored.spans));
-        for (i, held) in stored.spans.iter().enumerate() {
+        stored.index_ids(old_len);
+        // The stored spans keep their services unless a new span is the parent of one of them
+        // (a parent found by the first span with its id: later duplicates change nothing).
+        let adopts = stored.spans[..old_len]
+            .iter()
+            .any(|h| stored.position(h.span.parent_span_id).is_some_and(|at| at >= old_len));
+        let known = if adopts { 0 } else { old_len.min(stored.services.len()) };
+        let services = resolve(stored, known);
+        let old = std::mem::replace(&mut stored.services, services);
+        let stored = &*stored;
+        for (i, held) in stored.spans.iter().enumerate().skip(known) {
             let now = stored.services[i].name(&stored.spans);
             match old.get(i) {
                 Some(was) => {
@@ -230,14 +277,15 @@ impl Inner {
                 None => catalog.add(now, held.span.name(), held.span.kind),
             }
         }
-        let known = if old_len == 0 { u64::MAX } else { old_start };
-        let new_start = stored.spans[old_len..].iter().map(|h| h.span.start_ns).fold(known, u64::min);
+        let old_start = stored.start_ns;
+        let known_start = if old_len == 0 { u64::MAX } else { old_start };
+        let new_start = stored.spans[old_len..].iter().map(|h| h.span.start_ns).fold(known_start, u64::min);
         if old_len == 0 || new_start != old_start {
             if old_len > 0 {
                 by_start.remove(&(old_start, id));
             }
             by_start.insert((new_start, id));
-            stored.start_ns = new_start;
+            traces.get_mut(&id).expect("the trace refreshed").start_ns = new_start;
         }
     }
 
@@ -288,7 +336,8 @@ impl TraceStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        // The maps stay consistent even if a writer panicked: every mutation is a single insert.
+        // A writer that panicked leaves the maps usable (a trace's spans may lack their services,
+        // which `Stored::service` allows for); no query panics on what it left.
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -324,12 +373,12 @@ impl TraceStore {
                     continue;
                 }
                 let held = Held { span, process: Arc::clone(&resource.process) };
-                let stored = inner.traces.entry(trace_id).or_insert_with(|| Stored {
-                    spans: Vec::new(),
-                    services: Vec::new(),
-                    start_ns: 0,
-                });
+                let stored = inner.traces.entry(trace_id).or_default();
                 let before = stored.spans.len();
+                if before >= self.limits.max_spans_per_trace.max(1) {
+                    rejected += 1;
+                    continue;
+                }
                 stored.spans.push(held);
                 inner.spans += 1;
                 if before == 0 {
@@ -443,9 +492,8 @@ impl TraceStore {
         }
         for (_, id) in inner.by_start.range((start_ns, [0; 16])..=(end_ns, [0xff; 16])) {
             let stored = &inner.traces[id];
-            let parents = ParentOf::new(&stored.spans);
             for (i, s) in stored.spans.iter().enumerate() {
-                if let Some(p) = parents.get(s.span.parent_span_id)
+                if let Some(p) = stored.position(s.span.parent_span_id)
                     && stored.service(p) != stored.service(i)
                 {
                     *edges.entry((stored.service(p), stored.service(i))).or_default() += 1;
@@ -456,32 +504,6 @@ impl TraceStore {
     }
 }
 
-/// Finds a span of a trace by its id: by a scan for the small traces that are the common case,
-/// by a map for large ones.
-enum ParentOf<'a> {
-    Scan(&'a [Held]),
-    Map(HashMap<[u8; 8], usize>),
-}
-
-impl<'a> ParentOf<'a> {
-    fn new(spans: &'a [Held]) -> Self {
-        if spans.len() <= 16 {
-            ParentOf::Scan(spans)
-        } else {
-            // Stored spans all have an id.
-            ParentOf::Map(spans.iter().enumerate().filter_map(|(i, s)| Some((s.span.span_id?, i))).collect())
-        }
-    }
-
-    fn get(&self, id: Option<[u8; 8]>) -> Option<usize> {
-        let id = id?;
-        match self {
-            ParentOf::Scan(spans) => spans.iter().position(|s| s.span.span_id == Some(id)),
-            ParentOf::Map(map) => map.get(&id).copied(),
-        }
-    }
-}
-
 /// Decodes a trace's spans, with their display services.
 fn decode(trace_id: TraceId, stored: &Stored) -> Trace {
     let (spans, services) =
@@ -489,28 +511,24 @@ fn decode(trace_id: TraceId, stored: &Stored) -> Trace {
     Trace { trace_id, spans, services }
 }
 
-/// Resolves where the display service of every span of a trace comes from (see the module doc).
-fn resolve(spans: &[Held]) -> Vec<ServiceOf> {
-    let parents = ParentOf::new(spans);
-    let mut services: Vec<Option<ServiceOf>> = vec![None; spans.len()];
-    fn service_of(
-        i: usize,
-        spans: &[Held],
-        parents: &ParentOf,
-        memo: &mut [Option<ServiceOf>],
-        depth: usize,
-    ) -> ServiceOf {
+/// Resolves where the display service of every span of a trace comes from (see the module
+/// doc), keeping the services of its first `known` spans as they are.
+fn resolve(stored: &Stored, known: usize) -> Vec<ServiceOf> {
+    let spans = &stored.spans;
+    let mut services: Vec<Option<ServiceOf>> = stored.services[..known].iter().copied().map(Some).collect();
+    services.resize(spans.len(), None);
+    fn service_of(i: usize, stored: &Stored, memo: &mut [Option<ServiceOf>], depth: usize) -> ServiceOf {
         if let Some(s) = memo[i] {
             return s;
         }
-        let held = &spans[i];
+        let held = &stored.spans[i];
         let resolved = if held.span.service().is_some() {
             ServiceOf { span: i as u32, attribute: true }
         } else {
-            match parents.get(held.span.parent_span_id) {
+            match stored.position(held.span.parent_span_id) {
                 // Depth bound: a malformed trace could have a parent cycle.
-                Some(p) if depth < 256 && spans[p].process.service == held.process.service => {
-                    service_of(p, spans, parents, memo, depth + 1)
+                Some(p) if depth < 256 && stored.spans[p].process.service == held.process.service => {
+                    service_of(p, stored, memo, depth + 1)
                 }
                 _ => ServiceOf { span: i as u32, attribute: false },
             }
@@ -518,8 +536,8 @@ fn resolve(spans: &[Held]) -> Vec<ServiceOf> {
         memo[i] = Some(resolved);
         resolved
     }
-    for i in 0..spans.len() {
-        service_of(i, spans, &parents, &mut services, 0);
+    for i in known..spans.len() {
+        service_of(i, stored, &mut services, 0);
     }
     services.into_iter().map(|s| s.unwrap_or(ServiceOf { span: 0, attribute: false })).collect()
 }
@@ -636,7 +654,8 @@ pub(crate) mod tests {
 
     #[test]
     fn search_filters_and_bounds() {
-        let store = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
+        let store =
+            TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() });
         store.ingest(indexed(vec![batch("a", vec![span(1, 1, None, "slow", 0, 5_000_000, vec![kv("k", "v")])])]));
         store.ingest(indexed(vec![batch("a", vec![span(2, 1, None, "fast", 10, 20, vec![])])]));
         store.ingest(indexed(vec![batch("b", vec![span(3, 1, None, "other", 30, 40, vec![])])]));
@@ -661,7 +680,8 @@ pub(crate) mod tests {
     }
     #[test]
     fn a_parent_arriving_later_moves_its_childrens_operations_and_eviction_forgets_them() {
-        let store = TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600) });
+        let store =
+            TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() });
         // The child first: it is shown under its process until its parent says otherwise.
         store.ingest(indexed(vec![batch("meshwork", vec![span(1, 2, Some(1), "storage.get", 300, 400, vec![])])]));
         assert_eq!(store.services(), vec!["meshwork"]);
@@ -704,7 +724,7 @@ pub(crate) mod tests {
         let mut catalog: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
         let mut by_start = BTreeSet::new();
         for (id, stored) in &inner.traces {
-            let fresh = resolve(&stored.spans);
+            let fresh = resolve(stored, 0);
             for (i, held) in stored.spans.iter().enumerate() {
                 let name = fresh[i].name(&stored.spans);
                 assert_eq!(stored.service(i), name, "kept service of span {i} of trace {id:?}");
@@ -741,25 +761,26 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn kept_services_catalog_and_start_order_match_a_recomputation_as_spans_come_and_go() {
-        let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
-        let store = TraceStore::new(StoreLimits { max_spans: 40, max_age: Duration::from_secs(3600) });
+    /// Random exports into a store with `limits`: `traces` trace ids, span ids below `ids`, up
+    /// to `spans` spans per resource; checks the store against a recomputation after each.
+    fn random_exports(seed: u64, traces: u64, ids: u64, spans: u64, limits: StoreLimits) {
+        let mut draw = Draw(seed);
+        let store = TraceStore::new(limits);
         for _ in 0..400 {
             let resources = (0..1 + draw.below(2))
                 .map(|_| {
                     let process = ["p", "q"][draw.below(2) as usize];
-                    let spans = (0..1 + draw.below(6))
+                    let spans = (0..1 + draw.below(spans))
                         .map(|_| {
-                            let parent = draw.below(6) as u8;
+                            let parent = draw.below(ids) as u8;
                             let attrs = match draw.below(3) {
                                 0 => vec![kv(SERVICE_ATTRIBUTE, ["a", "b"][draw.below(2) as usize])],
                                 _ => vec![],
                             };
                             let start = draw.below(1000);
                             let mut s = span(
-                                1 + draw.below(12) as u8,
-                                1 + draw.below(5) as u8,
+                                1 + draw.below(traces) as u8,
+                                1 + draw.below(ids - 1) as u8,
                                 (parent > 0).then_some(parent),
                                 ["x", "y", "z"][draw.below(3) as usize],
                                 start,
@@ -775,6 +796,18 @@ pub(crate) mod tests {
                 .collect();
             store.ingest(indexed(resources));
             assert_consistent(&store);
+            let largest = store.read().traces.values().map(|t| t.spans.len()).max().unwrap_or(0);
+            assert!(largest <= limits.max_spans_per_trace, "a trace of {largest} spans");
         }
+    }
+
+    #[test]
+    fn kept_services_catalog_and_start_order_match_a_recomputation_as_spans_come_and_go() {
+        let limits =
+            |max_spans, max_spans_per_trace| StoreLimits { max_spans, max_spans_per_trace, ..Default::default() };
+        // Many small traces (parents found by a scan), evicted often.
+        random_exports(0x9e37_79b9_7f4a_7c15, 12, 6, 6, limits(40, 10_000));
+        // A few large ones (parents found through the id map), up to their span limit.
+        random_exports(0x2545_f491_4f6c_dd1d, 3, 60, 12, limits(400, 100));
     }
 }
