@@ -149,9 +149,15 @@ struct Stored {
     services: Vec<ServiceOf>,
     /// The earliest start of its spans (Unix ns).
     start_ns: u64,
-    /// The position of each span id (its first span with that id), once the trace is too large
-    /// for a scan to find parents ([`SCAN_SPANS`]).
-    ids: Option<Map<[u8; 8], u32>>,
+    /// Once the trace is too large for scans ([`SCAN_SPANS`]): the position of each span id
+    /// (its first span with that id), and the parent ids its spans name that no span has.
+    index: Option<SpanIds>,
+}
+
+#[derive(Default)]
+struct SpanIds {
+    position: Map<[u8; 8], u32>,
+    missing: Map<[u8; 8], ()>,
 }
 
 /// Traces of at most this many spans find a parent by scanning their spans.
@@ -170,25 +176,44 @@ impl Stored {
     /// Returns the position of the first span with id `id`.
     fn position(&self, id: Option<[u8; 8]>) -> Option<usize> {
         let id = id?;
-        match &self.ids {
-            Some(ids) => ids.get(&id).map(|&i| i as usize),
+        match &self.index {
+            Some(index) => index.position.get(&id).map(|&i| i as usize),
             None => self.spans.iter().position(|s| s.span.span_id == Some(id)),
         }
     }
 
-    /// Records the ids of the spans from `from` on (a map once the trace outgrows a scan).
-    fn index_ids(&mut self, from: usize) {
-        if self.ids.is_none() && self.spans.len() > SCAN_SPANS {
-            self.ids = Some(Map::default());
-            return self.index_ids(0);
-        }
-        if let Some(ids) = &mut self.ids {
-            for (i, held) in self.spans.iter().enumerate().skip(from) {
-                if let Some(id) = held.span.span_id {
-                    ids.entry(id).or_insert(i as u32);
-                }
+    /// Takes the spans from `from` on into the trace's id index; returns whether one of them is
+    /// the parent of a span stored before `from` (whose service may then change). In time
+    /// proportional to the new spans once the trace keeps an index.
+    fn index_spans(&mut self, from: usize) -> bool {
+        let Some(index) = &mut self.index else {
+            let adopts =
+                self.spans[..from].iter().any(|h| self.position(h.span.parent_span_id).is_some_and(|at| at >= from));
+            if self.spans.len() > SCAN_SPANS {
+                self.index = Some(SpanIds::default());
+                self.index_spans(0);
+            }
+            return adopts;
+        };
+        let new = &self.spans[from..];
+        // A new span adopts stored ones if its id is a parent they name that no span had.
+        let adopts = new.iter().any(|h| h.span.span_id.is_some_and(|id| index.missing.contains_key(&id)));
+        for (i, held) in new.iter().enumerate() {
+            if let Some(id) = held.span.span_id
+                && !index.position.contains_key(&id)
+            {
+                index.position.insert(id, (from + i) as u32);
+                index.missing.remove(&id);
             }
         }
+        for held in new {
+            if let Some(parent) = held.span.parent_span_id
+                && !index.position.contains_key(&parent)
+            {
+                index.missing.insert(parent, ());
+            }
+        }
+        adopts
     }
 }
 
@@ -259,12 +284,9 @@ impl Inner {
     fn refresh(&mut self, id: TraceId, old_len: usize) {
         let Inner { traces, by_start, catalog, .. } = self;
         let Some(stored) = traces.get_mut(&id) else { return };
-        stored.index_ids(old_len);
         // The stored spans keep their services unless a new span is the parent of one of them
         // (a parent found by the first span with its id: later duplicates change nothing).
-        let adopts = stored.spans[..old_len]
-            .iter()
-            .any(|h| stored.position(h.span.parent_span_id).is_some_and(|at| at >= old_len));
+        let adopts = stored.index_spans(old_len);
         let known = if adopts { 0 } else { old_len.min(stored.services.len()) };
         let services = resolve(stored, known);
         let old = std::mem::replace(&mut stored.services, services);
@@ -734,6 +756,22 @@ pub(crate) mod tests {
                 let name = fresh[i].name(&stored.spans);
                 assert_eq!(stored.service(i), name, "kept service of span {i} of trace {id:?}");
                 catalog.entry(name.to_string()).or_default().insert((held.span.name().to_string(), held.span.kind));
+            }
+            if let Some(index) = &stored.index {
+                let mut position = BTreeMap::new();
+                for (i, held) in stored.spans.iter().enumerate() {
+                    position.entry(held.span.span_id.unwrap()).or_insert(i as u32);
+                }
+                let missing: BTreeSet<[u8; 8]> = stored
+                    .spans
+                    .iter()
+                    .filter_map(|h| h.span.parent_span_id)
+                    .filter(|p| !position.contains_key(p))
+                    .collect();
+                assert_eq!(index.position.iter().map(|(k, v)| (*k, *v)).collect::<BTreeMap<_, _>>(), position);
+                assert_eq!(index.missing.keys().copied().collect::<BTreeSet<_>>(), missing);
+            } else {
+                assert!(stored.spans.len() <= SCAN_SPANS);
             }
             let start = stored.spans.iter().map(|h| h.span.start_ns).min().unwrap();
             assert_eq!(stored.start_ns, start);
