@@ -11,7 +11,7 @@
 //! process that hosts several logical services, as `meshwork up` does), else its parent's when
 //! the parent ran in the same process, else the process's `service.name`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ pub type TraceId = [u8; 16];
 /// hashed with a per-process random seed, by foldhash rather than SipHash, which took a sixth
 /// of ingest's instructions.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// The id of one persisted segment (see `persist`): the sequence number of the export whose
 /// spans it holds.
@@ -157,7 +158,7 @@ struct Stored {
 #[derive(Default)]
 struct SpanIds {
     position: Map<[u8; 8], u32>,
-    missing: Map<[u8; 8], ()>,
+    missing: Set<[u8; 8]>,
 }
 
 /// Traces of at most this many spans find a parent by scanning their spans.
@@ -197,7 +198,7 @@ impl Stored {
         };
         let new = &self.spans[from..];
         // A new span adopts stored ones if its id is a parent they name that no span had.
-        let adopts = new.iter().any(|h| h.span.span_id.is_some_and(|id| index.missing.contains_key(&id)));
+        let adopts = new.iter().any(|h| h.span.span_id.is_some_and(|id| index.missing.contains(&id)));
         for (i, held) in new.iter().enumerate() {
             if let Some(id) = held.span.span_id
                 && !index.position.contains_key(&id)
@@ -210,7 +211,7 @@ impl Stored {
             if let Some(parent) = held.span.parent_span_id
                 && !index.position.contains_key(&parent)
             {
-                index.missing.insert(parent, ());
+                index.missing.insert(parent);
             }
         }
         adopts
@@ -290,6 +291,15 @@ impl Inner {
         let known = if adopts { 0 } else { old_len.min(stored.services.len()) };
         let services = resolve(stored, known);
         let old = std::mem::replace(&mut stored.services, services);
+        let old_start = stored.start_ns;
+        let known_start = if old_len == 0 { u64::MAX } else { old_start };
+        stored.start_ns = stored.spans[old_len..].iter().map(|h| h.span.start_ns).fold(known_start, u64::min);
+        if old_len == 0 || stored.start_ns != old_start {
+            if old_len > 0 {
+                by_start.remove(&(old_start, id));
+            }
+            by_start.insert((stored.start_ns, id));
+        }
         let stored = &*stored;
         for (i, held) in stored.spans.iter().enumerate().skip(known) {
             let now = stored.services[i].name(&stored.spans);
@@ -304,16 +314,13 @@ impl Inner {
                 None => catalog.add(now, held.span.name(), held.span.kind),
             }
         }
-        let old_start = stored.start_ns;
-        let known_start = if old_len == 0 { u64::MAX } else { old_start };
-        let new_start = stored.spans[old_len..].iter().map(|h| h.span.start_ns).fold(known_start, u64::min);
-        if old_len == 0 || new_start != old_start {
-            if old_len > 0 {
-                by_start.remove(&(old_start, id));
-            }
-            by_start.insert((new_start, id));
-            traces.get_mut(&id).expect("the trace refreshed").start_ns = new_start;
-        }
+    }
+
+    /// Returns the traces that started in `[from, to]` (Unix ns), oldest first.
+    fn started_within(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = (&TraceId, &Stored)> {
+        // An empty window, not an inverted range (which `BTreeSet::range` panics on).
+        let range = if from <= to { Some(self.by_start.range((from, [0; 16])..=(to, [0xff; 16]))) } else { None };
+        range.into_iter().flatten().map(|(_, id)| (id, &self.traces[id]))
     }
 
     /// Drops trace `id` and its entries in the catalog and in `by_start`; returns its span count.
@@ -494,15 +501,9 @@ impl TraceStore {
     pub fn search(&self, query: &TraceQuery) -> Vec<Trace> {
         let limit = if query.limit == 0 { 20 } else { query.limit };
         let inner = self.read();
-        let (from, to) = (query.start_min_ns.unwrap_or(0), query.start_max_ns.unwrap_or(u64::MAX));
-        if from > to {
-            return Vec::new();
-        }
         inner
-            .by_start
-            .range((from, [0; 16])..=(to, [0xff; 16]))
+            .started_within(query.start_min_ns.unwrap_or(0), query.start_max_ns.unwrap_or(u64::MAX))
             .rev()
-            .map(|(_, id)| (id, &inner.traces[id]))
             .filter(|(_, stored)| matches(stored, query))
             .take(limit)
             .map(|(id, stored)| decode(*id, stored))
@@ -514,16 +515,13 @@ impl TraceStore {
     pub fn dependencies(&self, start_ns: u64, end_ns: u64) -> Vec<(String, String, u64)> {
         let inner = self.read();
         let mut edges: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        if start_ns > end_ns {
-            return Vec::new();
-        }
-        for (_, id) in inner.by_start.range((start_ns, [0; 16])..=(end_ns, [0xff; 16])) {
-            let stored = &inner.traces[id];
+        for (_, stored) in inner.started_within(start_ns, end_ns) {
             for (i, s) in stored.spans.iter().enumerate() {
-                if let Some(p) = stored.position(s.span.parent_span_id)
-                    && stored.service(p) != stored.service(i)
-                {
-                    *edges.entry((stored.service(p), stored.service(i))).or_default() += 1;
+                if let Some(p) = stored.position(s.span.parent_span_id) {
+                    let (parent, child) = (stored.service(p), stored.service(i));
+                    if parent != child {
+                        *edges.entry((parent, child)).or_default() += 1;
+                    }
                 }
             }
         }
@@ -705,6 +703,7 @@ pub(crate) mod tests {
         bad.trace_id.truncate(3);
         assert_eq!(store.ingest(indexed(vec![batch("b", vec![bad])])), 1);
     }
+
     #[test]
     fn a_parent_arriving_later_moves_its_childrens_operations_and_eviction_forgets_them() {
         let store =
@@ -724,6 +723,8 @@ pub(crate) mod tests {
             store.search(&TraceQuery { start_min_ns: Some(from), start_max_ns: Some(to), ..Default::default() }).len()
         };
         assert_eq!((window(100, 100), window(300, 300)), (1, 0));
+        // An inverted window is empty, for searches and dependencies alike.
+        assert_eq!((window(900, 100), store.dependencies(900, 100)), (0, vec![]));
         // Two newer traces of another service push it out of the store (3 spans at most).
         store.ingest(indexed(vec![batch("other", vec![span(2, 1, None, "a", 1000, 1100, vec![])])]));
         store.ingest(indexed(vec![batch("other", vec![span(3, 1, None, "a", 1200, 1300, vec![])])]));
@@ -769,7 +770,7 @@ pub(crate) mod tests {
                     .filter(|p| !position.contains_key(p))
                     .collect();
                 assert_eq!(index.position.iter().map(|(k, v)| (*k, *v)).collect::<BTreeMap<_, _>>(), position);
-                assert_eq!(index.missing.keys().copied().collect::<BTreeSet<_>>(), missing);
+                assert_eq!(index.missing.iter().copied().collect::<BTreeSet<_>>(), missing);
             } else {
                 assert!(stored.spans.len() <= SCAN_SPANS);
             }
