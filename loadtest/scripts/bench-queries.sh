@@ -7,15 +7,9 @@
 # usage: loadtest/scripts/bench-queries.sh [traces] [rounds] [meshwork binary...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TRACES=${1:-40000}
-ROUNDS=${2:-3}
-shift 2 || true
-BINS=("$@")
-[ ${#BINS[@]} -gt 0 ] || BINS=(target/release/meshwork)
-LOAD=${LOAD:-target/release/examples/collector_load}
-[ -x "$LOAD" ] || cargo build --release --locked -p meshwork-observability --example collector_load
 REPEATS=${REPEATS:-15}
 . loadtest/scripts/lib.sh
+collector_bench_args "$@"
 work_dir
 
 # ms URL : the median over REPEATS calls of URL's time to the last byte, in ms, and its size
@@ -27,12 +21,7 @@ ms() {
 
 for round in $(seq "$ROUNDS"); do
   for bin in "${BINS[@]}"; do
-    G=$(free_port); H=$(free_port); U=$(free_port)
-    rm -rf "$work/traces"
-    RUST_LOG=warn "$bin" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U \
-      --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$G) 2>/dev/null && break; sleep 0.1; done
+    start_collector "$bin"
     "$LOAD" "http://127.0.0.1:$G" "$pid" "$TRACES" >/dev/null
     api="http://127.0.0.1:$U/api"
     now_us=$(($(date +%s) * 1000000))

@@ -28,3 +28,27 @@ cpu_ticks() {
   done
   echo "$t"
 }
+
+# collector_bench_args [TRACES] [ROUNDS] [BIN...] : the arguments of the collector benchmarks:
+# sets TRACES (40000), ROUNDS (3), BINS (the release meshwork unless given) and LOAD (the
+# collector_load example, built if missing)
+collector_bench_args() {
+  TRACES=${1:-40000}
+  ROUNDS=${2:-3}
+  shift $(($# < 2 ? $# : 2))
+  BINS=("$@")
+  [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/meshwork)
+  LOAD=${LOAD:-target/release/examples/collector_load}
+  [ -x "$LOAD" ] || cargo build --release --locked -p meshwork-observability --example collector_load
+}
+
+# start_collector BIN : starts `BIN traces` on fresh ports with an empty data dir under $work;
+# sets G, H, U (OTLP/gRPC, OTLP/HTTP and query ports) and pid, and waits until OTLP/gRPC listens
+start_collector() {
+  G=$(free_port); H=$(free_port); U=$(free_port)
+  rm -rf "$work/traces"
+  RUST_LOG=warn "$1" traces --otlp-grpc 127.0.0.1:$G --otlp-http 127.0.0.1:$H --trace-ui 127.0.0.1:$U \
+    --data-dir "$work/traces" >"$work/traces.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$G) 2>/dev/null && break; sleep 0.1; done
+}
