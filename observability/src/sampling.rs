@@ -291,8 +291,7 @@ mod tests {
 
     #[test]
     fn root_decisions_follow_the_ratio() {
-        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
-        let _restore = crate::telemetry::tests::RestoreSampling;
+        let _state = crate::telemetry::tests::process_state_blocking();
         set_root_ratio(0.1);
         let sampled = (0..100_000).filter(|_| draw_root().1).count();
         assert!((9_000..=11_000).contains(&sampled), "{sampled} of 100000 sampled at 0.1");
@@ -303,15 +302,13 @@ mod tests {
         // The decision is the SDK's rule on the id drawn, so hops deciding on the id agree.
         set_root_ratio(0.3);
         assert!((0..10_000).map(|_| draw_root()).all(|(id, sampled)| sampled == ratio_samples(0.3, id)));
-        set_root_ratio(1.0);
-        // Left at 1, as without telemetry, for the other tests of this process.
     }
 
     #[test]
     fn the_canonical_flag_reading_agrees_with_the_full_parse() {
         use opentelemetry::trace::TraceContextExt;
         // `decide` reads whether the process follows the caller.
-        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
+        let _state = crate::telemetry::tests::process_state_blocking();
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         let span = "00f067aa0ba902b7";
         let cases = [
@@ -364,8 +361,7 @@ mod tests {
     #[test]
     fn samplers_that_do_not_follow_the_caller_decide_on_its_trace_id() {
         use opentelemetry::trace::TraceContextExt;
-        let _state = crate::telemetry::tests::PROCESS_STATE.blocking_lock();
-        let _restore = crate::telemetry::tests::RestoreSampling;
+        let _state = crate::telemetry::tests::process_state_blocking();
         let caller = |id: u128, sampled: bool| {
             let mut headers = http::HeaderMap::new();
             let value = crate::propagation::traceparent(TraceId::from(id), SpanId::from(7), sampled);

@@ -443,19 +443,43 @@ pub(crate) mod tests {
     use super::*;
 
     /// Held by the tests that change process-wide tracing state (the installed tracer, the root
-    /// sampling ratio), which the test threads of this crate share: `.lock().await` in async
-    /// tests (held across their awaits), `.blocking_lock()` in the others.
-    pub(crate) static PROCESS_STATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    /// sampling ratio, whether calls follow their caller), which the test threads of this crate
+    /// share. Taken through [`process_state`] or [`process_state_blocking`], whose guard puts
+    /// that state back.
+    static PROCESS_STATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    /// Puts the head-sampling state back as it is without telemetry when dropped, also when a
-    /// test fails, so that the tests after it start from it.
-    pub(crate) struct RestoreSampling;
+    /// The process-wide tracing state, held: its head-sampling state is as it is without
+    /// telemetry when taken, and is put back so when dropped (also when the test fails), before
+    /// the next test takes it. A test that forgot to restore what it set made another one fail
+    /// now and then, depending on which of them took the lock first.
+    pub(crate) struct ProcessState(#[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
 
-    impl Drop for RestoreSampling {
-        fn drop(&mut self) {
-            crate::sampling::set_root_ratio(1.0);
-            crate::sampling::set_follow_parent(true);
+    impl ProcessState {
+        fn new(guard: tokio::sync::MutexGuard<'static, ()>) -> Self {
+            reset_sampling();
+            ProcessState(guard)
         }
+    }
+
+    impl Drop for ProcessState {
+        fn drop(&mut self) {
+            reset_sampling();
+        }
+    }
+
+    fn reset_sampling() {
+        crate::sampling::set_root_ratio(1.0);
+        crate::sampling::set_follow_parent(true);
+    }
+
+    /// Takes the process-wide tracing state, in async tests (held across their awaits).
+    pub(crate) async fn process_state() -> ProcessState {
+        ProcessState::new(PROCESS_STATE.lock().await)
+    }
+
+    /// Takes the process-wide tracing state, in tests that are not async.
+    pub(crate) fn process_state_blocking() -> ProcessState {
+        ProcessState::new(PROCESS_STATE.blocking_lock())
     }
 
     /// Collects what the log layer writes.
