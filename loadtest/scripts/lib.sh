@@ -7,8 +7,15 @@ work_dir() {
   trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 }
 
-# free_port : prints a loopback TCP port nothing listens on
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port : prints a loopback TCP port nothing listens on, from below the kernel's ephemeral
+# range: a port released after bind(:0) may go to any outgoing connection before it is used
+free_port() { python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(10000, low), low - 10000):
+    try:
+        socket.socket().bind(("127.0.0.1", port)); print(port); break
+    except OSError: pass'; }
 
 # wait_healthy PORT [SECONDS] : waits (up to SECONDS, 10 unless given) until the gRPC health
 # service on PORT answers

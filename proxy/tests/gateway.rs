@@ -72,10 +72,9 @@ async fn backend(id: usize) -> Backend {
     Backend { addr, referrers, _stop: stop }
 }
 
-/// A loopback port with nothing listening.
+/// A loopback port with nothing listening (a dead replica, or the gateway's own port).
 fn dead_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    support::free_port()
 }
 
 fn config(pool: &[SocketAddr], route: Option<&str>) -> GatewayConfig {

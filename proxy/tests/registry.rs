@@ -6,7 +6,7 @@ mod support;
 use support::{TestReplica, serve_replica};
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -91,11 +91,11 @@ async fn registry_changes_pools_live_without_failed_calls() {
     let reg0 = meshwork_proxy::register(&url, PREFIX, "p", b[0].addr, 1, ttl).await.unwrap();
     let reg1 = meshwork_proxy::register(&url, PREFIX, "p", b[1].addr, 1, ttl).await.unwrap();
 
-    let mut config = GatewayConfig::new(TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+    let mut config = GatewayConfig::new(support::free_port());
     config.threads = 1;
     config.health_check_interval_ms = 200;
     config.registry = Some(url.clone());
-    config.admin_listen = Some(TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+    config.admin_listen = Some(support::free_port());
     config.pools.insert("p".into(), PoolConfig::new(Vec::<String>::new()));
     config.routes.push(RouteConfig { idempotent_methods: vec!["Resolve".into()], ..RouteConfig::new(SHORTENER, "p") });
     let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap();

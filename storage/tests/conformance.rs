@@ -770,8 +770,7 @@ async fn etcd_member_killed_mid_run_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_unreachable_cluster_is_unavailable_not_a_hang() {
     // Ports nobody listens on.
-    let ports: Vec<u16> =
-        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let ports: Vec<u16> = (0..2).map(|_| meshwork_storage::testing::free_port()).collect();
     let eps: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let started = Instant::now();
     let r = EtcdStore::connect(eps).await;

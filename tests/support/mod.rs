@@ -4,16 +4,16 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Returns a loopback address with a port that was free a moment ago.
+/// Returns a loopback address nothing listens on (outside the ephemeral range, see
+/// [`meshwork_storage::testing::free_port`]).
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    meshwork_storage::testing::free_addr()
 }
 
 /// A running `meshwork` child process.

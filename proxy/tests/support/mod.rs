@@ -3,13 +3,14 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use meshwork_proxy::{GatewayConfig, GatewayHandle};
 
-/// Returns a loopback address whose port was free a moment ago.
+/// Returns a loopback address nothing listens on (outside the ephemeral range, see
+/// [`meshwork_storage::testing::free_port`]).
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    meshwork_storage::testing::free_addr()
 }
 
 /// Sends the gateway's logs to the test output when `TEST_LOG` is set.
