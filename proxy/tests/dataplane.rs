@@ -270,9 +270,10 @@ async fn latency_aware_policies_avoid_a_slow_replica() {
     println!(
         "slow replica share: round_robin {round_robin:.3}, peak_ewma {peak_ewma:.3}, least_request {least_request:.3}"
     );
-    // Typically about 0.02 and 0.06 here; the bounds leave room for a loaded CI machine, where a
-    // fast replica's own latency spikes (and peak-EWMA takes peaks at once).
-    assert!(peak_ewma < round_robin / 3.0, "peak_ewma {peak_ewma} vs round_robin {round_robin}");
+    // Typically about 0.02 and 0.06 here; the bounds leave room for a loaded machine, where a
+    // fast replica's own latency spikes (and peak-EWMA takes peaks at once): with the tests of
+    // this binary on 16 threads, peak-EWMA gave the slow replica 0.12-0.15.
+    assert!(peak_ewma < round_robin / 2.0, "peak_ewma {peak_ewma} vs round_robin {round_robin}");
     assert!(least_request < round_robin / 2.0, "least_request {least_request} vs round_robin {round_robin}");
 }
 
@@ -488,10 +489,15 @@ async fn concurrency_cap_answers_unavailable_at_once() {
 async fn rate_limit_per_client_lets_r_per_second_through() {
     let b = backends(1).await;
     let mut config = config(&b, PoolConfig::default());
-    config.rate_limit = Some(RateLimitConfig { requests_per_second: 50, burst: Some(1), key: Some("x-client".into()) });
+    // A burst of 10: a stall of the offered load under 200 ms (a loaded machine: the tests of
+    // this binary on 16 threads stalled it often) then loses no tokens.
+    config.rate_limit =
+        Some(RateLimitConfig { requests_per_second: 50, burst: Some(10), key: Some("x-client".into()) });
     let gateway = start(config).await;
     let client = connect(&gateway).await;
-    // Client "a" calls as fast as it can (4 at a time) for 2 s: about 50/s get through.
+    // The connections up before the clock starts (another client's bucket).
+    call(&mut client.clone(), "r", &[("x-client", "warm-up")]).await.unwrap();
+    // Client "a" calls as fast as it can (4 at a time) for 2 s: the burst of 10, then 50/s.
     let deadline = Instant::now() + Duration::from_secs(2);
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -518,7 +524,7 @@ async fn rate_limit_per_client_lets_r_per_second_through() {
         ok += o;
         limited += l;
     }
-    assert!((90..=111).contains(&ok), "R = 50/s for 2 s: {ok} allowed, {limited} limited");
+    assert!((95..=121).contains(&ok), "R = 50/s for 2 s after a burst of 10 (110): {ok} allowed, {limited} limited");
     assert!(limited > ok, "the offered load was above the limit: {limited}");
     stop(gateway).await;
 }
