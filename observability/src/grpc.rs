@@ -217,6 +217,8 @@ mod tests {
             sampler,
             default_log_filter: "info".into(),
             max_queue_size: 64,
+            max_export_batch_size: 64,
+            export_timeout: std::time::Duration::from_secs(3),
             schedule_delay: std::time::Duration::from_millis(10),
             exporter: Default::default(),
         }

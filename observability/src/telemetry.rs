@@ -53,6 +53,10 @@ pub struct TelemetryConfig {
     pub default_log_filter: String,
     /// Most spans queued for export before new ones are dropped.
     pub max_queue_size: usize,
+    /// Most spans in one export (at most `max_queue_size`).
+    pub max_export_batch_size: usize,
+    /// The longest one export may take, retries included, before its spans are given up.
+    pub export_timeout: Duration,
     /// The longest a span waits in the queue before it is exported (sooner when a batch fills).
     pub schedule_delay: Duration,
     /// Headers and compression of the exports.
@@ -132,13 +136,33 @@ impl TelemetryConfig {
                 });
             }
         };
-        let max_queue_size = match var("OTEL_BSP_MAX_QUEUE_SIZE") {
-            None => 2048,
-            Some(v) => v.parse().map_err(|_| TelemetryError::BadVariable {
-                variable: "OTEL_BSP_MAX_QUEUE_SIZE",
-                value: v,
-                reason: "must be a positive integer".into(),
-            })?,
+        let positive = |variable: &'static str, default: usize| match var(variable) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => {
+                    Err(TelemetryError::BadVariable { variable, value: v, reason: "must be a positive integer".into() })
+                }
+            },
+        };
+        let max_queue_size = positive("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
+        let max_export_batch_size = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512.min(max_queue_size))?;
+        if max_export_batch_size > max_queue_size {
+            return Err(TelemetryError::BadVariable {
+                variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                value: max_export_batch_size.to_string(),
+                reason: format!("must be at most OTEL_BSP_MAX_QUEUE_SIZE ({max_queue_size})"),
+            });
+        }
+        let export_timeout = match otlp_var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") {
+            None => DEFAULT_EXPORT_TIMEOUT,
+            Some((variable, value)) => match value.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    let reason = "must be a positive number of milliseconds".into();
+                    return Err(TelemetryError::BadVariable { variable, value, reason });
+                }
+            },
         };
         let schedule_delay = match var("OTEL_BSP_SCHEDULE_DELAY") {
             None => DEFAULT_SCHEDULE_DELAY,
@@ -173,6 +197,8 @@ impl TelemetryConfig {
             sampler,
             default_log_filter: "info".into(),
             max_queue_size,
+            max_export_batch_size,
+            export_timeout,
             schedule_delay,
             exporter: crate::export::otlp::ExporterSettings { headers, gzip, tls },
         })
@@ -224,6 +250,10 @@ fn exporter_tls(
 /// How long a span waits for export at most when `OTEL_BSP_SCHEDULE_DELAY` is not set. Shorter
 /// than the SDK's 5 s: the trace view shows a call half a second after it ends.
 pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(500);
+
+/// How long one export may take when `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` is not set: the
+/// specification's 10 s.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Adds `http://` to a schemeless endpoint: in opentelemetry-otlp 0.33 a schemeless endpoint
 /// means https, which a loopback collector does not speak.
@@ -309,10 +339,10 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         let _ = tracing_subscriber::registry().with(logs).try_init();
         return Ok(TelemetryGuard { provider: None });
     };
-    let exporter = crate::export::otlp::OtlpExporter::new(endpoint, Duration::from_secs(3), &config.exporter)
+    let exporter = crate::export::otlp::OtlpExporter::new(endpoint, config.export_timeout, &config.exporter)
         .map_err(TelemetryError::Exporter)?;
     crate::export::register();
-    let (otel, guard) = export_layer(config, crate::export::CountingExporter(exporter));
+    let (otel, guard) = export_layer(config, exporter);
     let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
     Ok(guard)
 }
@@ -329,11 +359,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
-    let batch = BatchSpanProcessor::builder(exporter)
+    let queue = crate::export::Queue::new(config.max_queue_size);
+    let batch = BatchSpanProcessor::builder(crate::export::CountingExporter::new(exporter, queue.clone()))
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_max_queue_size(config.max_queue_size)
-                .with_max_export_batch_size(512.min(config.max_queue_size))
+                .with_max_export_batch_size(config.max_export_batch_size.min(config.max_queue_size))
                 .with_scheduled_delay(config.schedule_delay)
                 .build(),
         )
@@ -348,7 +379,7 @@ where
     crate::sampling::set_follow_parent(follow_remote);
     let sampler = crate::sampling::RootSampler { ratio, follow_remote };
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(crate::export::CountingProcessor(batch))
+        .with_span_processor(crate::export::CountingProcessor::new(batch, queue))
         .with_sampler(sampler)
         .with_id_generator(crate::sampling::DecidedIds)
         .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
@@ -535,6 +566,7 @@ pub(crate) mod tests {
         let defaults = config(&[]).unwrap();
         assert_eq!(defaults.schedule_delay, DEFAULT_SCHEDULE_DELAY);
         assert_eq!(defaults.max_queue_size, 2048);
+        assert_eq!(defaults.max_export_batch_size, 512);
         assert_eq!(defaults.otlp_endpoint, None);
         let set = config(&[
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
@@ -546,6 +578,9 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(set.schedule_delay, Duration::from_millis(50));
         assert_eq!(set.max_queue_size, 64);
+        assert_eq!(set.max_export_batch_size, 64, "the default batch is cut to a smaller queue");
+        let batch = config(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")]).unwrap();
+        assert_eq!((batch.max_queue_size, batch.max_export_batch_size), (2048, 100));
         assert_eq!(set.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
         assert_eq!(set.sampler, SamplerConfig::Ratio(0.1));
         // Each standard sampler name; only the parentbased_ ones follow the caller.
@@ -569,11 +604,30 @@ pub(crate) mod tests {
             assert!(err.starts_with("OTEL_BSP_SCHEDULE_DELAY="), "{err}");
             assert!(err.contains("positive number of milliseconds"), "{err}");
         }
+        for variable in ["OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] {
+            for bad in ["0", "-1", "many"] {
+                let err = config(&[(variable, bad)]).unwrap_err().to_string();
+                assert!(err.starts_with(&format!("{variable}={bad:?}")) && err.contains("positive integer"), "{err}");
+            }
+        }
+        let vars = [("OTEL_BSP_MAX_QUEUE_SIZE", "64"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")];
+        let err = config(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\"100\"") && err.contains("at most"), "{err}");
     }
 
     #[test]
     fn exporter_settings_come_from_the_standard_variables_and_bad_ones_are_named() {
         assert_eq!(config(&[]).unwrap().exporter, Default::default());
+        assert_eq!(config(&[]).unwrap().export_timeout, Duration::from_secs(10));
+        let timeout = |vars: &[(&str, &str)]| config(vars).map(|c| c.export_timeout);
+        assert_eq!(timeout(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).unwrap(), Duration::from_millis(2500));
+        let both = [("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"), ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700")];
+        assert_eq!(timeout(&both).unwrap(), Duration::from_millis(700), "the traces-only variable wins");
+        for bad in ["0", "-1", "10s"] {
+            let err = timeout(&[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT={bad:?}")), "{err}");
+            assert!(err.contains("positive number of milliseconds"), "{err}");
+        }
         let set = config(&[
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=blue"),

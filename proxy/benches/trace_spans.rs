@@ -51,6 +51,8 @@ fn config(sampler: SamplerConfig) -> TelemetryConfig {
         default_log_filter: "warn".into(),
         // Large enough that the bench thread never finds the queue full (dropping is cheaper).
         max_queue_size: 1 << 16,
+        max_export_batch_size: 512,
+        export_timeout: meshwork_observability::telemetry::DEFAULT_EXPORT_TIMEOUT,
         schedule_delay: meshwork_observability::telemetry::DEFAULT_SCHEDULE_DELAY,
         exporter: Default::default(),
     }

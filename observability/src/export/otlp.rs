@@ -562,7 +562,7 @@ fn for_each_array_value(array: &Array, mut f: impl FnMut(Value)) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use opentelemetry::trace::{
         Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer, TracerProvider,
@@ -577,7 +577,7 @@ mod tests {
 
     /// Spans of every shape the SDK makes: all value kinds, events, links, statuses, remote and
     /// local parents, trace state, two scopes, dropped counts.
-    fn spans(resource: &Resource) -> Vec<SpanData> {
+    pub(crate) fn spans(resource: &Resource) -> Vec<SpanData> {
         let keep = Keep::default();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(keep.clone())
