@@ -12,10 +12,12 @@ work_dir() {
 free_port() { python3 -c '
 import random, socket
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for port in random.sample(range(10000, low), low - 10000):
+for port in random.sample(range(10000, low), max(low - 10000, 0)):
     try:
         socket.socket().bind(("127.0.0.1", port)); print(port); break
-    except OSError: pass'; }
+    except OSError: pass
+else:  # no room below the ephemeral range: let the kernel pick
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # wait_healthy PORT [SECONDS] : waits (up to SECONDS, 10 unless given) until the gRPC health
 # service on PORT answers

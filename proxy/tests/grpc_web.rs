@@ -302,7 +302,10 @@ async fn web2(addr: SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -
         .body(())
         .unwrap();
     let (response, mut send) = client.send_request(request, false).unwrap();
-    send.send_data(Bytes::from(body), true).unwrap();
+    // The gateway may answer and end the stream before it reads the body (an unknown service:
+    // UNIMPLEMENTED at once); the body then meets a closed stream (InactiveStreamId, seen once
+    // in CI), and the answer below is what the test looks at.
+    let _ = send.send_data(Bytes::from(body), true);
     let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
     let status = response.status().as_u16();
     let headers =

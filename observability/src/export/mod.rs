@@ -9,7 +9,8 @@
 //! queue's bound is kept here, in front of it: [`CountingProcessor`] admits a span only while
 //! fewer than the queue's size are admitted and not yet handed to an export (which
 //! [`CountingExporter`] sees), and counts the others as dropped. The processor's own queue, of
-//! the same size, then never overflows.
+//! the same size, then never overflows. Only at shutdown can a span go uncounted: one that ends
+//! while the processor shuts down, or is still queued when its shutdown times out.
 
 pub mod otlp;
 
@@ -24,7 +25,7 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 static SPANS_ENDED: LazyLock<IntCounter> = LazyLock::new(|| {
-    let c = IntCounter::new("meshwork_trace_spans_ended_total", "sampled spans handed to the export queue")
+    let c = IntCounter::new("meshwork_trace_spans_ended_total", "sampled spans ended (queued for export or dropped)")
         .unwrap_or_else(|e| unreachable!("metric: {e}"));
     let _ = prometheus::default_registry().register(Box::new(c.clone()));
     c

@@ -182,6 +182,10 @@ impl OtlpExporter {
             let mut client = self.client.clone();
             let mut request = tonic::Request::new(body.clone());
             *request.metadata_mut() = self.headers.clone();
+            // Each attempt gets what is left of the export's time (as `grpc-timeout`, which the
+            // channel enforces, as it does its own per-request timeout), so that retries stay
+            // within it.
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
             let result = match client.ready().await {
                 Ok(()) => client.unary(request, PathAndQuery::from_static(EXPORT_PATH), BytesCodec).await.map(|_| ()),
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
