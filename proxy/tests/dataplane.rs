@@ -619,19 +619,40 @@ async fn admin_port_serves_metrics_readiness_and_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn returning_replica_ramps_up_with_slow_start() {
     let b = backends(2).await;
-    let mut config = config(&b, PoolConfig { slow_start_ms: 3000, ..PoolConfig::default() });
+    let mut config = config(&b, PoolConfig { slow_start_ms: 10_000, ..PoolConfig::default() });
     config.unhealthy_threshold = 1;
+    let admin = free_port();
+    config.admin_listen = Some(admin);
     let gateway = start(config).await;
+    // Each step waits for the gateway's verdict rather than a fixed time: on a loaded machine a
+    // health check came late, and replica 0 had not returned when the load began (share 0).
+    let healthy = |want: u8| {
+        let gauge = format!("meshwork_gateway_replica_healthy{{pool=\"p\",replica=\"{}\"}} {want}", b[0].addr);
+        async move {
+            let started = Instant::now();
+            while !http_get(admin, "/metrics").await.contains(&gauge) {
+                assert!(started.elapsed() < Duration::from_secs(10), "no {gauge} within 10 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     b[0].health.set_service_status("", ServingStatus::NotServing).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    healthy(0).await;
     b[0].health.set_service_status("", ServingStatus::Serving).await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    healthy(1).await;
     let before = b[0].calls();
-    // Early in its 3 s ramp replica 0 gets roughly 10-20% of its share.
-    let (counts, failures) = load(&gateway, 2, Duration::from_millis(400), "ramp").await;
-    assert!(failures.is_empty(), "{failures:?}");
-    let share = (b[0].calls() - before) as f64 / counts.values().sum::<u64>() as f64;
-    assert!(share > 0.01 && share < 0.3, "slow-start share {share}");
+    // In the first 2 s of its 10 s ramp replica 0 is admitted 10-28% of the times it is picked,
+    // so it gets about 5-14% of the calls. At least 200 calls: a loaded machine made few
+    // enough in a fixed 400 ms that none reached it now and then.
+    let started = Instant::now();
+    let mut total = 0;
+    while total < 200 && started.elapsed() < Duration::from_secs(2) {
+        let (counts, failures) = load(&gateway, 2, Duration::from_millis(200), "ramp").await;
+        assert!(failures.is_empty(), "{failures:?}");
+        total += counts.values().sum::<u64>();
+    }
+    let share = (b[0].calls() - before) as f64 / total as f64;
+    assert!(share > 0.01 && share < 0.3, "slow-start share {share} of {total} calls");
     stop(gateway).await;
 }
 
