@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{Mesh, grpcurl, http_get, json_field};
+use support::{Mesh, grpcurl, http_get, json_field, metric_sample as sample};
 
 const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
 
@@ -17,11 +17,6 @@ fn metric_names(expr: &str) -> Vec<String> {
         .filter(|token| token.starts_with("meshwork_"))
         .map(str::to_string)
         .collect()
-}
-
-/// Returns the value of the sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
 #[test]

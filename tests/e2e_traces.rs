@@ -410,14 +410,7 @@ fn span_counters_when(
 
 fn span_counters(admin: SocketAddr, elapsed: Duration) -> DeadCollectorRun {
     let (_, _, metrics) = http_get(admin, "/metrics", &[]);
-    let sample = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1.0)
-    };
+    let sample = |name: &str| support::metric_sample(&metrics, name).unwrap_or(-1.0);
     DeadCollectorRun {
         elapsed,
         ended: sample("meshwork_trace_spans_ended_total"),

@@ -16,24 +16,32 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder};
 
 /// Latency buckets in seconds: 50 us to 10 s.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    // Registering twice can only happen in tests that build the statics twice; keep the first.
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+/// Registers `metric` in the default registry and returns it. Registering twice can only happen
+/// in tests that build the statics twice; the first stays.
+pub(crate) fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
+    let _ = prometheus::default_registry().register(Box::new(metric.clone()));
+    metric
+}
+
+/// A registered counter family with `labels`.
+pub(crate) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
+}
+
+/// A registered counter without labels.
+pub(crate) fn single_counter(name: &str, help: &str) -> IntCounter {
+    registered(IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    let _ = prometheus::default_registry().register(Box::new(h.clone()));
-    h
+    registered(HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
 }
 
 /// gRPC calls answered by this process's services.

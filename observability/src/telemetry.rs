@@ -136,17 +136,12 @@ impl TelemetryConfig {
                 });
             }
         };
-        let positive = |variable: &'static str, default: usize| match var(variable) {
-            None => Ok(default),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => {
-                    Err(TelemetryError::BadVariable { variable, value: v, reason: "must be a positive integer".into() })
-                }
-            },
-        };
-        let max_queue_size = positive("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
-        let max_export_batch_size = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512.min(max_queue_size))?;
+        let named = |variable: &'static str| var(variable).map(|value| (variable, value));
+        const COUNT: &str = "must be a positive integer";
+        const MILLISECONDS: &str = "must be a positive number of milliseconds";
+        let max_queue_size = positive::<usize>(named("OTEL_BSP_MAX_QUEUE_SIZE"), COUNT)?.unwrap_or(2048);
+        let max_export_batch_size =
+            positive::<usize>(named("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), COUNT)?.unwrap_or(512.min(max_queue_size));
         if max_export_batch_size > max_queue_size {
             return Err(TelemetryError::BadVariable {
                 variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -154,29 +149,11 @@ impl TelemetryConfig {
                 reason: format!("must be at most OTEL_BSP_MAX_QUEUE_SIZE ({max_queue_size})"),
             });
         }
-        let export_timeout = match otlp_var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") {
-            None => DEFAULT_EXPORT_TIMEOUT,
-            Some((variable, value)) => match value.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    let reason = "must be a positive number of milliseconds".into();
-                    return Err(TelemetryError::BadVariable { variable, value, reason });
-                }
-            },
-        };
-        let schedule_delay = match var("OTEL_BSP_SCHEDULE_DELAY") {
-            None => DEFAULT_SCHEDULE_DELAY,
-            Some(v) => match v.parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    return Err(TelemetryError::BadVariable {
-                        variable: "OTEL_BSP_SCHEDULE_DELAY",
-                        value: v,
-                        reason: "must be a positive number of milliseconds".into(),
-                    });
-                }
-            },
-        };
+        let export_timeout =
+            positive::<u64>(otlp_var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"), MILLISECONDS)?
+                .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis);
+        let schedule_delay = positive::<u64>(named("OTEL_BSP_SCHEDULE_DELAY"), MILLISECONDS)?
+            .map_or(DEFAULT_SCHEDULE_DELAY, Duration::from_millis);
         let headers = match otlp_var("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS") {
             None => Vec::new(),
             Some((variable, value)) => crate::export::otlp::parse_headers(&value)
@@ -202,6 +179,19 @@ impl TelemetryConfig {
             schedule_delay,
             exporter: crate::export::otlp::ExporterSettings { headers, gzip, tls },
         })
+    }
+}
+
+/// Reads `setting` (a variable and its value, when set) as a positive integer; an error names
+/// the variable, its value and `reason`.
+fn positive<T: std::str::FromStr + Default + PartialOrd>(
+    setting: Option<(&'static str, String)>,
+    reason: &str,
+) -> Result<Option<T>, TelemetryError> {
+    let Some((variable, value)) = setting else { return Ok(None) };
+    match value.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(Some(n)),
+        _ => Err(TelemetryError::BadVariable { variable, value, reason: reason.into() }),
     }
 }
 

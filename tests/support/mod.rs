@@ -16,6 +16,11 @@ pub fn free_addr() -> SocketAddr {
     meshwork_storage::testing::free_addr()
 }
 
+/// Returns the value of the Prometheus sample in `metrics` whose line starts with `prefix`.
+pub fn metric_sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
 /// A running `meshwork` child process.
 pub struct Mesh {
     pub child: Child,

@@ -22,30 +22,20 @@ use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec};
+
+use crate::metrics::{counter, single_counter};
 
 static SPANS_ENDED: LazyLock<IntCounter> = LazyLock::new(|| {
-    let c = IntCounter::new("meshwork_trace_spans_ended_total", "sampled spans ended (queued for export or dropped)")
-        .unwrap_or_else(|e| unreachable!("metric: {e}"));
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+    single_counter("meshwork_trace_spans_ended_total", "sampled spans ended (queued for export or dropped)")
 });
 
 static SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
-    let c = IntCounter::new(
-        "meshwork_trace_spans_dropped_total",
-        "sampled spans dropped because the export queue was full",
-    )
-    .unwrap_or_else(|e| unreachable!("metric: {e}"));
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+    single_counter("meshwork_trace_spans_dropped_total", "sampled spans dropped because the export queue was full")
 });
 
 static SPANS_EXPORTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new("meshwork_trace_spans_exported_total", "spans the OTLP exporter shipped, by result");
-    let c = IntCounterVec::new(opts, &["result"]).unwrap_or_else(|e| unreachable!("metric: {e}"));
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+    counter("meshwork_trace_spans_exported_total", "spans the OTLP exporter shipped, by result", &["result"])
 });
 
 /// The spans admitted into the export queue and not yet handed to an export, against the
