@@ -8,16 +8,27 @@ work_dir() {
 }
 
 # free_port : prints a loopback TCP port nothing listens on, from below the kernel's ephemeral
-# range: a port released after bind(:0) may go to any outgoing connection before it is used
+# range (a port released after bind(:0) may go to any outgoing connection before it is used),
+# and never one it printed before in this script (they are listed in $work/ports once work_dir
+# has run: a port not yet bound would otherwise be free to draw again)
 free_port() { python3 -c '
-import random, socket
+import os, random, socket, sys
+given = sys.argv[1]
+taken = set(open(given).read().split()) if given and os.path.exists(given) else set()
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for port in random.sample(range(10000, low), max(low - 10000, 0)):
+def free(port):
+    if str(port) in taken:
+        return False
     try:
-        socket.socket().bind(("127.0.0.1", port)); print(port); break
-    except OSError: pass
-else:  # no room below the ephemeral range: let the kernel pick
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+        socket.socket().bind(("127.0.0.1", port)); return True
+    except OSError:
+        return False
+port = next((p for p in random.sample(range(10000, low), max(low - 10000, 0)) if free(p)), None)
+if port is None:  # no room below the ephemeral range: let the kernel pick
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+if given:
+    open(given, "a").write(f"{port}\n")
+print(port)' "${work:+$work/ports}"; }
 
 # wait_healthy PORT [SECONDS] : waits (up to SECONDS, 10 unless given) until the gRPC health
 # service on PORT answers
