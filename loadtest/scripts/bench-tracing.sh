@@ -228,7 +228,7 @@ for round in $(seq "$ROUNDS"); do
 done
 # Medians over the rounds, and each round's ratio to tracing off in the same round.
 python3 - "$work/results" "$UNIT" "${names[@]}" <<'PY'
-import re, statistics, sys
+import random, re, statistics, sys
 rows = [dict(re.findall(r"(\S+)=(\S+)", line)) | {"round": line.split()[1]} for line in open(sys.argv[1])]
 unit, names = sys.argv[2], sys.argv[3:]
 PAIR, COLLECTOR = f"pair_{unit}/req", f"collector_{unit}/req"
@@ -245,11 +245,14 @@ def label_of(n):
         text = f"{float(plain[1:].split('-d')[0]):.0%}" + (f", every {plain.split('-d')[1]} ms" if "-d" in plain else "")
     return text + (" (BASE binary)" if base else "")
 def spread(ratios):
-    # every round's ratio, or the quartiles of many windows'
+    # every round's ratio, or for many windows their quartiles and a 90% bootstrap interval of
+    # their median (how far the median itself may be off: compare it with the placebo's)
     if len(ratios) <= 12:
         return "rounds " + " ".join(f"{x:.2f}" for x in ratios)
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return f"{len(ratios)} windows, quartiles {q1:.2f}-{q3:.2f}"
+    draw = random.Random(1)
+    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return f"{len(ratios)} windows, quartiles {q1:.2f}-{q3:.2f}, median's 90% interval {medians[100]:.3f}-{medians[1899]:.3f}"
 for name, label in ((n, label_of(n)) for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
     ratios = [float(r["req/s"]) / off[r["window"]] for r in by[name]]
