@@ -16,7 +16,7 @@ trap cleanup EXIT
 
 [ -x "$target/debug/meshwork" ] || (cd "$root" && cargo build --bin meshwork)
 cp "$target/debug/meshwork" "$work/meshwork"   # a copy: a parallel build may replace the binary
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$root/loadtest/scripts/lib.sh"   # free_port
 gw=$(free_port); admin=$(free_port); page=$(free_port)
 
 (cd "$work" && npm init -y >/dev/null && npm install --no-audit --no-fund grpc-web@1.5.0 esbuild@0.28 >/dev/null)
