@@ -20,7 +20,9 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+    # libtest harnesses only: examples and criterion benches are built too, but take no test flags
+    kinds = set(m.get("target", {}).get("kind", []))
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] and not kinds & {"bench", "example"}:
         if only.search(m["target"]["name"]):
             print(m["target"]["name"], os.path.dirname(m["manifest_path"]), m["executable"])
 ' >"$out/binaries"
