@@ -9,7 +9,8 @@
 //! the same for a whole batch, are converted by opentelemetry-proto and encoded once per batch;
 //! a unit test checks that the bytes decode to what opentelemetry-proto's conversion gives.
 //!
-//! Like opentelemetry-otlp: the timeout bounds an export with its retries; retryable statuses
+//! Like opentelemetry-otlp: the timeout bounds an export with its retries (and connecting, which
+//! tonic's own request timeout leaves out); retryable statuses
 //! (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `CANCELLED`, `DEADLINE_EXCEEDED`,
 //! `OUT_OF_RANGE`, `DATA_LOSS`) are retried up to 3 times with jittered exponential backoff from
 //! 100 ms; `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`
@@ -47,6 +48,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct OtlpExporter {
     client: tonic::client::Grpc<Channel>,
+    /// The runtime the exporter was made in, which its connection lives on. Exports run there:
+    /// the batch processor calls them from a thread of its own, without Tokio's timers.
+    runtime: tokio::runtime::Handle,
     timeout: Duration,
     headers: MetadataMap,
     /// The batch's `ResourceSpans` fields `resource` (1) and `schema_url` (3), encoded once.
@@ -139,9 +143,9 @@ pub(crate) fn check_client_key(certs: Vec<CertificateDer<'static>>, key_pem: &[u
 }
 
 impl OtlpExporter {
-    /// An exporter to `endpoint` (`http://host:port`, or `https://` for TLS); connects lazily, so
-    /// it must be made inside a Tokio runtime. Fails for an endpoint that is not a URI, and for
-    /// TLS settings with an endpoint that is not `https://`.
+    /// An exporter to `endpoint` (`http://host:port`, or `https://` for TLS); connects lazily, on
+    /// the Tokio runtime it is made in. Fails outside a runtime, for an endpoint that is not a
+    /// URI, and for TLS settings with an endpoint that is not `https://`.
     pub fn new(endpoint: &str, timeout: Duration, settings: &ExporterSettings) -> Result<Self, String> {
         let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
@@ -162,7 +166,19 @@ impl OtlpExporter {
                  ..._CLIENT_CERTIFICATE, ..._CLIENT_KEY) need an https:// endpoint"
             ));
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| format!("endpoint {endpoint:?}: the exporter must be made inside a Tokio runtime"))?;
         let channel = channel.connect_timeout(timeout).timeout(timeout).connect_lazy();
+        Ok(Self::on_channel(channel, runtime, timeout, settings))
+    }
+
+    /// An exporter sending over `channel`, which lives on `runtime`.
+    fn on_channel(
+        channel: Channel,
+        runtime: tokio::runtime::Handle,
+        timeout: Duration,
+        settings: &ExporterSettings,
+    ) -> Self {
         let mut client = tonic::client::Grpc::new(channel);
         if settings.gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -171,41 +187,66 @@ impl OtlpExporter {
         for (key, value) in &settings.headers {
             headers.insert(key.clone(), value.clone());
         }
-        Ok(OtlpExporter { client, timeout, headers, resource: encode_resource(&Resource::builder_empty().build()) })
+        OtlpExporter {
+            client,
+            runtime,
+            timeout,
+            headers,
+            resource: encode_resource(&Resource::builder_empty().build()),
+        }
     }
 
+    /// Sends `body`, retrying, within the export's timeout; on the exporter's runtime, whichever
+    /// thread asks.
     async fn send(&self, body: Bytes) -> Result<(), tonic::Status> {
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0;
-        loop {
-            let mut client = self.client.clone();
-            let mut request = tonic::Request::new(body.clone());
-            *request.metadata_mut() = self.headers.clone();
-            // Each attempt gets what is left of the export's time (as `grpc-timeout`, which the
-            // channel enforces, as it does its own per-request timeout), so that retries stay
-            // within it.
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            let result = match client.ready().await {
-                Ok(()) => client.unary(request, PathAndQuery::from_static(EXPORT_PATH), BytesCodec).await.map(|_| ()),
-                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-            };
-            match result {
-                Err(status) if attempt < MAX_RETRIES && retryable(status.code()) => {
-                    // Half the step and a random part of the other half, so that the processes
-                    // a collector outage hit together do not retry together.
-                    let half = backoff / 2;
-                    let jitter = Duration::from_nanos(crate::sampling::next_random() % (half.as_nanos() as u64).max(1));
-                    let pause = half + jitter;
-                    if Instant::now() + pause >= deadline {
-                        return Err(status);
-                    }
-                    sleep(pause).await;
-                    backoff *= 2;
-                    attempt += 1;
+        let (client, headers, timeout) = (self.client.clone(), self.headers.clone(), self.timeout);
+        match self.runtime.spawn(send(client, headers, timeout, body)).await {
+            Ok(result) => result,
+            Err(e) => Err(tonic::Status::cancelled(format!("the export's task ended: {e}"))),
+        }
+    }
+}
+
+/// Sends `body` to `TraceService/Export`, retrying retryable statuses, and gives up once
+/// `timeout` has passed since the first attempt began.
+async fn send(
+    mut client: tonic::client::Grpc<Channel>,
+    headers: MetadataMap,
+    timeout: Duration,
+    body: Bytes,
+) -> Result<(), tonic::Status> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut request = tonic::Request::new(body.clone());
+        *request.metadata_mut() = headers.clone();
+        // The collector is told the time left (`grpc-timeout`), and the attempt is held to it
+        // here, connecting included: the channel's own timeout starts once it is connected.
+        request.set_timeout(left);
+        let call = async {
+            client.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            client.unary(request, PathAndQuery::from_static(EXPORT_PATH), BytesCodec).await.map(|_| ())
+        };
+        let result = tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!("no answer within the export's {timeout:?}")))
+        });
+        match result {
+            Err(status) if attempt < MAX_RETRIES && retryable(status.code()) => {
+                // Half the step and a random part of the other half, so that the processes
+                // a collector outage hit together do not retry together.
+                let half = backoff / 2;
+                let jitter = Duration::from_nanos(crate::sampling::next_random() % (half.as_nanos() as u64).max(1));
+                let pause = half + jitter;
+                if Instant::now() + pause >= deadline {
+                    return Err(status);
                 }
-                other => return other,
+                tokio::time::sleep(pause).await;
+                backoff *= 2;
+                attempt += 1;
             }
+            other => return other,
         }
     }
 }
@@ -227,14 +268,6 @@ impl SpanExporter for OtlpExporter {
 fn retryable(code: tonic::Code) -> bool {
     use tonic::Code::*;
     matches!(code, Unavailable | ResourceExhausted | Aborted | Cancelled | DeadlineExceeded | OutOfRange | DataLoss)
-}
-
-/// Sleeps without holding a runtime thread: the batch processor exports on a thread of its own.
-async fn sleep(duration: Duration) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => tokio::time::sleep(duration).await,
-        Err(_) => std::thread::sleep(duration),
-    }
 }
 
 /// Parses `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas, values
@@ -701,6 +734,48 @@ pub(crate) mod tests {
         let started = Instant::now();
         assert!(dead.export(spans(&resource)).await.is_err());
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+
+    /// An export is held to its timeout from its first attempt on, connecting included: a
+    /// collector reached after a slow connect that then never answers fails the export in time.
+    /// The export is made as the batch processor makes it, from a thread outside the runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connecting_counts_against_the_export_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                accepted.push(stream);
+            }
+        });
+        let timeout = Duration::from_secs(2);
+        // Connects after 1.6 s of the export's 2.
+        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| async move {
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+            tokio::net::TcpStream::connect(addr).await.map(hyper_util::rt::TokioIo::new)
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_with_connector_lazy(connector);
+        let exporter =
+            OtlpExporter::on_channel(channel, tokio::runtime::Handle::current(), timeout, &ExporterSettings::default());
+        let resource = Resource::builder().with_service_name("exporter-test").build();
+        let batch = spans(&resource);
+        let (result, took) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result =
+                std::thread::spawn(move || futures::executor::block_on(exporter.export(batch))).join().unwrap();
+            (result, started.elapsed())
+        })
+        .await
+        .unwrap();
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("DeadlineExceeded") || error.contains("Cancelled"), "{error}");
+        assert!(took >= Duration::from_millis(1900) && took < Duration::from_millis(3000), "took {took:?}");
+        held.abort();
     }
 
     #[test]
