@@ -127,6 +127,21 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     assert_eq!(status, 404);
     let (status, _) = get_json(ui, "/api/traces?service=urlshortener&minDuration=soon");
     assert_eq!(status, 400);
+    // Dependencies: a window in milliseconds; a malformed one is refused by name, not read as none.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let (_, recent) = get_json(ui, &format!("/api/dependencies?endTs={now_ms}&lookback=3600000"));
+    assert!(
+        recent["data"].as_array().unwrap().iter().any(|d| d["parent"] == "gateway" && d["child"] == "urlshortener"),
+        "{recent}"
+    );
+    let (_, old) = get_json(ui, &format!("/api/dependencies?endTs={}&lookback=60000", now_ms - 7_200_000));
+    assert_eq!(old["data"].as_array().map(Vec::len), Some(0), "{old}");
+    for bad in ["endTs=yesterday", "endTs=1&lookback=-5"] {
+        let (status, body) = get_json(ui, &format!("/api/dependencies?{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+        let name = bad.rsplit('&').next().unwrap().split('=').next().unwrap();
+        assert!(body["errors"][0]["msg"].as_str().unwrap().starts_with(&format!("{name}: ")), "{body}");
+    }
     // v3.
     let (_, v3) = get_json(ui, &format!("/api/v3/traces/{trace_id}"));
     let v3_spans: Vec<&Value> = v3["result"]["resourceSpans"]

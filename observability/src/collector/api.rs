@@ -51,16 +51,26 @@ pub fn parse_duration_ns(s: &str) -> Option<u64> {
 }
 
 /// Parses an RFC 3339 time (`2026-11-28T10:00:00Z`, fractional seconds and offsets allowed)
-/// into Unix nanoseconds.
+/// into Unix nanoseconds. Anything else, whatever its characters, is `None`.
 pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    // Digits only (no sign), and `get` rather than indexing: a multi-byte character in the
+    // input must not land a range inside it.
+    let num = |text: &str, r: std::ops::Range<usize>| {
+        text.get(r).filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?.parse::<i64>().ok()
+    };
+    let (year, month, day) = (num(s, 0..4)?, num(s, 5..7)?, num(s, 8..10)?);
+    let (hour, minute, second) = (num(s, 11..13)?, num(s, 14..16)?, num(s, 17..19)?);
+    let mut rest = s.get(19..)?;
     let mut nanos = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
@@ -71,9 +81,13 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     }
     let offset_s = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            sign * (num(rest, 1..3)? * 3600 + num(rest, 4..6)? * 60)
         }
         _ => return None,
     };
@@ -92,13 +106,14 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1_000_000_000 + nanos as u64)
 }
 
-fn micros(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, String> {
+/// A whole-number parameter in units of `unit_ns` nanoseconds (`what` names the unit for the
+/// error), in nanoseconds.
+fn whole(params: &HashMap<String, String>, key: &str, unit_ns: u64, what: &str) -> Result<Option<u64>, String> {
     match params.get(key).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v
-            .parse::<u64>()
-            .map(|us| Some(us.saturating_mul(1000)))
-            .map_err(|_| format!("{key}: {v:?} is not a time in microseconds")),
+        Some(v) => {
+            v.parse::<u64>().map(|n| Some(n.saturating_mul(unit_ns))).map_err(|_| format!("{key}: {v:?} is not {what}"))
+        }
     }
 }
 
@@ -187,8 +202,8 @@ fn v1_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
         tags,
         min_duration_ns: duration(p, "minDuration")?,
         max_duration_ns: duration(p, "maxDuration")?,
-        start_min_ns: micros(p, "start")?,
-        start_max_ns: micros(p, "end")?,
+        start_min_ns: whole(p, "start", 1_000, "a time in microseconds")?,
+        start_max_ns: whole(p, "end", 1_000, "a time in microseconds")?,
         errors_only: p.get("errors").is_some_and(|v| v == "true"),
         limit: limit(p, "limit")?,
     })
@@ -205,11 +220,13 @@ pub async fn v1_trace_by_id(State(store): State<Arc<TraceStore>>, Path(id): Path
     }
 }
 
-/// `GET /api/dependencies?endTs=&lookback=` (milliseconds).
+/// `GET /api/dependencies?endTs=&lookback=` (milliseconds; without them, every stored trace).
 pub async fn v1_dependencies(State(store): State<Arc<TraceStore>>, Query(p): Params) -> Response {
-    let ms = |k: &str| p.get(k).and_then(|v| v.parse::<u64>().ok());
-    let end_ns = ms("endTs").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
-    let lookback_ns = ms("lookback").map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX);
+    let ms = |key| whole(&p, key, 1_000_000, "a number of milliseconds");
+    let (end_ns, lookback_ns) = match (ms("endTs"), ms("lookback")) {
+        (Ok(end), Ok(lookback)) => (end.unwrap_or(u64::MAX), lookback.unwrap_or(u64::MAX)),
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
+    };
     let edges = match off_workers(store, move |s| s.dependencies(end_ns.saturating_sub(lookback_ns), end_ns)).await {
         Ok(edges) => edges,
         Err(response) => return response,
@@ -330,5 +347,20 @@ mod tests {
         assert_eq!(parse_rfc3339_ns("2026-11-28T11:00:00+01:00"), Some(1_795_860_000_000_000_000));
         assert_eq!(parse_rfc3339_ns("2026-13-28T10:00:00Z"), None);
         assert_eq!(parse_rfc3339_ns("yesterday"), None);
+        assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00+-1:00"), None);
+        assert_eq!(parse_rfc3339_ns("2026-+1-28T10:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00+0100"), None);
+        // A multi-byte character anywhere is refused, never a panic (it was, in the offset).
+        assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00+0é00"), None);
+        for valid in ["2026-11-28T10:00:00.5Z", "2026-11-28T11:00:00+01:00"] {
+            for at in 0..=valid.len() {
+                for odd in ["é", "€", "😀"] {
+                    let text = format!("{}{odd}{}", &valid[..at], &valid[at..]);
+                    assert_eq!(parse_rfc3339_ns(&text), None, "{text}");
+                    let text = format!("{}{odd}{}", &valid[..at], &valid[(at + 1).min(valid.len())..]);
+                    assert_eq!(parse_rfc3339_ns(&text), None, "{text}");
+                }
+            }
+        }
     }
 }
