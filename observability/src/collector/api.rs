@@ -103,7 +103,8 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    u64::try_from(secs).ok().map(|s| s * 1_000_000_000 + nanos as u64)
+    // Past 2554 the nanoseconds no longer fit in a u64: refused, not wrapped.
+    u64::try_from(secs).ok()?.checked_mul(1_000_000_000)?.checked_add(nanos as u64)
 }
 
 /// A whole-number parameter in units of `unit_ns` nanoseconds (`what` names the unit for the
@@ -348,6 +349,9 @@ mod tests {
         assert_eq!(parse_rfc3339_ns("2026-13-28T10:00:00Z"), None);
         assert_eq!(parse_rfc3339_ns("yesterday"), None);
         assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00+-1:00"), None);
+        assert_eq!(parse_rfc3339_ns("2554-01-01T00:00:00Z"), Some(18_429_292_800_000_000_000));
+        assert_eq!(parse_rfc3339_ns("9999-12-31T23:59:59Z"), None, "beyond u64 nanoseconds");
+        assert_eq!(parse_rfc3339_ns("1969-12-31T23:59:59Z"), None, "before the epoch");
         assert_eq!(parse_rfc3339_ns("2026-+1-28T10:00:00Z"), None);
         assert_eq!(parse_rfc3339_ns("2026-11-28T10:00:00+0100"), None);
         // A multi-byte character anywhere is refused, never a panic (it was, in the offset).
