@@ -199,23 +199,36 @@ impl OtlpExporter {
     /// Sends `body`, retrying, within the export's timeout; on the exporter's runtime, whichever
     /// thread asks.
     async fn send(&self, body: Bytes) -> Result<(), tonic::Status> {
+        // The export's time starts now, not when a busy runtime first polls the task.
+        let deadline = Instant::now() + self.timeout;
         let (client, headers, timeout) = (self.client.clone(), self.headers.clone(), self.timeout);
-        match self.runtime.spawn(send(client, headers, timeout, body)).await {
+        // Aborted if this export is dropped (the caller gave up): it must not go on alone.
+        let mut task = AbortOnDrop(self.runtime.spawn(send(client, headers, timeout, deadline, body)));
+        match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(tonic::Status::cancelled(format!("the export's task ended: {e}"))),
         }
     }
 }
 
-/// Sends `body` to `TraceService/Export`, retrying retryable statuses, and gives up once
-/// `timeout` has passed since the first attempt began.
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends `body` to `TraceService/Export`, retrying retryable statuses, and gives up at
+/// `deadline` (the export's `timeout` after it was asked for).
 async fn send(
     mut client: tonic::client::Grpc<Channel>,
     headers: MetadataMap,
     timeout: Duration,
+    deadline: Instant,
     body: Bytes,
 ) -> Result<(), tonic::Status> {
-    let deadline = Instant::now() + timeout;
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0;
     loop {
@@ -776,6 +789,48 @@ pub(crate) mod tests {
         assert!(error.contains("DeadlineExceeded") || error.contains("Cancelled"), "{error}");
         assert!(took >= Duration::from_millis(1900) && took < Duration::from_millis(3000), "took {took:?}");
         held.abort();
+    }
+
+    /// An export its caller drops is not left running: its stream is reset at once, not when
+    /// its own timeout ends. The collector here is a bare TCP listener that reads the HTTP/2
+    /// frames and answers nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_export_stops_its_request() {
+        use tokio::io::AsyncReadExt;
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        // Reports when a RST_STREAM frame (type 3) arrives.
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = silent.accept().await.unwrap();
+            let mut preface = [0u8; 24];
+            stream.read_exact(&mut preface).await.unwrap();
+            loop {
+                let mut head = [0u8; 9];
+                if stream.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                if stream.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                if head[3] == 3 {
+                    let _ = reset_tx.send(Instant::now());
+                    return;
+                }
+            }
+        });
+        let exporter =
+            OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(10), &ExporterSettings::default())
+                .unwrap();
+        let resource = Resource::builder().with_service_name("exporter-test").build();
+        let given_up = tokio::time::timeout(Duration::from_millis(500), exporter.export(spans(&resource))).await;
+        assert!(given_up.is_err(), "the silent collector answered");
+        let dropped = Instant::now();
+        let reset = tokio::time::timeout(Duration::from_secs(5), reset_rx).await;
+        let reset = reset.expect("no RST_STREAM within 5 s of the drop").unwrap();
+        assert!(reset.duration_since(dropped) < Duration::from_secs(2));
     }
 
     #[test]
