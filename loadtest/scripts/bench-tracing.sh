@@ -244,14 +244,22 @@ def label_of(n):
     else:
         text = f"{float(plain[1:].split('-d')[0]):.0%}" + (f", every {plain.split('-d')[1]} ms" if "-d" in plain else "")
     return text + (" (BASE binary)" if base else "")
-def spread(ratios):
+def spread(rows, ratios):
     # every round's ratio, or for many windows their quartiles and a 90% bootstrap interval of
-    # their median (how far the median itself may be off: compare it with the placebo's)
+    # their median (how far the median itself may be off: compare it with the placebo's). The
+    # windows of one round share their processes, so the resampling draws rounds first, then
+    # windows within each round drawn.
     if len(ratios) <= 12:
         return "rounds " + " ".join(f"{x:.2f}" for x in ratios)
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    draw = random.Random(1)
-    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(2000))
+    rounds = {}
+    for row, ratio in zip(rows, ratios):
+        rounds.setdefault(row["round"], []).append(ratio)
+    groups, draw = list(rounds.values()), random.Random(1)
+    medians = sorted(
+        statistics.median([x for g in draw.choices(groups, k=len(groups)) for x in draw.choices(g, k=len(g))])
+        for _ in range(2000)
+    )
     return f"{len(ratios)} windows, quartiles {q1:.2f}-{q3:.2f}, median's 90% interval {medians[100]:.3f}-{medians[1899]:.3f}"
 for name, label in ((n, label_of(n)) for n in names):
     rps = [float(r["req/s"]) for r in by[name]]
@@ -266,7 +274,7 @@ for name, label in ((n, label_of(n)) for n in names):
     csw = [int(r["switches/kreq"]) for r in by[name]]
     sysc = [int(r["syscalls/kreq"]) for r in by[name]]
     print(f"median {label}: req/s={statistics.median(rps):,.0f}  vs off={statistics.median(ratios):.3f}x "
-          f"({spread(ratios)})  {PAIR}={statistics.median(pair)} "
+          f"({spread(by[name], ratios)})  {PAIR}={statistics.median(pair)} "
           f"({statistics.median(pair_ratios):.3f}x off; gateway {statistics.median(gw)}, service {statistics.median(svc)})  "
           f"{COLLECTOR}={statistics.median(col)}  pair+collector {statistics.median(all_ratios):.3f}x off  pair faults/kreq={statistics.median(flt)}  "
           f"switches/kreq={statistics.median(csw)}  syscalls/kreq={statistics.median(sysc)}")
