@@ -216,7 +216,10 @@ fn resource_spans(buf: &Bytes, (start, end): (usize, usize), depth: u32) -> Resu
         }
     }
     let attributes: Arc<[KeyValue]> = resource.map(|r| r.attributes).unwrap_or_default().into();
-    let service = attribute(&attributes, "service.name").unwrap_or_else(|| "unknown_service".to_string());
+    // An empty name is no name: both show as OpenTelemetry's default, `unknown_service`.
+    let service = attribute(&attributes, "service.name")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_string());
     Ok(ResourceIndex { process: Arc::new(Process { service, attributes }), spans })
 }
 
@@ -803,6 +806,11 @@ mod tests {
         assert_eq!(process.attributes[..], request.resource_spans[0].resource.as_ref().unwrap().attributes[..]);
         assert_eq!(index.resources[1].process.service, "unknown_service");
         assert_matches(&index, &request);
+        // A resource that names its service "" is shown as one that names none.
+        let mut unnamed = request.clone();
+        unnamed.resource_spans[0].resource.as_mut().unwrap().attributes[0] = kv("service.name", string(""));
+        let encoded = Bytes::from(unnamed.encode_to_vec());
+        assert_eq!(super::index(&encoded).unwrap().resources[0].process.service, "unknown_service");
         assert_eq!(index.resources[0].spans[0].service(), Some("urlshortener"));
         assert_eq!(index.resources[0].spans[1].service(), Some("42"));
         assert_eq!(index.resources[0].spans[2].trace_id, None);
