@@ -2,7 +2,8 @@
 //! storage) becomes one trace in the embedded trace backend, child of the caller's
 //! `traceparent`, visible through the Jaeger v1 and v3 APIs and in the web page rendered by
 //! headless Chromium; OTLP/HTTP accepts JSON and gzip, OTLP/gRPC gzip, and both keep what they
-//! took over a restart; an exporter pointed at a dead collector never holds calls up.
+//! took over a restart; an exporter pointed at a dead collector never holds calls up; the query
+//! API answers odd input with a status, never a dropped connection.
 
 mod support;
 
@@ -189,6 +190,92 @@ fn one_call_is_one_trace_visible_in_both_apis_and_the_web_page() {
     assert_eq!(status, 200, "trace lost across a restart: {again}");
     assert!(again["data"][0]["spans"].as_array().unwrap().len() >= span_count, "{again}");
     assert!(mesh.terminate(Duration::from_secs(30)).success());
+}
+
+/// Odd values in every parameter and path segment of the query API get an answer (200, 400 or
+/// 404), never a dropped connection (a handler that panicked) or a 5xx. A multi-byte character
+/// in a time's offset once panicked the handler.
+#[test]
+fn the_query_api_answers_odd_input_with_a_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_backend, _, _, ui) = trace_backend(dir.path());
+    let long = ["a".repeat(2000), "0".repeat(33), "é".repeat(16)];
+    let mut odd: Vec<&str> = vec![
+        "",
+        "é",
+        "😀",
+        "-1",
+        "0",
+        "1e400",
+        "NaN",
+        "true",
+        "{}",
+        "{\"a\":1}",
+        "[]",
+        "%",
+        "\u{0}",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "1.5s",
+        "-1s",
+        "9999999999h",
+        "1.5parsecs",
+        "2026-11-28T10:00:00Z",
+        "2026-11-28T10:00:00+0é00",
+        "9999-12-31T23:59:59Z",
+        "2026-11-28T10:00:00.é5Z",
+    ];
+    odd.extend(long.iter().map(String::as_str));
+    // Percent-encodes everything but letters and digits.
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect::<String>()
+    };
+    let searches: [(&str, &[&str]); 6] = [
+        (
+            "/api/traces?service=x",
+            &["operation", "tags", "minDuration", "maxDuration", "start", "end", "limit", "errors"],
+        ),
+        ("/api/dependencies?x=", &["endTs", "lookback"]),
+        ("/api/operations?service=x", &["spanKind"]),
+        ("/api/v3/operations?service=x", &["span_kind"]),
+        (
+            "/api/v3/traces?query.service_name=x",
+            &[
+                "query.operation_name",
+                "query.start_time_min",
+                "query.start_time_max",
+                "query.duration_min",
+                "query.duration_max",
+                "query.search_depth",
+            ],
+        ),
+        (
+            "/api/v3/trace-summaries?query.service_name=x",
+            &["query.start_time_min", "query.search_depth", "query.duration_min"],
+        ),
+    ];
+    let mut asked = 0;
+    let mut check = |path: String| {
+        let (status, _, body) = http_get(ui, &path, &[]);
+        assert!(matches!(status, 200 | 400 | 404), "{path}: {status} {body}");
+        asked += 1;
+    };
+    for (search, keys) in searches {
+        for key in keys {
+            for value in &odd {
+                check(format!("{search}&{key}={}", encode(value)));
+            }
+        }
+    }
+    for value in &odd {
+        let segment = encode(value);
+        check(format!("/api/traces/{segment}"));
+        check(format!("/api/v3/traces/{segment}"));
+        check(format!("/api/services/{segment}/operations"));
+    }
+    assert!(asked > 600, "{asked}");
 }
 
 fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
