@@ -35,6 +35,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::task::AbortOnDropHandle;
 use tonic::codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
@@ -203,20 +204,11 @@ impl OtlpExporter {
         let deadline = Instant::now() + self.timeout;
         let (client, headers, timeout) = (self.client.clone(), self.headers.clone(), self.timeout);
         // Aborted if this export is dropped (the caller gave up): it must not go on alone.
-        let mut task = AbortOnDrop(self.runtime.spawn(send(client, headers, timeout, deadline, body)));
-        match (&mut task.0).await {
+        let task = AbortOnDropHandle::new(self.runtime.spawn(send(client, headers, timeout, deadline, body)));
+        match task.await {
             Ok(result) => result,
             Err(e) => Err(tonic::Status::cancelled(format!("the export's task ended: {e}"))),
         }
-    }
-}
-
-/// A task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
