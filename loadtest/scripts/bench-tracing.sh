@@ -28,8 +28,9 @@
 # for callgrind_annotate.
 # WINDOWS=N starts the pairs of every configuration at once in each round and loads them in turn,
 # N short runs each (seconds per run), in rotating order; ratios to tracing off are taken per
-# window, and their median is given with a 90% bootstrap interval (rounds, then windows, drawn). Saturated throughput drifts with the host by 20-30% over minutes; windows a few seconds
-# apart share most of that drift, which runs minutes apart do not.
+# window, and their median is given with a 90% bootstrap interval (rounds, then windows, drawn).
+# Saturated throughput drifts with the host by 20-30% over minutes; windows a few seconds apart
+# share most of that drift, which runs minutes apart do not.
 # usage: [BIN=path/to/meshwork] [BASE=path/to/other/meshwork] [CONFIGS="off tenth ..."] [RATE=N] [MEASURE=cpu|instructions] [WINDOWS=N] [KEEP=dir] loadtest/scripts/bench-tracing.sh [seconds per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
