@@ -59,7 +59,7 @@ collector_bench_args() {
   BINS=("$@")
   [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/meshwork)
   LOAD=${LOAD:-target/release/examples/collector_load}
-  [ -x "$LOAD" ] || cargo build --release --locked -p meshwork-observability --example collector_load
+  [ -x "$LOAD" ] || cargo build --release --locked -p meshwork-collector --example collector_load
 }
 
 # start_collector BIN : starts `BIN traces` on fresh ports with an empty data dir under $work;

@@ -11,31 +11,20 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use futures::stream::BoxStream;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use meshwork_telemetry::metrics::{counter, histogram};
+use prometheus::{HistogramVec, IntCounterVec};
 use tracing::Instrument;
 
 use crate::{Condition, Direction, DynStore, KeyRange, Limits, Mutation, Page, Result, Store, Versioned, WatchEvent};
 
-/// Latency buckets in seconds: 50 us to 10 s (the same as the gRPC histograms').
-const LATENCY_BUCKETS: &[f64] =
-    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-
 /// `meshwork_storage_operation_duration_seconds{backend,operation}`, in the default registry.
 pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let opts = HistogramOpts::new("meshwork_storage_operation_duration_seconds", "storage operation latency")
-        .buckets(LATENCY_BUCKETS.to_vec());
-    let h = HistogramVec::new(opts, &["backend", "operation"]).unwrap_or_else(|e| unreachable!("metric: {e}"));
-    // A second registration can only come from a second copy of this static; keep the first.
-    let _ = prometheus::default_registry().register(Box::new(h.clone()));
-    h
+    histogram("meshwork_storage_operation_duration_seconds", "storage operation latency", &["backend", "operation"])
 });
 
 /// `meshwork_storage_errors_total{backend,operation}`, in the default registry.
 pub static STORAGE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new("meshwork_storage_errors_total", "storage operations that failed");
-    let c = IntCounterVec::new(opts, &["backend", "operation"]).unwrap_or_else(|e| unreachable!("metric: {e}"));
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+    counter("meshwork_storage_errors_total", "storage operations that failed", &["backend", "operation"])
 });
 
 /// Wraps a backend with storage spans.

@@ -6,19 +6,18 @@
 //! export. The OTLP/HTTP receiver takes exports over TLS too, and plaintext not at all. The
 //! variables are read by `TelemetryConfig::from_vars`, whose errors name the variable and the file.
 
-#[path = "../../proxy/tests/support/certs.rs"]
-mod certs;
+use meshwork_test_support::certs;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use meshwork_observability::collector::store::{StoreLimits, TraceStore};
-use meshwork_observability::collector::tls::ReceiverTls;
-use meshwork_observability::collector::{Collector, CollectorConfig};
-use meshwork_observability::export::otlp::OtlpExporter;
-use meshwork_observability::telemetry::{TelemetryConfig, TelemetryError};
+use meshwork_collector::store::{StoreLimits, TraceStore};
+use meshwork_collector::tls::ReceiverTls;
+use meshwork_collector::{Collector, CollectorConfig};
+use meshwork_telemetry::export::otlp::OtlpExporter;
+use meshwork_telemetry::telemetry::{TelemetryConfig, TelemetryError};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;

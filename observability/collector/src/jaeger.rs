@@ -147,8 +147,8 @@ pub fn v3_traces(traces: &[Trace]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::store::tests::{batch, indexed, kv, span};
-    use crate::collector::store::{StoreLimits, TraceStore};
+    use crate::store::tests::{batch, indexed, kv, span};
+    use crate::store::{StoreLimits, TraceStore};
 
     #[test]
     fn trace_ids_parse_and_pad() {

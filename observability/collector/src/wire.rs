@@ -6,7 +6,7 @@
 //! picks out of each span what the store searches on. The spans themselves stay encoded, as
 //! slices of the export; the store decodes one only when a query returns or inspects it.
 //! Decoding every span into opentelemetry-proto structs (a `String` per attribute key and
-//! value) was more than half of the collector's CPU (see `docs/BENCHMARKS.md`).
+//! value) was more than half of the collector's CPU (see `docs/benchmarks/tracing.md`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::store::{any_value_string, attribute};
-use crate::grpc::SERVICE_ATTRIBUTE;
+use meshwork_telemetry::grpc::SERVICE_ATTRIBUTE;
 
 /// Deepest nesting of messages accepted, as prost's decoder.
 const MAX_DEPTH: u32 = 100;

@@ -8,6 +8,8 @@
 //!   by the storage crate's traced wrapper)
 //! - `meshwork_storage_errors_total{backend,operation}`: storage failures (likewise)
 //! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`
+//! - `meshwork_event_consumer_lag{service,consumer}`: events of a service's event log that a
+//!   consumer has not yet handled (head sequence minus the consumer's checkpoint)
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -16,30 +18,37 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, TextEncoder};
 
-/// Latency buckets in seconds: 50 us to 10 s.
+/// Latency buckets in seconds, 50 us to 10 s: the one set every latency histogram of the mesh
+/// uses (gRPC servers, storage, the gateway), so that their quantiles compare.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Registers `metric` in the default registry and returns it. Registering twice can only happen
 /// in tests that build the statics twice; the first stays.
-pub(crate) fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
+pub fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
     let _ = prometheus::default_registry().register(Box::new(metric.clone()));
     metric
 }
 
 /// A registered counter family with `labels`.
-pub(crate) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     registered(IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
 }
 
 /// A registered counter without labels.
-pub(crate) fn single_counter(name: &str, help: &str) -> IntCounter {
+pub fn single_counter(name: &str, help: &str) -> IntCounter {
     registered(IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
 }
 
-fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+/// A registered gauge family with `labels`.
+pub fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
+}
+
+/// A registered latency histogram family with `labels`, over [`LATENCY_BUCKETS`].
+pub fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     registered(HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}")))
 }
@@ -67,12 +76,22 @@ pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Events of a service's event log not yet handled by a consumer (head - checkpoint).
+pub static EVENT_CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "meshwork_event_consumer_lag",
+        "events of a service's event log that a consumer has not handled yet (head sequence - checkpoint)",
+        &["service", "consumer"],
+    )
+});
+
 /// Returns the Prometheus text exposition of every registered metric.
 pub fn render() -> String {
     // Touch the statics so that every family is present (with no samples) from the start.
     LazyLock::force(&GRPC_SERVER_REQUESTS);
     LazyLock::force(&GRPC_SERVER_DURATION);
     LazyLock::force(&CACHE_REQUESTS);
+    LazyLock::force(&EVENT_CONSUMER_LAG);
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
     String::from_utf8(out).unwrap_or_default()

@@ -9,7 +9,7 @@
 //! queue drops segments from the persistent copy (never from the live view) and counts them.
 //!
 //! One write per export instead of one per trace: persisting costs a collector a small share of
-//! its CPU per span instead of most of it (see `docs/BENCHMARKS.md`). Records written by earlier
+//! its CPU per span instead of most of it (see `docs/benchmarks/tracing.md`). Records written by earlier
 //! versions (`traces/rec/`, `traces/span/`) are not loaded; they expire by their time-to-live.
 
 use std::collections::HashMap;
@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshwork_storage::{Direction, DynStore, KeyRange, Mutation, StoreError};
+use futures::StreamExt;
+use meshwork_storage::{Direction, DynStore, KeyRange, Mutation, StoreError, scan_stream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -73,31 +74,27 @@ pub struct Loaded {
 /// Loads every persisted segment into `traces`, in arrival order. Values that do not decode
 /// are skipped (and logged) and reported dead, never fatal.
 pub async fn load(store: &DynStore, traces: &TraceStore) -> Result<Loaded, StoreError> {
-    let mut range = KeyRange::prefix(PREFIX);
     let mut loaded = Loaded { spans: 0, next_segment: 0, dead: Vec::new() };
-    loop {
-        let page = store.scan(range.clone(), 0, Direction::Forward).await?;
-        for entry in page.entries {
-            let Some(id) = parse_key(&entry.key) else { continue };
-            loaded.next_segment = loaded.next_segment.max(id + 1);
-            // The value is kept as it is (the store's spans are slices of it), not copied.
-            match decode(entry.value) {
-                Ok((seen, export)) => {
-                    loaded.spans += export.index.span_count();
-                    let (_, dead) = traces.ingest_evicting(export.index, Some(id), seen);
-                    loaded.dead.extend(dead);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, segment = id, "skipping an undecodable persisted trace segment");
-                    loaded.dead.push(id);
-                }
+    // Page by page: the persisted segments may be far larger than memory wants twice over.
+    let mut entries = scan_stream(store.clone(), KeyRange::prefix(PREFIX), Direction::Forward, 0);
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        let Some(id) = parse_key(&entry.key) else { continue };
+        loaded.next_segment = loaded.next_segment.max(id + 1);
+        // The value is kept as it is (the store's spans are slices of it), not copied.
+        match decode(entry.value) {
+            Ok((seen, export)) => {
+                loaded.spans += export.index.span_count();
+                let (_, dead) = traces.ingest_evicting(export.index, Some(id), seen);
+                loaded.dead.extend(dead);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, segment = id, "skipping an undecodable persisted trace segment");
+                loaded.dead.push(id);
             }
         }
-        match page.next {
-            Some(next) => range.start = std::ops::Bound::Included(next),
-            None => return Ok(loaded),
-        }
     }
+    Ok(loaded)
 }
 
 enum Job {
@@ -211,9 +208,9 @@ fn dedup_keys(mutations: Vec<Mutation>) -> Vec<Mutation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::otlp::Sink;
-    use crate::collector::store::StoreLimits;
-    use crate::collector::store::tests::{batch, indexed, span};
+    use crate::otlp::Sink;
+    use crate::store::StoreLimits;
+    use crate::store::tests::{batch, indexed, span};
     use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
     fn export(resource_spans: Vec<ResourceSpans>) -> Export {
@@ -292,7 +289,7 @@ mod tests {
     fn the_store_reports_a_segment_dead_only_when_its_last_trace_goes() {
         let traces =
             TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() });
-        let now = crate::collector::store::now_ns();
+        let now = crate::store::now_ns();
         let ingest = |segment, spans| traces.ingest_evicting(indexed(vec![batch("gw", spans)]), Some(segment), now).1;
         let two = vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])];
         assert_eq!(ingest(0, two), Vec::<SegmentId>::new());
@@ -314,7 +311,7 @@ mod tests {
         let export = export(vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])]);
         let mut junk_key =
             LEGACY_PREFIXES.iter().map(|p| Mutation::put(format!("{p}00/00"), b"junk".to_vec())).collect::<Vec<_>>();
-        junk_key.push(Mutation::put(key(0), encode(super::super::store::now_ns(), &export)));
+        junk_key.push(Mutation::put(key(0), encode(crate::store::now_ns(), &export)));
         junk_key.push(Mutation::put(key(1), b"bad".to_vec()));
         store.write(Vec::new(), junk_key).await.unwrap();
         let (sink, task, loaded) = start_sink(&store, StoreLimits::default()).await;

@@ -3,6 +3,8 @@
 //! by span count and age (in memory, kept in the embedded store when one is given so that
 //! traces survive a restart), the Jaeger query API (v1 and v3) and a built-in web page on 16686.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod jaeger;
 pub mod otlp;
@@ -216,7 +218,7 @@ where
 
 /// The connections `listener` accepts, as the stream tonic's `serve_with_incoming` takes (each
 /// with `TCP_NODELAY`).
-pub(crate) fn tokio_stream_listener(
+pub fn tokio_stream_listener(
     listener: TcpListener,
 ) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
     futures::stream::unfold(listener, |listener| async move {

@@ -588,7 +588,7 @@ fn matches(stored: &Stored, q: &TraceQuery) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::grpc::SERVICE_ATTRIBUTE;
+    use meshwork_telemetry::grpc::SERVICE_ATTRIBUTE;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
@@ -596,7 +596,7 @@ pub(crate) mod tests {
     /// Encodes and indexes an export of `resource_spans`.
     pub fn indexed(resource_spans: Vec<ResourceSpans>) -> Index {
         let encoded = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
-        super::super::wire::index(&encoded.into()).unwrap()
+        crate::wire::index(&encoded.into()).unwrap()
     }
 
     pub fn kv(key: &str, value: &str) -> KeyValue {

@@ -5,7 +5,7 @@
 //! structs (a `String` or `Vec` per id, name and attribute) and lets prost encode those, which
 //! computes the length of every nested message once per level above it. Under callgrind that
 //! was about 14,000 instructions per exported span, most of what 100% sampling costs a process
-//! (docs/BENCHMARKS.md). Here a span is written once into a buffer, and the resource and scope,
+//! (docs/benchmarks/tracing.md). Here a span is written once into a buffer, and the resource and scope,
 //! the same for a whole batch, are converted by opentelemetry-proto and encoded once per batch;
 //! a unit test checks that the bytes decode to what opentelemetry-proto's conversion gives.
 //!
@@ -107,7 +107,7 @@ fn is_https(endpoint: &str) -> bool {
 }
 
 /// Checks a PEM text of certificates (at least one); the error says what is wrong.
-pub(crate) fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a valid PEM file: {e}"))?;
@@ -697,8 +697,8 @@ pub(crate) mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_reaches_a_collector_with_its_headers_gzipped_and_a_dead_one_fails_in_time() {
-        use crate::collector::otlp::{OtlpGrpc, Sink};
-        use crate::collector::store::{StoreLimits, TraceStore};
+        use meshwork_collector::otlp::{OtlpGrpc, Sink};
+        use meshwork_collector::store::{StoreLimits, TraceStore};
         let traces = Arc::new(TraceStore::new(StoreLimits::default()));
         let sink = Arc::new(Sink { traces: traces.clone(), persister: None });
         let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
@@ -717,7 +717,7 @@ pub(crate) mod tests {
                 Ok(request)
             }))
             .add_service(OtlpGrpc { sink })
-            .serve_with_incoming(crate::collector::tokio_stream_listener(listener));
+            .serve_with_incoming(meshwork_collector::tokio_stream_listener(listener));
         tokio::spawn(server);
         let settings =
             ExporterSettings { headers: parse_headers("api-key=s3cret").unwrap(), gzip: true, ..Default::default() };

@@ -307,7 +307,7 @@ impl TelemetryGuard {
 /// embedded collector's own handlers stay out, or every export would trace itself).
 fn exported_targets() -> Targets {
     Targets::new()
-        .with_target("meshwork_observability::collector", LevelFilter::OFF)
+        .with_target("meshwork_collector", LevelFilter::OFF)
         .with_target("meshwork::storage", LevelFilter::INFO)
         .with_target("meshwork", LevelFilter::INFO)
 }

@@ -4,7 +4,7 @@
 //! `meshwork traces` and reports the collector's CPU time per span, read from /proc/<pid>/stat
 //! after the collector has gone idle again (so its background writer is counted).
 //!
-//! usage: cargo run --release -p meshwork-observability --example collector_load -- \
+//! usage: cargo run --release -p meshwork-collector --example collector_load -- \
 //!          <otlp grpc endpoint, e.g. http://127.0.0.1:4317> <collector pid> [traces=50000]
 
 use std::time::{Duration, Instant};
