@@ -17,10 +17,12 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 
 mod common;
+mod scan;
 mod txn;
 mod url;
 
 pub use common::MAX_SCAN_LIMIT;
+pub use scan::{SCAN_PAGE, scan_all, scan_stream};
 pub use txn::{RetryPolicy, Txn, transact, transact_with};
 pub use url::{StoreUrl, open};
 
