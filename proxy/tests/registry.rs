@@ -1,5 +1,5 @@
 //! The gateway following an etcd registry: a real etcd (`meshwork_storage::testing`), real tonic
-//! replicas that register with `meshwork_proxy::register`, the real gateway, steady load.
+//! replicas that register with `meshwork_registry::register`, the real gateway, steady load.
 
 mod support;
 
@@ -88,8 +88,9 @@ async fn registry_changes_pools_live_without_failed_calls() {
     let url = format!("etcd://{}", etcd.endpoints().join(","));
     let mut b = [backend(0).await, backend(1).await, backend(2).await];
     let ttl = Duration::from_secs(2);
-    let reg0 = meshwork_proxy::register(&url, PREFIX, "p", b[0].addr, 1, ttl).await.unwrap();
-    let reg1 = meshwork_proxy::register(&url, PREFIX, "p", b[1].addr, 1, ttl).await.unwrap();
+    let registry = meshwork_registry::open(&url).await.unwrap();
+    let reg0 = meshwork_registry::register(registry.clone(), PREFIX, "p", b[0].addr, 1, ttl).await.unwrap();
+    let reg1 = meshwork_registry::register(registry.clone(), PREFIX, "p", b[1].addr, 1, ttl).await.unwrap();
 
     let mut config = GatewayConfig::new(support::free_port());
     config.threads = 1;
@@ -126,7 +127,7 @@ async fn registry_changes_pools_live_without_failed_calls() {
     assert_eq!(b[2].calls(), 0);
 
     // A replica joins: it gets calls within a second.
-    let reg2 = meshwork_proxy::register(&url, PREFIX, "p", b[2].addr, 1, ttl).await.unwrap();
+    let reg2 = meshwork_registry::register(registry.clone(), PREFIX, "p", b[2].addr, 1, ttl).await.unwrap();
     let took = within(Duration::from_secs(1), "a new replica gets calls", || b[2].calls() > 0).await;
     println!("join seen after {took:?}");
 
