@@ -2,7 +2,7 @@
 //! the gateway's (`meshwork_proxy::trace`: SERVER span, one CLIENT span, context injected
 //! upstream, status recorded) and the service's (`ServerTraceLayer` around a handler), with
 //! tracing off, with the call not sampled, and sampled. Spans go through the same pipeline as
-//! `meshwork_observability::init` (targets, sampler, batch processor) into an exporter that
+//! `meshwork_telemetry::init` (targets, sampler, batch processor) into an exporter that
 //! only counts them; a last group measures what the exporter thread spends turning spans into
 //! OTLP protobuf (the OTLP/gRPC send itself excluded).
 //!
@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use meshwork_observability::grpc::ServerTraceLayer;
-use meshwork_observability::telemetry::{SamplerConfig, TelemetryConfig, export_layer};
 use meshwork_proxy::trace;
+use meshwork_telemetry::grpc::ServerTraceLayer;
+use meshwork_telemetry::telemetry::{SamplerConfig, TelemetryConfig, export_layer};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tower::{Layer, Service};
@@ -52,8 +52,8 @@ fn config(sampler: SamplerConfig) -> TelemetryConfig {
         // Large enough that the bench thread never finds the queue full (dropping is cheaper).
         max_queue_size: 1 << 16,
         max_export_batch_size: 512,
-        export_timeout: meshwork_observability::telemetry::DEFAULT_EXPORT_TIMEOUT,
-        schedule_delay: meshwork_observability::telemetry::DEFAULT_SCHEDULE_DELAY,
+        export_timeout: meshwork_telemetry::telemetry::DEFAULT_EXPORT_TIMEOUT,
+        schedule_delay: meshwork_telemetry::telemetry::DEFAULT_SCHEDULE_DELAY,
         exporter: Default::default(),
     }
 }
@@ -182,11 +182,11 @@ fn benches(c: &mut Criterion) {
     });
     // meshwork's exporter: the spans written straight into the request's bytes, the batch
     // dropped after (as the cases above drop it); a retry resends the bytes.
-    let encoded_resource = meshwork_observability::export::otlp::encode_resource(&sdk_resource);
+    let encoded_resource = meshwork_telemetry::export::otlp::encode_resource(&sdk_resource);
     group.bench_function("encode, drop batch (meshwork exporter)", |b| {
         b.iter_batched(
             || spans.clone(),
-            |batch| meshwork_observability::export::otlp::encode_request(&encoded_resource, &batch),
+            |batch| meshwork_telemetry::export::otlp::encode_request(&encoded_resource, &batch),
             BatchSize::LargeInput,
         )
     });

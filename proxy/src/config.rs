@@ -13,8 +13,11 @@
 //! service = "meshwork.urlshortener.v1.UrlShortener"   # or a package prefix: "meshwork.urlshortener.v1"
 //! pool = "urlshortener"
 //!
-//! [redirect]                         # optional: HTTP GET /<code> through the URL shortener
-//! pool = "urlshortener"
+//! descriptor_sets = ["meshwork.bin"]  # FileDescriptorSets: reflection and HTTP routes
+//!
+//! [[http_routes]]                    # optional: JSON over HTTP from google.api.http annotations
+//! kind = "transcode"
+//! services = ["meshwork.urlshortener.v1.UrlShortener"]
 //!
 //! [cors]                             # optional: pages of these origins may call with gRPC-Web
 //! allowed_origins = ["https://app.example.com"]
@@ -23,10 +26,15 @@
 //! Pools choose a balancing `policy`, may weight endpoints (`{ address = "...", weight = 3 }`),
 //! cap calls in flight per replica, ramp returning replicas (`slow_start_ms`) and eject outliers
 //! (`[pools.NAME.outlier]`); routes mark `idempotent_methods` (UNAVAILABLE is retried on another
-//! replica for those only) and may cap the deadline (`timeout_ms`). `[rate_limit]` adds
+//! replica for those only) and may cap the deadline (`timeout_ms`). `[[http_routes]]` serve
+//! HTTP on the same port from the `descriptor_sets` (see [`crate::http_routes`]): JSON
+//! transcoding of annotated methods, and redirect routes (`GET /{code}` -> `302 Location`).
+//! `[rate_limit]` adds
 //! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port.
 //! `[tls]` puts TLS on the listener and `[pools.NAME.tls]` (mutual) TLS towards a pool's
 //! replicas (see [`crate::tls`]); their PEM files are read and checked by `validate`.
+//! `[auth]` makes callers prove who they are (JWT or API key; routes opt out with
+//! `allow_anonymous = true`; see [`crate::authn`]); its files are read and checked by `validate`.
 //! gRPC-Web needs no setting: it is served on `listen` beside native gRPC. Without `[cors]` only
 //! same-origin pages (and non-browser clients) may use it: a gateway in front of internal
 //! services should not be callable from every web site a user's browser opens. `meshwork up`,
@@ -39,7 +47,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authn::AuthConfig;
 use crate::balance::Policy;
+use crate::http_routes::{DescriptorSet, HttpRouteConfig};
 use crate::tls::{ListenerTlsConfig, TlsMaterial, UpstreamTlsConfig};
 
 /// gRPC services that the gateway answers itself (merged health and reflection); routes may not
@@ -142,12 +152,22 @@ pub struct GatewayConfig {
     /// Routes from gRPC service names (or package prefixes) to pools; the longest match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
-    /// Where `GET /<code>` short-link redirects are resolved; none disables redirects.
+    /// Encoded protobuf `FileDescriptorSet`s of the routed services (TOML: file paths, relative
+    /// to the configuration file). Reflection at the gateway describes the routed services from
+    /// them, and `http_routes` read their methods and `google.api.http` annotations. None by
+    /// default (reflection then lists only health and reflection).
     #[serde(default)]
-    pub redirect: Option<RedirectConfig>,
+    pub descriptor_sets: Vec<DescriptorSet>,
+    /// HTTP routes on `listen`: gRPC-JSON transcoding and redirects. None by default.
+    #[serde(default)]
+    pub http_routes: Vec<HttpRouteConfig>,
     /// TLS on `listen` (ALPN h2 and http/1.1) instead of h2c; none by default.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
+    /// Authentication of callers (JWT, API keys; see [`crate::authn`]); none by default: every
+    /// call goes through, as without it.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
     /// Whether a call the gateway roots and does not sample goes upstream with a `traceparent`
     /// (fresh ids, flags `00`) so that every hop below follows the decision, as W3C Trace
     /// Context has it. `false`: such calls go upstream with no trace headers, which spares
@@ -308,6 +328,10 @@ pub struct RouteConfig {
     /// wins. None (default) leaves calls without a client deadline unbounded.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// With `[auth]`: callers without credentials may call this route (a bad credential is
+    /// still refused). Default false: the route needs credentials. No effect without `[auth]`.
+    #[serde(default)]
+    pub allow_anonymous: bool,
 }
 
 impl Default for RouteConfig {
@@ -320,6 +344,7 @@ impl Default for RouteConfig {
             splits: Vec::new(),
             idempotent_methods: Vec::new(),
             timeout_ms: None,
+            allow_anonymous: false,
         }
     }
 }
@@ -354,14 +379,6 @@ pub struct RateLimitConfig {
     /// unset, are keyed by the client's IP address.
     #[serde(default)]
     pub key: Option<String>,
-}
-
-/// Short-link redirects (`GET /<code>` -> `302 Location`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectConfig {
-    /// The pool of URL shortener replicas.
-    pub pool: String,
 }
 
 /// CORS for gRPC-Web calls from pages of other origins (`[cors]`).
@@ -499,8 +516,10 @@ impl GatewayConfig {
             registry_prefix: default_registry_prefix(),
             pools: BTreeMap::new(),
             routes: Vec::new(),
-            redirect: None,
+            descriptor_sets: Vec::new(),
+            http_routes: Vec::new(),
             tls: None,
+            auth: None,
             propagate_unsampled: default_propagate_unsampled(),
             cors: None,
         }
@@ -516,7 +535,18 @@ impl GatewayConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text, Some(path))
+        let mut config = Self::parse(&text, Some(path))?;
+        // Descriptor files are named relative to the configuration file.
+        if let Some(dir) = path.parent() {
+            for set in &mut config.descriptor_sets {
+                if let DescriptorSet::File(file) = set
+                    && file.is_relative()
+                {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(config)
     }
 
     fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -600,7 +630,7 @@ impl GatewayConfig {
             return invalid(format!("admin_listen = \"{admin}\": must differ from listen"));
         }
         if let Some(url) = &self.registry
-            && let Err(e) = crate::registry::endpoints(url)
+            && let Err(e) = crate::registry::parse_url(url)
         {
             return invalid(e.to_string());
         }
@@ -741,11 +771,8 @@ impl GatewayConfig {
                 ));
             }
         }
-        if let Some(redirect) = &self.redirect
-            && !self.pools.contains_key(&redirect.pool)
-        {
-            return invalid(format!("redirect points to unknown pool \"{}\"", redirect.pool));
-        }
+        let descriptors = crate::http_routes::Descriptors::load(&self.descriptor_sets).map_err(ConfigError::Invalid)?;
+        crate::http_routes::RouteTable::compile(self, &descriptors).map_err(ConfigError::Invalid)?;
         if let Some(cors) = &self.cors {
             for origin in &cors.allowed_origins {
                 if let Err(why) = check_origin(origin) {
@@ -777,6 +804,9 @@ impl GatewayConfig {
             }
         }
         TlsMaterial::load(self)?;
+        if let Some(auth) = &self.auth {
+            crate::authn::Authn::load(auth)?;
+        }
         Ok(())
     }
 }
@@ -874,9 +904,6 @@ endpoints = ["127.0.0.1:50051", "localhost:50052"]
 [[routes]]
 service = "meshwork.urlshortener.v1.UrlShortener"
 pool = "urlshortener"
-
-[redirect]
-pool = "urlshortener"
 "#;
 
     fn good() -> GatewayConfig {
@@ -907,6 +934,20 @@ pool = "urlshortener"
     }
 
     #[test]
+    fn descriptor_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, format!("descriptor_sets = [\"mesh.bin\", \"/abs/other.bin\"]\n{GOOD}")).unwrap();
+        let config = GatewayConfig::from_file(&path).unwrap();
+        assert_eq!(
+            config.descriptor_sets,
+            vec![DescriptorSet::File(dir.path().join("mesh.bin")), DescriptorSet::File("/abs/other.bin".into())]
+        );
+        let msg = invalid_message(&config);
+        assert!(msg.contains("descriptor_sets: cannot read") && msg.contains("mesh.bin"), "{msg}");
+    }
+
+    #[test]
     fn empty_pool_is_rejected() {
         let mut config = good();
         config.pools.get_mut("urlshortener").unwrap().endpoints.clear();
@@ -917,7 +958,9 @@ pool = "urlshortener"
         config.registry = Some("etcd://127.0.0.1:2379".into());
         config.validate().unwrap();
         config.registry = Some("etcd:/x".into());
-        assert!(invalid_message(&config).contains("must start with etcd://"));
+        assert!(invalid_message(&config).contains("registry \"etcd:/x\""), "{}", invalid_message(&config));
+        config.registry = Some("memory:".into());
+        assert!(invalid_message(&config).contains("must be etcd://"), "{}", invalid_message(&config));
     }
 
     #[test]
@@ -926,13 +969,6 @@ pool = "urlshortener"
         config.routes.push(RouteConfig::new("meshwork.orders.v1", "orders"));
         let msg = invalid_message(&config);
         assert!(msg.contains("unknown pool \"orders\""), "{msg}");
-    }
-
-    #[test]
-    fn redirect_to_unknown_pool_is_rejected() {
-        let mut config = good();
-        config.redirect = Some(RedirectConfig { pool: "nope".into() });
-        assert!(invalid_message(&config).contains("redirect points to unknown pool \"nope\""));
     }
 
     #[test]
@@ -966,10 +1002,10 @@ pool = "urlshortener"
 
     #[test]
     fn unknown_fields_are_rejected_with_line() {
-        let text = GOOD.replace("[redirect]", "[redirect]\ntimeout = 3");
+        let text = GOOD.replace("pool = \"urlshortener\"", "pool = \"urlshortener\"\ntimeout = 3");
         let msg = GatewayConfig::from_toml_str(&text).unwrap_err().to_string();
         assert!(msg.contains("unknown field `timeout`"), "{msg}");
-        assert!(msg.contains("(line 12)"), "{msg}");
+        assert!(msg.contains("(line 10)"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
 

@@ -3,7 +3,7 @@
 //! They run in a small tonic server on `127.0.0.1:<ephemeral>` inside the gateway's internal
 //! runtime; the proxy routes `grpc.reflection.*` and `grpc.health.v1.Health` there like any other
 //! pool. Reflection lists exactly the routed services (plus health and reflection) and describes
-//! them from `meshwork_proto::FILE_DESCRIPTOR_SET`. Health reports a service SERVING while its
+//! them from the configuration's `descriptor_sets`. Health reports a service SERVING while its
 //! pool has at least one healthy replica; the overall status `""` is SERVING while the gateway
 //! runs and NOT_SERVING once it drains.
 //!
@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Server};
@@ -33,27 +33,14 @@ use crate::config::BUILTIN_SERVICES;
 use crate::routing::{Pool, Router};
 use crate::tls::replica_endpoint;
 
-/// Every service described by `meshwork_proto::FILE_DESCRIPTOR_SET`, as full names.
-pub(crate) fn described_services() -> Result<Vec<String>, GatewayError> {
-    let set = prost_types::FileDescriptorSet::decode(meshwork_proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| GatewayError::Start(format!("meshwork descriptor set does not decode: {e}")))?;
-    let mut names = Vec::new();
-    for file in &set.file {
-        let package = file.package.as_deref().unwrap_or("");
-        for service in &file.service {
-            let name = service.name.as_deref().unwrap_or("");
-            names.push(if package.is_empty() { name.to_string() } else { format!("{package}.{name}") });
-        }
-    }
-    Ok(names)
-}
-
 /// What the internal server serves: the services reflection lists, and which pool decides the
 /// health of which service name.
 #[derive(Debug, Default)]
 pub(crate) struct MeshView {
     /// Routed services that reflection lists and describes.
     pub listed: Vec<String>,
+    /// The encoded descriptor sets that describe them.
+    pub descriptor_sets: Vec<Bytes>,
     /// Service name -> the pool whose replicas serve it.
     pub health: BTreeMap<String, Arc<Pool>>,
 }
@@ -101,9 +88,12 @@ pub(crate) struct CheckSettings {
     pub unhealthy_threshold: u32,
 }
 
-fn reflection_builder(listed: &[String]) -> tonic_reflection::server::Builder<'static> {
-    let mut builder = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meshwork_proto::FILE_DESCRIPTOR_SET)
+fn reflection_builder<'a>(listed: &[String], sets: &'a [Bytes]) -> tonic_reflection::server::Builder<'a> {
+    let mut builder = tonic_reflection::server::Builder::configure();
+    for set in sets {
+        builder = builder.register_encoded_file_descriptor_set(set);
+    }
+    let mut builder = builder
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
@@ -127,10 +117,10 @@ impl Internal {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
 
-        let reflection_v1 = reflection_builder(&view.listed)
+        let reflection_v1 = reflection_builder(&view.listed, &view.descriptor_sets)
             .build_v1()
             .map_err(|e| GatewayError::Start(format!("reflection v1: {e}")))?;
-        let reflection_v1alpha = reflection_builder(&view.listed)
+        let reflection_v1alpha = reflection_builder(&view.listed, &view.descriptor_sets)
             .build_v1alpha()
             .map_err(|e| GatewayError::Start(format!("reflection v1alpha: {e}")))?;
         let (reporter, health_server) = tonic_health::server::health_reporter();

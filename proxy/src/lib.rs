@@ -11,9 +11,12 @@
 //! metrics, readiness and the routing table. Pools may also follow an etcd registry
 //! ([`registry`]): replicas register under a lease and join or leave pools live. Failures are gRPC-shaped (`grpc-status` 12 for an
 //! unknown service, 14 when no replica is reachable), never HTML. The gateway itself answers gRPC
-//! reflection (v1 and v1alpha) and health for the whole mesh, and HTTP `GET /<code>` short-link
-//! redirects through the URL shortener. Browsers call any routed service on the same port with
-//! gRPC-Web (binary or base64 text), with CORS for the origins listed in `[cors]`.
+//! reflection (v1 and v1alpha) and health for the whole mesh, from the protobuf descriptors it
+//! is given (`descriptor_sets`). HTTP routes on the same port ([`http_routes`]) answer JSON for
+//! methods with `google.api.http` annotations (gRPC-JSON transcoding) and redirect through a
+//! unary call (`GET /{code}` -> `302 Location`); the gateway knows no service's domain. Browsers
+//! call any routed service on the same port with gRPC-Web (binary or base64 text), with CORS
+//! for the origins listed in `[cors]`.
 //!
 //! ```no_run
 //! let config = meshwork_proxy::GatewayConfig::from_file("proxy/examples/gateway.toml")?;
@@ -27,17 +30,18 @@
 //! `tracing-log` feature (as `init()` does) forwards those records into `tracing`.
 
 mod admin;
+mod authn;
 pub mod balance;
 mod config;
 mod deadline;
 mod grpc_errors;
 mod grpc_web;
+pub mod http_routes;
 mod internal;
 mod limits;
 mod metrics;
 mod pool;
 mod proxy;
-mod redirect;
 pub mod registry;
 mod routing;
 mod server;
@@ -46,13 +50,14 @@ pub mod trace;
 
 use std::net::SocketAddr;
 
+pub use authn::{API_KEY_HEADER, AuthConfig};
 pub use balance::Policy;
 pub use config::{
     BUILTIN_SERVICES, ConfigError, CorsConfig, EndpointConfig, GatewayConfig, OutlierConfig, PoolConfig,
-    RateLimitConfig, RedirectConfig, RouteConfig, SplitConfig,
+    RateLimitConfig, RouteConfig, SplitConfig,
 };
-pub use redirect::LINK_STATE_KEY;
-pub use registry::{Registration, RegistryError, register};
+pub use http_routes::{DescriptorSet, HttpRouteConfig, RedirectRouteConfig, StatusRuleConfig, TranscodeRouteConfig};
+pub use registry::RegistryError;
 pub use server::{GatewayHandle, run, spawn};
 pub use tls::{ListenerTlsConfig, UpstreamTlsConfig, install_crypto_provider};
 

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Calls refused because every replica was at its concurrency cap.
     pub overloaded: AtomicU64,
+    /// Calls refused for their credentials, by reason (`crate::authn::REASONS`).
+    pub auth_refused: [AtomicU64; crate::authn::REASONS.len()],
+    /// Calls with a verified credential: JWT, API key.
+    pub auth_verified: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -81,6 +85,8 @@ impl Default for Metrics {
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
+            auth_refused: Default::default(),
+            auth_verified: Default::default(),
         }
     }
 }
@@ -171,6 +177,23 @@ impl Metrics {
             "Calls refused because every replica was at its concurrency cap.",
             self.overloaded.load(Ordering::Relaxed),
         );
+        out.push_str("# HELP meshwork_gateway_auth_refused_total Calls refused for their credentials, by reason.\n");
+        out.push_str("# TYPE meshwork_gateway_auth_refused_total counter\n");
+        for (reason, n) in crate::authn::REASONS.iter().zip(&self.auth_refused) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "meshwork_gateway_auth_refused_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP meshwork_gateway_auth_verified_total Calls with a verified credential, by method.\n");
+        out.push_str("# TYPE meshwork_gateway_auth_verified_total counter\n");
+        for (method, n) in ["jwt", "api_key"].iter().zip(&self.auth_verified) {
+            let _ = writeln!(
+                out,
+                "meshwork_gateway_auth_verified_total{{method=\"{method}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP meshwork_gateway_ejections_total Passive outlier ejections by pool.\n");
         out.push_str("# TYPE meshwork_gateway_ejections_total counter\n");
         for pool in pools {

@@ -1,9 +1,10 @@
 //! The Pingora [`ProxyHttp`] implementation: per-request routing, rate limits, deadlines,
 //! replica choice (see [`crate::pool`]), retries, passive health from `grpc-status`, message size
 //! caps, metrics, the `te: trailers` fix, gRPC-shaped errors and the plain HTTP answers (`/`,
-//! `/healthz`, short-link redirects). gRPC-Web calls take the gRPC path too; the hooks translate
-//! their edges with [`crate::grpc_web`] (request content type and base64 body, response content
-//! type, trailers as a body frame, CORS) and do nothing more for native gRPC.
+//! `/healthz`, and the HTTP routes of [`crate::http_routes`]: JSON transcoding, redirects).
+//! gRPC-Web calls take the gRPC path too; the hooks translate their edges with
+//! [`crate::grpc_web`] (request content type and base64 body, response content type, trailers
+//! as a body frame, CORS) and do nothing more for native gRPC.
 //!
 //! Retries: a failed connect is retried on another replica for every call. An answer of
 //! UNAVAILABLE is retried on another replica only for methods marked idempotent, only while the
@@ -14,13 +15,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, header};
-use meshwork_observability::propagation;
+use meshwork_telemetry::propagation;
 use pingora_core::protocols::ALPN;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -28,16 +29,16 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tonic::Code;
-use tracing::Instrument;
 
+use crate::authn::{self, Authn, Refusal, Verdict};
 use crate::balance::{Policy, hash64};
 use crate::deadline::{format_grpc_timeout, parse_grpc_timeout};
 use crate::grpc_errors::{grpc_code_for_http_status, is_grpc_content_type, text_response, trailers, trailers_only};
 use crate::grpc_web::{self, Cors, WebCall, WebMode, web_mode};
+use crate::http_routes::{HttpRoutes, Lookup};
 use crate::limits::{MessageMeter, RateLimiter};
 use crate::metrics::{MethodStats, Metrics};
 use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool, now_ns};
-use crate::redirect::{RedirectOutcome, Resolver, referrer_host, short_code};
 use crate::routing::{Route, Router, parse_grpc_path};
 use crate::server::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 use crate::trace;
@@ -151,26 +152,57 @@ pub(crate) struct RateLimit {
 /// The gateway's proxy logic.
 pub(crate) struct GatewayProxy {
     router: Arc<Router>,
-    resolver: Option<Arc<Resolver>>,
+    /// HTTP routes (transcoding, redirects); None when none are configured.
+    http_routes: Option<Arc<HttpRoutes>>,
     inflight: Arc<AtomicUsize>,
     settings: ProxySettings,
     metrics: Arc<Metrics>,
     rate_limit: Option<RateLimit>,
     /// Cross-origin gRPC-Web; None lets only same-origin pages call.
     cors: Option<Cors>,
+    /// Authentication (`[auth]`); None lets every call through, as before.
+    authn: Option<Arc<Authn>>,
 }
 
 impl GatewayProxy {
     pub fn new(
         router: Arc<Router>,
-        resolver: Option<Arc<Resolver>>,
+        http_routes: Option<Arc<HttpRoutes>>,
         inflight: Arc<AtomicUsize>,
         settings: ProxySettings,
         metrics: Arc<Metrics>,
         rate_limit: Option<RateLimit>,
         cors: Option<Cors>,
     ) -> Self {
-        Self { router, resolver, inflight, settings, metrics, rate_limit, cors }
+        Self { router, http_routes, inflight, settings, metrics, rate_limit, cors, authn: None }
+    }
+
+    /// Checks credentials with `authn` (see [`crate::authn`]).
+    pub fn with_authn(mut self, authn: Option<Arc<Authn>>) -> Self {
+        self.authn = authn;
+        self
+    }
+
+    /// Answers a call refused for its credentials: UNAUTHENTICATED (trailers-only) for gRPC and
+    /// gRPC-Web, HTTP 401 with `WWW-Authenticate` for everything else.
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
+        self.metrics.auth_refused[refusal.reason.index()].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(reason = refusal.reason.label(), message = %refusal.message, "call refused: unauthenticated");
+        let headers = &session.req_header().headers;
+        let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or(b"");
+        let web = match web_mode(content_type) {
+            Some((mode, suffix)) => {
+                let origin = self.cors.as_ref().and_then(|c| c.allow(headers.get(header::ORIGIN)));
+                Some(WebCall::new(mode, suffix, origin))
+            }
+            None if is_grpc_content_type(content_type) => None,
+            None => {
+                let extra = [(header::WWW_AUTHENTICATE, refusal.www_authenticate())];
+                return Self::respond_text(session, 401, &refusal.message, &extra).await;
+            }
+        };
+        ctx.grpc_status = Some(Code::Unauthenticated as u16);
+        self.respond_grpc(session, web.as_ref(), Code::Unauthenticated, &refusal.message).await
     }
 
     /// Whether the call is within its client's rate.
@@ -243,7 +275,7 @@ impl GatewayProxy {
         Ok(())
     }
 
-    /// Everything that is not native gRPC: `/`, `/healthz`, `/<code>`, else 404/405/415.
+    /// Everything that is not native gRPC: `/`, `/healthz`, the HTTP routes, else 404/405/415.
     async fn handle_http(&self, session: &mut Session) -> Result<()> {
         let req = session.req_header();
         let method = req.method.clone();
@@ -255,53 +287,46 @@ impl GatewayProxy {
         }
         match path.as_str() {
             "/" if get => {
-                let body =
-                    "meshwork gateway: gRPC (h2c), gRPC-Web and HTTP on this port; GET /<code> follows a short link";
+                let body = "meshwork gateway: gRPC (h2c), gRPC-Web and HTTP routes on this port";
                 Self::respond_text(session, 200, body, &[]).await
             }
             "/healthz" if get => Self::respond_text(session, 200, "ok", &[]).await,
             "/" | "/healthz" => Self::respond_text(session, 405, "method not allowed", &allow).await,
             _ => {
-                if let Some(code) = short_code(&path) {
-                    if !get {
-                        return Self::respond_text(session, 405, "method not allowed", &allow).await;
+                if let Some(routes) = self.http_routes.clone() {
+                    match routes.lookup(&method, &path) {
+                        Lookup::None => {}
+                        Lookup::WrongMethod(methods) => {
+                            let allow = HeaderValue::from_str(&methods).unwrap_or(HeaderValue::from_static("GET"));
+                            return Self::respond_text(session, 405, "method not allowed", &[(header::ALLOW, allow)])
+                                .await;
+                        }
+                        _ if !self.admit(session) => {
+                            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            return Self::respond_text(session, 429, "rate limit exceeded for this client", &[]).await;
+                        }
+                        Lookup::Transcode(binding, values) => return routes.transcode(session, binding, values).await,
+                        Lookup::Redirect(route, values) => return routes.redirect(session, route, values).await,
                     }
-                    return self.redirect(session, code.to_string(), method == Method::HEAD).await;
                 }
                 if parse_grpc_path(&path).is_some() && method == Method::POST {
                     let body = "gRPC calls need content-type application/grpc, or application/grpc-web or \
                                 application/grpc-web-text for gRPC-Web";
                     return Self::respond_text(session, 415, body, &[]).await;
                 }
+                if let Some((status, body)) = HttpRoutes::not_found_json(&session.req_header().headers, &method, &path)
+                {
+                    let mut resp = ResponseHeader::build(status, Some(3))?;
+                    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+                    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+                    session.write_response_header(Box::new(resp), method == Method::HEAD).await?;
+                    if method != Method::HEAD {
+                        session.write_response_body(Some(Bytes::from(body)), true).await?;
+                    }
+                    return Ok(());
+                }
                 Self::respond_text(session, 404, "not found", &[]).await
             }
-        }
-    }
-
-    /// `GET /<code>`: resolve through the URL shortener and answer 302 or an error.
-    async fn redirect(&self, session: &mut Session, code: String, head: bool) -> Result<()> {
-        let Some(resolver) = &self.resolver else {
-            return Self::respond_text(session, 404, "short links are not enabled on this gateway", &[]).await;
-        };
-        let referrer = referrer_host(session.req_header().headers.get(header::REFERER).map(|v| v.as_bytes()));
-        let started = Instant::now();
-        let span = trace::redirect_span(&session.req_header().headers, &code, self.settings.propagate_unsampled);
-        let outcome = resolver.resolve(&code, referrer, head).instrument(span.clone()).await;
-        if !span.is_disabled() {
-            let status = match &outcome {
-                RedirectOutcome::Found(_) => 302,
-                RedirectOutcome::Error(status, _) => *status,
-            };
-            span.record("http.response.status_code", i64::from(status));
-        }
-        tracing::debug!(code, ?outcome, elapsed_us = started.elapsed().as_micros() as u64, "redirect");
-        match outcome {
-            RedirectOutcome::Found(url) => {
-                let location = HeaderValue::from_str(&url)
-                    .map_err(|e| Error::because(ErrorType::InternalError, "redirect location", e))?;
-                Self::respond_text(session, 302, &format!("Found: {url}"), &[(header::LOCATION, location)]).await
-            }
-            RedirectOutcome::Error(status, text) => Self::respond_text(session, status, &text, &[]).await,
         }
     }
 }
@@ -339,6 +364,22 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Identity first, for every kind of request (gRPC, gRPC-Web, HTTP routes): the upstream
+        // sees only an identity the gateway verified (crate::authn).
+        authn::strip_identity(session.req_header_mut());
+        if let Some(authn) = &self.authn {
+            match authn.authenticate(session.req_header_mut(), SystemTime::now()) {
+                Verdict::Anonymous => {}
+                Verdict::Verified(identity) => {
+                    self.metrics.auth_verified[usize::from(identity.method == meshwork_identity::Method::ApiKey)]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Refused(refusal) => {
+                    self.refuse(session, ctx, &refusal).await?;
+                    return Ok(true);
+                }
+            }
+        }
         let req = session.req_header();
         let content_type = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or(b"");
         if !is_grpc_content_type(content_type) {
@@ -365,6 +406,11 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         };
         let stats = self.metrics.method(path, service, method);
+        if !authn::admits(route, &req.headers) && !authn::always_anonymous(service) {
+            stats.record(Code::Unauthenticated as u16, ctx.started.elapsed());
+            self.refuse(session, ctx, &Refusal::missing()).await?;
+            return Ok(true);
+        }
         ctx.idempotent = route.is_idempotent(method);
         if !self.admit(session) {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);

@@ -32,6 +32,8 @@ pub struct Route {
     all_idempotent: bool,
     /// Upper bound of every call's deadline.
     pub timeout: Option<Duration>,
+    /// Calls without credentials may use the route when the gateway authenticates (`[auth]`).
+    pub allow_anonymous: bool,
 }
 
 impl Route {
@@ -45,7 +47,14 @@ impl Route {
             idempotent: Vec::new(),
             all_idempotent: false,
             timeout: None,
+            allow_anonymous: false,
         }
+    }
+
+    /// Lets calls without credentials use the route (see [`crate::authn`]).
+    pub fn with_allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
+        self
     }
 
     /// Splits calls between the main pool (`weight`) and `others` (pool, weight), at random in

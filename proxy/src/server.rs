@@ -26,13 +26,14 @@ use tokio::sync::watch;
 
 use crate::GatewayError;
 use crate::admin::AdminState;
-use crate::config::{BUILTIN_SERVICES, GatewayConfig, PoolConfig};
-use crate::internal::{CheckSettings, Internal, MeshView, described_services};
+use crate::config::{BUILTIN_SERVICES, ConfigError, GatewayConfig, PoolConfig};
+use crate::http_routes::upstream::Upstream;
+use crate::http_routes::{Descriptors, HttpRoutes, RouteTable};
+use crate::internal::{CheckSettings, Internal, MeshView};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::pool::{OutlierSettings, PoolSettings};
 use crate::proxy::{GatewayProxy, ProxySettings, RateLimit};
-use crate::redirect::Resolver;
 use crate::routing::{Pool, Route, Router};
 use crate::tls::{TlsMaterial, install_crypto_provider};
 
@@ -322,7 +323,9 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
                 .with_splits(route.weight, splits)
                 .with_headers(headers)
                 .with_idempotent(&route.idempotent_methods)
-                .with_timeout(route.timeout_ms.map(Duration::from_millis)),
+                .with_timeout(route.timeout_ms.map(Duration::from_millis))
+                // Without [auth] every caller is anonymous, and welcome (crate::authn::admits).
+                .with_allow_anonymous(route.allow_anonymous || config.auth.is_none()),
         );
         if route.headers.is_empty() && !route.service.contains('/') {
             route_services.push((route.service.clone(), pool.clone()));
@@ -332,7 +335,12 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         router.insert(Route::new(*name, internal_pool.clone()));
     }
     let router = Arc::new(router);
-    let view = MeshView::new(&router, &described_services()?, &route_services);
+    let descriptors =
+        Descriptors::load(&config.descriptor_sets).map_err(|e| GatewayError::Config(ConfigError::Invalid(e)))?;
+    let route_table =
+        RouteTable::compile(&config, &descriptors).map_err(|e| GatewayError::Config(ConfigError::Invalid(e)))?;
+    let mut view = MeshView::new(&router, &descriptors.services(), &route_services);
+    view.descriptor_sets = descriptors.encoded().to_vec();
     let settings = CheckSettings {
         interval: Duration::from_millis(config.health_check_interval_ms),
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
@@ -344,13 +352,24 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let internal = on_runtime(rt, Internal::start(internal_listener, view, all_pools.clone(), settings))
         .ok_or_else(|| GatewayError::Start("the internal runtime stopped".into()))??;
 
-    let resolver = config.redirect.as_ref().and_then(|redirect| {
-        let pool = pools.get(&redirect.pool)?;
-        let _guard = rt.enter();
-        Some(Arc::new(Resolver::new(&pool.addrs(), pool.tls(), settings.connect_timeout)))
-    });
-
     let metrics = Arc::new(Metrics::default());
+    let http_routes = (!route_table.is_empty()).then(|| {
+        let upstream = Upstream::new(
+            rt.handle().clone(),
+            settings.connect_timeout,
+            config.max_request_message_bytes as usize,
+            config.max_response_message_bytes as usize,
+            metrics.clone(),
+        );
+        Arc::new(HttpRoutes::new(
+            route_table,
+            router.clone(),
+            upstream,
+            metrics.clone(),
+            config.propagate_unsampled,
+            config.max_request_message_bytes as usize,
+        ))
+    });
     let draining = Arc::new(AtomicBool::new(false));
     let admin_addr = match config.admin_listen {
         Some(addr) => {
@@ -405,9 +424,10 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         key: limit.key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
     });
     let inflight = Arc::new(AtomicUsize::new(0));
+    let authn = config.auth.as_ref().map(crate::authn::Authn::load).transpose()?.map(Arc::new);
     let proxy = GatewayProxy::new(
         router,
-        resolver,
+        http_routes,
         inflight.clone(),
         ProxySettings {
             connect_timeout: settings.connect_timeout,
@@ -419,7 +439,8 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         metrics.clone(),
         rate_limit,
         config.cors.as_ref().map(crate::grpc_web::Cors::new),
-    );
+    )
+    .with_authn(authn);
 
     let conf = ServerConf {
         threads: config.threads,

@@ -293,7 +293,7 @@ pub(crate) fn replica_endpoint(
 ) -> Endpoint {
     let endpoint = match tls {
         Some(tls) => tls.endpoint(addr),
-        None => Endpoint::from(crate::redirect::grpc_uri(addr)),
+        None => Endpoint::from(crate::http_routes::upstream::grpc_uri(addr)),
     };
     endpoint.connect_timeout(connect_timeout).tcp_nodelay(true)
 }

@@ -3,7 +3,7 @@
 //! context is injected into the upstream request.
 //!
 //! The call spans are built on the OpenTelemetry API directly
-//! ([`meshwork_observability::telemetry::tracer`]), not through `tracing`: a call crosses many
+//! ([`meshwork_telemetry::telemetry::tracer`]), not through `tracing`: a call crosses many
 //! Pingora hooks, so they live in the request context and are never entered, and `tracing`
 //! would only add its registry, layer callbacks and a copy of every attribute. When no trace
 //! exporter is installed none is built and the hot path pays one check.
@@ -11,12 +11,12 @@
 //! Head sampling happens here, before any span exists: a call whose caller sent a sampled
 //! `traceparent` is traced; one whose caller sent an unsampled one is not, and neither is a new
 //! trace the root sampler turns down (it gets a fresh unsampled `traceparent` upstream instead).
-//! See [`meshwork_observability::sampling`].
+//! See [`meshwork_telemetry::sampling`].
 
 use std::borrow::Cow;
 
-use meshwork_observability::propagation;
-use meshwork_observability::sampling::{self, Head, SAMPLING_PRIORITY};
+use meshwork_telemetry::propagation;
+use meshwork_telemetry::sampling::{self, Head, SAMPLING_PRIORITY};
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use pingora_core::Result;
@@ -86,10 +86,10 @@ pub fn server_span(
     method: &str,
     propagate_unsampled: bool,
 ) -> CallTrace {
-    if meshwork_observability::grpc::untraced(path) {
+    if meshwork_telemetry::grpc::untraced(path) {
         return CallTrace::Off;
     }
-    if !meshwork_observability::telemetry::exporting() {
+    if !meshwork_telemetry::telemetry::exporting() {
         return CallTrace::Off;
     }
     let parent = match sampling::decide(headers) {
@@ -101,13 +101,13 @@ pub fn server_span(
         }
         Head::RootUnsampled(_) => return CallTrace::Dropped,
     };
-    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallTrace::Off };
+    let Some(tracer) = meshwork_telemetry::telemetry::tracer() else { return CallTrace::Off };
     let mut attributes = Vec::with_capacity(6);
     attributes.extend([
         KeyValue::new("rpc.system", "grpc"),
         KeyValue::new("rpc.service", service.to_string()),
         KeyValue::new("rpc.method", method.to_string()),
-        KeyValue::new(meshwork_observability::grpc::SERVICE_ATTRIBUTE, "gateway"),
+        KeyValue::new(meshwork_telemetry::grpc::SERVICE_ATTRIBUTE, "gateway"),
     ]);
     // A new root carries the decision just taken, so that the SDK sampler does not draw again.
     if parent.is_none() {
@@ -126,7 +126,7 @@ pub fn server_span(
 pub fn client_span(call: &CallTrace, path: &str, replica: std::net::SocketAddr, attempt: usize) -> CallSpan {
     let CallTrace::Sampled(server) = call else { return CallSpan(None) };
     let Some(parent) = server.span_context() else { return CallSpan(None) };
-    let Some(tracer) = meshwork_observability::telemetry::tracer() else { return CallSpan(None) };
+    let Some(tracer) = meshwork_telemetry::telemetry::tracer() else { return CallSpan(None) };
     // The server span is local: its context as a (non-remote) parent.
     let parent = SpanContext::new(
         parent.trace_id(),
@@ -142,7 +142,7 @@ pub fn client_span(call: &CallTrace, path: &str, replica: std::net::SocketAddr, 
             KeyValue::new("rpc.system", "grpc"),
             KeyValue::new("server.address", replica.ip().to_string()),
             KeyValue::new("server.port", i64::from(replica.port())),
-            KeyValue::new(meshwork_observability::grpc::SERVICE_ATTRIBUTE, "gateway"),
+            KeyValue::new(meshwork_telemetry::grpc::SERVICE_ATTRIBUTE, "gateway"),
             KeyValue::new("meshwork.attempt", attempt as i64),
         ])
         .start_with_context(&tracer, &Context::new().with_remote_span_context(parent));
@@ -184,7 +184,7 @@ pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -
 pub fn record_status(span: &mut CallSpan, code: u16) {
     let Some(span) = &mut span.0 else { return };
     span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-    if meshwork_observability::grpc::is_server_error(i32::from(code)) {
+    if meshwork_telemetry::grpc::is_server_error(i32::from(code)) {
         span.set_status(Status::error(""));
     }
 }
@@ -196,12 +196,38 @@ pub fn record_failed_attempt(span: &mut CallSpan, error: &str) {
     span.set_attribute(KeyValue::new("error.type", error.to_string()));
 }
 
-/// Returns the SERVER span of an HTTP short-link redirect; the Resolve call it makes runs in it
-/// and carries its context. A redirect the gateway roots and does not sample still gets a span
-/// (parented on a fresh unsampled context, so the SDK drops it) so that the Resolve call carries
-/// flags 00 and the service builds no spans either (unless not `propagate_unsampled`: then the
-/// redirect gets no span and the Resolve call no trace headers).
-pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled: bool) -> tracing::Span {
+/// Writes the trace headers of a call the gateway makes itself (an HTTP route's gRPC call) into
+/// its metadata, exactly as [`inject`] does for a proxied call whose caller sent `caller`.
+pub(crate) fn inject_metadata(
+    trace: &CallTrace,
+    span: &CallSpan,
+    caller: &http::HeaderMap,
+    metadata: &mut http::HeaderMap,
+) {
+    use propagation::{TRACEPARENT, TRACESTATE};
+    let Ok(mut request) = RequestHeader::build("POST", b"/", Some(2)) else { return };
+    for name in [&TRACEPARENT, &TRACESTATE] {
+        if let Some(value) = caller.get(name) {
+            let _ = request.insert_header(name.clone(), value.clone());
+        }
+    }
+    if inject(trace, span, &mut request).is_err() {
+        return;
+    }
+    for name in [&TRACEPARENT, &TRACESTATE] {
+        if let Some(value) = request.headers.get(name) {
+            metadata.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Returns the SERVER span of an HTTP redirect route (`route` is its path template, `path` the
+/// request's); the call it makes runs in it and carries its context. A redirect the gateway
+/// roots and does not sample still gets a span (parented on a fresh unsampled context, so the
+/// SDK drops it) so that the call carries flags 00 and the service builds no spans either
+/// (unless not `propagate_unsampled`: then the redirect gets no span and the call no trace
+/// headers).
+pub fn redirect_span(headers: &http::HeaderMap, route: &str, path: &str, propagate_unsampled: bool) -> tracing::Span {
     if !tracing::enabled!(target: "meshwork::gateway", tracing::Level::INFO) {
         return tracing::Span::none();
     }
@@ -219,11 +245,11 @@ pub fn redirect_span(headers: &http::HeaderMap, code: &str, propagate_unsampled:
     let span = tracing::info_span!(
         target: "meshwork::gateway",
         "gateway.redirect",
-        otel.name = "GET /{code}",
+        otel.name = %format_args!("GET {route}"),
         otel.kind = "server",
         http.request.method = "GET",
-        http.route = "/{code}",
-        meshwork.code = %code,
+        http.route = %route,
+        url.path = %path,
         http.response.status_code = Empty,
         meshwork.service = "gateway",
         sampling.priority = Empty,

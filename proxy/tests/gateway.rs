@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
+use meshwork_proxy::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -83,10 +83,13 @@ fn config(pool: &[SocketAddr], route: Option<&str>) -> GatewayConfig {
     config.grace_period_seconds = 5;
     config.health_check_interval_ms = 200;
     config.pools.insert("shortener".into(), PoolConfig::new(pool.iter().map(|a| a.to_string())));
+    config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
     if let Some(service) = route {
         config.routes.push(RouteConfig::new(service, "shortener"));
+        if SHORTENER.starts_with(service) {
+            config.http_routes.push(HttpRouteConfig::Redirect(support::shortener_redirect()));
+        }
     }
-    config.redirect = Some(RedirectConfig { pool: "shortener".into() });
     config
 }
 

@@ -2,8 +2,8 @@
 //! roots gets the trace id its sampling decision was drawn on, so that every hop deciding on
 //! the trace id agrees with it. (Its own process: it installs the process-wide tracer.)
 
-use meshwork_observability::sampling::ratio_samples;
-use meshwork_observability::telemetry::{TelemetryConfig, export_layer};
+use meshwork_telemetry::sampling::ratio_samples;
+use meshwork_telemetry::telemetry::{TelemetryConfig, export_layer};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -33,8 +33,8 @@ fn a_redirect_rooted_here_is_sampled_exactly_when_its_trace_id_says_so() {
     for _ in 0..300 {
         // Another redirect decided on this thread before the first one's span is used must not
         // take its trace id.
-        let first = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "sale", true);
-        let second = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "docs", true);
+        let first = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/sale", true);
+        let second = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/docs", true);
         for span in [first, second] {
             let sc = span.context().span().span_context().clone();
             assert!(sc.is_valid());

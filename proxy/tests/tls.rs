@@ -3,8 +3,7 @@
 //! checks, and clear configuration errors for missing or broken PEM files. Real tonic backends
 //! and clients, the real gateway.
 
-#[path = "support/certs.rs"]
-mod certs;
+use meshwork_test_support::certs;
 mod support;
 
 use std::collections::BTreeMap;

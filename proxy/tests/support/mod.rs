@@ -32,6 +32,27 @@ pub async fn stop(gateway: GatewayHandle) {
     tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();
 }
 
+/// The URL shortener's redirect route, as `meshwork up` builds it from the service's spec:
+/// `GET /{code}` -> `Resolve` -> `302 Location: long_url`, 410 for expired or deleted links.
+pub fn shortener_redirect() -> meshwork_proxy::RedirectRouteConfig {
+    let mut route = meshwork_proxy::RedirectRouteConfig::new(
+        "/{code}",
+        "meshwork.urlshortener.v1.UrlShortener/Resolve",
+        "long_url",
+    );
+    route.param_pattern = Some("[A-Za-z0-9_-]{1,64}".into());
+    route.header_fields.insert("referer".into(), "referrer".into());
+    route.head_fields.insert("skip_click".into(), "true".into());
+    route.status.push(meshwork_proxy::StatusRuleConfig {
+        grpc: "NOT_FOUND".into(),
+        metadata: Some("meshwork-link-state".into()),
+        values: vec!["expired".into(), "deleted".into()],
+        http: 410,
+        body: None,
+    });
+    route
+}
+
 use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;
 use tonic::{Request, Response, Status};
