@@ -8,8 +8,14 @@ use clap::{Parser, Subcommand};
 use meshwork_common::server::ServerTls;
 use meshwork_storage::StoreUrl;
 
-/// Every service `meshwork serve` and `meshwork up` can run.
-pub const SERVICES: &[&str] = &["urlshortener"];
+/// The help of `meshwork serve`'s service names, from the service table (the names are checked
+/// in [`Args::validate`], so that a wrong one fails with the same one line as every other flag).
+fn services_help() -> String {
+    let width = crate::services::names().iter().map(|n| n.len()).max().unwrap_or(0);
+    let lines: Vec<String> =
+        crate::services::specs().iter().map(|s| format!("  {:width$}  {}", s.name, s.about)).collect();
+    format!("Services to run, any of:\n{}", lines.join("\n"))
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "meshwork", version, about = "A gRPC service mesh: the seed's systems behind a Pingora gateway")]
@@ -66,8 +72,7 @@ pub enum Args {
     },
     /// Runs some services as their own process (replicas share a distributed store).
     Serve {
-        /// Services to run (any of: urlshortener).
-        #[arg(required = true)]
+        #[arg(required = true, help = services_help())]
         services: Vec<String>,
         /// Address to serve gRPC on.
         #[arg(long)]
@@ -78,6 +83,10 @@ pub enum Args {
         /// Base of the short URLs handed out (the gateway's public address).
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "MESHWORK_PUBLIC_URL")]
         public_url: String,
+        /// The gateway the services call other services through (http:// for h2c, https://
+        /// for TLS checked against the system's roots).
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "MESHWORK_GATEWAY")]
+        gateway: String,
         /// Admin HTTP port: Prometheus /metrics and /ready; none by default.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
@@ -101,6 +110,22 @@ pub enum Args {
     },
     /// Load-tests a gRPC method the way ghz does (reports: summary, JSON in ghz's shape, HTML).
     Load(Box<meshwork_loadtest::LoadArgs>),
+    /// Prints a development token (JWT, ES256) signed by the key `meshwork up` trusts, for
+    /// `grpcurl -H "authorization: Bearer $(meshwork token --sub alice)"`.
+    Token {
+        /// Whom the token names (its `sub`).
+        #[arg(long)]
+        sub: String,
+        /// A role of the caller (repeatable), e.g. `--role admin`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// How long the token is valid: `90` (seconds), `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = meshwork_identity::parse_ttl)]
+        ttl: std::time::Duration,
+        /// Data directory of the `meshwork up` whose key signs (the key is made when missing).
+        #[arg(long, default_value = "./data", env = "MESHWORK_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 /// A server's TLS identity and, for mutual TLS, the CA its clients' certificates must chain to.
@@ -155,8 +180,8 @@ impl TraceFlags {
     }
 
     /// Returns the collector configuration.
-    pub fn collector(&self) -> meshwork_observability::collector::CollectorConfig {
-        meshwork_observability::collector::CollectorConfig {
+    pub fn collector(&self) -> meshwork_collector::CollectorConfig {
+        meshwork_collector::CollectorConfig {
             otlp_grpc: self.otlp_grpc,
             otlp_http: self.otlp_http,
             query: self.trace_ui,
@@ -207,6 +232,8 @@ pub enum Command {
     Up {
         listen: SocketAddr,
         store: StoreUrl,
+        /// Where the development signing key lives (`<data-dir>/identity`).
+        data_dir: PathBuf,
         public_url: String,
         admin: SocketAddr,
         traces: Option<TraceFlags>,
@@ -227,16 +254,23 @@ pub enum Command {
         listen: SocketAddr,
         store: StoreUrl,
         public_url: String,
+        gateway: String,
         admin: Option<SocketAddr>,
         registry: Option<String>,
         export: ExportFlags,
         tls: Option<ServerTls>,
     },
     Gateway {
-        config: meshwork_proxy::GatewayConfig,
+        config: Box<meshwork_proxy::GatewayConfig>,
         export: ExportFlags,
     },
     Load(Box<meshwork_loadtest::LoadArgs>),
+    Token {
+        sub: String,
+        roles: Vec<String>,
+        ttl: std::time::Duration,
+        data_dir: PathBuf,
+    },
 }
 
 fn public_url(raw: &str) -> Result<String, String> {
@@ -328,6 +362,7 @@ impl Args {
                 Ok(Command::Up {
                     listen,
                     store,
+                    data_dir,
                     public_url: url,
                     admin: admin_listen,
                     traces: (!no_traces).then_some(traces),
@@ -336,17 +371,18 @@ impl Args {
                     tls,
                 })
             }
-            Args::Serve { services, listen, store, public_url: url, admin_listen, registry, export, tls } => {
+            Args::Serve { services, listen, store, public_url: url, gateway, admin_listen, registry, export, tls } => {
                 export.validate()?;
                 if let Some(registry) = &registry {
-                    meshwork_proxy::registry::endpoints(registry).map_err(|e| format!("--registry: {e}"))?;
+                    meshwork_registry::parse_url(registry).map_err(|e| format!("--registry: {e}"))?;
                 }
                 if admin_listen == Some(listen) {
                     return Err(format!("--listen and --admin-listen are both {listen}"));
                 }
                 for s in &services {
-                    if !SERVICES.contains(&s.as_str()) {
-                        return Err(format!("unknown service {s:?}; known: {}", SERVICES.join(", ")));
+                    if crate::services::find(s).is_none() {
+                        let known = crate::services::names().join(", ");
+                        return Err(format!("unknown service {s:?}; known: {known}"));
                     }
                 }
                 let mut unique = services.clone();
@@ -356,11 +392,13 @@ impl Args {
                     return Err("a service is named twice".into());
                 }
                 let tls = tls.read()?;
+                let gateway = public_url(&gateway).map_err(|e| e.replace("--public-url", "--gateway"))?;
                 Ok(Command::Serve {
                     services,
                     listen,
                     store: store.parse()?,
                     public_url: public_url(&url)?,
+                    gateway,
                     admin: admin_listen,
                     registry,
                     export,
@@ -374,14 +412,26 @@ impl Args {
             }
             Args::Gateway { config, export } => {
                 export.validate()?;
-                let config = meshwork_proxy::GatewayConfig::from_file(&config)
+                let mut config = meshwork_proxy::GatewayConfig::from_file(&config)
                     .map_err(|e| format!("--config {}: {e}", config.display()))?;
+                // The mesh's descriptors: reflection and HTTP routes of every meshwork service.
+                config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
                 config.validate().map_err(|e| format!("gateway config: {e}"))?;
-                Ok(Command::Gateway { config, export })
+                Ok(Command::Gateway { config: Box::new(config), export })
             }
             Args::Load(args) => {
                 args.validate()?;
                 Ok(Command::Load(args))
+            }
+            Args::Token { sub, roles, ttl, data_dir } => {
+                if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
+                    return Err(format!("--sub {sub:?}: must be 1 to 256 characters, no control characters"));
+                }
+                if let Some(role) = roles.iter().find(|r| r.is_empty() || r.chars().any(|c| c.is_whitespace())) {
+                    return Err(format!("--role {role:?}: must be a non-empty word"));
+                }
+                data_subdir(&data_dir, "identity")?;
+                Ok(Command::Token { sub, roles, ttl, data_dir })
             }
         }
     }

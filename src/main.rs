@@ -5,6 +5,7 @@
 
 mod cli;
 mod run;
+mod services;
 
 use clap::Parser;
 

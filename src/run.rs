@@ -10,31 +10,43 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use meshwork_common::SystemClock;
+use meshwork_common::mesh::MeshClient;
 use meshwork_common::server::{HostedService, ServerTls, ServiceContext, serve_with_tls};
+use meshwork_common::spec::{HttpRoute, ServiceSpec};
+use meshwork_registry::Registration;
 use meshwork_storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use meshwork_storage::{DynStore, StoreUrl};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use meshwork_observability::collector::Collector;
-use meshwork_observability::collector::tls::ReceiverTls;
+use meshwork_collector::Collector;
+use meshwork_collector::tls::ReceiverTls;
 
-use crate::cli::{Command, ExportFlags, SERVICES, TraceFlags};
+use crate::cli::{Command, ExportFlags, TraceFlags};
+use crate::services;
 
 /// Runs `command` to completion.
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::Gateway { config, export } => runtime()?.block_on(gateway(config, export)),
+        Command::Gateway { config, export } => runtime()?.block_on(gateway(*config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
-        Command::Up { listen, store, public_url, admin, traces, trace_dir, export, tls } => {
+        Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls } => {
             let traces = traces.map(|flags| (flags, trace_dir));
-            runtime()?.block_on(up(listen, store, public_url, admin, traces, export, tls))
+            let where_ = Where { listen, store, data_dir, public_url, admin };
+            runtime()?.block_on(up(where_, traces, export, tls))
+        }
+        Command::Token { sub, roles, ttl, data_dir } => {
+            let keys = meshwork_identity::DevKeys::load_or_create(&data_dir)
+                .with_context(|| format!("the development signing key in {}", data_dir.display()))?;
+            println!("{}", keys.mint(&sub, &roles, ttl).context("signing the token")?);
+            Ok(())
         }
         Command::Traces { traces, dir, tls } => runtime()?.block_on(traces_alone(traces, dir, tls)),
-        Command::Serve { services, listen, store, public_url, admin, registry, export, tls } => {
+        Command::Serve { services, listen, store, public_url, gateway, admin, registry, export, tls } => {
             let listen = Listen { addr: listen, tls };
-            runtime()?.block_on(serve_services(services, listen, store, public_url, admin, registry, export))
+            let urls = Urls { public: public_url, gateway };
+            runtime()?.block_on(serve_services(services, listen, store, urls, admin, registry, export))
         }
     }
 }
@@ -50,26 +62,25 @@ fn telemetry(
     service: &str,
     default_endpoint: Option<String>,
     export: &ExportFlags,
-) -> Result<meshwork_observability::TelemetryGuard> {
-    use meshwork_observability::telemetry::SamplerConfig;
+) -> Result<meshwork_telemetry::TelemetryGuard> {
+    use meshwork_telemetry::telemetry::SamplerConfig;
     // `--otlp-endpoint` as the first endpoint variable (the TLS variables go with it), and as a
     // request to export even under OTEL_SDK_DISABLED.
     let flag = export.otlp_endpoint.clone();
-    let mut config =
-        meshwork_observability::TelemetryConfig::from_vars(service, default_endpoint, |name| match name {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if flag.is_some() => flag.clone(),
-            "OTEL_SDK_DISABLED" if flag.is_some() => None,
-            _ => std::env::var(name).ok(),
-        })?;
+    let mut config = meshwork_telemetry::TelemetryConfig::from_vars(service, default_endpoint, |name| match name {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if flag.is_some() => flag.clone(),
+        "OTEL_SDK_DISABLED" if flag.is_some() => None,
+        _ => std::env::var(name).ok(),
+    })?;
     config.default_log_filter = DEFAULT_LOG_FILTER.to_string();
     if let Some(ratio) = export.trace_sampling {
         config.sampler = if ratio >= 1.0 { SamplerConfig::AlwaysOn } else { SamplerConfig::Ratio(ratio) };
     }
-    Ok(meshwork_observability::init(&config)?)
+    Ok(meshwork_telemetry::init(&config)?)
 }
 
 /// Flushes queued spans (from a blocking thread, as the SDK requires).
-async fn flush_telemetry(guard: meshwork_observability::TelemetryGuard) {
+async fn flush_telemetry(guard: meshwork_telemetry::TelemetryGuard) {
     let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
 }
 
@@ -77,15 +88,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")
 }
 
-/// Returns the services named, built on `ctx`.
+/// Returns the services named (validated against the table), built on `ctx`.
 fn build(names: &[String], ctx: &ServiceContext) -> Vec<HostedService> {
-    names
-        .iter()
-        .filter_map(|name| match name.as_str() {
-            "urlshortener" => Some(meshwork_urlshortener::hosted(ctx)),
-            _ => None,
-        })
-        .collect()
+    names.iter().filter_map(|name| services::find(name)).map(|spec| (spec.hosted)(ctx)).collect()
 }
 
 async fn open_store(url: &StoreUrl) -> Result<DynStore> {
@@ -156,23 +161,23 @@ impl Running {
 struct Admin {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    extra: Arc<meshwork_observability::metrics::ExtraMetrics>,
+    extra: Arc<meshwork_telemetry::metrics::ExtraMetrics>,
 }
 
 impl Admin {
     /// Binds `addr` (failing at once when taken) and serves the admin endpoints.
     async fn start(addr: SocketAddr) -> Result<Admin> {
-        let listener = meshwork_observability::metrics::bind_admin(addr)
+        let listener = meshwork_telemetry::metrics::bind_admin(addr)
             .await
             .with_context(|| format!("--admin-listen {addr}: cannot bind"))?;
         let (stop, mut stopped) = watch::channel(false);
-        let extra = Arc::new(meshwork_observability::metrics::ExtraMetrics::default());
+        let extra = Arc::new(meshwork_telemetry::metrics::ExtraMetrics::default());
         let served = extra.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = meshwork_observability::metrics::serve_admin(listener, served, shutdown).await {
+            if let Err(e) = meshwork_telemetry::metrics::serve_admin(listener, served, shutdown).await {
                 tracing::error!(error = %e, "admin port stopped");
             }
         });
@@ -185,38 +190,75 @@ impl Admin {
     }
 }
 
-/// Returns the gateway configuration for services listening at `pools` (service -> address).
-fn gateway_config(listen: SocketAddr, pools: &[(String, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
-    use meshwork_proxy::{CorsConfig, GatewayConfig, PoolConfig, RedirectConfig, RouteConfig};
+/// Returns the gateway configuration for services listening at `pools` (spec -> address): one
+/// pool and one route per service, with its idempotent methods and HTTP routes.
+fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
+    use meshwork_proxy::{
+        CorsConfig, GatewayConfig, HttpRouteConfig, PoolConfig, RedirectRouteConfig, RouteConfig, StatusRuleConfig,
+        TranscodeRouteConfig,
+    };
     let mut config = GatewayConfig::new(listen);
+    // The gateway knows no service: reflection and HTTP routes read the mesh's descriptors.
+    config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
     // `meshwork up` is the local development mesh: a page served by any dev server (another
-    // origin) may call it with gRPC-Web. A deployed gateway lists its origins in [cors]. The
-    // link state of a NOT_FOUND arrives as a header (trailers-only), so pages need it exposed.
-    config.cors = Some(CorsConfig {
-        expose_headers: vec![meshwork_proxy::LINK_STATE_KEY.to_string()],
-        ..CorsConfig::any_origin()
-    });
-    for (name, addr) in pools {
-        let grpc = match name.as_str() {
-            "urlshortener" => {
-                config.redirect = Some(RedirectConfig { pool: name.clone() });
-                meshwork_urlshortener::SERVICE_NAME
+    // origin) may call it with gRPC-Web. A deployed gateway lists its origins in [cors].
+    // Metadata that services answer with (e.g. the link state of a NOT_FOUND, which arrives as
+    // a header in a trailers-only answer) is exposed to pages.
+    let mut expose = Vec::new();
+    let mut transcoded = Vec::new();
+    for (spec, addr) in pools {
+        config.pools.insert(spec.name.to_string(), PoolConfig::new([addr.to_string()]));
+        for grpc in &spec.grpc_services {
+            let mut route = RouteConfig::new(grpc.to_string(), spec.name.to_string());
+            route.idempotent_methods = spec.idempotent_methods.iter().map(|m| m.to_string()).collect();
+            config.routes.push(route);
+            transcoded.push(grpc.to_string());
+        }
+        for route in &spec.http_routes {
+            match route {
+                HttpRoute::Redirect(redirect) => {
+                    let mut http = RedirectRouteConfig::new(redirect.path, redirect.method, redirect.location_field);
+                    http.param_pattern = redirect.param_pattern.map(str::to_string);
+                    for (header, field) in redirect.header_fields {
+                        http.header_fields.insert(header.to_string(), field.to_string());
+                    }
+                    for (field, value) in redirect.head_fields {
+                        http.head_fields.insert(field.to_string(), value.to_string());
+                    }
+                    if let Some((key, values)) = redirect.gone_when {
+                        http.status.push(StatusRuleConfig {
+                            grpc: "NOT_FOUND".into(),
+                            metadata: Some(key.to_string()),
+                            values: values.iter().map(|v| v.to_string()).collect(),
+                            http: 410,
+                            body: None,
+                        });
+                        expose.push(key.to_string());
+                    }
+                    config.http_routes.push(HttpRouteConfig::Redirect(http));
+                }
             }
-            other => anyhow::bail!("no gRPC service name known for {other}"),
-        };
-        config.pools.insert(name.clone(), PoolConfig::new([addr.to_string()]));
-        config.routes.push(RouteConfig::new(grpc.to_string(), name.clone()));
+        }
     }
+    // Every method with a `google.api.http` annotation answers JSON on the gateway's port.
+    config.http_routes.push(HttpRouteConfig::Transcode(TranscodeRouteConfig::new(transcoded)));
+    config.cors = Some(CorsConfig { expose_headers: expose, ..CorsConfig::any_origin() });
     config.validate().context("generated gateway config")?;
     Ok(config)
 }
 
-/// `meshwork up`: every service on its own loopback listener, the gateway on `listen`.
-async fn up(
+/// Where `meshwork up` listens and keeps its data.
+struct Where {
     listen: SocketAddr,
-    store_url: StoreUrl,
+    store: StoreUrl,
+    data_dir: PathBuf,
     public_url: String,
     admin: SocketAddr,
+}
+
+/// `meshwork up`: every service on its own loopback listener, the gateway on `listen`.
+async fn up(
+    Where { listen, store: store_url, data_dir, public_url, admin }: Where,
     traces: Option<(TraceFlags, Option<PathBuf>)>,
     export: ExportFlags,
     tls: Option<meshwork_proxy::ListenerTlsConfig>,
@@ -238,17 +280,29 @@ async fn up(
         None => None,
     };
     let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export)?;
-    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
+    // In-mesh calls go through this process's own gateway.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mesh = MeshClient::new(&format!("{scheme}://{}", listener_addr(listen))).context("the mesh client")?;
+    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh };
 
     let mut running = Vec::new();
     let mut pools = Vec::new();
-    for name in SERVICES {
+    for spec in services::specs() {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a service listener")?;
-        let r = start(listener, build(&[name.to_string()], &ctx), None).await?;
-        pools.push((name.to_string(), r.addr));
+        let r = start(listener, vec![(spec.hosted)(&ctx)], None).await?;
+        pools.push((spec, r.addr));
         running.push(r);
     }
     let mut config = gateway_config(listen, &pools)?;
+    // Identity: the gateway verifies tokens signed by the development key in the data dir
+    // (`meshwork token`); credentials are optional at the gateway (a bad one is still refused)
+    // and each service decides what needs them, with `Caller`.
+    let dev_keys = meshwork_identity::DevKeys::load_or_create(&data_dir)
+        .with_context(|| format!("the development signing key in {}", data_dir.display()))?;
+    config.auth = Some(meshwork_proxy::AuthConfig::dev(dev_keys.jwks_path()));
+    for route in &mut config.routes {
+        route.allow_anonymous = true;
+    }
     // The services stay on loopback h2c; TLS (when asked) is the gateway's listener only.
     let listener_kind = if tls.is_some() { "grpc tls + https" } else { "grpc h2c + http" };
     config.tls = tls;
@@ -313,12 +367,18 @@ struct Listen {
     tls: Option<ServerTls>,
 }
 
+/// The public base URL of what services hand out, and the gateway they call through.
+struct Urls {
+    public: String,
+    gateway: String,
+}
+
 /// `meshwork serve`: the named services on one listener.
 async fn serve_services(
     names: Vec<String>,
     Listen { addr: listen, tls }: Listen,
     store_url: StoreUrl,
-    public_url: String,
+    Urls { public: public_url, gateway }: Urls,
     admin: Option<SocketAddr>,
     registry: Option<String>,
     export: ExportFlags,
@@ -330,7 +390,8 @@ async fn serve_services(
     };
     let guard = telemetry(&names.join(","), None, &export)?;
     let store = open_store(&store_url).await?;
-    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url };
+    let mesh = MeshClient::new(&gateway).with_context(|| format!("--gateway {gateway}"))?;
+    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh };
     let transport = match &tls {
         Some(ServerTls { client_ca_pem: Some(_), .. }) => " (mutual TLS)",
         Some(_) => " (TLS)",
@@ -354,7 +415,7 @@ async fn serve_services(
     Ok(())
 }
 
-/// Lease TTL of a registration: a replica that dies leaves the gateways' pools within it.
+/// TTL of a registration: a replica that dies leaves the gateways' pools within it.
 const REGISTRY_TTL: Duration = Duration::from_secs(5);
 /// After deregistering, how long a replica keeps serving before it drains (gateways see the
 /// change within milliseconds; this covers calls already on their way).
@@ -370,16 +431,13 @@ fn listener_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Registers every service as a replica of the gateway pool of the same name.
-async fn register(
-    registry: Option<&str>,
-    names: &[String],
-    addr: SocketAddr,
-) -> Result<Vec<meshwork_proxy::Registration>> {
+async fn register(registry: Option<&str>, names: &[String], addr: SocketAddr) -> Result<Vec<Registration>> {
     let Some(url) = registry else { return Ok(Vec::new()) };
+    let store = meshwork_registry::open(url).await.with_context(|| format!("opening the registry {url}"))?;
     let mut registrations = Vec::new();
     for name in names {
-        let prefix = meshwork_proxy::registry::DEFAULT_PREFIX;
-        let registration = meshwork_proxy::register(url, prefix, name, addr, 1, REGISTRY_TTL)
+        let prefix = meshwork_registry::DEFAULT_PREFIX;
+        let registration = meshwork_registry::register(store.clone(), prefix, name, addr, 1, REGISTRY_TTL)
             .await
             .with_context(|| format!("registering {name} at {addr} in {url}"))?;
         registrations.push(registration);
@@ -388,13 +446,13 @@ async fn register(
 }
 
 /// Leaves the registry (first step of a graceful shutdown), then waits a moment for gateways.
-async fn deregister(registrations: Vec<meshwork_proxy::Registration>) {
+async fn deregister(registrations: Vec<Registration>) {
     if registrations.is_empty() {
         return;
     }
     for registration in registrations {
         if let Err(e) = registration.deregister().await {
-            tracing::warn!(error = %e, "deregistering failed; the lease will expire");
+            tracing::warn!(error = %e, "deregistering failed; the key will expire");
         }
     }
     tokio::time::sleep(REGISTRY_LEAVE_GRACE).await;

@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Mesh, grpcurl, header, http_get, json_field};
+use support::{Mesh, grpcurl, header, http_get, http_request, json_field, token};
 
 const SVC: &str = "meshwork.urlshortener.v1.UrlShortener";
 
@@ -31,14 +31,26 @@ fn grpcurl_and_http_through_the_gateway_and_a_restart_keeps_everything() {
     let (ok, out, err) = grpcurl(addr, &[], &["describe", "meshwork.urlshortener.v1.ShortenRequest"]);
     assert!(ok && out.contains("long_url"), "message describe failed: {err}\n{out}");
 
+    // The echo service (the smallest example of a service: a crate, a .proto, one line in the
+    // service table) is hosted, listed, described and routed like every other.
+    assert!(out_has_line(&grpcurl(addr, &[], &["list"]).1, "meshwork.echo.v1.Echo"));
+    let (ok, out, err) =
+        grpcurl(addr, &["-H", "x-probe: e2e", "-d", r#"{"message":"hello mesh"}"#], &["meshwork.echo.v1.Echo/Echo"]);
+    assert!(ok, "Echo failed: {err}");
+    assert_eq!(json_field(&out, "message").as_deref(), Some("hello mesh"), "{out}");
+    assert!(out.contains("\"x-probe\": \"e2e\""), "the echo lacks the metadata it got: {out}");
+    let (ok, _, err) = grpcurl(addr, &["-d", r#"{"count":0}"#], &["meshwork.echo.v1.Echo/EchoStream"]);
+    assert!(!ok && err.contains("InvalidArgument") && err.contains("count"), "{err}");
+
     // Health through the gateway.
     let (ok, out, err) =
         grpcurl(addr, &["-d", &format!("{{\"service\":\"{SVC}\"}}")], &["grpc.health.v1.Health/Check"]);
     assert!(ok && out.contains("SERVING"), "health: {err}\n{out}");
 
-    // Shorten, Resolve, GetStats round trip.
+    // Shorten (as alice, with a token from `meshwork token`), Resolve, GetStats round trip.
+    let alice = format!("authorization: Bearer {}", token(dir.path(), "alice", &[]));
     let body = r#"{"long_url":"https://example.com/e2e?q=1","ttl_seconds":0}"#;
-    let (ok, out, err) = grpcurl(addr, &["-d", body], &[&format!("{SVC}/Shorten")]);
+    let (ok, out, err) = grpcurl(addr, &["-H", &alice, "-d", body], &[&format!("{SVC}/Shorten")]);
     assert!(ok, "Shorten failed: {err}");
     let code = json_field(&out, "code").expect("code in Shorten reply");
     assert_eq!(code.len(), 7);
@@ -55,7 +67,8 @@ fn grpcurl_and_http_through_the_gateway_and_a_restart_keeps_everything() {
         assert_eq!(status, 302);
         assert_eq!(header(&headers, "location"), Some("https://example.com/e2e?q=1"));
     }
-    let (ok, out, err) = grpcurl(addr, &["-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/GetStats")]);
+    let stats_of = |code: &str| format!("{{\"code\":\"{code}\"}}");
+    let (ok, out, err) = grpcurl(addr, &["-H", &alice, "-d", &stats_of(&code)], &[&format!("{SVC}/GetStats")]);
     assert!(ok, "GetStats failed: {err}");
     assert_eq!(json_field(&out, "totalClicks").as_deref(), Some("5"), "{out}");
     assert!(out.contains("news.example.org"), "{out}");
@@ -67,6 +80,58 @@ fn grpcurl_and_http_through_the_gateway_and_a_restart_keeps_everything() {
     assert!(!ok && err.contains("NotFound"), "{err}");
     let (status, _, _) = http_get(addr, "/nosuch9", &[]);
     assert_eq!(status, 404);
+
+    // Identity: who may delete. No token: UNAUTHENTICATED; someone else: PERMISSION_DENIED; a
+    // forged identity header is stripped by the gateway; a token of another issuer is refused;
+    // an admin may.
+    let (ok, out, err) = grpcurl(
+        addr,
+        &["-H", &alice, "-d", r#"{"long_url":"https://example.com/mine","custom_alias":"alices"}"#],
+        &[&format!("{SVC}/Shorten")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json_field(&out, "code").as_deref(), Some("alices"));
+    let delete = format!("{SVC}/Delete");
+    let (ok, _, err) = grpcurl(addr, &["-d", r#"{"code":"alices"}"#], &[&delete]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let bob = format!("authorization: Bearer {}", token(dir.path(), "bob", &[]));
+    let (ok, _, err) = grpcurl(addr, &["-H", &bob, "-d", r#"{"code":"alices"}"#], &[&delete]);
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let forged = "meshwork-identity: eyJ2IjoxLCJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIl0sIm1ldGhvZCI6Imp3dCJ9";
+    let (ok, _, err) = grpcurl(addr, &["-H", forged, "-d", r#"{"code":"alices"}"#], &[&delete]);
+    assert!(!ok && err.contains("Unauthenticated"), "a client-sent identity went through: {err}");
+    let other_dir = tempfile::tempdir().unwrap();
+    let stranger = format!("authorization: Bearer {}", token(other_dir.path(), "alice", &["admin"]));
+    let (ok, _, err) = grpcurl(addr, &["-H", &stranger, "-d", r#"{"code":"alices"}"#], &[&delete]);
+    assert!(!ok && err.contains("Unauthenticated"), "a token of another key went through: {err}");
+    let admin = format!("authorization: Bearer {}", token(dir.path(), "root", &["admin"]));
+    let (ok, _, err) = grpcurl(addr, &["-H", &admin, "-d", r#"{"code":"alices"}"#], &[&delete]);
+    assert!(ok, "the admin could not delete: {err}");
+    let (status, _, _) = http_get(addr, "/alices", &[]);
+    assert_eq!(status, 410);
+
+    // JSON over HTTP from the google.api.http annotations (gRPC-JSON transcoding).
+    let json = [("content-type", "application/json")];
+    let (status, _, body) = http_request(
+        addr,
+        "POST",
+        "/v1/links",
+        &json,
+        r#"{"long_url":"https://example.com/json","custom_alias":"viajson"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["code"], "viajson", "{body}");
+    assert_eq!(created["link"]["longUrl"], "https://example.com/json", "{body}");
+    let (status, _, body) = http_get(addr, "/v1/links/viajson", &[]);
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = http_request(addr, "POST", "/v1/links", &json, r#"{"long_url":"javascript:x"}"#);
+    assert_eq!(status, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["code"], 3, "{body}");
+    assert!(error["message"].as_str().unwrap_or_default().starts_with("long_url:"), "{body}");
+    let (status, _, body) = http_get(addr, "/v1/links/nosuch9", &[]);
+    assert_eq!((status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"].clone()), (404, 5.into()));
 
     // An expiring link answers 410 once expired.
     let (ok, out, err) = grpcurl(
@@ -87,13 +152,29 @@ fn grpcurl_and_http_through_the_gateway_and_a_restart_keeps_everything() {
     // A restart on the same data dir keeps the code and the click count.
     let mesh = Mesh::up(dir.path());
     let addr = mesh.addr;
-    let (ok, out, err) = grpcurl(addr, &["-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/GetStats")]);
+    let alice = format!("authorization: Bearer {}", token(dir.path(), "alice", &[]));
+    let (ok, out, err) =
+        grpcurl(addr, &["-H", &alice, "-d", &format!("{{\"code\":\"{code}\"}}")], &[&format!("{SVC}/GetStats")]);
     assert!(ok, "GetStats after restart failed: {err}");
     assert_eq!(json_field(&out, "totalClicks").as_deref(), Some("5"), "{out}");
     let (status, headers, _) = http_get(addr, &format!("/{code}"), &[]);
     assert_eq!(status, 302);
     assert_eq!(header(&headers, "location"), Some("https://example.com/e2e?q=1"));
     assert!(mesh.terminate(Duration::from_secs(30)).success());
+}
+
+fn out_has_line(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l.trim() == line)
+}
+
+#[test]
+fn serve_help_lists_every_service_of_the_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshwork")).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in ["urlshortener", "echo"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(name)), "{name} missing from serve --help:\n{help}");
+    }
 }
 
 #[test]

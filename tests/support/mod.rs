@@ -148,15 +148,31 @@ pub fn grpcurl_over(transport: &[&str], addr: SocketAddr, flags: &[&str], rest: 
     )
 }
 
-/// Sends one HTTP/1.1 request and returns (status code, headers lower-cased, body).
+/// Sends one HTTP/1.1 GET and returns (status code, headers lower-cased, body).
 pub fn http_get(addr: SocketAddr, path: &str, extra_headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+    http_request(addr, "GET", path, extra_headers, "")
+}
+
+/// Sends one HTTP/1.1 request with `body` (none when empty) and returns (status code, headers
+/// lower-cased, body, de-chunked).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in extra_headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).expect("write");
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
@@ -164,11 +180,30 @@ pub fn http_get(addr: SocketAddr, path: &str, extra_headers: &[(&str, &str)]) ->
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, body.to_string())
+    let body = if header(&headers, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, headers, body)
+}
+
+/// Decodes a chunked HTTP/1.1 body.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }
 
 /// Returns the value of header `name` (lower-case).
@@ -184,4 +219,17 @@ pub fn json_field(json: &str, field: &str) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// Returns a development token for `sub` with `roles`, from `meshwork token` on `data_dir`
+/// (the key the `meshwork up` on that data dir trusts).
+pub fn token(data_dir: &Path, sub: &str, roles: &[&str]) -> String {
+    let mut args = vec!["token".to_string(), "--sub".into(), sub.into(), "--data-dir".into()];
+    args.push(data_dir.to_string_lossy().into_owned());
+    for role in roles {
+        args.extend(["--role".to_string(), role.to_string()]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_meshwork")).args(&args).output().expect("run meshwork token");
+    assert!(out.status.success(), "meshwork token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("token is text").trim().to_string()
 }

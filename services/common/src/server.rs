@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Full;
-use meshwork_observability::grpc::ServerTraceLayer;
 use meshwork_storage::DynStore;
+use meshwork_telemetry::grpc::ServerTraceLayer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
@@ -43,6 +43,8 @@ pub struct ServiceContext {
     pub clock: Arc<dyn Clock>,
     /// Public base URL of the gateway (e.g. `http://127.0.0.1:8080`), for URLs handed out.
     pub public_url: String,
+    /// Calls to other services, through the gateway, with the caller's trace and deadline.
+    pub mesh: crate::mesh::MeshClient,
 }
 
 /// A hook run once after the server stopped taking calls.
@@ -58,6 +60,95 @@ pub struct HostedService {
     pub register: Box<dyn FnOnce(Routes) -> Routes + Send>,
     /// Run after in-flight calls finished (flush buffers, stop background tasks).
     pub on_shutdown: Vec<ShutdownHook>,
+}
+
+impl HostedService {
+    /// Starts a [`HostedServiceBuilder`] for the service called `name` (as on the command line).
+    pub fn builder(name: &'static str) -> HostedServiceBuilder {
+        HostedServiceBuilder {
+            name,
+            grpc_names: Vec::new(),
+            register: Vec::new(),
+            tasks: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+}
+
+/// Builds a [`HostedService`]: its tonic services (with the mesh's message limits), the
+/// background tasks it owns (aborted when the server stops) and its shutdown hooks (run after
+/// the tasks are stopped, in the order added).
+pub struct HostedServiceBuilder {
+    name: &'static str,
+    grpc_names: Vec<&'static str>,
+    register: Vec<Box<dyn FnOnce(Routes) -> Routes + Send>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    hooks: Vec<ShutdownHook>,
+}
+
+impl HostedServiceBuilder {
+    /// Adds a generated tonic server, with [`MAX_MESSAGE_BYTES`] as its decoding and encoding
+    /// limits; its name (`NamedService::NAME`) is reported to health checks.
+    pub fn grpc<S>(mut self, server: S) -> Self
+    where
+        S: meshwork_proto::MessageLimits
+            + tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let server = server.with_message_limits(MAX_MESSAGE_BYTES);
+        self.grpc_names.push(S::NAME);
+        self.register.push(Box::new(move |routes: Routes| routes.add_service(server)));
+        self
+    }
+
+    /// Spawns `task` on the current runtime; it is aborted when the server stops, before the
+    /// shutdown hooks run.
+    pub fn task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push(tokio::spawn(task));
+        self
+    }
+
+    /// Adds a hook run once after in-flight calls finished and the tasks were stopped (flush
+    /// buffers, say goodbye).
+    pub fn on_shutdown<F>(mut self, hook: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// Returns the service.
+    pub fn build(self) -> HostedService {
+        let tasks = self.tasks;
+        let mut on_shutdown: Vec<ShutdownHook> = Vec::with_capacity(self.hooks.len() + 1);
+        if !tasks.is_empty() {
+            on_shutdown.push(Box::new(move || {
+                Box::pin(async move {
+                    for task in tasks {
+                        task.abort();
+                        let _ = task.await;
+                    }
+                })
+            }));
+        }
+        on_shutdown.extend(self.hooks);
+        let register = self.register;
+        HostedService {
+            name: self.name,
+            grpc_names: self.grpc_names,
+            register: Box::new(move |routes| register.into_iter().fold(routes, |routes, add| add(routes))),
+            on_shutdown,
+        }
+    }
 }
 
 /// Errors of serving.
@@ -172,6 +263,9 @@ pub async fn serve_with_tls(
         builder = builder.tls_config(config)?;
     }
     let server = builder
+        // Outermost: a `meshwork-identity` header is kept only from a peer that can be the gateway
+        // (loopback, or a verified client certificate), so no one else can claim an identity.
+        .layer(crate::caller::TrustedIdentityLayer)
         .layer(ServerTraceLayer::new(&label))
         .layer(CatchPanicLayer::custom(panic_response))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
