@@ -1,9 +1,14 @@
 //! gRPC glue: decodes requests, calls [`Shortener`], encodes responses. A code that is gone
 //! answers NOT_FOUND with the `meshwork-link-state` trailer (`unknown`, `expired`, `deleted`),
 //! which the gateway turns into HTTP 404 or 410 for browser redirects.
+//!
+//! Who calls is the gateway's verified identity (`meshwork-identity` metadata) read through
+//! [`Caller`]: Shorten records it as the link's owner (anonymous calls make ownerless links);
+//! Delete and GetStats require it (UNAUTHENTICATED without one); Resolve and GetLink are public.
 
 use std::sync::Arc;
 
+use meshwork_common::caller::Caller;
 use meshwork_proto::pb::urlshortener::v1 as pb;
 use pb::url_shortener_server::UrlShortener;
 use tonic::metadata::MetadataValue;
@@ -27,7 +32,10 @@ impl UrlShortenerService {
         UrlShortenerService { inner }
     }
 
-    fn link(&self, code: &str, r: &LinkRecord) -> pb::Link {
+    /// The link as `viewer` may see it: the owner is shown to the owner and to admins only
+    /// (a subject may be an e-mail address; anyone may resolve a code).
+    fn link(&self, code: &str, r: &LinkRecord, viewer: Option<&Caller>) -> pb::Link {
+        let owner_visible = viewer.is_some_and(|v| v.is_admin() || (!r.owner.is_empty() && v.subject == r.owner));
         pb::Link {
             code: code.to_string(),
             long_url: r.long_url.clone(),
@@ -35,12 +43,13 @@ impl UrlShortenerService {
             created_at_ms: r.created_at_ms,
             expires_at_ms: r.expires_at_ms,
             custom_alias: r.custom_alias,
+            owner: if owner_visible { r.owner.clone() } else { String::new() },
         }
     }
 
-    fn found(&self, code: &str, lookup: Lookup) -> Result<pb::Link, Status> {
+    fn found(&self, code: &str, lookup: Lookup, viewer: Option<&Caller>) -> Result<pb::Link, Status> {
         match lookup {
-            Lookup::Found(r) => Ok(self.link(code, &r)),
+            Lookup::Found(r) => Ok(self.link(code, &r, viewer)),
             Lookup::Gone(state) => Err(gone(code, state)),
         }
     }
@@ -61,28 +70,34 @@ fn gone(code: &str, state: LinkState) -> Status {
 #[tonic::async_trait]
 impl UrlShortener for UrlShortenerService {
     async fn shorten(&self, request: Request<pb::ShortenRequest>) -> Result<Response<pb::ShortenResponse>, Status> {
+        // Anonymous callers may shorten too; their links have no owner.
+        let caller = Caller::from_request(&request)?;
+        let owner = caller.as_ref().map(|c| c.subject.clone()).unwrap_or_default();
         let req = request.into_inner();
-        let (code, record) = self.inner.shorten(&req.long_url, &req.custom_alias, req.ttl_seconds).await?;
-        let link = self.link(&code, &record);
+        let (code, record) = self.inner.shorten(&req.long_url, &req.custom_alias, req.ttl_seconds, &owner).await?;
+        let link = self.link(&code, &record, caller.as_ref());
         Ok(Response::new(pb::ShortenResponse { code, short_url: link.short_url.clone(), link: Some(link) }))
     }
 
     async fn resolve(&self, request: Request<pb::ResolveRequest>) -> Result<Response<pb::ResolveResponse>, Status> {
+        let viewer = Caller::from_request(&request).ok().flatten();
         let req = request.into_inner();
         let lookup = self.inner.resolve(&req.code, &req.referrer, req.skip_click).await?;
-        let link = self.found(&req.code, lookup)?;
+        let link = self.found(&req.code, lookup, viewer.as_ref())?;
         Ok(Response::new(pb::ResolveResponse { long_url: link.long_url.clone(), link: Some(link) }))
     }
 
     async fn get_link(&self, request: Request<pb::GetLinkRequest>) -> Result<Response<pb::GetLinkResponse>, Status> {
+        let viewer = Caller::from_request(&request).ok().flatten();
         let req = request.into_inner();
         let lookup = self.inner.lookup(&req.code).await?;
-        Ok(Response::new(pb::GetLinkResponse { link: Some(self.found(&req.code, lookup)?) }))
+        Ok(Response::new(pb::GetLinkResponse { link: Some(self.found(&req.code, lookup, viewer.as_ref())?) }))
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let caller = Caller::required(&request)?;
         let req = request.into_inner();
-        let stats = self.inner.stats(&req.code, req.days, req.top_referrers).await?;
+        let stats = self.inner.stats(&req.code, req.days, req.top_referrers, &caller).await?;
         Ok(Response::new(pb::GetStatsResponse {
             code: req.code,
             total_clicks: stats.total as i64,
@@ -96,7 +111,8 @@ impl UrlShortener for UrlShortenerService {
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.inner.delete(&request.into_inner().code).await?;
+        let caller = Caller::required(&request)?;
+        self.inner.delete(&request.into_inner().code, &caller).await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - `urlshortener/link/<code>`                 -> link record (JSON)
 //! - `urlshortener/counter/ids`                 -> next unleased id (u64 big-endian)
+//! - `urlshortener/secret/codes`                -> the short-code permutation's secret (32 bytes)
 //! - `urlshortener/clicks/<code>/total`         -> clicks (u64 big-endian)
 //! - `urlshortener/clicks/<code>/day/<date>`    -> clicks that UTC day (date `YYYY-MM-DD`, sorts by time)
 //! - `urlshortener/clicks/<code>/ref/<host>`    -> clicks from that referrer host
@@ -11,6 +12,8 @@
 
 pub const LINK_PREFIX: &str = "urlshortener/link/";
 pub const ID_COUNTER: &str = "urlshortener/counter/ids";
+/// The per-deployment secret of the short-code permutation: written once, never changed.
+pub const CODE_SECRET: &str = "urlshortener/secret/codes";
 
 /// Returns the key of a link record.
 pub fn link(code: &str) -> Vec<u8> {

@@ -18,15 +18,36 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use meshwork_common::server::{HostedService, MAX_MESSAGE_BYTES, ServiceContext};
+use meshwork_common::server::{HostedService, ServiceContext};
+use meshwork_common::spec::{HttpRoute, RedirectRoute, ServiceSpec, grpc_name};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_server::UrlShortenerServer;
-use tonic::service::Routes;
 
 pub use grpc::{LINK_STATE_METADATA, UrlShortenerService};
 pub use service::{Config, Shortener};
 
 /// The gRPC service name.
-pub const SERVICE_NAME: &str = "meshwork.urlshortener.v1.UrlShortener";
+pub const SERVICE_NAME: &str = <UrlShortenerServer<UrlShortenerService> as tonic::server::NamedService>::NAME;
+
+/// The service's entry in the mesh's table: `GET /{code}` redirects through `Resolve` (410
+/// for an expired or deleted link), and the read-only methods may be retried by the gateway.
+pub fn spec() -> ServiceSpec {
+    ServiceSpec {
+        name: "urlshortener",
+        about: "short links with custom aliases, expiry, click analytics and HTTP redirects",
+        grpc_services: vec![grpc_name::<UrlShortenerServer<UrlShortenerService>>()],
+        hosted,
+        http_routes: vec![HttpRoute::Redirect(RedirectRoute {
+            path: "/{code}",
+            param_pattern: Some("[A-Za-z0-9_-]{1,64}"),
+            method: "meshwork.urlshortener.v1.UrlShortener/Resolve",
+            location_field: "long_url",
+            header_fields: &[("referer", "referrer")],
+            head_fields: &[("skip_click", "true")],
+            gone_when: Some((LINK_STATE_METADATA, &["expired", "deleted"])),
+        })],
+        idempotent_methods: vec!["Resolve", "GetLink", "GetStats"],
+    }
+}
 
 /// Builds the service on `ctx` and starts its background tasks (cache coherence watch, click
 /// flushing); the returned service's shutdown hook stops them and flushes the clicks.
@@ -38,25 +59,16 @@ pub fn hosted(ctx: &ServiceContext) -> HostedService {
 /// [`hosted`] with explicit tunables.
 pub fn hosted_with(ctx: &ServiceContext, config: Config) -> HostedService {
     let shortener = Arc::new(Shortener::new(ctx.store.clone(), ctx.clock.clone(), config));
-    let watch = tokio::spawn(shortener.clone().watch_links());
-    let flush = tokio::spawn(shortener.clone().flush_clicks_periodically());
-    let server = UrlShortenerServer::new(UrlShortenerService::new(shortener.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let on_shutdown: meshwork_common::server::ShutdownHook = Box::new(move || {
-        Box::pin(async move {
-            watch.abort();
-            flush.abort();
-            match shortener.clicks().flush().await {
+    let flushed = shortener.clone();
+    HostedService::builder("urlshortener")
+        .grpc(UrlShortenerServer::new(UrlShortenerService::new(shortener.clone())))
+        .task(shortener.clone().watch_links())
+        .task(shortener.clone().flush_clicks_periodically())
+        .on_shutdown(move || async move {
+            match flushed.clicks().flush().await {
                 Ok(()) => tracing::info!("click counts flushed"),
                 Err(e) => tracing::error!(error = %e, "could not flush click counts on shutdown"),
             }
         })
-    });
-    HostedService {
-        name: "urlshortener",
-        grpc_names: vec![SERVICE_NAME],
-        register: Box::new(move |routes: Routes| routes.add_service(server)),
-        on_shutdown: vec![on_shutdown],
-    }
+        .build()
 }

@@ -17,6 +17,10 @@ pub struct LinkRecord {
     /// Set when deleted: the record stays as a tombstone so the code is never handed out again.
     #[serde(default)]
     pub deleted_at_ms: i64,
+    /// Subject of the caller that created the link; empty when it was created anonymously
+    /// (and in records written before owners existed). Kept in tombstones.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 impl LinkRecord {
@@ -76,6 +80,7 @@ mod tests {
             expires_at_ms: 100,
             custom_alias: false,
             deleted_at_ms: 0,
+            owner: "alice".into(),
         };
         assert_eq!(LinkRecord::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.state_at(99), LinkState::Active);
@@ -83,5 +88,15 @@ mod tests {
         r.deleted_at_ms = 50;
         assert_eq!(r.state_at(60), LinkState::Deleted);
         assert!(LinkRecord::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn records_from_before_owners_decode_as_ownerless() {
+        let old = br#"{"long_url":"https://e.com/","created_at_ms":10,"expires_at_ms":0,"custom_alias":true,"deleted_at_ms":0}"#;
+        let r = LinkRecord::decode(old).unwrap();
+        assert_eq!(r.owner, "");
+        assert!(r.custom_alias);
+        // An ownerless record is written as before, so older replicas read it unchanged.
+        assert!(!String::from_utf8(r.encode()).unwrap().contains("owner"));
     }
 }

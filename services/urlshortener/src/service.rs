@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use meshwork_common::caller::Caller;
 use meshwork_common::{Clock, IdAllocator, ServiceError, ServiceResult, utc_date};
-use meshwork_observability::metrics::CACHE_REQUESTS;
-use meshwork_storage::{Condition, Direction, DynStore, EventKind, KeyRange, Mutation, StoreError, transact};
+use meshwork_storage::{Condition, Direction, DynStore, EventKind, KeyRange, Mutation, StoreError, scan_all, transact};
+use meshwork_telemetry::metrics::CACHE_REQUESTS;
 use moka::sync::Cache;
 use prometheus::IntCounter;
+use tonic::Status;
 
 use crate::clicks::ClickRecorder;
-use crate::codes::code_for_id;
+use crate::codes::{self, CodePermutation};
 use crate::keys;
 use crate::model::{LinkRecord, LinkState};
 use crate::validate;
@@ -74,6 +76,8 @@ pub struct Shortener {
     clock: Arc<dyn Clock>,
     config: Config,
     ids: IdAllocator,
+    /// The keyed id -> code permutation, loaded (or created) from the store on first need.
+    codes: tokio::sync::OnceCell<CodePermutation>,
     /// Code -> record (tombstones included).
     cache: Cache<String, Arc<LinkRecord>>,
     /// Codes known to be absent.
@@ -86,11 +90,29 @@ pub struct Shortener {
 
 const MAX_CODE_ATTEMPTS: usize = 16;
 
+/// Checks that `caller` may manage (delete, read the stats of) a link owned by `owner`: its
+/// owner or an admin may; a link without an owner (made by an anonymous Shorten) only an admin.
+pub fn authorize(caller: &Caller, code: &str, owner: &str, action: &str) -> Result<(), Status> {
+    if owner.is_empty() {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        return Err(Status::permission_denied(format!("code {code:?} has no owner: only an admin may {action} it")));
+    }
+    if caller.subject == owner || caller.is_admin() {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "code {code:?} belongs to another user: only its owner or an admin may {action} it"
+    )))
+}
+
 impl Shortener {
     /// Returns a shortener on `store`.
     pub fn new(store: DynStore, clock: Arc<dyn Clock>, config: Config) -> Self {
         Shortener {
             ids: IdAllocator::new(store.clone(), keys::ID_COUNTER, config.id_block),
+            codes: tokio::sync::OnceCell::new(),
             cache: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.cache_ttl).build(),
             negative: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.negative_ttl).build(),
             clicks: ClickRecorder::new(store.clone()),
@@ -108,17 +130,37 @@ impl Shortener {
         format!("{}/{code}", self.config.public_url.trim_end_matches('/'))
     }
 
+    /// Loads this deployment's short-code secret from the store, creating it if no replica has
+    /// yet. Shorten does this on first need, so calling it at start only moves the store round
+    /// trip (and a store failure's log line) out of the first request.
+    pub async fn init_code_key(&self) -> ServiceResult<()> {
+        self.permutation().await.map(|_| ())
+    }
+
+    /// Returns the id -> code permutation, loading its secret on first use; a failed load is
+    /// retried by the next call.
+    async fn permutation(&self) -> ServiceResult<&CodePermutation> {
+        self.codes
+            .get_or_try_init(|| async {
+                let secret = codes::load_or_create_secret(&self.store).await?;
+                Ok(CodePermutation::new(&secret))
+            })
+            .await
+    }
+
     /// Returns the click recorder (flushed by the background task and on shutdown).
     pub fn clicks(&self) -> &ClickRecorder {
         &self.clicks
     }
 
-    /// Creates a code for `long_url`: `custom_alias` when given, else a generated one.
+    /// Creates a code for `long_url`: `custom_alias` when given, else a generated one. `owner`
+    /// is the caller's subject, empty for an anonymous caller (an ownerless link).
     pub async fn shorten(
         &self,
         long_url: &str,
         custom_alias: &str,
         ttl_seconds: i64,
+        owner: &str,
     ) -> ServiceResult<(String, LinkRecord)> {
         let long_url = validate::long_url(long_url)?;
         if !custom_alias.is_empty() {
@@ -133,6 +175,7 @@ impl Shortener {
             expires_at_ms: if ttl_seconds > 0 { now + ttl_seconds * 1000 } else { 0 },
             custom_alias: !custom_alias.is_empty(),
             deleted_at_ms: 0,
+            owner: owner.to_string(),
         };
         let store_ttl =
             (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
@@ -146,13 +189,16 @@ impl Shortener {
                 Err(e) => Err(e.into()),
             };
         }
+        let permutation = self.permutation().await?;
         for _ in 0..MAX_CODE_ATTEMPTS {
             let id = self.ids.next().await?;
-            let code =
-                code_for_id(id).ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
+            let code = permutation
+                .code_for_id(id)
+                .ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
             match self.create(&code, &record, store_ttl).await {
                 Ok(()) => return Ok((code, record)),
-                // A custom alias already holds this code: skip the id, never share a code.
+                // A custom alias (or a code from before the secret) holds this code: skip the id,
+                // never share a code.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -216,13 +262,26 @@ impl Shortener {
         Ok(found)
     }
 
-    /// Deletes `code`, leaving a tombstone so the code is never handed out again.
-    pub async fn delete(&self, code: &str) -> ServiceResult<()> {
+    /// Returns the record of `code` if `caller` may manage it (see [`authorize`]): NOT_FOUND when
+    /// there is no such link or it was deleted, PERMISSION_DENIED when it is not the caller's.
+    async fn managed_record(&self, code: &str, caller: &Caller, action: &str) -> Result<Arc<LinkRecord>, Status> {
+        let record = match self.record(code).await? {
+            Some(r) if r.deleted_at_ms == 0 => r,
+            _ => return Err(ServiceError::not_found(format!("code {code:?}")).into()),
+        };
+        authorize(caller, code, &record.owner, action)?;
+        Ok(record)
+    }
+
+    /// Deletes `code` for `caller` (its owner or an admin), leaving a tombstone so the code is
+    /// never handed out again.
+    pub async fn delete(&self, code: &str, caller: &Caller) -> Result<(), Status> {
         validate::code(code)?;
+        let checked = self.managed_record(code, caller, "delete").await?;
         let key = keys::link(code);
         let now = self.clock.now_ms();
-        transact(&self.store, |tx| {
-            let key = &key;
+        let result: ServiceResult<()> = transact(&self.store, |tx| {
+            let (key, checked) = (&key, &checked);
             Box::pin(async move {
                 let Some(current) = tx.get(key).await? else {
                     return Err(ServiceError::not_found(format!("code {code:?}")));
@@ -231,25 +290,34 @@ impl Shortener {
                 if record.deleted_at_ms != 0 {
                     return Err(ServiceError::not_found(format!("code {code:?}")));
                 }
+                // The check above may have read a cached link that has since expired out of the
+                // store and been re-created (an alias) by someone else: only the link checked
+                // is deleted.
+                if record.owner != checked.owner || record.created_at_ms != checked.created_at_ms {
+                    return Err(ServiceError::Aborted(format!("code {code:?} changed during the delete; retry")));
+                }
                 record.deleted_at_ms = now;
                 record.long_url.clear();
                 tx.put(key.clone(), record.encode());
                 Ok(())
             })
         })
-        .await?;
+        .await;
+        // Deleted or not, the next call should see the link as the store has it now.
         self.cache.invalidate(code);
-        Ok(())
+        Ok(result?)
     }
 
     /// Returns the click analytics of `code` over the last `days` days (1-366, 0 = 30) with
-    /// the top `top` referrers (1-100, 0 = 10).
-    pub async fn stats(&self, code: &str, days: i32, top: i32) -> ServiceResult<Stats> {
+    /// the top `top` referrers (1-100, 0 = 10), for `caller` (the link's owner or an admin).
+    pub async fn stats(&self, code: &str, days: i32, top: i32, caller: &Caller) -> Result<Stats, Status> {
         validate::code(code)?;
         let days = match days {
             0 => 30,
             1..=366 => days,
-            _ => return Err(ServiceError::invalid("days", format!("must be 1 to 366 (0 means 30), got {days}"))),
+            _ => {
+                return Err(ServiceError::invalid("days", format!("must be 1 to 366 (0 means 30), got {days}")).into());
+            }
         };
         let top = match top {
             0 => 10,
@@ -258,13 +326,16 @@ impl Shortener {
                 return Err(ServiceError::invalid(
                     "top_referrers",
                     format!("must be 1 to 100 (0 means 10), got {top}"),
-                ));
+                )
+                .into());
             }
         };
-        match self.record(code).await? {
-            Some(r) if r.deleted_at_ms == 0 => {}
-            _ => return Err(ServiceError::not_found(format!("code {code:?}"))),
-        }
+        self.managed_record(code, caller, "read the stats of").await?;
+        Ok(self.read_stats(code, days, top).await?)
+    }
+
+    /// Reads the counters of `code` (after flushing its buffered clicks).
+    async fn read_stats(&self, code: &str, days: i32, top: usize) -> ServiceResult<Stats> {
         self.clicks.flush_code(code).await?;
 
         let total =
@@ -290,20 +361,12 @@ impl Shortener {
     }
 
     /// Returns every counter in `range` as (key, count).
-    async fn scan_all(&self, mut range: KeyRange) -> ServiceResult<Vec<(String, u64)>> {
-        let mut out = Vec::new();
-        loop {
-            let page = self.store.scan(range.clone(), 1000, Direction::Forward).await?;
-            out.extend(
-                page.entries
-                    .iter()
-                    .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value))),
-            );
-            match page.next {
-                Some(next) => range.start = std::ops::Bound::Included(next),
-                None => return Ok(out),
-            }
-        }
+    async fn scan_all(&self, range: KeyRange) -> ServiceResult<Vec<(String, u64)>> {
+        let entries = scan_all(&self.store, range, Direction::Forward).await?;
+        Ok(entries
+            .iter()
+            .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value)))
+            .collect())
     }
 
     /// Keeps the cache coherent with writes made by other replicas: every change under the
@@ -354,5 +417,32 @@ impl Shortener {
             // Errors are logged by the recorder and the counts kept for the next tick.
             let _ = self.clicks.flush().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn caller(subject: &str, roles: &[&str]) -> Caller {
+        Caller { subject: subject.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
+    }
+
+    #[test]
+    fn owners_and_admins_manage_links_and_ownerless_links_are_admin_only() {
+        let (alice, bob, admin) = (caller("alice", &[]), caller("bob", &["editor"]), caller("root", &["admin"]));
+        assert!(authorize(&alice, "abc", "alice", "delete").is_ok());
+        assert!(authorize(&admin, "abc", "alice", "delete").is_ok());
+        assert!(authorize(&admin, "abc", "", "delete").is_ok());
+        let denied = authorize(&bob, "abc", "alice", "delete").unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(denied.message().contains("only its owner or an admin may delete"), "{}", denied.message());
+        let denied = authorize(&alice, "abc", "", "read the stats of").unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(denied.message().contains("no owner"), "{}", denied.message());
+        // Subjects compare exactly: no case folding, no prefixes.
+        assert!(authorize(&caller("Alice", &[]), "abc", "alice", "delete").is_err());
+        assert!(authorize(&caller("alice2", &[]), "abc", "alice", "delete").is_err());
     }
 }

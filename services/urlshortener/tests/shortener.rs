@@ -1,48 +1,38 @@
 //! The URL shortener over real gRPC (tonic client -> the common server builder -> service ->
 //! store), in-process: concurrency of code allocation and aliases, the bad-input catalogue,
-//! expiry, deletion, cross-replica cache coherence and click counts surviving a restart.
+//! expiry, deletion, cross-replica cache coherence and click counts surviving a restart,
+//! owners and who may delete or read stats (identities as the gateway sends them, in the
+//! `meshwork-identity` metadata), and codes keyed by each deployment's own secret.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshwork_common::server::{ServiceContext, serve};
 use meshwork_common::{Clock, ManualClock, SystemClock};
+use meshwork_identity::{IDENTITY_HEADER, Identity, Method};
 use meshwork_proto::pb::urlshortener::v1 as pb;
 use meshwork_storage::{Direction, DynStore, KeyRange};
+use meshwork_test_support::{TestServer, context_with_clock};
+use meshwork_urlshortener::codes::CodePermutation;
 use pb::url_shortener_client::UrlShortenerClient;
-use tokio::sync::oneshot;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Request, Response};
 
+/// One replica of the service on its own loopback port (the shared test harness), with a client.
 struct Replica {
     client: UrlShortenerClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    server: TestServer,
 }
 
 impl Replica {
     async fn start(store: DynStore, clock: Arc<dyn Clock>) -> Replica {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let ctx = ServiceContext { store, clock, public_url: "http://sho.rt".into() };
-        let hosted = meshwork_urlshortener::hosted(&ctx);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(listener, vec![hosted], async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Replica { client: UrlShortenerClient::new(channel), stop: Some(stop), task }
+        let server = TestServer::hosting(meshwork_urlshortener::hosted, &context_with_clock(store, clock)).await;
+        Replica { client: UrlShortenerClient::new(server.channel.clone()), server }
     }
 
     /// Stops the server and waits for its shutdown hooks (click flush).
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -52,6 +42,22 @@ fn shorten(url: &str, alias: &str, ttl: i64) -> pb::ShortenRequest {
 
 fn resolve(code: &str) -> pb::ResolveRequest {
     pb::ResolveRequest { code: code.into(), referrer: String::new(), skip_click: false }
+}
+
+/// Returns `message` sent as `subject` with `roles`, as the gateway forwards a verified caller.
+fn by<T>(subject: &str, roles: &[&str], message: T) -> Request<T> {
+    let identity = Identity::new(subject, roles.iter().map(|r| r.to_string()).collect(), Method::Jwt);
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(IDENTITY_HEADER, identity.encode().parse().unwrap());
+    request
+}
+
+fn delete(code: &str) -> pb::DeleteRequest {
+    pb::DeleteRequest { code: code.into() }
+}
+
+fn stats(code: &str) -> pb::GetStatsRequest {
+    pb::GetStatsRequest { code: code.into(), days: 0, top_referrers: 0 }
 }
 
 async fn link_count(store: &DynStore) -> usize {
@@ -127,8 +133,9 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
     let mut c = r.client.clone();
     c.shorten(shorten("https://example.com/taken", "taken", 0)).await.unwrap();
     let expiring = c.shorten(shorten("https://example.com/soon", "", 60)).await.unwrap().into_inner().code;
-    let deleted = c.shorten(shorten("https://example.com/gone", "", 0)).await.unwrap().into_inner().code;
-    c.delete(pb::DeleteRequest { code: deleted.clone() }).await.unwrap();
+    let deleted =
+        c.shorten(by("alice", &[], shorten("https://example.com/gone", "", 0))).await.unwrap().into_inner().code;
+    c.delete(by("alice", &[], delete(&deleted))).await.unwrap();
     clock.advance(61_000);
     let before = link_count(&store).await;
 
@@ -159,12 +166,28 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
     let status = c.resolve(resolve("bad code")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("code:"));
-    let status = c.delete(pb::DeleteRequest { code: deleted.clone() }).await.unwrap_err();
+    let status = c.delete(by("alice", &[], delete(&deleted))).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = c.get_stats(pb::GetStatsRequest { code: "nosuch1".into(), ..Default::default() }).await.unwrap_err();
+    let status = c.get_stats(by("alice", &[], stats("nosuch1"))).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = c.get_stats(pb::GetStatsRequest { code: expiring.clone(), days: 400, top_referrers: 0 }).await;
-    assert_eq!(status.unwrap_err().code(), Code::InvalidArgument);
+    let status = c.get_stats(by("root", &["admin"], stats(&deleted))).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    for (req, field) in [
+        (pb::GetStatsRequest { code: expiring.clone(), days: 400, top_referrers: 0 }, "days:"),
+        (pb::GetStatsRequest { code: expiring.clone(), days: -1, top_referrers: 0 }, "days:"),
+        (pb::GetStatsRequest { code: expiring.clone(), days: 0, top_referrers: 101 }, "top_referrers:"),
+        (stats("bad code"), "code:"),
+        (stats(""), "code:"),
+    ] {
+        let status = c.get_stats(by("root", &["admin"], req.clone())).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{req:?}");
+        assert!(status.message().starts_with(field), "{req:?}: {status:?}");
+    }
+    for code in ["bad code", "", &"a".repeat(65)] {
+        let status = c.delete(by("root", &["admin"], delete(code))).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{code:?}");
+        assert!(status.message().starts_with("code:"), "{status:?}");
+    }
     assert_eq!(link_count(&store).await, before, "a rejected call changed state");
     // The deleted code is a tombstone: its alias-space stays taken.
     let status = c.shorten(shorten("https://example.com/", &deleted, 0)).await.unwrap_err();
@@ -180,13 +203,13 @@ async fn other_replica_sees_creates_and_deletes() {
     let (mut ca, mut cb) = (a.client.clone(), b.client.clone());
     // B caches "unknown" first; the create on A must still become visible on B.
     assert_eq!(cb.resolve(resolve("fresh-1")).await.unwrap_err().code(), Code::NotFound);
-    ca.shorten(shorten("https://example.com/fresh", "fresh-1", 0)).await.unwrap();
+    ca.shorten(by("alice", &[], shorten("https://example.com/fresh", "fresh-1", 0))).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while cb.resolve(resolve("fresh-1")).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "create on A never seen by B");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    ca.delete(pb::DeleteRequest { code: "fresh-1".into() }).await.unwrap();
+    ca.delete(by("alice", &[], delete("fresh-1"))).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while cb.resolve(resolve("fresh-1")).await.is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "delete on A never seen by B");
@@ -204,7 +227,8 @@ async fn clicks_are_counted_and_survive_a_restart() {
         let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
         let r = Replica::start(store.clone(), Arc::new(SystemClock)).await;
         let mut c = r.client.clone();
-        code = c.shorten(shorten("https://example.com/clicky", "", 0)).await.unwrap().into_inner().code;
+        code =
+            c.shorten(by("alice", &[], shorten("https://example.com/clicky", "", 0))).await.unwrap().into_inner().code;
         for i in 0..30 {
             let referrer = if i % 3 == 0 { "https://news.example.org/item" } else { "" };
             let req = pb::ResolveRequest { code: code.clone(), referrer: referrer.into(), skip_click: false };
@@ -219,8 +243,8 @@ async fn clicks_are_counted_and_survive_a_restart() {
     let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
     let r = Replica::start(store, Arc::new(SystemClock)).await;
     let mut c = r.client.clone();
-    let stats = c.get_stats(pb::GetStatsRequest { code: code.clone(), days: 0, top_referrers: 0 }).await.unwrap();
-    let stats = stats.into_inner();
+    // The owner reads the stats.
+    let stats = c.get_stats(by("alice", &[], stats(&code))).await.unwrap().into_inner();
     assert_eq!(stats.total_clicks, 30);
     assert_eq!(stats.daily.iter().map(|d| d.clicks).sum::<i64>(), 30);
     assert_eq!(stats.top_referrers[0].referrer, "(direct)");
@@ -229,8 +253,134 @@ async fn clicks_are_counted_and_survive_a_restart() {
     assert_eq!(stats.top_referrers[1].clicks, 10);
     // And the code still resolves after the restart; new clicks are visible to stats at once.
     c.resolve(resolve(&code)).await.unwrap();
-    let stats = c.get_stats(pb::GetStatsRequest { code, days: 1, top_referrers: 1 }).await.unwrap().into_inner();
+    let req = pb::GetStatsRequest { code, days: 1, top_referrers: 1 };
+    let stats = c.get_stats(by("alice", &[], req)).await.unwrap().into_inner();
     assert_eq!(stats.total_clicks, 31);
     assert_eq!(stats.top_referrers.len(), 1);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_deletes_or_reads_stats() {
+    let store = memory();
+    let r = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+    let mut c = r.client.clone();
+    let made = c.shorten(by("alice", &[], shorten("https://example.com/a", "", 0))).await.unwrap().into_inner();
+    let alices = made.code;
+    assert_eq!(made.link.unwrap().owner, "alice");
+    let second = c.shorten(by("alice", &[], shorten("https://example.com/a2", "alices-2", 0))).await.unwrap();
+    assert_eq!(second.into_inner().link.unwrap().owner, "alice");
+    let anonymous = c.shorten(shorten("https://example.com/anon", "", 0)).await.unwrap().into_inner();
+    assert_eq!(anonymous.link.as_ref().unwrap().owner, "");
+    let anonymous = anonymous.code;
+    // GetLink is public; the owner shows only to the owner and to admins.
+    let link = c.get_link(pb::GetLinkRequest { code: alices.clone() }).await.unwrap().into_inner().link.unwrap();
+    assert_eq!(link.owner, "", "an anonymous viewer sees no owner");
+    let get = |who: &str, roles: &[&str]| by(who, roles, pb::GetLinkRequest { code: alices.clone() });
+    let seen = |r: Response<pb::GetLinkResponse>| r.into_inner().link.unwrap().owner;
+    assert_eq!(seen(c.get_link(get("alice", &[])).await.unwrap()), "alice");
+    assert_eq!(seen(c.get_link(get("bob", &[])).await.unwrap()), "");
+    assert_eq!(seen(c.get_link(get("root", &["admin"])).await.unwrap()), "alice");
+    let before = link_count(&store).await;
+
+    // No identity, or a malformed one: UNAUTHENTICATED, whatever the link.
+    for code in [&alices, &anonymous, &"nosuch1".to_string()] {
+        assert_eq!(c.delete(delete(code)).await.unwrap_err().code(), Code::Unauthenticated, "{code}");
+        assert_eq!(c.get_stats(stats(code)).await.unwrap_err().code(), Code::Unauthenticated, "{code}");
+    }
+    let mut forged = Request::new(delete(&alices));
+    forged.metadata_mut().insert(IDENTITY_HEADER, "not-an-identity!".parse().unwrap());
+    assert_eq!(c.delete(forged).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut forged = Request::new(shorten("https://example.com/x", "", 0));
+    forged.metadata_mut().insert(IDENTITY_HEADER, "not-an-identity!".parse().unwrap());
+    assert_eq!(c.shorten(forged).await.unwrap_err().code(), Code::Unauthenticated);
+
+    // Someone else: PERMISSION_DENIED, also with other roles; an ownerless link is admin-only.
+    for (who, roles) in [("bob", &[][..]), ("bob", &["editor"][..]), ("Alice", &[][..])] {
+        let status = c.delete(by(who, roles, delete(&alices))).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+        let status = c.get_stats(by(who, roles, stats(&alices))).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+    }
+    let status = c.delete(by("alice", &[], delete(&anonymous))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("no owner"), "{status:?}");
+    assert_eq!(c.get_stats(by("alice", &[], stats(&anonymous))).await.unwrap_err().code(), Code::PermissionDenied);
+    // Nothing changed: every link still resolves.
+    assert_eq!(link_count(&store).await, before);
+    for code in [&alices, &anonymous] {
+        c.resolve(resolve(code)).await.unwrap();
+    }
+
+    // The owner reads stats and deletes; an admin does both on any link, ownerless ones too.
+    let own = c.get_stats(by("alice", &[], stats(&alices))).await.unwrap().into_inner();
+    assert_eq!(own.total_clicks, 1);
+    c.get_stats(by("root", &["admin"], stats(&anonymous))).await.unwrap();
+    c.get_stats(by("root", &["admin"], stats(&alices))).await.unwrap();
+    c.delete(by("alice", &[], delete(&alices))).await.unwrap();
+    c.delete(by("root", &["admin"], delete("alices-2"))).await.unwrap();
+    c.delete(by("root", &["admin"], delete(&anonymous))).await.unwrap();
+    for code in [alices.as_str(), "alices-2", anonymous.as_str()] {
+        let status = c.resolve(resolve(code)).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{code}");
+    }
+    r.stop().await;
+}
+
+async fn stored_secret(store: &DynStore) -> [u8; 32] {
+    let value = store.get(b"urlshortener/secret/codes").await.unwrap().expect("secret stored").value;
+    value.try_into().unwrap()
+}
+
+#[tokio::test]
+async fn two_deployments_give_different_codes_for_the_same_id() {
+    let (one, two) = (memory(), memory());
+    let a = Replica::start(one.clone(), Arc::new(SystemClock)).await;
+    let b = Replica::start(two.clone(), Arc::new(SystemClock)).await;
+    let code_a = a.client.clone().shorten(shorten("https://example.com/x", "", 0)).await.unwrap().into_inner().code;
+    let code_b = b.client.clone().shorten(shorten("https://example.com/x", "", 0)).await.unwrap().into_inner().code;
+    // Both are the first id (1) of their deployment, mapped by that deployment's own secret.
+    let (secret_a, secret_b) = (stored_secret(&one).await, stored_secret(&two).await);
+    assert_ne!(secret_a, secret_b);
+    assert_eq!(CodePermutation::new(&secret_a).code_for_id(1).as_deref(), Some(code_a.as_str()));
+    assert_eq!(CodePermutation::new(&secret_b).code_for_id(1).as_deref(), Some(code_b.as_str()));
+    assert_ne!(code_a, code_b);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_secret_survives_a_restart_and_replicas_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret;
+    {
+        let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
+        let a = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+        let b = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+        // Both replicas make their first code at once: one secret wins and both use it.
+        let (mut ca, mut cb) = (a.client.clone(), b.client.clone());
+        let (ra, rb) = tokio::join!(
+            ca.shorten(shorten("https://example.com/a", "", 0)),
+            cb.shorten(shorten("https://example.com/b", "", 0))
+        );
+        secret = stored_secret(&store).await;
+        let permutation = CodePermutation::new(&secret);
+        // Each replica leased its own block of 1000 ids, so the two codes are ids 1 and 1001.
+        let mut ids: Vec<u64> = [ra.unwrap().into_inner().code, rb.unwrap().into_inner().code]
+            .iter()
+            .map(|code| permutation.id_for_code(code).unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [1, 1001]);
+        a.stop().await;
+        b.stop().await;
+        store.flush().await.unwrap();
+    }
+    let store: DynStore = Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
+    let r = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+    let code = r.client.clone().shorten(shorten("https://example.com/c", "", 0)).await.unwrap().into_inner().code;
+    assert_eq!(stored_secret(&store).await, secret);
+    // The next block's first id, under the secret made before the restart.
+    assert_eq!(CodePermutation::new(&secret).id_for_code(&code), Some(2001));
     r.stop().await;
 }
