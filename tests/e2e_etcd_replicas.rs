@@ -54,7 +54,8 @@ async fn two_replicas_on_etcd_behind_one_gateway() {
         format!(
             "listen = \"{gateway_addr}\"\n\n[pools.urlshortener]\nendpoints = [\"{}\", \"{}\"]\n\n\
              [[routes]]\nservice = \"meshwork.urlshortener.v1.UrlShortener\"\npool = \"urlshortener\"\n\n\
-             [redirect]\npool = \"urlshortener\"\n",
+             [[http_routes]]\nkind = \"redirect\"\npath = \"/{{code}}\"\n\
+             method = \"meshwork.urlshortener.v1.UrlShortener/Resolve\"\nlocation_field = \"long_url\"\n",
             replicas[0].addr, replicas[1].addr
         ),
     )

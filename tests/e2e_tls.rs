@@ -5,8 +5,7 @@
 //! certificate files stop the commands before they bind anything. `meshwork traces --tls-cert
 //! --tls-key` takes a service's exports over TLS.
 
-#[path = "../proxy/tests/support/certs.rs"]
-mod certs;
+use meshwork_test_support::certs;
 mod support;
 
 use std::net::SocketAddr;

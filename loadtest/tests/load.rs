@@ -4,13 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use clap::Parser;
-use meshwork_common::SystemClock;
-use meshwork_common::server::{ServiceContext, serve};
 use meshwork_loadtest::LoadArgs;
 use meshwork_proto::pb::urlshortener::v1 as pb;
+use meshwork_test_support::{TestServer, context, memory_store};
 use pb::url_shortener_client::UrlShortenerClient;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -34,17 +32,9 @@ struct Server {
     _stop: oneshot::Sender<()>,
 }
 
-async fn shortener() -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store = Arc::new(meshwork_storage::memory::MemoryStore::new());
-    let ctx = ServiceContext { store, clock: Arc::new(SystemClock), public_url: "http://sho.rt".into() };
-    let hosted = meshwork_urlshortener::hosted(&ctx);
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, vec![hosted], async move {
-        let _ = stopped.await;
-    }));
-    Server { addr, _stop: stop }
+/// The real URL shortener on a memory store (the shared test harness).
+async fn shortener() -> TestServer {
+    TestServer::hosting(meshwork_urlshortener::hosted, &context(memory_store())).await
 }
 
 /// A health server whose only reflection service is v1alpha (as servers of the grpcurl 1.8
