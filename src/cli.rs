@@ -102,7 +102,7 @@ pub enum Args {
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
-        /// Gateway configuration (see proxy/examples/gateway.toml).
+        /// Gateway configuration (see gateway/examples/gateway.toml).
         #[arg(long)]
         config: PathBuf,
         #[command(flatten)]
@@ -240,7 +240,7 @@ pub enum Command {
         /// Directory of the trace store (`None`: traces kept in memory only, with a `memory:` store).
         trace_dir: Option<PathBuf>,
         export: ExportFlags,
-        tls: Option<meshwork_proxy::ListenerTlsConfig>,
+        tls: Option<meshwork_gateway::ListenerTlsConfig>,
     },
     Traces {
         traces: TraceFlags,
@@ -261,7 +261,7 @@ pub enum Command {
         tls: Option<ServerTls>,
     },
     Gateway {
-        config: Box<meshwork_proxy::GatewayConfig>,
+        config: Box<meshwork_gateway::GatewayConfig>,
         export: ExportFlags,
     },
     Load(Box<meshwork_loadtest::LoadArgs>),
@@ -295,7 +295,7 @@ fn data_subdir(data_dir: &std::path::Path, name: &str) -> Result<PathBuf, String
 /// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the PEM
 /// text a TLS server needs; errors name the flag and the file.
 fn server_tls(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<ServerTls>, String> {
-    use meshwork_proxy::tls::{check_identity, parse_certs, parse_key, parse_roots, read_pem};
+    use meshwork_gateway::tls::{check_identity, parse_certs, parse_key, parse_roots, read_pem};
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if client_ca.is_none() => return Ok(None),
@@ -336,7 +336,7 @@ impl Args {
             } => {
                 export.validate()?;
                 server_tls(tls_cert.as_deref(), tls_key.as_deref(), None)?;
-                let tls = tls_cert.zip(tls_key).map(|(cert, key)| meshwork_proxy::ListenerTlsConfig {
+                let tls = tls_cert.zip(tls_key).map(|(cert, key)| meshwork_gateway::ListenerTlsConfig {
                     cert,
                     key,
                     client_ca: None,
@@ -412,7 +412,7 @@ impl Args {
             }
             Args::Gateway { config, export } => {
                 export.validate()?;
-                let mut config = meshwork_proxy::GatewayConfig::from_file(&config)
+                let mut config = meshwork_gateway::GatewayConfig::from_file(&config)
                     .map_err(|e| format!("--config {}: {e}", config.display()))?;
                 // The mesh's descriptors: reflection and HTTP routes of every meshwork service.
                 config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());

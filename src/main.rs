@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // rustls needs one process-wide crypto provider (ring) before any TLS configuration is built.
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let cli = cli::Cli::parse();
     let command = match cli.command.validate() {
         Ok(c) => c,

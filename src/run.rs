@@ -192,8 +192,8 @@ impl Admin {
 
 /// Returns the gateway configuration for services listening at `pools` (spec -> address): one
 /// pool and one route per service, with its idempotent methods and HTTP routes.
-fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> Result<meshwork_proxy::GatewayConfig> {
-    use meshwork_proxy::{
+fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> Result<meshwork_gateway::GatewayConfig> {
+    use meshwork_gateway::{
         CorsConfig, GatewayConfig, HttpRouteConfig, PoolConfig, RedirectRouteConfig, RouteConfig, StatusRuleConfig,
         TranscodeRouteConfig,
     };
@@ -261,7 +261,7 @@ async fn up(
     Where { listen, store: store_url, data_dir, public_url, admin }: Where,
     traces: Option<(TraceFlags, Option<PathBuf>)>,
     export: ExportFlags,
-    tls: Option<meshwork_proxy::ListenerTlsConfig>,
+    tls: Option<meshwork_gateway::ListenerTlsConfig>,
 ) -> Result<()> {
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
@@ -299,7 +299,7 @@ async fn up(
     // and each service decides what needs them, with `Caller`.
     let dev_keys = meshwork_identity::DevKeys::load_or_create(&data_dir)
         .with_context(|| format!("the development signing key in {}", data_dir.display()))?;
-    config.auth = Some(meshwork_proxy::AuthConfig::dev(dev_keys.jwks_path()));
+    config.auth = Some(meshwork_gateway::AuthConfig::dev(dev_keys.jwks_path()));
     for route in &mut config.routes {
         route.allow_anonymous = true;
     }
@@ -307,7 +307,7 @@ async fn up(
     let listener_kind = if tls.is_some() { "grpc tls + https" } else { "grpc h2c + http" };
     config.tls = tls;
     config.validate().context("gateway config")?;
-    let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
+    let gateway = tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config))
         .await
         .context("gateway start task")?
         .context("starting the gateway")?;
@@ -459,11 +459,11 @@ async fn deregister(registrations: Vec<Registration>) {
 }
 
 /// `meshwork gateway`: the gateway alone until SIGINT/SIGTERM.
-async fn gateway(config: meshwork_proxy::GatewayConfig, export: ExportFlags) -> Result<()> {
+async fn gateway(config: meshwork_gateway::GatewayConfig, export: ExportFlags) -> Result<()> {
     let guard = telemetry("gateway", None, &export)?;
     let listen = config.listen;
     let transport = if config.tls.is_some() { "grpc tls + https" } else { "grpc h2c + http" };
-    let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config))
+    let gateway = tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config))
         .await
         .context("gateway start task")?
         .context("starting the gateway")?;

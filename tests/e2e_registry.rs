@@ -2,7 +2,7 @@
 //! a real 3-member etcd cluster, `meshwork gateway --config` whose only pool has no static
 //! endpoints (`registry = "etcd://..."`), and `meshwork serve urlshortener --registry etcd://...`
 //! replicas (etcd is their store too), under steady load of idempotent Resolve calls through the
-//! gateway. `proxy/tests/registry.rs` checks the same in one process; this checks the CLI path.
+//! gateway. `gateway/tests/registry.rs` checks the same in one process; this checks the CLI path.
 //!
 //! 1. A replica joins: it answers calls (its own `/metrics` says so) within 1 s of its ready line.
 //! 2. A replica gets SIGTERM: it deregisters first, so the gateway drops it and it stops getting

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One tonic backend (`meshwork serve urlshortener`, embedded store) measured directly and
 # behind the meshwork gateway, a bare Pingora proxy with the gateway's server settings and no
-# logic (proxy/examples/bare_pingora.rs: the floor Pingora itself sets), nginx `grpc_pass` and
+# logic (gateway/examples/bare_pingora.rs: the floor Pingora itself sets), nginx `grpc_pass` and
 # HAProxy (h2 both sides), in one run with
 # the same load: Resolve{code:"bench01", skip_click:true} (a cache hit, no click written).
 #
@@ -21,7 +21,7 @@ CONNS=${4:-8}
 BIN=target/release/meshwork
 BARE=target/release/examples/bare_pingora
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
-[ -x "$BARE" ] || cargo build --release --locked -p meshwork-proxy --example bare_pingora
+[ -x "$BARE" ] || cargo build --release --locked -p meshwork-gateway --example bare_pingora
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use meshwork_proxy::{GatewayConfig, GatewayHandle};
+use meshwork_gateway::{GatewayConfig, GatewayHandle};
 
 /// Returns a loopback address nothing listens on (outside the ephemeral range, see
 /// [`meshwork_storage::testing::free_port`]).
@@ -24,7 +24,7 @@ pub fn init_logs() {
 /// Starts the gateway (its start blocks, so off the async worker).
 pub async fn start(config: GatewayConfig) -> GatewayHandle {
     init_logs();
-    tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap()
+    tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config)).await.unwrap().unwrap()
 }
 
 /// Drains and stops the gateway.
@@ -34,8 +34,8 @@ pub async fn stop(gateway: GatewayHandle) {
 
 /// The URL shortener's redirect route, as `meshwork up` builds it from the service's spec:
 /// `GET /{code}` -> `Resolve` -> `302 Location: long_url`, 410 for expired or deleted links.
-pub fn shortener_redirect() -> meshwork_proxy::RedirectRouteConfig {
-    let mut route = meshwork_proxy::RedirectRouteConfig::new(
+pub fn shortener_redirect() -> meshwork_gateway::RedirectRouteConfig {
+    let mut route = meshwork_gateway::RedirectRouteConfig::new(
         "/{code}",
         "meshwork.urlshortener.v1.UrlShortener/Resolve",
         "long_url",
@@ -43,7 +43,7 @@ pub fn shortener_redirect() -> meshwork_proxy::RedirectRouteConfig {
     route.param_pattern = Some("[A-Za-z0-9_-]{1,64}".into());
     route.header_fields.insert("referer".into(), "referrer".into());
     route.head_fields.insert("skip_click".into(), "true".into());
-    route.status.push(meshwork_proxy::StatusRuleConfig {
+    route.status.push(meshwork_gateway::StatusRuleConfig {
         grpc: "NOT_FOUND".into(),
         metadata: Some("meshwork-link-state".into()),
         values: vec!["expired".into(), "deleted".into()],

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use meshwork_gateway::{GatewayConfig, PoolConfig, RouteConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, PoolConfig, RouteConfig};
 use meshwork_storage::testing::EtcdCluster;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -99,7 +99,7 @@ async fn registry_changes_pools_live_without_failed_calls() {
     config.admin_listen = Some(support::free_port());
     config.pools.insert("p".into(), PoolConfig::new(Vec::<String>::new()));
     config.routes.push(RouteConfig { idempotent_methods: vec!["Resolve".into()], ..RouteConfig::new(SHORTENER, "p") });
-    let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap();
+    let gateway = tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config)).await.unwrap().unwrap();
 
     // Steady load for the whole test; every call must succeed.
     let channel = Channel::from_shared(format!("http://{}", gateway.listen_addr())).unwrap().connect().await.unwrap();

@@ -1,6 +1,6 @@
 //! End-to-end tests of the data plane: balancing policies, health, outlier ejection, retries,
 //! deadlines, concurrency caps, rate limits, size caps and the admin port. Real tonic replicas on
-//! loopback, the real gateway from `meshwork_proxy::spawn`, real tonic clients over h2c.
+//! loopback, the real gateway from `meshwork_gateway::spawn`, real tonic clients over h2c.
 
 mod support;
 
@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshwork_gateway::{
+    EndpointConfig, GatewayConfig, GatewayHandle, Policy, PoolConfig, RateLimitConfig, RouteConfig,
+};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{EndpointConfig, GatewayConfig, GatewayHandle, Policy, PoolConfig, RateLimitConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -664,7 +666,7 @@ async fn header_matches_weighted_splits_and_method_overrides() {
     config.pools.insert("resolver".into(), PoolConfig::new([b[2].addr.to_string()]));
     // 20% of the service's calls go to the canary pool.
     config.routes[0].weight = 80;
-    config.routes[0].splits = vec![meshwork_proxy::SplitConfig { pool: "canary".into(), weight: 20 }];
+    config.routes[0].splits = vec![meshwork_gateway::SplitConfig { pool: "canary".into(), weight: 20 }];
     // Calls with x-canary: 1 always go to the canary.
     let mut pinned = RouteConfig::new(SHORTENER, "canary");
     pinned.headers.insert("x-canary".into(), "1".into());

@@ -1,6 +1,6 @@
 //! A tonic backend for manual checks and benchmarks: grpc.health.v1 plus a trivial
 //! meshwork.urlshortener.v1.UrlShortener whose Resolve answers `https://example.com/<code>`.
-//! `cargo run -p meshwork-proxy --example bench_backend -- 127.0.0.1:50051`
+//! `cargo run -p meshwork-gateway --example bench_backend -- 127.0.0.1:50051`
 
 use meshwork_proto::pb::urlshortener::v1::url_shortener_server::{UrlShortener, UrlShortenerServer};
 use meshwork_proto::pb::urlshortener::v1::*;

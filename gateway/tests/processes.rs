@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use meshwork_gateway::{GatewayConfig, PoolConfig, RouteConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, PoolConfig, RouteConfig};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -100,7 +100,7 @@ async fn sigkilled_replica_is_avoided_and_returns() {
     config.connect_timeout_ms = 200;
     config.pools.insert("p".into(), PoolConfig::new(addrs.iter().map(|a| a.to_string())));
     config.routes.push(RouteConfig { idempotent_methods: vec!["Resolve".into()], ..RouteConfig::new(SHORTENER, "p") });
-    let gateway = tokio::task::spawn_blocking(move || meshwork_proxy::spawn(config)).await.unwrap().unwrap();
+    let gateway = tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config)).await.unwrap().unwrap();
     let channel = Channel::from_shared(format!("http://{}", gateway.listen_addr())).unwrap().connect().await.unwrap();
 
     let running = Arc::new(AtomicBool::new(true));

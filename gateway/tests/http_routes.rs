@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meshwork_gateway::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig, TranscodeRouteConfig};
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig, TranscodeRouteConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
@@ -350,7 +350,7 @@ fn bad_http_routes_are_config_errors() {
     assert!(err.contains("location_field link is not a string field"), "{err}");
 
     let mut bad = config(&["127.0.0.1:1".parse().unwrap()]);
-    bad.http_routes[1] = HttpRouteConfig::Redirect(meshwork_proxy::RedirectRouteConfig::new(
+    bad.http_routes[1] = HttpRouteConfig::Redirect(meshwork_gateway::RedirectRouteConfig::new(
         "/{nope}",
         "meshwork.urlshortener.v1.UrlShortener/Resolve",
         "long_url",

@@ -2,7 +2,7 @@
 //! (h2c downstream, the same h2 windows and stream limit, h2 upstream) and a `ProxyHttp` that
 //! does nothing but send every request to one address. Whatever the gateway costs above this is
 //! meshwork's own code; what this costs above a direct call is Pingora's.
-//! `cargo run --release -p meshwork-proxy --example bare_pingora -- 127.0.0.1:8081 127.0.0.1:50051 [threads] [streams]`
+//! `cargo run --release -p meshwork-gateway --example bare_pingora -- 127.0.0.1:8081 127.0.0.1:50051 [threads] [streams]`
 
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;

@@ -1,18 +1,18 @@
 //! What tracing costs one call, on the thread that serves it, for each hop's real span code:
-//! the gateway's (`meshwork_proxy::trace`: SERVER span, one CLIENT span, context injected
+//! the gateway's (`meshwork_gateway::trace`: SERVER span, one CLIENT span, context injected
 //! upstream, status recorded) and the service's (`ServerTraceLayer` around a handler), with
 //! tracing off, with the call not sampled, and sampled. Spans go through the same pipeline as
 //! `meshwork_telemetry::init` (targets, sampler, batch processor) into an exporter that
 //! only counts them; a last group measures what the exporter thread spends turning spans into
 //! OTLP protobuf (the OTLP/gRPC send itself excluded).
 //!
-//! `cargo bench -p meshwork-proxy --bench trace_spans`
+//! `cargo bench -p meshwork-gateway --bench trace_spans`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use meshwork_proxy::trace;
+use meshwork_gateway::trace;
 use meshwork_telemetry::grpc::ServerTraceLayer;
 use meshwork_telemetry::telemetry::{SamplerConfig, TelemetryConfig, export_layer};
 use opentelemetry_sdk::error::OTelSdkResult;

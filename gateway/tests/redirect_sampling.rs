@@ -33,8 +33,8 @@ fn a_redirect_rooted_here_is_sampled_exactly_when_its_trace_id_says_so() {
     for _ in 0..300 {
         // Another redirect decided on this thread before the first one's span is used must not
         // take its trace id.
-        let first = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/sale", true);
-        let second = meshwork_proxy::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/docs", true);
+        let first = meshwork_gateway::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/sale", true);
+        let second = meshwork_gateway::trace::redirect_span(&http::HeaderMap::new(), "/{code}", "/docs", true);
         for span in [first, second] {
             let sc = span.context().span().span_context().clone();
             assert!(sc.is_valid());

@@ -1,5 +1,5 @@
 //! End-to-end tests of the gateway: real tonic backends on loopback, the real gateway started
-//! with `meshwork_proxy::spawn`, real clients (tonic over h2c, raw HTTP/1.1 over TCP).
+//! with `meshwork_gateway::spawn`, real clients (tonic over h2c, raw HTTP/1.1 over TCP).
 
 mod support;
 
@@ -9,9 +9,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meshwork_gateway::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -129,7 +129,7 @@ async fn calls_reach_backends_round_robin() {
 async fn package_prefix_route_works() {
     let a = backend(0).await;
     // spawn and shutdown may also be called directly from async code (they block briefly).
-    let gateway = meshwork_proxy::spawn(config(&[a.addr], Some("meshwork.urlshortener"))).unwrap();
+    let gateway = meshwork_gateway::spawn(config(&[a.addr], Some("meshwork.urlshortener"))).unwrap();
     let mut client = UrlShortenerClient::new(channel(gateway.listen_addr()).await);
     assert_eq!(resolve(&mut client, "x").await.unwrap(), "https://example.com/0/x");
     gateway.shutdown().unwrap();
@@ -403,11 +403,11 @@ fn spawn_rejects_bad_config_and_busy_port() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = GatewayConfig::new(busy.local_addr().unwrap());
     config.pools.insert("p".into(), PoolConfig::new(["127.0.0.1:1"]));
-    let err = meshwork_proxy::spawn(config.clone()).unwrap_err().to_string();
+    let err = meshwork_gateway::spawn(config.clone()).unwrap_err().to_string();
     assert!(err.starts_with("cannot listen on"), "{err}");
 
     config.listen = dead_port();
     config.routes.push(RouteConfig::new(SHORTENER, "missing"));
-    let err = meshwork_proxy::spawn(config).unwrap_err().to_string();
+    let err = meshwork_gateway::spawn(config).unwrap_err().to_string();
     assert!(err.contains("unknown pool \"missing\""), "{err}");
 }

@@ -19,8 +19,8 @@
 //! for the origins listed in `[cors]`.
 //!
 //! ```no_run
-//! let config = meshwork_proxy::GatewayConfig::from_file("proxy/examples/gateway.toml")?;
-//! let gateway = meshwork_proxy::spawn(config)?;
+//! let config = meshwork_gateway::GatewayConfig::from_file("gateway/examples/gateway.toml")?;
+//! let gateway = meshwork_gateway::spawn(config)?;
 //! // ... serve ...
 //! gateway.shutdown()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -39,7 +39,7 @@
 //! same-origin pages (and non-browser clients) may use it: a gateway in front of internal
 //! services should not be callable from every web site a user's browser opens. `meshwork up`,
 //! the local development mesh, allows every origin.
-//! `proxy/examples/gateway.toml` shows every field with its default.
+//! `gateway/examples/gateway.toml` shows every field with its default.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -8,12 +8,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use meshwork_gateway::{
+    AuthConfig, GatewayConfig, GatewayHandle, HttpRouteConfig, PoolConfig, RouteConfig, TranscodeRouteConfig,
+};
 use meshwork_identity::{ApiKeyFile, DevKeys, IDENTITY_HEADER, Identity};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{
-    AuthConfig, GatewayConfig, GatewayHandle, HttpRouteConfig, PoolConfig, RouteConfig, TranscodeRouteConfig,
-};
 use serde_json::json;
 use support::{TestReplica, serve_replica, start, stop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -298,7 +298,7 @@ fn auth_files_are_checked_before_the_gateway_starts() {
     let message = config.validate().unwrap_err().to_string();
     assert!(message.contains("auth.jwks") && message.contains("/nonexistent/identity/jwks.json"), "{message}");
     let addr = config.listen;
-    assert!(meshwork_proxy::spawn(config).is_err());
+    assert!(meshwork_gateway::spawn(config).is_err());
     // Nothing was bound.
     std::net::TcpListener::bind(addr).unwrap();
 }

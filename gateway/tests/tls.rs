@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certs::{Pki, pki, unrelated_ca_pem};
+use meshwork_gateway::{GatewayConfig, ListenerTlsConfig, PoolConfig, RouteConfig, UpstreamTlsConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use meshwork_proxy::{GatewayConfig, ListenerTlsConfig, PoolConfig, RouteConfig, UpstreamTlsConfig};
 use support::{TestReplica, free_port, shortener_server, start, stop};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
@@ -167,7 +167,7 @@ fn raw_tls(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]]) -> (Option<Vec<u8>>, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_speaks_h2_and_http1_and_rejects_untrusting_clients() {
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let pki = pki();
     let replica = backend(None).await;
     let mut config = base_config();
@@ -205,7 +205,7 @@ async fn tls_listener_speaks_h2_and_http1_and_rejects_untrusting_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_with_client_ca_requires_client_certificates() {
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let pki = pki();
     let replica = backend(None).await;
     let mut config = base_config();
@@ -236,7 +236,7 @@ async fn tls_listener_with_client_ca_requires_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_mtls_calls_and_health_checks_reach_a_replica_that_requires_client_certs() {
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let pki = pki();
     let replica = backend(Some((&pki, true))).await;
     let mut config = base_config();
@@ -299,7 +299,7 @@ async fn upstream_mtls_calls_and_health_checks_reach_a_replica_that_requires_cli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_in_front_of_mtls_upstream() {
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let pki = pki();
     let replica = backend(Some((&pki, true))).await;
     let mut config = base_config();
@@ -330,7 +330,7 @@ fn config_error(config: &GatewayConfig) -> String {
     let msg = config.validate().unwrap_err().to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
     let listen = config.listen;
-    let spawned = meshwork_proxy::spawn(config.clone()).unwrap_err().to_string();
+    let spawned = meshwork_gateway::spawn(config.clone()).unwrap_err().to_string();
     assert_eq!(spawned, msg);
     // Nothing was bound: the port is still free.
     drop(std::net::TcpListener::bind(listen).unwrap());
@@ -339,7 +339,7 @@ fn config_error(config: &GatewayConfig) -> String {
 
 #[test]
 fn bad_tls_files_are_clear_config_errors() {
-    meshwork_proxy::install_crypto_provider();
+    meshwork_gateway::install_crypto_provider();
     let pki = pki();
     let garbage = pki.write("garbage.pem", "this is not a certificate\n");
     let broken =

@@ -39,12 +39,15 @@ fn the_gateway_depends_on_no_service_code() {
         .iter()
         .map(|n| (n["id"].as_str().unwrap_or(""), n))
         .collect();
-    let root =
-        packages.iter().find(|(_, (name, _))| *name == "meshwork-proxy").map(|(id, _)| *id).expect("meshwork-proxy");
+    let root = packages
+        .iter()
+        .find(|(_, (name, _))| *name == "meshwork-gateway")
+        .map(|(id, _)| *id)
+        .expect("meshwork-gateway");
 
     // Every package reachable from the gateway through normal (and build) dependencies.
     let mut seen = BTreeSet::new();
-    let mut stack = vec![(root, vec!["meshwork-proxy".to_string()])];
+    let mut stack = vec![(root, vec!["meshwork-gateway".to_string()])];
     let mut offending = Vec::new();
     while let Some((id, chain)) = stack.pop() {
         if !seen.insert(id) {
