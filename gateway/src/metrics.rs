@@ -18,8 +18,9 @@ use crate::pool::{Pool, now_ns};
 
 /// Distinct methods tracked before new ones share the `other` series.
 pub const MAX_METHODS: usize = 1024;
-/// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds of the latency histogram buckets, in seconds: the mesh's one set, so that the
+/// gateway's quantiles compare with the services' and the storage's.
+const BUCKETS: &[f64] = meshwork_telemetry::metrics::LATENCY_BUCKETS;
 /// gRPC status codes 0..=16.
 const CODES: usize = 17;
 

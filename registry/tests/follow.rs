@@ -3,7 +3,7 @@
 //! and leave within the TTL when it dies without a word (its renewals stop).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshwork_registry::{Members, follow, register};
@@ -101,17 +101,9 @@ async fn lifecycle_on_the_memory_store() {
     lifecycle(store, PREFIX, Duration::from_secs(2)).await;
 }
 
-fn cluster() -> &'static EtcdCluster {
-    static CLUSTER: OnceLock<Result<EtcdCluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(|| EtcdCluster::start(3)) {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start the etcd test cluster: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn lifecycle_on_a_three_member_etcd_cluster() {
-    let url = tokio::task::spawn_blocking(|| cluster().store_url()).await.unwrap();
+    let url = tokio::task::spawn_blocking(|| EtcdCluster::shared().store_url()).await.unwrap();
     let store = meshwork_registry::open(&url.to_string()).await.unwrap();
     lifecycle(store, PREFIX, Duration::from_secs(2)).await;
 }

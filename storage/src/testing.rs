@@ -116,6 +116,19 @@ fn healthy(port: u16) -> bool {
 }
 
 impl EtcdCluster {
+    /// Returns the 3-member cluster of this test binary, started on first use and shared by its
+    /// tests (each takes its own key prefix); the members go when the test process exits.
+    ///
+    /// # Panics
+    /// When the cluster cannot start (no `etcd` binary): the etcd tests fail, never skip.
+    pub fn shared() -> &'static EtcdCluster {
+        static CLUSTER: std::sync::OnceLock<Result<EtcdCluster, String>> = std::sync::OnceLock::new();
+        match CLUSTER.get_or_init(|| EtcdCluster::start(3)) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start the etcd test cluster: {e}"),
+        }
+    }
+
     /// Starts an `n`-member cluster and waits until every member reports healthy.
     pub fn start(n: usize) -> Result<EtcdCluster, String> {
         let bin = etcd_binary()?;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -39,16 +39,8 @@ fn etcd_ctx() -> Ctx {
 // ---------------------------------------------------------------------------------------
 // Backends.
 
-fn shared_cluster() -> &'static EtcdCluster {
-    static CLUSTER: OnceLock<Result<EtcdCluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(|| EtcdCluster::start(3)) {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start the etcd test cluster: {e}"),
-    }
-}
-
 async fn etcd_store() -> DynStore {
-    let endpoints = tokio::task::spawn_blocking(|| shared_cluster().endpoints()).await.unwrap();
+    let endpoints = tokio::task::spawn_blocking(|| EtcdCluster::shared().endpoints()).await.unwrap();
     Arc::new(EtcdStore::connect(endpoints).await.expect("connect to etcd"))
 }
 
@@ -781,7 +773,7 @@ async fn etcd_unreachable_cluster_is_unavailable_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_urls_open_every_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let endpoints = tokio::task::spawn_blocking(|| shared_cluster().endpoints()).await.unwrap();
+    let endpoints = tokio::task::spawn_blocking(|| EtcdCluster::shared().endpoints()).await.unwrap();
     let urls = [
         "memory:".to_string(),
         format!("embedded:{}", dir.path().display()),

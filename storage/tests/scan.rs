@@ -2,7 +2,7 @@
 //! directory, a real 3-member etcd cluster shared by this test binary): ranges of several
 //! pages, read forward and in reverse, keys outside the range left out.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use meshwork_storage::embedded::EmbeddedStore;
@@ -11,16 +11,8 @@ use meshwork_storage::memory::MemoryStore;
 use meshwork_storage::testing::EtcdCluster;
 use meshwork_storage::{Direction, DynStore, Entry, KeyRange, Mutation, SCAN_PAGE, scan_all, scan_stream};
 
-fn shared_cluster() -> &'static EtcdCluster {
-    static CLUSTER: OnceLock<Result<EtcdCluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(|| EtcdCluster::start(3)) {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start the etcd test cluster: {e}"),
-    }
-}
-
 async fn etcd_store() -> DynStore {
-    let endpoints = tokio::task::spawn_blocking(|| shared_cluster().endpoints()).await.unwrap();
+    let endpoints = tokio::task::spawn_blocking(|| EtcdCluster::shared().endpoints()).await.unwrap();
     Arc::new(EtcdStore::connect(endpoints).await.expect("connect to etcd"))
 }
 

@@ -1,10 +1,12 @@
 //! What meshwork's tests share (a dev-dependency only): [`TestServer`] runs services in-process
 //! through the one server builder, exactly as `meshwork up` and `meshwork serve` do, on a free
-//! loopback port; [`certs`] makes a throwaway PKI for TLS tests; [`free_addr`] hands out ports
-//! below the ephemeral range.
+//! loopback port; [`backends`] gives the memory, embedded and 3-member etcd stores every
+//! concurrency test runs on; [`certs`] makes a throwaway PKI for TLS tests; [`free_addr`] hands
+//! out ports below the ephemeral range.
 
 #![forbid(unsafe_code)]
 
+pub mod backends;
 pub mod certs;
 
 use std::net::SocketAddr;

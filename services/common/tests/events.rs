@@ -330,28 +330,7 @@ where
     }
 }
 
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn memory() {
-                super::$case(support::memory()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                super::$case(support::embedded().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn etcd() {
-                super::$case(support::etcd().await).await;
-            }
-        }
-    )*};
-}
+use meshwork_test_support::on_every_backend;
 
 on_every_backend!(
     concurrent_appenders_get_a_gapless_sequence,

@@ -247,28 +247,7 @@ async fn an_expired_claim_is_taken_over(backend: Backend) {
     assert!(matches!(idem.claim::<Thing>("saga-3", &req3, Duration::ZERO).await.unwrap(), Claim::Owned(_)));
 }
 
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn memory() {
-                super::$case(support::memory()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                super::$case(support::embedded().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn etcd() {
-                super::$case(support::etcd().await).await;
-            }
-        }
-    )*};
-}
+use meshwork_test_support::on_every_backend;
 
 on_every_backend!(
     repeats_return_the_first_answer,
