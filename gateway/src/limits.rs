@@ -2,11 +2,14 @@
 //!
 //! [`RateLimiter`] keeps one token bucket per client key (a hash of a metadata value or of the
 //! client IP) in sharded maps: `requests_per_second` tokens flow in per second up to `burst`, a
-//! call takes one, an empty bucket means RESOURCE_EXHAUSTED. [`MessageMeter`] follows the gRPC
+//! call takes one, an empty bucket means RESOURCE_EXHAUSTED; the time is the monotonic time of
+//! the limiter's [`Clock`] (the system clock unless a test gives it a `ManualClock`). [`MessageMeter`] follows the gRPC
 //! length-prefixed framing across body chunks and reports the first message above the cap.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use meshwork_clock::{Clock, SystemClock};
 
 /// Shards of the bucket map (a power of two).
 const SHARDS: usize = 16;
@@ -25,20 +28,34 @@ pub struct RateLimiter {
     rate_per_ns: f64,
     burst: f64,
     shards: Vec<Mutex<HashMap<u64, Bucket>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl RateLimiter {
-    /// `per_second` tokens per second per client, at most `burst` saved up.
+    /// `per_second` tokens per second per client, at most `burst` saved up, on the system clock.
     pub fn new(per_second: u32, burst: u32) -> Self {
         Self {
             rate_per_ns: f64::from(per_second) / 1e9,
             burst: f64::from(burst.max(1)),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// Takes a token for client `key` at time `now_ns`; false when the bucket is empty.
-    pub fn try_acquire(&self, key: u64, now_ns: u64) -> bool {
+    /// The same limiter, reading the time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Takes a token for client `key` now; false when the bucket is empty.
+    pub fn try_acquire(&self, key: u64) -> bool {
+        self.try_acquire_at(key, self.clock.monotonic_ns())
+    }
+
+    /// Takes a token for client `key` at time `now_ns` (the clock's monotonic nanoseconds);
+    /// false when the bucket is empty.
+    pub fn try_acquire_at(&self, key: u64, now_ns: u64) -> bool {
         let shard = &self.shards[(key as usize) & (SHARDS - 1)];
         let mut map = match shard.lock() {
             Ok(map) => map,
@@ -103,21 +120,40 @@ impl MessageMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwork_clock::ManualClock;
     use quickcheck::{QuickCheck, TestResult};
+
+    #[test]
+    fn bucket_refills_on_the_limiters_clock() {
+        let clock = ManualClock::new(0);
+        let limiter = RateLimiter::new(10, 5).with_clock(Arc::new(clock.clone()));
+        let take = |key| (0..100).filter(|_| limiter.try_acquire(key)).count();
+        assert_eq!(take(1), 5, "the burst");
+        assert_eq!(take(1), 0, "no time passed: nothing refilled");
+        clock.advance(100);
+        assert_eq!(take(1), 1, "100 ms at 10/s");
+        clock.advance(250);
+        assert_eq!(take(1), 2, "250 ms: two and a half tokens");
+        clock.advance(50);
+        assert_eq!(take(1), 1, "the half token saved, plus half of one");
+        clock.advance(60_000);
+        assert_eq!(take(1), 5, "at most the burst saved up");
+        assert_eq!(take(2), 5, "another client has its own bucket");
+    }
 
     #[test]
     fn bucket_allows_burst_then_rate() {
         let limiter = RateLimiter::new(10, 5);
         let t0 = 1_000_000_000;
-        assert_eq!((0..10).filter(|_| limiter.try_acquire(1, t0)).count(), 5, "burst");
+        assert_eq!((0..10).filter(|_| limiter.try_acquire_at(1, t0)).count(), 5, "burst");
         // Another client has its own bucket.
-        assert!(limiter.try_acquire(2, t0));
+        assert!(limiter.try_acquire_at(2, t0));
         // 1 s later: 10 more tokens, capped at the burst of 5.
-        assert_eq!((0..10).filter(|_| limiter.try_acquire(1, t0 + 1_000_000_000)).count(), 5);
+        assert_eq!((0..10).filter(|_| limiter.try_acquire_at(1, t0 + 1_000_000_000)).count(), 5);
         // Steady state: 100 ms gives one token.
         let mut allowed = 0;
         for step in 1..=100u64 {
-            if limiter.try_acquire(1, t0 + 1_000_000_000 + step * 100_000_000) {
+            if limiter.try_acquire_at(1, t0 + 1_000_000_000 + step * 100_000_000) {
                 allowed += 1;
             }
         }
@@ -128,7 +164,7 @@ mod tests {
     fn rate_over_time_is_exact() {
         // Offered 1000 calls/s for 10 s against 100/s: 100/s plus the initial burst get through.
         let limiter = RateLimiter::new(100, 100);
-        let allowed = (0..10_000u64).filter(|i| limiter.try_acquire(7, i * 1_000_000)).count();
+        let allowed = (0..10_000u64).filter(|i| limiter.try_acquire_at(7, i * 1_000_000)).count();
         assert!((1090..=1101).contains(&allowed), "{allowed}");
     }
 
@@ -136,7 +172,7 @@ mod tests {
     fn many_clients_are_bounded() {
         let limiter = RateLimiter::new(1000, 1);
         for key in 0..100_000u64 {
-            limiter.try_acquire(key, key * 10_000_000);
+            limiter.try_acquire_at(key, key * 10_000_000);
         }
         let total: usize = limiter.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(total <= SHARDS * (SHARD_SOFT_CAP + 1), "{total}");

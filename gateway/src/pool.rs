@@ -3,22 +3,21 @@
 //! (with an optional per-replica cap), the peak-EWMA latency estimate, and the pool's retry
 //! budget. The membership is an immutable [`Members`] snapshot behind an `ArcSwap`, so the
 //! registry can replace it while calls hold the snapshot they started with.
+//!
+//! Every time-based decision (ejection and its backoff, slow start, the peak-EWMA decay, the
+//! retry budget's refill) reads the monotonic time of the pool's [`Clock`] (the system clock
+//! unless a test gives it a `ManualClock`), as nanoseconds in atomics.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use meshwork_clock::Clock;
 
 use crate::balance::{self, PeakEwma, Policy, Ring, SmoothWrr};
 use crate::tls::UpstreamTls;
-
-/// Nanoseconds since the first call (a process-wide monotonic clock for atomics).
-pub fn now_ns() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
 
 /// Outlier-ejection settings of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,19 +85,21 @@ pub struct Replica {
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    /// Ejected until this time (`now_ns` clock); 0 when never ejected.
+    /// Ejected until this time (the clock's monotonic ns); 0 when never ejected.
     ejected_until_ns: AtomicU64,
     /// When the replica (re)joined, for slow start; 0 for replicas present at start.
     ready_since_ns: AtomicU64,
     ewma: Mutex<PeakEwma>,
     /// Calls sent to this replica (attempts).
     pub(crate) requests: AtomicU64,
+    /// The pool's clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl Replica {
-    /// A replica at `addr` with `weight`; `joined_now` starts its slow start now.
-    pub fn new(addr: SocketAddr, weight: u32, joined_now: bool) -> Self {
-        let now = now_ns();
+    /// A replica at `addr` with `weight`, on `clock`; `joined_now` starts its slow start now.
+    pub fn new(addr: SocketAddr, weight: u32, joined_now: bool, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.monotonic_ns();
         Self {
             addr,
             weight: weight.max(1),
@@ -110,6 +111,7 @@ impl Replica {
             ready_since_ns: AtomicU64::new(if joined_now { now.max(1) } else { 0 }),
             ewma: Mutex::new(PeakEwma::new(EWMA_DEFAULT_RTT, now)),
             requests: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -138,6 +140,11 @@ impl Replica {
         self.ejected_until_ns.load(Ordering::Relaxed) > now
     }
 
+    /// Whether passive outlier detection has the replica ejected now (on its pool's clock).
+    pub fn is_ejected_now(&self) -> bool {
+        self.is_ejected(self.clock.monotonic_ns())
+    }
+
     /// Records the active checker's verdict; returns true when it changed. A replica that
     /// becomes healthy again starts its slow start and is no longer ejected (like Envoy's
     /// `successful_active_health_check_uneject_host`, but only after a failed check: a replica
@@ -147,7 +154,7 @@ impl Replica {
         if healthy && !was {
             self.ejected_until_ns.store(0, Ordering::Relaxed);
             self.consecutive_failures.store(0, Ordering::Relaxed);
-            self.ready_since_ns.store(now_ns().max(1), Ordering::Relaxed);
+            self.ready_since_ns.store(self.clock.monotonic_ns().max(1), Ordering::Relaxed);
         }
         was != healthy
     }
@@ -176,12 +183,12 @@ impl Replica {
             Ok(e) => *e,
             Err(poisoned) => *poisoned.into_inner(),
         };
-        estimate.estimate(now_ns(), EWMA_DECAY) / 1e9
+        estimate.estimate(self.clock.monotonic_ns(), EWMA_DECAY) / 1e9
     }
 
     /// Folds an observed time to response headers into the latency estimate.
     pub fn observe_latency(&self, rtt: Duration) {
-        let now = now_ns();
+        let now = self.clock.monotonic_ns();
         match self.ewma.lock() {
             Ok(mut e) => e.observe(rtt, now, EWMA_DECAY),
             Err(poisoned) => poisoned.into_inner().observe(rtt, now, EWMA_DECAY),
@@ -282,19 +289,22 @@ pub struct RetryBudget {
     deposit_milli: i64,
     min_per_second: i64,
     cap_milli: i64,
+    clock: Arc<dyn Clock>,
 }
 
 impl RetryBudget {
-    /// A budget of `percent`% of calls plus `min_per_second`; starts with one second's floor.
-    pub fn new(percent: u32, min_per_second: u32) -> Self {
+    /// A budget of `percent`% of calls plus `min_per_second` on `clock`; starts with one
+    /// second's floor.
+    pub fn new(percent: u32, min_per_second: u32, clock: Arc<dyn Clock>) -> Self {
         let min = i64::from(min_per_second);
         Self {
             milli: AtomicI64::new(min * 1000),
-            last_refill_ns: AtomicU64::new(now_ns()),
+            last_refill_ns: AtomicU64::new(clock.monotonic_ns()),
             deposit_milli: i64::from(percent) * 10,
             min_per_second: min,
             // At most 10 s worth of floor plus 1000 calls' deposits can be saved up.
             cap_milli: (min * 10 + i64::from(percent) * 10) * 1000,
+            clock,
         }
     }
 
@@ -307,7 +317,7 @@ impl RetryBudget {
 
     /// Takes one retry if the budget allows it.
     pub fn try_withdraw(&self) -> bool {
-        self.refill(now_ns());
+        self.refill(self.clock.monotonic_ns());
         let mut current = self.milli.load(Ordering::Relaxed);
         loop {
             if current < 1000 {
@@ -352,18 +362,36 @@ pub struct Pool {
     pub(crate) ejections: AtomicU64,
     /// TLS to the replicas; h2c when none.
     tls: Option<Arc<UpstreamTls>>,
+    /// Where the pool reads the time.
+    clock: Arc<dyn Clock>,
 }
 
 impl Pool {
-    /// A pool named `name` over `replicas` (address, weight), round robin, default settings.
+    /// A pool named `name` over `replicas`, round robin, default settings, on the system clock
+    /// (tests).
+    #[cfg(test)]
     pub fn new(name: impl Into<String>, replicas: Vec<SocketAddr>) -> Self {
         Self::with_settings(name, replicas.into_iter().map(|a| (a, 1)).collect(), PoolSettings::default())
     }
 
-    /// A pool with explicit settings over `replicas` (address, weight).
+    /// A pool with explicit settings over `replicas` (address, weight), on the system clock
+    /// (tests).
+    #[cfg(test)]
     pub fn with_settings(name: impl Into<String>, replicas: Vec<(SocketAddr, u32)>, settings: PoolSettings) -> Self {
-        let replicas = replicas.into_iter().map(|(addr, w)| Arc::new(Replica::new(addr, w, false))).collect();
-        let budget = RetryBudget::new(settings.retry_budget_percent, settings.retry_min_per_second);
+        Self::with_clock(name, replicas, settings, Arc::new(meshwork_clock::SystemClock))
+    }
+
+    /// A pool with explicit settings over `replicas` (address, weight) that reads the time
+    /// from `clock`.
+    pub fn with_clock(
+        name: impl Into<String>,
+        replicas: Vec<(SocketAddr, u32)>,
+        settings: PoolSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let replicas =
+            replicas.into_iter().map(|(addr, w)| Arc::new(Replica::new(addr, w, false, clock.clone()))).collect();
+        let budget = RetryBudget::new(settings.retry_budget_percent, settings.retry_min_per_second, clock.clone());
         Self {
             name: name.into(),
             members: ArcSwap::from_pointee(Members::new(replicas, settings.policy)),
@@ -372,7 +400,14 @@ impl Pool {
             budget,
             ejections: AtomicU64::new(0),
             tls: None,
+            clock,
         }
+    }
+
+    /// The time on the pool's monotonic clock, in nanoseconds (what [`Replica::is_ejected`]
+    /// and [`Replica::slow_start_factor`] take).
+    pub fn now_ns(&self) -> u64 {
+        self.clock.monotonic_ns()
     }
 
     /// The same pool, reaching its replicas over `tls`.
@@ -422,7 +457,7 @@ impl Pool {
                     .iter()
                     .find(|r| r.addr == *addr && r.weight == (*weight).max(1))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Replica::new(*addr, *weight, true)))
+                    .unwrap_or_else(|| Arc::new(Replica::new(*addr, *weight, true, self.clock.clone())))
             })
             .collect();
         self.members.store(Arc::new(Members::new(next, self.settings.policy)));
@@ -439,7 +474,7 @@ impl Pool {
         }
         let n = members.len();
         let cap = self.settings.max_inflight_per_replica;
-        let now = now_ns();
+        let now = self.now_ns();
         let mut busy: u128 = 0;
         for _ in 0..n.max(1) {
             let open = |i: usize| {
@@ -518,7 +553,7 @@ impl Pool {
         // Forget earlier ejections once the replica has behaved for a full maximum ejection.
         if replica.ejections.load(Ordering::Relaxed) != 0 {
             let until = replica.ejected_until_ns.load(Ordering::Relaxed);
-            if now_ns() > until.saturating_add(self.settings.outlier.max_ejection.as_nanos() as u64) {
+            if self.now_ns() > until.saturating_add(self.settings.outlier.max_ejection.as_nanos() as u64) {
                 replica.ejections.store(0, Ordering::Relaxed);
             }
         }
@@ -533,7 +568,7 @@ impl Pool {
             return false;
         }
         let failures = replica.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let now = now_ns();
+        let now = self.now_ns();
         if failures < outlier.consecutive_failures || replica.is_ejected(now) {
             return false;
         }
@@ -563,6 +598,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwork_clock::ManualClock;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
         (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i))).collect()
@@ -570,6 +606,13 @@ mod tests {
 
     fn pool(n: u16, settings: PoolSettings) -> Pool {
         Pool::with_settings("p", addrs(n).into_iter().map(|a| (a, 1)).collect(), settings)
+    }
+
+    /// A pool of `n` replicas on a clock that moves only when the test moves it.
+    fn manual_pool(n: u16, settings: PoolSettings) -> (Pool, ManualClock) {
+        let clock = ManualClock::new(1_800_000_000_000);
+        let replicas = addrs(n).into_iter().map(|a| (a, 1)).collect();
+        (Pool::with_clock("p", replicas, settings, Arc::new(clock.clone())), clock)
     }
 
     fn pick(p: &Pool, exclude: &[usize]) -> Result<usize, PickError> {
@@ -624,9 +667,9 @@ mod tests {
         let r = members.replicas();
         assert!(!p.record_failure(&members, &r[0]));
         assert!(p.record_failure(&members, &r[0]), "second consecutive failure ejects");
-        assert!(r[0].is_ejected(now_ns()));
+        assert!(r[0].is_ejected_now());
         r[0].set_healthy(true);
-        assert!(r[0].is_ejected(now_ns()), "passing checks all along do not uneject");
+        assert!(r[0].is_ejected_now(), "passing checks all along do not uneject");
         for _ in 0..20 {
             assert_ne!(pick(&p, &[]).unwrap(), 0);
         }
@@ -652,31 +695,81 @@ mod tests {
         let r = &members.replicas()[0];
         assert!(p.record_failure(&members, r));
         r.set_healthy(false);
-        assert!(r.is_ejected(now_ns()));
+        assert!(r.is_ejected_now());
         r.set_healthy(true);
-        assert!(!r.is_ejected(now_ns()), "healthy again after failed checks: back in");
+        assert!(!r.is_ejected_now(), "healthy again after failed checks: back in");
+    }
+
+    /// The ejection ends after its time, and doubles with every further ejection up to the
+    /// maximum; a replica that then behaves for a full maximum ejection starts over.
+    #[test]
+    fn ejection_time_doubles_and_ends() {
+        let mut settings = PoolSettings::default();
+        settings.outlier.consecutive_failures = 1;
+        settings.outlier.base_ejection = Duration::from_secs(10);
+        settings.outlier.max_ejection = Duration::from_secs(30);
+        settings.outlier.max_ejection_percent = 100;
+        let (p, clock) = manual_pool(1, settings);
+        let members = p.members();
+        let r = &members.replicas()[0];
+        // How long the replica stays out after one more failure, in whole seconds.
+        let ejection = || {
+            assert!(p.record_failure(&members, r));
+            let mut out = 0;
+            while r.is_ejected_now() {
+                clock.advance(1000);
+                out += 1;
+                assert!(out < 1000, "still ejected after {out} s");
+            }
+            out
+        };
+        let lengths: Vec<u32> = (0..4).map(|_| ejection()).collect();
+        assert_eq!(lengths, vec![10, 20, 30, 30], "10 s, 20 s, then capped at 30 s");
+        // Calls go well for a full maximum ejection: the backoff is forgotten.
+        clock.advance(30_000);
+        p.record_success(r);
+        clock.advance(1);
+        p.record_success(r);
+        assert_eq!(ejection(), 10);
+    }
+
+    /// A replica back from failed checks gets a share of calls that ramps from 10% of its
+    /// weight to all of it over the slow-start window.
+    #[test]
+    fn slow_start_ramps_on_the_pools_clock() {
+        let settings = PoolSettings { slow_start: Duration::from_secs(10), ..PoolSettings::default() };
+        let window = settings.slow_start;
+        let (p, clock) = manual_pool(2, settings);
+        let members = p.members();
+        let r = &members.replicas()[0];
+        let share = || {
+            const PICKS: usize = 10_000;
+            (0..PICKS).filter(|_| pick(&p, &[]).unwrap() == 0).count() as f64 / PICKS as f64
+        };
+        assert_eq!(share(), 0.5, "present from the start: no ramp");
+        r.set_healthy(false);
+        assert!(r.set_healthy(true));
+        assert!((r.slow_start_factor(p.now_ns(), window) - 0.1).abs() < 1e-9);
+        // Round robin offers it every other call; admitted 10% of the times: about 5%.
+        let first = share();
+        assert!((0.035..=0.065).contains(&first), "share {first} at the start of the ramp");
+        clock.advance(5000);
+        let half = share();
+        assert!((0.24..=0.31).contains(&half), "share {half} half-way (55% of its weight)");
+        clock.advance(5001);
+        assert_eq!(share(), 0.5, "the ramp is over");
     }
 
     #[test]
-    fn ejection_time_doubles() {
-        let mut settings = PoolSettings::default();
-        settings.outlier.consecutive_failures = 1;
-        settings.outlier.base_ejection = Duration::from_millis(1);
-        settings.outlier.max_ejection = Duration::from_millis(3);
-        settings.outlier.max_ejection_percent = 100;
-        let p = pool(1, settings);
+    fn peak_ewma_decays_on_the_pools_clock() {
+        let (p, clock) = manual_pool(1, PoolSettings::default());
         let members = p.members();
         let r = &members.replicas()[0];
-        let mut lengths = Vec::new();
-        for _ in 0..3 {
-            while r.is_ejected(now_ns()) {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            let start = now_ns();
-            assert!(p.record_failure(&members, r));
-            lengths.push((r.ejected_until_ns.load(Ordering::Relaxed) - start) / 1_000_000);
-        }
-        assert_eq!(lengths, vec![1, 2, 3], "1 ms, 2 ms, then capped at 3 ms");
+        r.observe_latency(Duration::from_millis(100));
+        assert!((r.ewma_seconds() - 0.1).abs() < 1e-9, "{}", r.ewma_seconds());
+        clock.advance(EWMA_DECAY.as_millis() as i64);
+        let decayed = r.ewma_seconds();
+        assert!((decayed - 0.1 / std::f64::consts::E).abs() < 1e-9, "{decayed}");
     }
 
     #[test]
@@ -693,15 +786,33 @@ mod tests {
 
     #[test]
     fn retry_budget_allows_floor_plus_share() {
-        let budget = RetryBudget::new(20, 0);
+        let clock = ManualClock::new(0);
+        let budget = RetryBudget::new(20, 0, Arc::new(clock.clone()));
         assert!(!budget.try_withdraw());
         for _ in 0..100 {
             budget.deposit();
         }
         let retries = (0..100).filter(|_| budget.try_withdraw()).count();
         assert_eq!(retries, 20);
-        let floor = RetryBudget::new(0, 5);
+        let floor = RetryBudget::new(0, 5, Arc::new(clock.clone()));
         assert_eq!((0..10).filter(|_| floor.try_withdraw()).count(), 5);
+    }
+
+    /// Time deposits `min_per_second`, in steps of at least 10 ms, and at most 10 s worth.
+    #[test]
+    fn retry_budget_floor_refills_with_time() {
+        let clock = ManualClock::new(0);
+        let budget = RetryBudget::new(0, 5, Arc::new(clock.clone()));
+        let drain = || (0..1000).filter(|_| budget.try_withdraw()).count();
+        assert_eq!(drain(), 5, "one second's floor to start with");
+        clock.advance(1000);
+        assert_eq!(drain(), 5);
+        clock.advance(9);
+        assert_eq!(drain(), 0, "under 10 ms: nothing yet");
+        clock.advance(191);
+        assert_eq!(drain(), 1, "200 ms: one retry");
+        clock.advance(100_000);
+        assert_eq!(drain(), 50, "at most 10 s worth saved up");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{TestReplica, free_port, serve_replica, start, stop};
+use support::{TestReplica, free_port, serve_replica, start, start_with_clock, stop};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshwork_clock::ManualClock;
 use meshwork_gateway::{
     EndpointConfig, GatewayConfig, GatewayHandle, Policy, PoolConfig, RateLimitConfig, RouteConfig,
 };
@@ -106,8 +107,8 @@ async fn backends(n: usize) -> Vec<Backend> {
 fn config(backends: &[Backend], pool: PoolConfig) -> GatewayConfig {
     let mut config = GatewayConfig::new(free_port());
     config.threads = 1;
-    config.health_check_interval_ms = 100;
-    config.health_check_timeout_ms = 500;
+    config.health_check.interval_ms = 100;
+    config.health_check.timeout_ms = 500;
     let mut pool = pool;
     if pool.endpoints.is_empty() {
         pool.endpoints = backends.iter().map(|b| EndpointConfig::from(b.addr.to_string())).collect();
@@ -283,8 +284,8 @@ async fn latency_aware_policies_avoid_a_slow_replica() {
 async fn unhealthy_replica_gets_no_traffic_then_returns() {
     let b = backends(2).await;
     let mut config = config(&b, PoolConfig::default());
-    config.unhealthy_threshold = 2;
-    config.healthy_threshold = 1;
+    config.health_check.unhealthy_threshold = 2;
+    config.health_check.healthy_threshold = 1;
     let gateway = start(config).await;
     let mut client = connect(&gateway).await;
     b[0].health.set_service_status("", ServingStatus::NotServing).await;
@@ -309,11 +310,12 @@ async fn unavailable_replica_is_ejected_passively() {
     let b = backends(2).await;
     b[0].behaviour.unavailable.store(true, Ordering::Relaxed);
     let mut pool = PoolConfig::default();
-    pool.outlier.consecutive_failures = 3;
-    pool.outlier.base_ejection_ms = 60_000;
+    pool.outlier.consecutive_failures = Some(3);
+    pool.outlier.base_ejection_ms = Some(60_000);
     let mut config = config(&b, pool);
     config.admin_listen = Some(free_port());
-    let gateway = start(config).await;
+    let clock = ManualClock::new(1_800_000_000_000);
+    let gateway = start_with_clock(config, Arc::new(clock.clone())).await;
     let mut client = connect(&gateway).await;
     let mut failures = 0;
     for i in 0..30 {
@@ -327,6 +329,20 @@ async fn unavailable_replica_is_ejected_passively() {
     let metrics = http_get(gateway.admin_addr().unwrap(), "/metrics").await;
     assert!(metrics.contains("meshwork_gateway_ejections_total{pool=\"p\"} 1"), "{metrics}");
     assert!(metrics.contains(&format!("meshwork_gateway_replica_ejected{{pool=\"p\",replica=\"{}\"}} 1", b[0].addr)));
+
+    // Healthy again, it stays out for its 60 s on the gateway's clock, then gets every other call.
+    b[0].behaviour.unavailable.store(false, Ordering::Relaxed);
+    clock.advance(59_999);
+    for i in 0..10 {
+        assert_eq!(call(&mut client, &format!("f{i}"), &[]).await.unwrap(), 1);
+    }
+    clock.advance(1);
+    for i in 0..10 {
+        call(&mut client, &format!("g{i}"), &[]).await.unwrap();
+    }
+    assert_eq!(b[0].calls(), 3 + 5, "back in the rotation when the ejection ends");
+    let metrics = http_get(gateway.admin_addr().unwrap(), "/metrics").await;
+    assert!(metrics.contains(&format!("meshwork_gateway_replica_ejected{{pool=\"p\",replica=\"{}\"}} 0", b[0].addr)));
     stop(gateway).await;
 }
 
@@ -335,10 +351,10 @@ async fn unavailable_is_retried_only_for_idempotent_methods() {
     let b = backends(2).await;
     b[0].behaviour.unavailable.store(true, Ordering::Relaxed);
     let mut pool = PoolConfig::default();
-    pool.outlier.consecutive_failures = 0; // keep the bad replica in the rotation
+    pool.outlier.consecutive_failures = Some(0); // keep the bad replica in the rotation
     let mut idempotent = config(&b, pool.clone());
     idempotent.routes[0].idempotent_methods = vec!["Resolve".into()];
-    idempotent.retry_budget_min_per_second = 1000; // the budget is tested on its own below
+    idempotent.retry_budget.min_per_second = 1000; // the budget is tested on its own below
     let gateway = start(idempotent).await;
     let mut client = connect(&gateway).await;
     for i in 0..20 {
@@ -364,21 +380,28 @@ async fn retries_stay_within_the_budget() {
         backend.behaviour.unavailable.store(true, Ordering::Relaxed);
     }
     let mut pool = PoolConfig::default();
-    pool.outlier.consecutive_failures = 0;
+    pool.outlier.consecutive_failures = Some(0);
     let mut config = config(&b, pool);
     config.routes[0].idempotent_methods = vec!["*".into()];
-    config.retry_budget_percent = 20;
-    config.retry_budget_min_per_second = 1;
-    let gateway = start(config).await;
+    config.retry_budget.percent = 20;
+    config.retry_budget.min_per_second = 1;
+    let clock = ManualClock::new(1_800_000_000_000);
+    let gateway = start_with_clock(config, Arc::new(clock.clone())).await;
     let mut client = connect(&gateway).await;
+    let attempts = || b[0].calls() + b[1].calls();
     for i in 0..200 {
         let status = call(&mut client, &format!("b{i}"), &[]).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
     }
-    let attempts = b[0].calls() + b[1].calls();
-    // 200 calls, 20% of them (40) plus the floor (1 at start, about 1/s after) may be retried.
-    assert!((200..=245).contains(&attempts), "{attempts} attempts for 200 calls");
-    assert!(attempts >= 230, "the budget is used: {attempts}");
+    // 200 calls, 20% of them (40) plus the floor (1 to start with; the gateway's clock stands
+    // still) are retried, on the other replica.
+    assert_eq!(attempts(), 241, "attempts for 200 calls");
+    // Time deposits the floor: one more retry a second.
+    clock.advance(1000);
+    for i in 0..3 {
+        call(&mut client, &format!("c{i}"), &[]).await.unwrap_err();
+    }
+    assert_eq!(attempts(), 241 + 3 + 1);
     stop(gateway).await;
 }
 
@@ -487,47 +510,45 @@ async fn concurrency_cap_answers_unavailable_at_once() {
     stop(gateway).await;
 }
 
+/// Of `n` calls as client `who`, how many the rate limit let through (the others are
+/// RESOURCE_EXHAUSTED).
+async fn admitted(client: &mut UrlShortenerClient<Channel>, who: &str, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        match call(client, "r", &[("x-client", who)]).await {
+            Ok(_) => ok += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {}
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    ok
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_per_client_lets_r_per_second_through() {
     let b = backends(1).await;
     let mut config = config(&b, PoolConfig::default());
-    // A burst of 10: a stall of the offered load under 200 ms (a loaded machine: the tests of
-    // this binary on 16 threads stalled it often) then loses no tokens.
     config.rate_limit =
         Some(RateLimitConfig { requests_per_second: 50, burst: Some(10), key: Some("x-client".into()) });
-    let gateway = start(config).await;
-    let client = connect(&gateway).await;
-    // The connections up before the clock starts (another client's bucket).
-    call(&mut client.clone(), "r", &[("x-client", "warm-up")]).await.unwrap();
-    // Client "a" calls as fast as it can (4 at a time) for 2 s: the burst of 10, then 50/s.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                let (mut ok, mut limited) = (0u64, 0u64);
-                while Instant::now() < deadline {
-                    match call(&mut client, "r", &[("x-client", "a")]).await {
-                        Ok(_) => ok += 1,
-                        Err(s) if s.code() == Code::ResourceExhausted => limited += 1,
-                        Err(s) => panic!("{s:?}"),
-                    }
-                }
-                (ok, limited)
-            })
-        })
-        .collect();
-    // Meanwhile client "b" has its own bucket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    call(&mut client.clone(), "r", &[("x-client", "b")]).await.unwrap();
-    let (mut ok, mut limited) = (0, 0);
-    for task in tasks {
-        let (o, l) = task.await.unwrap();
-        ok += o;
-        limited += l;
+    // The buckets fill on the gateway's clock, which moves only when the test moves it.
+    let clock = ManualClock::new(1_800_000_000_000);
+    let gateway = start_with_clock(config, Arc::new(clock.clone())).await;
+    let mut client = connect(&gateway).await;
+    assert_eq!(admitted(&mut client, "a", 30).await, 10, "the burst");
+    assert_eq!(admitted(&mut client, "a", 30).await, 0, "no time passed: nothing refilled");
+    assert_eq!(admitted(&mut client, "b", 30).await, 10, "client b has its own bucket");
+    clock.advance(100);
+    assert_eq!(admitted(&mut client, "a", 30).await, 5, "100 ms at 50/s");
+    clock.advance(2000);
+    assert_eq!(admitted(&mut client, "a", 30).await, 10, "at most the burst is saved up");
+    // Two seconds of calls at 10 a tick of 100 ms: R = 50/s gets through.
+    let mut ok = 0;
+    for _ in 0..20 {
+        clock.advance(100);
+        ok += admitted(&mut client, "a", 10).await;
     }
-    assert!((95..=121).contains(&ok), "R = 50/s for 2 s after a burst of 10 (110): {ok} allowed, {limited} limited");
-    assert!(limited > ok, "the offered load was above the limit: {limited}");
+    assert_eq!(ok, 100, "50/s for 2 s");
+    assert_eq!(b[0].calls(), 10 + 10 + 5 + 10 + 100, "limited calls never reach the replica");
     stop(gateway).await;
 }
 
@@ -622,12 +643,15 @@ async fn admin_port_serves_metrics_readiness_and_routes() {
 async fn returning_replica_ramps_up_with_slow_start() {
     let b = backends(2).await;
     let mut config = config(&b, PoolConfig { slow_start_ms: 10_000, ..PoolConfig::default() });
-    config.unhealthy_threshold = 1;
+    config.health_check.unhealthy_threshold = 1;
     let admin = free_port();
     config.admin_listen = Some(admin);
-    let gateway = start(config).await;
+    // The ramp follows the gateway's clock, which moves only when the test moves it; the
+    // health checks that take the replica out and back run in real time.
+    let clock = ManualClock::new(1_800_000_000_000);
+    let gateway = start_with_clock(config, Arc::new(clock.clone())).await;
     // Each step waits for the gateway's verdict rather than a fixed time: on a loaded machine a
-    // health check came late, and replica 0 had not returned when the load began (share 0).
+    // health check came late.
     let healthy = |want: u8| {
         let gauge = format!("meshwork_gateway_replica_healthy{{pool=\"p\",replica=\"{}\"}} {want}", b[0].addr);
         async move {
@@ -642,19 +666,24 @@ async fn returning_replica_ramps_up_with_slow_start() {
     healthy(0).await;
     b[0].health.set_service_status("", ServingStatus::Serving).await;
     healthy(1).await;
-    let before = b[0].calls();
-    // In the first 2 s of its 10 s ramp replica 0 is admitted 10-28% of the times it is picked,
-    // so it gets about 5-14% of the calls. At least 200 calls: a loaded machine made few
-    // enough in a fixed 400 ms that none reached it now and then.
-    let started = Instant::now();
-    let mut total = 0;
-    while total < 200 && started.elapsed() < Duration::from_secs(2) {
-        let (counts, failures) = load(&gateway, 2, Duration::from_millis(200), "ramp").await;
-        assert!(failures.is_empty(), "{failures:?}");
-        total += counts.values().sum::<u64>();
-    }
-    let share = (b[0].calls() - before) as f64 / total as f64;
-    assert!(share > 0.01 && share < 0.3, "slow-start share {share} of {total} calls");
+    let mut client = connect(&gateway).await;
+    // The share of 1000 calls that replica 0 gets. Round robin offers it every other call.
+    let mut share = async || {
+        let before = b[0].calls();
+        for i in 0..1000 {
+            call(&mut client, &format!("ramp{i}"), &[]).await.unwrap();
+        }
+        (b[0].calls() - before) as f64 / 1000.0
+    };
+    // At the start of its 10 s ramp it is admitted 10% of the times it is offered: about 5%.
+    let start = share().await;
+    assert!((0.02..=0.09).contains(&start), "slow-start share {start} at 0 s");
+    // Half-way, 55%: about 27.5%.
+    clock.advance(5000);
+    let half = share().await;
+    assert!((0.2..=0.35).contains(&half), "slow-start share {half} at 5 s");
+    clock.advance(5001);
+    assert_eq!(share().await, 0.5, "the ramp is over");
     stop(gateway).await;
 }
 

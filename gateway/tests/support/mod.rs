@@ -27,6 +27,16 @@ pub async fn start(config: GatewayConfig) -> GatewayHandle {
     tokio::task::spawn_blocking(move || meshwork_gateway::spawn(config)).await.unwrap().unwrap()
 }
 
+/// Starts the gateway on `clock` (a `ManualClock` the test moves by hand): the time of its
+/// pools (ejection, slow start, retry budgets) and its rate limiter.
+pub async fn start_with_clock(
+    config: GatewayConfig,
+    clock: std::sync::Arc<dyn meshwork_clock::Clock>,
+) -> GatewayHandle {
+    init_logs();
+    tokio::task::spawn_blocking(move || meshwork_gateway::spawn_with_clock(config, clock)).await.unwrap().unwrap()
+}
+
 /// Drains and stops the gateway.
 pub async fn stop(gateway: GatewayHandle) {
     tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();

@@ -64,7 +64,7 @@ impl Sink {
                 // Saved before it is ingested, so that the writer sees its deletion (when its
                 // traces are evicted at once) after it.
                 let segment = persister.next_segment();
-                let seen = super::store::now_ns();
+                let seen = self.traces.now_ns();
                 persister.save(segment, super::persist::encode(seen, &export));
                 let (rejected, dead) = self.traces.ingest_evicting(export.index, Some(segment), seen);
                 persister.delete(dead);

@@ -10,11 +10,15 @@
 //! The service a span is shown under is its `meshwork.service` attribute when it has one (a
 //! process that hosts several logical services, as `meshwork up` does), else its parent's when
 //! the parent ran in the same process, else the process's `service.name`.
+//!
+//! The age bound reads the wall time of the store's [`Clock`] (the system clock unless a test
+//! gives it a `ManualClock`), as does the arrival time of what is ingested.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use meshwork_clock::{Clock, SystemClock};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -338,6 +342,8 @@ impl Inner {
 pub struct TraceStore {
     inner: RwLock<Inner>,
     limits: StoreLimits,
+    /// Where the age bound and arrival times read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Returns the string form of an OTLP attribute value.
@@ -358,15 +364,20 @@ pub fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes.iter().find(|kv| kv.key == key).map(|kv| any_value_string(&kv.value))
 }
 
-/// Returns the current time in Unix nanoseconds.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
 impl TraceStore {
-    /// Returns an empty store with `limits`.
+    /// Returns an empty store with `limits`, on the system clock.
     pub fn new(limits: StoreLimits) -> Self {
-        TraceStore { inner: RwLock::new(Inner::default()), limits }
+        Self::with_clock(limits, Arc::new(SystemClock))
+    }
+
+    /// Returns an empty store with `limits` that reads the time from `clock`.
+    pub fn with_clock(limits: StoreLimits, clock: Arc<dyn Clock>) -> Self {
+        TraceStore { inner: RwLock::new(Inner::default()), limits, clock }
+    }
+
+    /// Returns the current time on the store's clock, in Unix nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.unix_ns()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -382,7 +393,7 @@ impl TraceStore {
     /// Adds the spans of an indexed OTLP export. Spans with malformed ids are skipped; returns
     /// how many were rejected.
     pub fn ingest(&self, export: Index) -> usize {
-        self.ingest_evicting(export, None, now_ns()).0
+        self.ingest_evicting(export, None, self.now_ns()).0
     }
 
     /// [`TraceStore::ingest`] of an export that a persistent copy holds as `segment`, first
@@ -450,7 +461,7 @@ impl TraceStore {
     /// Drops the oldest traces while the store is over its span count or they are too old;
     /// adds the segments that no longer hold a stored trace to `dead`.
     fn evict(&self, inner: &mut Inner, dead: &mut Vec<SegmentId>) {
-        let oldest_allowed = now_ns().saturating_sub(self.limits.max_age.as_nanos() as u64);
+        let oldest_allowed = self.now_ns().saturating_sub(self.limits.max_age.as_nanos() as u64);
         while let Some(&(seen, id)) = inner.order.front() {
             if inner.spans <= self.limits.max_spans && seen >= oldest_allowed {
                 break;
@@ -702,6 +713,34 @@ pub(crate) mod tests {
         let mut bad = span(5, 1, None, "bad", 0, 1, vec![]);
         bad.trace_id.truncate(3);
         assert_eq!(store.ingest(indexed(vec![batch("b", vec![bad])])), 1);
+    }
+
+    /// Traces older than the age bound go when spans next arrive, by the time they were first
+    /// seen (not their spans' own timestamps).
+    #[test]
+    fn traces_age_out_on_the_stores_clock() {
+        use meshwork_clock::ManualClock;
+        let clock = ManualClock::new(1_800_000_000_000);
+        let limits = StoreLimits { max_age: Duration::from_secs(60), ..Default::default() };
+        let store = TraceStore::with_clock(limits, Arc::new(clock.clone()));
+        let ingest = |t: u8| store.ingest(indexed(vec![batch("a", vec![span(t, 1, None, "op", 10, 20, vec![])])]));
+        let stored = || (1..=4u8).filter(|t| store.trace(&[*t; 16]).is_some()).collect::<Vec<_>>();
+        ingest(1);
+        clock.advance(30_000);
+        ingest(2);
+        clock.advance(30_000);
+        ingest(3);
+        assert_eq!(stored(), vec![1, 2, 3], "trace 1 is exactly as old as allowed");
+        // A later span of trace 1 does not make it younger.
+        store.ingest(indexed(vec![batch("a", vec![span(1, 2, Some(1), "late", 30, 40, vec![])])]));
+        clock.advance(1);
+        ingest(4);
+        assert_eq!(stored(), vec![2, 3, 4]);
+        assert_eq!(store.services(), vec!["a"]);
+        clock.advance(60_000);
+        ingest(4);
+        assert_eq!(stored(), vec![4], "traces 2 and 3 aged out; trace 4 was first seen a minute ago, exactly");
+        assert_eq!(store.span_count(), 2);
     }
 
     #[test]
