@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use meshwork_common::server::ServerTls;
+use meshwork_identity::tls::{TlsFile, TlsIdentity};
 use meshwork_storage::StoreUrl;
 
 /// The help of `meshwork serve`'s service names, from the service table (the names are checked
@@ -144,7 +144,7 @@ pub struct ServerTlsFlags {
 
 impl ServerTlsFlags {
     /// Reads and checks the files (see [`server_tls`]).
-    fn read(&self) -> Result<Option<ServerTls>, String> {
+    fn read(&self) -> Result<Option<TlsIdentity>, String> {
         server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref(), self.tls_client_ca.as_deref())
     }
 }
@@ -247,7 +247,7 @@ pub enum Command {
         /// Directory of the trace store.
         dir: PathBuf,
         /// TLS of the OTLP receivers.
-        tls: Option<ServerTls>,
+        tls: Option<TlsIdentity>,
     },
     Serve {
         services: Vec<String>,
@@ -258,7 +258,7 @@ pub enum Command {
         admin: Option<SocketAddr>,
         registry: Option<String>,
         export: ExportFlags,
-        tls: Option<ServerTls>,
+        tls: Option<TlsIdentity>,
     },
     Gateway {
         config: Box<meshwork_gateway::GatewayConfig>,
@@ -292,30 +292,27 @@ fn data_subdir(data_dir: &std::path::Path, name: &str) -> Result<PathBuf, String
     Ok(data_dir.join(name))
 }
 
-/// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the PEM
-/// text a TLS server needs; errors name the flag and the file.
-fn server_tls(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<ServerTls>, String> {
-    use meshwork_gateway::tls::{check_identity, parse_certs, parse_key, parse_roots, read_pem};
+/// Reads and checks `--tls-cert`, `--tls-key` and `--tls-client-ca` (when given) into the
+/// identity a TLS server presents; errors name the flag and the file.
+fn server_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Option<TlsIdentity>, String> {
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if client_ca.is_none() => return Ok(None),
         _ => return Err("--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into()),
     };
-    let fail = |flag: &str, path: &Path, e: String| format!("{flag} {}: {e}", path.display());
-    let cert_pem = read_pem(cert).map_err(|e| fail("--tls-cert", cert, e))?;
-    let key_pem = read_pem(key).map_err(|e| fail("--tls-key", key, e))?;
-    let certs = parse_certs(&cert_pem).map_err(|e| fail("--tls-cert", cert, e))?;
-    let private_key = parse_key(&key_pem).map_err(|e| fail("--tls-key", key, e))?;
-    check_identity(certs, private_key).map_err(|e| fail("--tls-key", key, e))?;
-    let client_ca_pem = match client_ca {
-        Some(ca) => {
-            let pem = read_pem(ca).map_err(|e| fail("--tls-client-ca", ca, e))?;
-            parse_roots(&pem).map_err(|e| fail("--tls-client-ca", ca, e))?;
-            Some(pem)
-        }
-        None => None,
-    };
-    Ok(Some(ServerTls { cert_pem, key_pem, client_ca_pem }))
+    let identity = TlsIdentity::from_files(cert, key, client_ca).map_err(|e| {
+        let flag = match e.file {
+            TlsFile::Cert => "--tls-cert",
+            TlsFile::Key => "--tls-key",
+            TlsFile::ClientCa => "--tls-client-ca",
+        };
+        format!("{flag} {}: {}", e.path.display(), e.problem)
+    })?;
+    Ok(Some(identity))
 }
 
 impl Args {

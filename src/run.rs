@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use meshwork_common::SystemClock;
 use meshwork_common::mesh::MeshClient;
-use meshwork_common::server::{HostedService, ServerTls, ServiceContext, serve_with_tls};
+use meshwork_common::server::{HostedService, ServiceContext, serve_with_tls};
 use meshwork_common::spec::{HttpRoute, ServiceSpec};
 use meshwork_registry::Registration;
 use meshwork_storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use meshwork_collector::Collector;
-use meshwork_collector::tls::ReceiverTls;
+use meshwork_identity::tls::TlsIdentity;
 
 use crate::cli::{Command, ExportFlags, TraceFlags};
 use crate::services;
@@ -139,7 +139,7 @@ struct Running {
     task: JoinHandle<Result<(), meshwork_common::server::ServeError>>,
 }
 
-async fn start(listener: TcpListener, services: Vec<HostedService>, tls: Option<ServerTls>) -> Result<Running> {
+async fn start(listener: TcpListener, services: Vec<HostedService>, tls: Option<TlsIdentity>) -> Result<Running> {
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
     let shutdown = async move {
@@ -342,11 +342,11 @@ async fn up(
 }
 
 /// `meshwork traces`: the embedded trace backend alone.
-async fn traces_alone(flags: TraceFlags, dir: PathBuf, tls: Option<ServerTls>) -> Result<()> {
+async fn traces_alone(flags: TraceFlags, dir: PathBuf, tls: Option<TlsIdentity>) -> Result<()> {
     let guard = telemetry("meshwork-traces", None, &ExportFlags::default())?;
     let mut config = flags.collector();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    config.tls = tls.map(|t| ReceiverTls { cert_pem: t.cert_pem, key_pem: t.key_pem, client_ca_pem: t.client_ca_pem });
+    config.tls = tls;
     let collector = Collector::start(config, Some(open_trace_store(&dir).await?)).await?;
     println!(
         "meshwork traces ready: http://{} (OTLP grpc {scheme}://{}, http {scheme}://{}), store embedded:{}",
@@ -364,7 +364,7 @@ async fn traces_alone(flags: TraceFlags, dir: PathBuf, tls: Option<ServerTls>) -
 /// Where `meshwork serve` listens, and with which TLS (h2c when none).
 struct Listen {
     addr: SocketAddr,
-    tls: Option<ServerTls>,
+    tls: Option<TlsIdentity>,
 }
 
 /// The public base URL of what services hand out, and the gateway they call through.
@@ -393,7 +393,7 @@ async fn serve_services(
     let mesh = MeshClient::new(&gateway).with_context(|| format!("--gateway {gateway}"))?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh };
     let transport = match &tls {
-        Some(ServerTls { client_ca_pem: Some(_), .. }) => " (mutual TLS)",
+        Some(tls) if tls.client_ca_pem().is_some() => " (mutual TLS)",
         Some(_) => " (TLS)",
         None => "",
     };

@@ -63,7 +63,7 @@ fn grpcurl_over_tls_through_the_gateway_to_an_mtls_replica() {
     let config = pki.write(
         "gateway.toml",
         &format!(
-            "listen = \"{gateway_addr}\"\nhealth_check_interval_ms = 500\n\n\
+            "listen = \"{gateway_addr}\"\n\n[health_check]\ninterval_ms = 500\n\n\
              [tls]\ncert = \"{server_cert}\"\nkey = \"{server_key}\"\n\n\
              [pools.urlshortener]\nendpoints = [\"{service_addr}\"]\n\n\
              [pools.urlshortener.tls]\nca = \"{ca}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\

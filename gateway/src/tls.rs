@@ -5,7 +5,9 @@
 //!
 //! Every PEM file is read, parsed and cross-checked (key against certificate) when the
 //! configuration is validated, so a missing or broken file is one line naming the field and the
-//! file, before any port is bound; requests only clone what was loaded.
+//! file, before any port is bound; requests only clone what was loaded. The reading and checking
+//! is `meshwork-identity`'s ([`meshwork_identity::tls`]), shared with the services, the trace
+//! collector and the OTLP exporter; the listener's files make a [`TlsIdentity`].
 //!
 //! One crypto provider: `ring`, the one pingora-rustls compiles in (tonic uses `tls-ring` to
 //! match). rustls panics ("no process-level CryptoProvider") when several providers are compiled
@@ -17,16 +19,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use meshwork_identity::tls::{TlsFile, TlsIdentity, parse_certs, parse_roots, read_pem};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
-use rustls::RootCertStore;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::sign::SingleCertAndKey;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -36,10 +34,6 @@ use crate::config::{ConfigError, GatewayConfig};
 /// Call it once at the start of a process that uses TLS, before any TLS configuration is built.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// `[tls]`: TLS on the gateway's listener (gRPC over h2 and HTTP/1.1, chosen by ALPN).
@@ -74,88 +68,32 @@ pub struct UpstreamTlsConfig {
     pub server_name: Option<String>,
 }
 
-/// Reads a PEM file. The errors of this and the `parse_*` functions say what is wrong, not
-/// which file: callers add the field or flag and the path.
-pub fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
-}
-
-/// Every certificate of a PEM text (at least one, each a parsable X.509 certificate).
-pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a valid PEM file: {e}"))?;
-    if certs.is_empty() {
-        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
-    }
-    for (i, cert) in certs.iter().enumerate() {
-        // Pingora parses certificates with x509-parser and panics on failure: check here.
-        if let Err(e) = x509_parser::parse_x509_certificate(cert.as_ref()) {
-            return Err(format!("certificate {} does not parse: {e}", i + 1));
-        }
-    }
-    Ok(certs)
-}
-
-/// The first private key of a PEM text (PKCS#8, PKCS#1 or SEC1).
-pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    match PrivateKeyDer::from_pem_slice(pem) {
-        Ok(key) => Ok(key),
-        Err(pem::Error::NoItemsFound) => Err("no PEM private key (-----BEGIN PRIVATE KEY-----) in it".into()),
-        Err(e) => Err(format!("not a valid PEM file: {e}")),
-    }
-}
-
-/// The CA certificates of a PEM text, as a root store.
-pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for (i, cert) in parse_certs(pem)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
-    }
-    Ok(roots)
-}
-
-/// Checks that `key` is usable and belongs to the leaf of `certs`.
-pub fn check_identity(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<CertifiedKey, String> {
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".to_string(),
-        e => format!("unusable key: {e}"),
-    })
-}
-
 /// `field = "path": reason` as a configuration error.
-fn file_error(field: &str, path: &Path, reason: String) -> ConfigError {
+fn file_error(field: &str, path: &Path, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{field} = \"{}\": {reason}", path.display()))
+}
+
+/// The `[tls]` field (and `[pools.NAME.tls]` field) of an identity's file.
+fn field_name(file: TlsFile) -> &'static str {
+    match file {
+        TlsFile::Cert => "cert",
+        TlsFile::Key => "key",
+        TlsFile::ClientCa => "client_ca",
+    }
 }
 
 /// The listener's TLS, loaded.
 pub(crate) struct ListenerTls {
-    key: Arc<CertifiedKey>,
-    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    identity: TlsIdentity,
 }
 
 impl ListenerTls {
+    /// Reads and checks the files; an error names the field (`tls.cert`, `tls.key`,
+    /// `tls.client_ca`) and the file.
     fn load(config: &ListenerTlsConfig) -> Result<Self, ConfigError> {
-        let cert_error = |e| file_error("tls.cert", &config.cert, e);
-        let key_error = |e| file_error("tls.key", &config.key, e);
-        let certs = read_pem(&config.cert).and_then(|pem| parse_certs(&pem)).map_err(cert_error)?;
-        let key = read_pem(&config.key).and_then(|pem| parse_key(&pem)).map_err(key_error)?;
-        let key = check_identity(certs, key).map_err(key_error)?;
-        let client_verifier = match &config.client_ca {
-            None => None,
-            Some(path) => {
-                let ca_error = |e| file_error("tls.client_ca", path, e);
-                let roots = read_pem(path).and_then(|pem| parse_roots(&pem)).map_err(ca_error)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|e| ca_error(e.to_string()))?;
-                Some(verifier)
-            }
-        };
-        Ok(Self { key: Arc::new(key), client_verifier })
+        let identity = TlsIdentity::from_files(&config.cert, &config.key, config.client_ca.as_deref())
+            .map_err(|e| file_error(&format!("tls.{}", field_name(e.file)), &e.path, e.problem))?;
+        Ok(Self { identity })
     }
 
     /// Pingora's settings for the listener: the loaded certificate (never a file read, so
@@ -163,10 +101,10 @@ impl ListenerTls {
     pub(crate) fn settings(&self) -> Result<TlsSettings, String> {
         // `intermediate` only records paths; with a certificate resolver they are never read.
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
-        settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
+        settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(self.identity.certified_key())));
         settings.enable_h2();
-        if let Some(verifier) = &self.client_verifier {
-            settings.set_client_cert_verifier(verifier.clone());
+        if let Some(verifier) = self.identity.client_verifier() {
+            settings.set_client_cert_verifier(verifier);
         }
         Ok(settings)
     }
@@ -201,8 +139,8 @@ impl UpstreamTls {
         let field = |name: &str| format!("pools.{pool}.tls.{name}");
         let ca_error = |e| file_error(&field("ca"), &config.ca, e);
         let ca_pem = read_pem(&config.ca).map_err(ca_error)?;
-        let ca_certs = parse_certs(&ca_pem).map_err(ca_error)?;
         parse_roots(&ca_pem).map_err(ca_error)?;
+        let ca_certs = parse_certs(&ca_pem).map_err(ca_error)?;
         let mut tonic = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
         let cert_key = match (&config.cert, &config.key) {
             (None, None) => None,
@@ -211,20 +149,15 @@ impl UpstreamTls {
                     "pools.{pool}.tls: cert and key go together (mutual TLS needs both)"
                 )));
             }
-            (Some(cert_path), Some(key_path)) => {
-                let cert_error = |e| file_error(&field("cert"), cert_path, e);
-                let key_error = |e| file_error(&field("key"), key_path, e);
-                let cert_pem = read_pem(cert_path).map_err(cert_error)?;
-                let key_pem = read_pem(key_path).map_err(key_error)?;
-                let certs = parse_certs(&cert_pem).map_err(cert_error)?;
-                let key = parse_key(&key_pem).map_err(key_error)?;
+            (Some(cert), Some(key)) => {
+                let identity = TlsIdentity::from_files(cert, key, None)
+                    .map_err(|e| file_error(&field(field_name(e.file)), &e.path, e.problem))?;
                 // Pingora turns the key back from DER by sniffing its format (and panics if that
                 // fails): check that it can.
-                PrivateKeyDer::try_from(key.secret_der().to_vec()).map_err(|e| key_error(e.to_string()))?;
-                let key_der = key.secret_der().to_vec();
-                let chain: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
-                check_identity(certs, key).map_err(key_error)?;
-                tonic = tonic.identity(Identity::from_pem(cert_pem, key_pem));
+                let key_der = identity.private_key().secret_der().to_vec();
+                PrivateKeyDer::try_from(key_der.clone()).map_err(|e| file_error(&field("key"), key, e))?;
+                let chain: Vec<Vec<u8>> = identity.cert_chain().iter().map(|c| c.to_vec()).collect();
+                tonic = tonic.identity(Identity::from_pem(identity.cert_pem(), identity.key_pem()));
                 Some(Arc::new(CertKey::new(chain, key_der)))
             }
         };

@@ -14,6 +14,10 @@
 //! validation reads the system clock and reports `alg: none` as a generic parse error, so the
 //! header checks, the claims checks and the clock would have been ours anyway; what is left,
 //! one signature check per algorithm, is a call into ring.
+//!
+//! Who a TLS endpoint is lives here too: [`TlsIdentity`] (see [`tls`]), a certificate chain, its
+//! key and optionally a client CA, read from PEM files and checked once for every TLS user of
+//! the mesh.
 
 #![forbid(unsafe_code)]
 
@@ -22,12 +26,14 @@ pub mod dev;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod tls;
 
 pub use apikey::{API_KEY_PREFIX, ApiKeyEntry, ApiKeyError, ApiKeyFile, ApiKeyFileError, ApiKeys, generate, hash_key};
 pub use dev::{DEV_AUDIENCE, DEV_ISSUER, DevKeyError, DevKeys, parse_ttl};
 pub use identity::{IDENTITY_HEADER, Identity, IdentityError, Method};
 pub use jwks::{Algorithm, Jwks, JwksError};
 pub use jwt::{DEFAULT_LEEWAY, JwtConfig, JwtError, JwtVerifier};
+pub use tls::{PemError, TlsFile, TlsFileError, TlsIdentity, TlsIdentityError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

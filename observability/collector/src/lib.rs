@@ -38,7 +38,7 @@ pub struct CollectorConfig {
     pub query: SocketAddr,
     pub limits: StoreLimits,
     /// TLS for both OTLP receivers (the query API stays plain HTTP).
-    pub tls: Option<tls::ReceiverTls>,
+    pub tls: Option<meshwork_identity::tls::TlsIdentity>,
 }
 
 impl CollectorConfig {
@@ -117,8 +117,9 @@ impl Collector {
         let mut grpc_server = tonic::transport::Server::builder();
         let http_tls = match &config.tls {
             Some(tls) => {
-                grpc_server = grpc_server.tls_config(tls.tonic()).map_err(|e| CollectorError::Tls(e.to_string()))?;
-                Some(tls.rustls().map_err(CollectorError::Tls)?)
+                grpc_server =
+                    grpc_server.tls_config(tls::tonic_config(tls)).map_err(|e| CollectorError::Tls(e.to_string()))?;
+                Some(tls::rustls_config(tls).map_err(CollectorError::Tls)?)
             }
             None => None,
         };

@@ -2,21 +2,20 @@
 //! [--tls-client-ca]`), so that processes on other machines can export to it securely: the
 //! gRPC receiver through tonic's rustls server, the HTTP one through a listener that hands
 //! axum connections once their handshake is done. The query API and the web page stay plain
-//! HTTP, as Jaeger's query service by default.
+//! HTTP, as Jaeger's query service by default. The receivers' certificate, key and client CA
+//! are a [`TlsIdentity`], read and checked before anything is bound.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::PrivateKeyDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use meshwork_telemetry::export::otlp::check_certificates;
+use meshwork_identity::tls::TlsIdentity;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,61 +27,33 @@ const MAX_HANDSHAKES: usize = 1024;
 /// never finishes a handshake cannot take every slot. Its further connections are closed.
 const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
-/// The PEM texts of a receiver's TLS identity, checked by the command line.
-#[derive(Clone)]
-pub struct ReceiverTls {
-    /// Certificate chain, leaf first.
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    /// CA certificates that client certificates must chain to; when set, every exporter must
-    /// present one (mutual TLS).
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for ReceiverTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiverTls").field("client_ca", &self.client_ca_pem.is_some()).finish_non_exhaustive()
+/// The gRPC receiver's TLS configuration for `identity` (read and checked by the command line).
+pub(crate) fn tonic_config(identity: &TlsIdentity) -> tonic::transport::ServerTlsConfig {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(identity.cert_pem(), identity.key_pem()))
+        .timeout(HANDSHAKE_TIMEOUT);
+    match identity.client_ca_pem() {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
     }
 }
 
-impl ReceiverTls {
-    /// The gRPC receiver's configuration.
-    pub(crate) fn tonic(&self) -> tonic::transport::ServerTlsConfig {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .timeout(HANDSHAKE_TIMEOUT);
-        match &self.client_ca_pem {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
-            None => config,
-        }
-    }
-
-    /// The HTTP receiver's configuration (ALPN http/1.1 and h2, as axum serves both).
-    pub(crate) fn rustls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
-        let certs = check_certificates(&self.cert_pem).map_err(|e| format!("certificate: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("key: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = match &self.client_ca_pem {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in check_certificates(ca).map_err(|e| format!("client CA: {e}"))? {
-                    roots.add(cert).map_err(|e| format!("client CA: {e}"))?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| format!("client CA: {e}"))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| e.to_string())?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
+/// The HTTP receiver's TLS configuration for `identity` (ALPN h2 and http/1.1, as axum serves
+/// both; client certificates verified against the identity's client CA when it has one).
+pub(crate) fn rustls_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match identity.client_verifier() {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let resolver = rustls::sign::SingleCertAndKey::from(identity.certified_key());
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A listener whose connections have finished their TLS handshake, for `axum::serve`. The

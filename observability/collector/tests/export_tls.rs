@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use meshwork_collector::store::{StoreLimits, TraceStore};
-use meshwork_collector::tls::ReceiverTls;
 use meshwork_collector::{Collector, CollectorConfig};
+use meshwork_identity::tls::TlsIdentity;
 use meshwork_telemetry::export::otlp::OtlpExporter;
 use meshwork_telemetry::telemetry::{TelemetryConfig, TelemetryError};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
@@ -33,11 +33,14 @@ async fn tls_collector(pki: &certs::Pki, mutual: bool) -> Collector {
         otlp_http: local,
         query: local,
         limits: StoreLimits::default(),
-        tls: Some(ReceiverTls {
-            cert_pem: pki.server_cert_pem.clone().into_bytes(),
-            key_pem: pki.server_key_pem.clone().into_bytes(),
-            client_ca_pem: mutual.then(|| pki.ca_pem.clone().into_bytes()),
-        }),
+        tls: Some(
+            TlsIdentity::from_pem(
+                pki.server_cert_pem.clone().into_bytes(),
+                pki.server_key_pem.clone().into_bytes(),
+                mutual.then(|| pki.ca_pem.clone().into_bytes()),
+            )
+            .unwrap(),
+        ),
     };
     Collector::start(config, None).await.unwrap()
 }

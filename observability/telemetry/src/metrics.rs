@@ -7,7 +7,8 @@
 //! - `meshwork_storage_operation_duration_seconds{backend,operation}`: storage latency (defined
 //!   by the storage crate's traced wrapper)
 //! - `meshwork_storage_errors_total{backend,operation}`: storage failures (likewise)
-//! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`
+//! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`,
+//!   and `bypass` (the cache's watch was down, so the lookup went to the store)
 //! - `meshwork_event_consumer_lag{service,consumer}`: events of a service's event log that a
 //!   consumer has not yet handled (head sequence minus the consumer's checkpoint)
 
@@ -71,7 +72,7 @@ pub static GRPC_SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "meshwork_cache_requests_total",
-        "cache lookups by cache and result (hit, negative_hit, miss)",
+        "cache lookups by cache and result (hit, negative_hit, miss, bypass while the cache's watch is down)",
         &["cache", "result"],
     )
 });

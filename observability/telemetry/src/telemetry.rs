@@ -201,7 +201,9 @@ fn positive<T: std::str::FromStr + Default + PartialOrd>(
 fn exporter_tls(
     otlp_var: &impl Fn(&'static str, &'static str) -> Option<(&'static str, String)>,
 ) -> Result<crate::export::otlp::ExporterTls, TelemetryError> {
-    use crate::export::otlp::{ExporterTls, check_ca_certificates, check_certificates, check_client_key};
+    use crate::export::otlp::ExporterTls;
+    use meshwork_identity::tls::{PemError, TlsFile, TlsIdentity, parse_roots, read_pem};
+    use std::path::Path;
     let ca = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
     let cert = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
     let key = otlp_var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY");
@@ -210,24 +212,26 @@ fn exporter_tls(
         value,
         reason,
     };
-    let read = |setting: &(&'static str, String)| {
-        std::fs::read(&setting.1).map_err(|e| bad(setting.clone(), format!("cannot read: {e}")))
-    };
-    let ca_pem = match &ca {
+    let ca_pem = match ca {
         Some(setting) => {
-            let pem = read(setting)?;
-            check_ca_certificates(&pem).map_err(|reason| bad(setting.clone(), reason))?;
-            Some(pem)
+            // tonic would drop a CA certificate rustls cannot trust without a word (and the
+            // exports would fail later with a handshake error): parsed here.
+            let pem = read_pem(Path::new(&setting.1)).and_then(|pem| parse_roots(&pem).map(|_| pem));
+            Some(pem.map_err(|problem| bad(setting, problem.to_string()))?)
         }
         None => None,
     };
     let identity = match (cert, key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
-            let certs = check_certificates(&cert_pem).map_err(|reason| bad(cert, reason))?;
-            check_client_key(certs, &key_pem).map_err(|reason| bad(key, reason))?;
-            Some((cert_pem, key_pem))
+            let identity = TlsIdentity::from_files(Path::new(&cert.1), Path::new(&key.1), None);
+            Some(identity.map_err(|e| match (e.file, e.problem) {
+                (TlsFile::Key, PemError::KeyMismatch) => {
+                    bad(key, "the key does not belong to the client certificate".into())
+                }
+                (TlsFile::Key, problem) => bad(key, problem.to_string()),
+                (_, problem) => bad(cert, problem.to_string()),
+            })?)
         }
         (Some(alone), None) | (None, Some(alone)) => {
             let reason = "a client certificate and its key go together (..._CLIENT_CERTIFICATE, ..._CLIENT_KEY)";

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Full;
+use meshwork_identity::tls::TlsIdentity;
 use meshwork_storage::DynStore;
 use meshwork_telemetry::grpc::ServerTraceLayer;
 use tokio::net::TcpListener;
@@ -176,25 +177,6 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> http::Response<Full<B
     response
 }
 
-/// TLS on a service's listener, as PEM text (read and checked by the caller, e.g. the command
-/// line, so that bad files are reported before anything is bound).
-#[derive(Clone)]
-pub struct ServerTls {
-    /// Certificate chain, leaf first.
-    pub cert_pem: Vec<u8>,
-    /// Private key of the certificate.
-    pub key_pem: Vec<u8>,
-    /// CA certificates that client certificates must chain to; when set, every client must
-    /// present one (mutual TLS).
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("client_ca", &self.client_ca_pem.is_some()).finish_non_exhaustive()
-    }
-}
-
 /// Serves `services` on `listener` until `shutdown` resolves, then drains in-flight calls and
 /// runs every shutdown hook.
 pub async fn serve(
@@ -205,13 +187,15 @@ pub async fn serve(
     serve_with_tls(listener, services, shutdown, None).await
 }
 
-/// [`serve`], over TLS when `tls` is given (ALPN h2; with a client CA, mutual TLS). Handlers
-/// see the client's certificates with `Request::peer_certs`.
+/// [`serve`], over TLS when `tls` is given (ALPN h2; with a client CA, mutual TLS). The identity
+/// is read and checked by the caller (e.g. the command line, with [`TlsIdentity::from_files`]),
+/// so that bad files are reported before anything is bound. Handlers see the client's
+/// certificates with `Request::peer_certs`.
 pub async fn serve_with_tls(
     listener: TcpListener,
     services: Vec<HostedService>,
     shutdown: impl Future<Output = ()> + Send,
-    tls: Option<ServerTls>,
+    tls: Option<TlsIdentity>,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -256,8 +240,8 @@ pub async fn serve_with_tls(
     let label = labels.join(",");
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem));
-        if let Some(ca) = tls.client_ca_pem {
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem(), tls.key_pem()));
+        if let Some(ca) = tls.client_ca_pem() {
             config = config.client_ca_root(Certificate::from_pem(ca));
         }
         builder = builder.tls_config(config)?;

@@ -23,6 +23,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes};
+use meshwork_identity::tls::TlsIdentity;
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -33,8 +34,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -74,14 +73,15 @@ pub struct ExporterSettings {
     pub tls: ExporterTls,
 }
 
-/// The PEM texts of the exporter's TLS settings, read and checked when the configuration is.
+/// The exporter's TLS settings: the CA's PEM text and the client identity, read and checked when
+/// the configuration is.
 #[derive(Clone, Default, PartialEq)]
 pub struct ExporterTls {
     /// CA certificates trusted instead of the system's (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
     pub ca_pem: Option<Vec<u8>>,
     /// The certificate chain and private key this process presents, for a collector that asks
     /// for client certificates (`..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub identity: Option<TlsIdentity>,
 }
 
 impl ExporterTls {
@@ -106,43 +106,6 @@ fn is_https(endpoint: &str) -> bool {
     endpoint.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
-/// Checks a PEM text of certificates (at least one); the error says what is wrong.
-pub fn check_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a valid PEM file: {e}"))?;
-    if certs.is_empty() {
-        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
-    }
-    Ok(certs)
-}
-
-/// Checks a PEM text of CA certificates: each must be one rustls can trust (tonic would drop
-/// an unusable one without a word, and the exports would fail later with a handshake error).
-pub(crate) fn check_ca_certificates(pem: &[u8]) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in check_certificates(pem)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
-    }
-    Ok(())
-}
-
-/// Checks a PEM private key and that it belongs to the leaf of `certs`.
-pub(crate) fn check_client_key(certs: Vec<CertificateDer<'static>>, key_pem: &[u8]) -> Result<(), String> {
-    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
-        Ok(key) => key,
-        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
-            return Err("no PEM private key (-----BEGIN PRIVATE KEY-----) in it".into());
-        }
-        Err(e) => return Err(format!("not a valid PEM file: {e}")),
-    };
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(certs, key, &provider).map(|_| ()).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => "the key does not belong to the client certificate".to_string(),
-        e => format!("unusable key: {e}"),
-    })
-}
-
 impl OtlpExporter {
     /// An exporter to `endpoint` (`http://host:port`, or `https://` for TLS); connects lazily, on
     /// the Tokio runtime it is made in. Fails outside a runtime, for an endpoint that is not a
@@ -157,8 +120,8 @@ impl OtlpExporter {
                 Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
                 None => ClientTlsConfig::new().with_native_roots(),
             };
-            if let Some((cert, key)) = &settings.tls.identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
+            if let Some(identity) = &settings.tls.identity {
+                tls = tls.identity(Identity::from_pem(identity.cert_pem(), identity.key_pem()));
             }
             channel = channel.tls_config(tls).map_err(|e| format!("endpoint {endpoint:?}: TLS: {e}"))?;
         } else if settings.tls.is_set() {
