@@ -1,8 +1,9 @@
 //! End to end, service discovery through the etcd registry with the real binaries (issue #3):
 //! a real 3-member etcd cluster, `meshwork gateway --config` whose only pool has no static
-//! endpoints (`registry = "etcd://..."`), and `meshwork serve urlshortener --registry etcd://...`
-//! replicas (etcd is their store too), under steady load of idempotent Resolve calls through the
-//! gateway. `gateway/tests/registry.rs` checks the same in one process; this checks the CLI path.
+//! endpoints (`[registry] url = "etcd://..."`), and `meshwork serve urlshortener --registry
+//! etcd://...` replicas (etcd is their store too), under steady load of idempotent Resolve calls
+//! through the gateway. `gateway/tests/registry.rs` checks the same in one process; this checks
+//! the CLI path.
 //!
 //! 1. A replica joins: it answers calls (its own `/metrics` says so) within 1 s of its ready line.
 //! 2. A replica gets SIGTERM: it deregisters first, so the gateway drops it and it stops getting
@@ -197,7 +198,7 @@ async fn registry_joins_and_leaves_with_real_processes() {
         &config,
         format!(
             "listen = \"{gateway_addr}\"\nthreads = 1\ngrace_period_seconds = 2\n\
-             admin_listen = \"{gateway_admin}\"\nregistry = \"{registry}\"\n\n\
+             admin_listen = \"{gateway_admin}\"\n\n[registry]\nurl = \"{registry}\"\n\n\
              [pools.urlshortener]\nendpoints = []\n\n\
              [[routes]]\nservice = \"{SHORTENER}\"\npool = \"urlshortener\"\n\
              idempotent_methods = [\"Resolve\", \"GetLink\", \"GetStats\"]\n"

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::pool::{Pool, now_ns};
+use crate::pool::Pool;
 use crate::routing::Router;
 
 /// What the admin port reads.
@@ -93,7 +93,6 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
 
 /// The routing table: every route with its pool, policy and replicas' live state.
 fn routes_json(state: &AdminState) -> String {
-    let now = now_ns();
     let mut routes: Vec<_> = state.router.routes().collect();
     routes.sort_by(|a, b| (&a.service, a.headers().len()).cmp(&(&b.service, b.headers().len())));
     let routes: Vec<serde_json::Value> = routes
@@ -109,7 +108,7 @@ fn routes_json(state: &AdminState) -> String {
                         "address": r.addr().to_string(),
                         "weight": r.weight(),
                         "healthy": r.is_healthy(),
-                        "ejected": r.is_ejected(now),
+                        "ejected": r.is_ejected_now(),
                         "inflight": r.inflight(),
                         // Measured only under policy peak_ewma.
                         "latency_ewma_ms": r.ewma_seconds() * 1e3,

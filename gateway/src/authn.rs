@@ -92,6 +92,12 @@ impl AuthConfig {
     pub fn dev(jwks: impl Into<PathBuf>) -> Self {
         Self::jwt(jwks, meshwork_identity::DEV_ISSUER, vec![meshwork_identity::DEV_AUDIENCE.to_string()])
     }
+
+    /// Checks `[auth]`: reads and checks its files as the gateway does at start; errors
+    /// name `auth.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Authn::load(self).map(drop)
+    }
 }
 
 /// Why a call was refused, as counted in the metrics.

@@ -21,16 +21,28 @@
 //!
 //! [cors]                             # optional: pages of these origins may call with gRPC-Web
 //! allowed_origins = ["https://app.example.com"]
+//!
+//! [health_check]                     # every pool's; also [retry_budget] and [outlier]
+//! interval_ms = 2000
+//!
+//! [pools.urlshortener.health_check]  # this pool's changes; the other fields are inherited
+//! interval_ms = 500
 //! ```
 //!
 //! Pools choose a balancing `policy`, may weight endpoints (`{ address = "...", weight = 3 }`),
-//! cap calls in flight per replica, ramp returning replicas (`slow_start_ms`) and eject outliers
-//! (`[pools.NAME.outlier]`); routes mark `idempotent_methods` (UNAVAILABLE is retried on another
+//! cap calls in flight per replica, ramp returning replicas (`slow_start_ms`). Active health
+//! checks (`[health_check]`), the retry budget (`[retry_budget]`) and passive outlier ejection
+//! (`[outlier]`) are set for every pool, and each pool may change some of their fields in
+//! `[pools.NAME.health_check]`, `[pools.NAME.retry_budget]` and `[pools.NAME.outlier]`; the
+//! fields it leaves out keep the global values. (The old top-level `health_check_interval_ms`,
+//! `retry_budget_percent`, `registry_prefix`... fail to parse with a message naming the table
+//! they moved to.) Routes mark `idempotent_methods` (UNAVAILABLE is retried on another
 //! replica for those only) and may cap the deadline (`timeout_ms`). `[[http_routes]]` serve
 //! HTTP on the same port from the `descriptor_sets` (see [`crate::http_routes`]): JSON
 //! transcoding of annotated methods, and redirect routes (`GET /{code}` -> `302 Location`).
 //! `[rate_limit]` adds
-//! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port.
+//! per-client token buckets, `admin_listen` a Prometheus / readiness / routing-table port,
+//! `[registry]` replicas from a service registry.
 //! `[tls]` puts TLS on the listener and `[pools.NAME.tls]` (mutual) TLS towards a pool's
 //! replicas (see [`crate::tls`]); their PEM files are read and checked by `validate`.
 //! `[auth]` makes callers prove who they are (JWT or API key; routes opt out with
@@ -104,26 +116,6 @@ pub struct GatewayConfig {
     /// another one to the same replica. Default 128.
     #[serde(default = "default_upstream_max_h2_streams")]
     pub upstream_max_h2_streams: usize,
-    /// How often every replica is health-checked (gRPC health, service ""), in milliseconds.
-    /// Default 2000.
-    #[serde(default = "default_health_check_interval_ms")]
-    pub health_check_interval_ms: u64,
-    /// Timeout of one active health check, in milliseconds. Default 1000.
-    #[serde(default = "default_health_check_timeout_ms")]
-    pub health_check_timeout_ms: u64,
-    /// Consecutive failed health checks that mark a replica unhealthy. Default 2.
-    #[serde(default = "default_unhealthy_threshold")]
-    pub unhealthy_threshold: u32,
-    /// Consecutive passed health checks that mark an unhealthy replica healthy again. Default 1.
-    #[serde(default = "default_healthy_threshold")]
-    pub healthy_threshold: u32,
-    /// Retries (of UNAVAILABLE on idempotent methods) allowed as a share of calls, per pool, in
-    /// percent. Default 20.
-    #[serde(default = "default_retry_budget_percent")]
-    pub retry_budget_percent: u32,
-    /// Retries per second always allowed per pool, on top of the share. Default 10.
-    #[serde(default = "default_retry_budget_min_per_second")]
-    pub retry_budget_min_per_second: u32,
     /// Largest gRPC request message, in bytes; larger ones end the call RESOURCE_EXHAUSTED.
     /// Default 4194304 (4 MiB, gRPC's default).
     #[serde(default = "default_max_message_bytes")]
@@ -138,14 +130,22 @@ pub struct GatewayConfig {
     /// Address of the admin HTTP port (`/metrics`, `/ready`, `/routes`); none by default.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
-    /// Service registry (`etcd://host:port[,host:port...]`): replicas registered under
-    /// `registry_prefix` + `<pool>/<host:port>` join the pool of that name (beside its static
-    /// endpoints, which may then be empty) and leave it when their key goes. None by default.
+    /// Active health checks of every pool's replicas (`[health_check]`); a pool may change
+    /// some of them in `[pools.NAME.health_check]`. Every field has its default when absent.
     #[serde(default)]
-    pub registry: Option<String>,
-    /// Key prefix of the registry. Default `meshwork/registry/`.
-    #[serde(default = "default_registry_prefix")]
-    pub registry_prefix: String,
+    pub health_check: HealthCheckConfig,
+    /// Retry budget of every pool (`[retry_budget]`); a pool may change some of it in
+    /// `[pools.NAME.retry_budget]`. Every field has its default when absent.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Passive outlier ejection in every pool (`[outlier]`); a pool may change some of it in
+    /// `[pools.NAME.outlier]`. Every field has its default when absent.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// Service registry (`[registry]`): replicas registered there join the pool of their name.
+    /// None by default.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// Named pools of replicas.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
@@ -207,9 +207,15 @@ pub struct PoolConfig {
     /// calls ramping from 10% to 100% over this window, in milliseconds. 0 (default) disables.
     #[serde(default)]
     pub slow_start_ms: u64,
-    /// Passive outlier ejection.
+    /// This pool's changes to `[health_check]`; none by default.
     #[serde(default)]
-    pub outlier: OutlierConfig,
+    pub health_check: HealthCheckOverride,
+    /// This pool's changes to `[retry_budget]`; none by default.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetOverride,
+    /// This pool's changes to `[outlier]`; none by default.
+    #[serde(default)]
+    pub outlier: OutlierOverride,
     /// TLS or mutual TLS to the replicas (and their health checks); h2c when none (default).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
@@ -267,21 +273,169 @@ impl From<&str> for EndpointConfig {
     }
 }
 
-/// Passive outlier ejection of a pool's replicas.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Active gRPC health checks (`[health_check]`): every replica is asked
+/// `grpc.health.v1.Health/Check` for service `""` (SERVING or UNIMPLEMENTED passes), and
+/// selection avoids replicas that failed `unhealthy_threshold` checks in a row until
+/// `healthy_threshold` pass. `[pools.NAME.health_check]` changes fields for one pool.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// How often every replica is checked, in milliseconds (100..=3600000). Default 2000.
+    #[serde(default = "default_health_check_interval_ms")]
+    pub interval_ms: u64,
+    /// Timeout of one check, in milliseconds (1..=60000). Default 1000.
+    #[serde(default = "default_health_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark a replica unhealthy (1..=100). Default 2.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed checks that mark an unhealthy replica healthy again (1..=100).
+    /// Default 1.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_health_check_interval_ms(),
+            timeout_ms: default_health_check_timeout_ms(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+            healthy_threshold: default_healthy_threshold(),
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Checks `[health_check]`; errors name `health_check.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|why| invalid_in("health_check", why))
+    }
+
+    /// Names the first field out of range, relative to the table.
+    fn check(&self) -> Result<(), String> {
+        if !(100..=3_600_000).contains(&self.interval_ms) {
+            return Err(format!("interval_ms = {}: must be between 100 and 3600000", self.interval_ms));
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return Err(format!("timeout_ms = {}: must be between 1 and 60000", self.timeout_ms));
+        }
+        for (field, value) in
+            [("unhealthy_threshold", self.unhealthy_threshold), ("healthy_threshold", self.healthy_threshold)]
+        {
+            if !(1..=100).contains(&value) {
+                return Err(format!("{field} = {value}: must be between 1 and 100"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[pools.NAME.health_check]`: the fields given replace those of `[health_check]` for this
+/// pool; the others are inherited.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckOverride {
+    /// [`HealthCheckConfig::interval_ms`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// [`HealthCheckConfig::timeout_ms`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// [`HealthCheckConfig::unhealthy_threshold`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// [`HealthCheckConfig::healthy_threshold`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+}
+
+impl HealthCheckOverride {
+    /// Returns `global` with the fields given here replaced.
+    pub fn over(&self, global: &HealthCheckConfig) -> HealthCheckConfig {
+        HealthCheckConfig {
+            interval_ms: self.interval_ms.unwrap_or(global.interval_ms),
+            timeout_ms: self.timeout_ms.unwrap_or(global.timeout_ms),
+            unhealthy_threshold: self.unhealthy_threshold.unwrap_or(global.unhealthy_threshold),
+            healthy_threshold: self.healthy_threshold.unwrap_or(global.healthy_threshold),
+        }
+    }
+}
+
+/// Retry budget of a pool (`[retry_budget]`): retries of UNAVAILABLE on idempotent methods are
+/// allowed for `percent` of the pool's calls plus `min_per_second`, as in linkerd and Finagle.
+/// `[pools.NAME.retry_budget]` changes fields for one pool.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed as a share of calls, in percent (0..=100). Default 20.
+    #[serde(default = "default_retry_budget_percent")]
+    pub percent: u32,
+    /// Retries per second always allowed, on top of the share. Default 10.
+    #[serde(default = "default_retry_budget_min_per_second")]
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { percent: default_retry_budget_percent(), min_per_second: default_retry_budget_min_per_second() }
+    }
+}
+
+impl RetryBudgetConfig {
+    /// Checks `[retry_budget]`; errors name `retry_budget.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|why| invalid_in("retry_budget", why))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.percent > 100 {
+            return Err(format!("percent = {}: at most 100", self.percent));
+        }
+        Ok(())
+    }
+}
+
+/// `[pools.NAME.retry_budget]`: the fields given replace those of `[retry_budget]` for this
+/// pool; the others are inherited.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetOverride {
+    /// [`RetryBudgetConfig::percent`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// [`RetryBudgetConfig::min_per_second`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_per_second: Option<u32>,
+}
+
+impl RetryBudgetOverride {
+    /// Returns `global` with the fields given here replaced.
+    pub fn over(&self, global: &RetryBudgetConfig) -> RetryBudgetConfig {
+        RetryBudgetConfig {
+            percent: self.percent.unwrap_or(global.percent),
+            min_per_second: self.min_per_second.unwrap_or(global.min_per_second),
+        }
+    }
+}
+
+/// Passive outlier ejection (`[outlier]`): consecutive connect failures or UNAVAILABLE answers
+/// eject a replica for a while. `[pools.NAME.outlier]` changes fields for one pool.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Consecutive connect failures or UNAVAILABLE answers that eject a replica; 0 disables.
     /// Default 5.
     #[serde(default = "default_consecutive_failures")]
     pub consecutive_failures: u32,
-    /// First ejection, in milliseconds; each further ejection doubles it. Default 5000.
+    /// First ejection, in milliseconds (at least 1); each further ejection doubles it. Default
+    /// 5000.
     #[serde(default = "default_base_ejection_ms")]
     pub base_ejection_ms: u64,
-    /// Longest ejection, in milliseconds. Default 300000.
+    /// Longest ejection, in milliseconds (at least `base_ejection_ms`). Default 300000.
     #[serde(default = "default_max_ejection_ms")]
     pub max_ejection_ms: u64,
-    /// At most this share of a pool (percent) is ejected at once. Default 50.
+    /// At most this share of a pool (percent, 0..=100) is ejected at once. Default 50.
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: u32,
 }
@@ -295,6 +449,89 @@ impl Default for OutlierConfig {
             max_ejection_percent: default_max_ejection_percent(),
         }
     }
+}
+
+impl OutlierConfig {
+    /// Checks `[outlier]`; errors name `outlier.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|why| invalid_in("outlier", why))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max_ejection_percent > 100 {
+            return Err(format!("max_ejection_percent = {}: at most 100", self.max_ejection_percent));
+        }
+        if self.base_ejection_ms == 0 || self.max_ejection_ms < self.base_ejection_ms {
+            return Err("base_ejection_ms must be at least 1 and at most max_ejection_ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[pools.NAME.outlier]`: the fields given replace those of `[outlier]` for this pool; the
+/// others are inherited.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierOverride {
+    /// [`OutlierConfig::consecutive_failures`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// [`OutlierConfig::base_ejection_ms`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_ms: Option<u64>,
+    /// [`OutlierConfig::max_ejection_ms`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_ms: Option<u64>,
+    /// [`OutlierConfig::max_ejection_percent`] of this pool. Default: inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+impl OutlierOverride {
+    /// Returns `global` with the fields given here replaced.
+    pub fn over(&self, global: &OutlierConfig) -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: self.consecutive_failures.unwrap_or(global.consecutive_failures),
+            base_ejection_ms: self.base_ejection_ms.unwrap_or(global.base_ejection_ms),
+            max_ejection_ms: self.max_ejection_ms.unwrap_or(global.max_ejection_ms),
+            max_ejection_percent: self.max_ejection_percent.unwrap_or(global.max_ejection_percent),
+        }
+    }
+}
+
+/// The service registry (`[registry]`): replicas registered under `prefix` +
+/// `<pool>/<host:port>` join the pool of that name (beside its static endpoints, which may
+/// then be empty) and leave it when their key goes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The store replicas register in: `etcd://host:port[,host:port...]`. Required.
+    pub url: String,
+    /// Key prefix of the registry (ends with '/'). Default `meshwork/registry/`.
+    #[serde(default = "default_registry_prefix")]
+    pub prefix: String,
+}
+
+impl RegistryConfig {
+    /// The registry at `url` with the default prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), prefix: default_registry_prefix() }
+    }
+
+    /// Checks `[registry]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // RegistryError::Url names the section and the URL: `registry "etcd:/x": ...`.
+        crate::registry::parse_url(&self.url).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.prefix.ends_with('/') {
+            return Err(invalid_in("registry", format!("prefix = \"{}\": must end with '/'", self.prefix)));
+        }
+        Ok(())
+    }
+}
+
+/// The error for `why` (which names a field of `table`): `table.field ...`.
+fn invalid_in(table: &str, why: String) -> ConfigError {
+    ConfigError::Invalid(format!("{table}.{why}"))
 }
 
 /// One routing rule.
@@ -502,18 +739,14 @@ impl GatewayConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             max_concurrent_streams: default_max_concurrent_streams(),
             upstream_max_h2_streams: default_upstream_max_h2_streams(),
-            health_check_interval_ms: default_health_check_interval_ms(),
-            health_check_timeout_ms: default_health_check_timeout_ms(),
-            unhealthy_threshold: default_unhealthy_threshold(),
-            healthy_threshold: default_healthy_threshold(),
-            retry_budget_percent: default_retry_budget_percent(),
-            retry_budget_min_per_second: default_retry_budget_min_per_second(),
             max_request_message_bytes: default_max_message_bytes(),
             max_response_message_bytes: default_max_message_bytes(),
             rate_limit: None,
             admin_listen: None,
+            health_check: HealthCheckConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
+            outlier: OutlierConfig::default(),
             registry: None,
-            registry_prefix: default_registry_prefix(),
             pools: BTreeMap::new(),
             routes: Vec::new(),
             descriptor_sets: Vec::new(),
@@ -550,21 +783,62 @@ impl GatewayConfig {
     }
 
     fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let location = |line: Option<usize>| match (path, line) {
+            (Some(p), Some(l)) => format!(" ({}, line {l})", p.display()),
+            (Some(p), None) => format!(" ({})", p.display()),
+            (None, Some(l)) => format!(" (line {l})"),
+            (None, None) => String::new(),
+        };
         toml::from_str(text).map_err(|e: toml::de::Error| {
+            // A setting that moved into a table fails as an unknown field (or, for `registry`,
+            // a mistyped one); say where it went instead.
+            if let Some((line, message)) = moved_setting(text) {
+                return ConfigError::Parse { location: location(line), message };
+            }
             let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let location = match (path, line) {
-                (Some(p), Some(l)) => format!(" ({}, line {l})", p.display()),
-                (Some(p), None) => format!(" ({})", p.display()),
-                (None, Some(l)) => format!(" (line {l})"),
-                (None, None) => String::new(),
-            };
             let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
-            ConfigError::Parse { location, message }
+            ConfigError::Parse { location: location(line), message }
         })
     }
 
-    /// Checks the configuration and names the first problem found.
+    /// Checks the configuration and names the first problem found, in one line: each section
+    /// on its own (top-level settings, `[health_check]`, `[retry_budget]`, `[outlier]`,
+    /// `[rate_limit]`, `[registry]`, each pool, each route, `[cors]`), then what ties sections
+    /// together (ports, pools' tables over the global ones, routes' pools), then what needs
+    /// files (`descriptor_sets` and `[[http_routes]]`, `[tls]`, `[auth]`).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_top_level()?;
+        self.health_check.validate()?;
+        self.retry_budget.validate()?;
+        self.outlier.validate()?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
+        if let Some(registry) = &self.registry {
+            registry.validate()?;
+        }
+        for (name, pool) in &self.pools {
+            pool.validate(name)?;
+        }
+        for route in &self.routes {
+            route.validate()?;
+        }
+        if let Some(cors) = &self.cors {
+            cors.validate()?;
+        }
+        self.check_ports()?;
+        self.check_pools()?;
+        self.check_routes()?;
+        self.validate_http_routes()?;
+        TlsMaterial::load(self)?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the top-level settings (listener, threads, timeouts, streams, message sizes).
+    fn validate_top_level(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.port() == 0 {
             return invalid(format!("listen = \"{}\": port 0 is not allowed, give a fixed port", self.listen));
@@ -587,164 +861,55 @@ impl GatewayConfig {
                 self.upstream_max_h2_streams
             ));
         }
-        if !(100..=3_600_000).contains(&self.health_check_interval_ms) {
-            return invalid(format!(
-                "health_check_interval_ms = {}: must be between 100 and 3600000",
-                self.health_check_interval_ms
-            ));
-        }
-        if !(1..=60_000).contains(&self.health_check_timeout_ms) {
-            return invalid(format!(
-                "health_check_timeout_ms = {}: must be between 1 and 60000",
-                self.health_check_timeout_ms
-            ));
-        }
-        if !(1..=100).contains(&self.unhealthy_threshold) || !(1..=100).contains(&self.healthy_threshold) {
-            return invalid(format!(
-                "unhealthy_threshold = {} / healthy_threshold = {}: each must be between 1 and 100",
-                self.unhealthy_threshold, self.healthy_threshold
-            ));
-        }
-        if self.retry_budget_percent > 100 {
-            return invalid(format!("retry_budget_percent = {}: at most 100", self.retry_budget_percent));
-        }
         if self.max_request_message_bytes == 0 || self.max_response_message_bytes == 0 {
             return invalid("max_request_message_bytes and max_response_message_bytes must be at least 1".into());
         }
-        if let Some(limit) = &self.rate_limit {
-            if limit.requests_per_second == 0 {
-                return invalid("rate_limit.requests_per_second must be at least 1".into());
-            }
-            if limit.burst == Some(0) {
-                return invalid("rate_limit.burst must be at least 1".into());
-            }
-            if let Some(key) = &limit.key
-                && let Err(why) = check_metadata_key(key)
-            {
-                return invalid(format!("rate_limit.key \"{key}\" {why}"));
-            }
-        }
+        Ok(())
+    }
+
+    /// The admin port must not be the gateway's: the same address, or the same port where one
+    /// of them listens on every address.
+    fn check_ports(&self) -> Result<(), ConfigError> {
         if let Some(admin) = self.admin_listen
-            && admin == self.listen
+            && admin.port() == self.listen.port()
+            && (admin.ip() == self.listen.ip() || admin.ip().is_unspecified() || self.listen.ip().is_unspecified())
         {
-            return invalid(format!("admin_listen = \"{admin}\": must differ from listen"));
+            return Err(ConfigError::Invalid(format!(
+                "admin_listen = \"{admin}\": must differ from listen (\"{}\")",
+                self.listen
+            )));
         }
-        if let Some(url) = &self.registry
-            && let Err(e) = crate::registry::parse_url(url)
-        {
-            return invalid(e.to_string());
-        }
-        if self.registry_prefix.is_empty() || !self.registry_prefix.ends_with('/') {
-            return invalid(format!("registry_prefix = \"{}\": must end with '/'", self.registry_prefix));
-        }
+        Ok(())
+    }
+
+    /// Every pool has replicas (static, or from the registry), and its `health_check`,
+    /// `retry_budget` and `outlier` tables merged over the global ones are valid.
+    fn check_pools(&self) -> Result<(), ConfigError> {
         for (name, pool) in &self.pools {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-                return invalid(format!("pool name \"{name}\": use letters, digits, '_', '-' or '.'"));
-            }
             if pool.endpoints.is_empty() && self.registry.is_none() {
-                return invalid(format!("pool \"{name}\" has no endpoints (and no registry is configured)"));
+                return Err(ConfigError::Invalid(format!(
+                    "pool \"{name}\" has no endpoints (and no registry is configured)"
+                )));
             }
-            let mut seen = BTreeSet::new();
-            for endpoint in &pool.endpoints {
-                let address = endpoint.address();
-                if let Err(why) = check_endpoint(address) {
-                    return invalid(format!("pool \"{name}\": endpoint \"{address}\" {why}"));
-                }
-                if !(1..=1000).contains(&endpoint.weight()) {
-                    return invalid(format!(
-                        "pool \"{name}\": endpoint \"{address}\" weight {}: must be between 1 and 1000",
-                        endpoint.weight()
-                    ));
-                }
-                if !seen.insert(address) {
-                    return invalid(format!("pool \"{name}\": endpoint \"{address}\" is listed twice"));
-                }
-            }
-            match (&pool.hash_key, pool.policy) {
-                (None, Policy::ConsistentHash) => {
-                    return invalid(format!("pool \"{name}\": policy consistent_hash needs hash_key"));
-                }
-                (Some(key), Policy::ConsistentHash) => {
-                    if let Err(why) = check_metadata_key(key) {
-                        return invalid(format!("pool \"{name}\": hash_key \"{key}\" {why}"));
-                    }
-                }
-                (Some(_), policy) => {
-                    return invalid(format!(
-                        "pool \"{name}\": hash_key is only used by policy consistent_hash, not {}",
-                        policy.as_str()
-                    ));
-                }
-                (None, _) => {}
-            }
-            if pool.slow_start_ms > 3_600_000 {
-                return invalid(format!("pool \"{name}\": slow_start_ms = {}: at most 3600000", pool.slow_start_ms));
-            }
-            let outlier = &pool.outlier;
-            if outlier.max_ejection_percent > 100 {
-                return invalid(format!(
-                    "pool \"{name}\": outlier.max_ejection_percent = {}: at most 100",
-                    outlier.max_ejection_percent
-                ));
-            }
-            if outlier.base_ejection_ms == 0 || outlier.max_ejection_ms < outlier.base_ejection_ms {
-                return invalid(format!(
-                    "pool \"{name}\": outlier.base_ejection_ms must be at least 1 and at most max_ejection_ms"
-                ));
-            }
+            let in_pool = |table: &'static str| {
+                move |why: String| ConfigError::Invalid(format!("pool \"{name}\": {table}.{why}"))
+            };
+            pool.health_check.over(&self.health_check).check().map_err(in_pool("health_check"))?;
+            pool.retry_budget.over(&self.retry_budget).check().map_err(in_pool("retry_budget"))?;
+            pool.outlier.over(&self.outlier).check().map_err(in_pool("outlier"))?;
         }
+        Ok(())
+    }
+
+    /// Every route (and split) goes to a configured pool, and no route is listed twice.
+    fn check_routes(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         let mut services = BTreeSet::new();
         for route in &self.routes {
-            let (service, method) = match route.service.split_once('/') {
-                Some((service, method)) => (service, Some(method)),
-                None => (route.service.as_str(), None),
-            };
-            if route.service.starts_with('/') || route.service.matches('/').count() > 1 {
-                return invalid(format!(
-                    "route service \"{}\" is not a dot-separated gRPC service name or package (like \
-                     meshwork.urlshortener.v1), nor <service>/<Method>",
-                    route.service
-                ));
-            }
-            if let Err(why) = check_service_name(service) {
-                return invalid(format!("route service \"{}\" {why}", route.service));
-            }
-            if let Some(method) = method
-                && (method.is_empty() || !method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            {
-                return invalid(format!(
-                    "route service \"{}\": the method after '/' must be a method name like Resolve",
-                    route.service
-                ));
-            }
-            for key in route.headers.keys() {
-                if let Err(why) = check_metadata_key(key) {
-                    return invalid(format!("route \"{}\": header \"{key}\" {why}", route.service));
-                }
-            }
-            if let Some((key, _)) = route.headers.iter().find(|(_, v)| http::HeaderValue::from_str(v).is_err()) {
-                return invalid(format!(
-                    "route \"{}\": header \"{key}\" has a value that is not valid metadata",
-                    route.service
-                ));
-            }
             for split in &route.splits {
                 if !self.pools.contains_key(&split.pool) {
                     return invalid(format!("route \"{}\" splits to unknown pool \"{}\"", route.service, split.pool));
                 }
-            }
-            let total: u64 = u64::from(route.weight) + route.splits.iter().map(|s| u64::from(s.weight)).sum::<u64>();
-            if route.weight > 10_000 || route.splits.iter().any(|s| s.weight > 10_000) || total == 0 {
-                return invalid(format!(
-                    "route \"{}\": weights must be between 0 and 10000 and not all 0",
-                    route.service
-                ));
-            }
-            if BUILTIN_SERVICES.contains(&service) {
-                return invalid(format!(
-                    "route service \"{}\" is served by the gateway itself and cannot be routed",
-                    route.service
-                ));
             }
             if !self.pools.contains_key(&route.pool) {
                 return invalid(format!("route \"{}\" points to unknown pool \"{}\"", route.service, route.pool));
@@ -752,63 +917,232 @@ impl GatewayConfig {
             if !services.insert((route.service.as_str(), &route.headers)) {
                 return invalid(format!("route service \"{}\" is listed twice (with the same headers)", route.service));
             }
-            for method in &route.idempotent_methods {
-                let ok = method == "*"
-                    || (!method.is_empty() && method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                if !ok {
-                    return invalid(format!(
-                        "route \"{}\": idempotent method \"{method}\" must be a method name like Resolve, or \"*\"",
-                        route.service
-                    ));
-                }
-            }
-            if let Some(timeout) = route.timeout_ms
-                && !(1..=86_400_000).contains(&timeout)
-            {
-                return invalid(format!(
-                    "route \"{}\": timeout_ms = {timeout}: must be between 1 and 86400000",
-                    route.service
-                ));
-            }
-        }
-        let descriptors = crate::http_routes::Descriptors::load(&self.descriptor_sets).map_err(ConfigError::Invalid)?;
-        crate::http_routes::RouteTable::compile(self, &descriptors).map_err(ConfigError::Invalid)?;
-        if let Some(cors) = &self.cors {
-            for origin in &cors.allowed_origins {
-                if let Err(why) = check_origin(origin) {
-                    return invalid(format!("cors.allowed_origins: \"{origin}\" {why}"));
-                }
-            }
-            for (field, names) in [("allow_headers", &cors.allow_headers), ("expose_headers", &cors.expose_headers)] {
-                for name in names {
-                    let valid = !name.is_empty()
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
-                    if !valid {
-                        return invalid(format!(
-                            "cors.{field}: \"{name}\" must be a lower-case header name like x-client-id"
-                        ));
-                    }
-                }
-            }
-            if cors.max_age_seconds > 86_400 {
-                return invalid(format!("cors.max_age_seconds = {}: at most 86400", cors.max_age_seconds));
-            }
-            if cors.allow_credentials && cors.allowed_origins.iter().any(|o| o == "*") {
-                return invalid(
-                    "cors: allow_credentials with allowed_origins \"*\" would let every site use the \
-                                user's credentials; list the origins"
-                        .into(),
-                );
-            }
-        }
-        TlsMaterial::load(self)?;
-        if let Some(auth) = &self.auth {
-            crate::authn::Authn::load(auth)?;
         }
         Ok(())
     }
+
+    /// Reads `descriptor_sets` and compiles `[[http_routes]]` against them and the routes.
+    fn validate_http_routes(&self) -> Result<(), ConfigError> {
+        let descriptors = crate::http_routes::Descriptors::load(&self.descriptor_sets).map_err(ConfigError::Invalid)?;
+        crate::http_routes::RouteTable::compile(self, &descriptors).map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+}
+
+impl PoolConfig {
+    /// Checks pool `name` on its own: its name, endpoints, policy, `hash_key` and
+    /// `slow_start_ms`. ([`GatewayConfig::validate`] checks its tables merged over the global
+    /// ones, and that it has endpoints unless a registry may add them.)
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return invalid(format!("pool name \"{name}\": use letters, digits, '_', '-' or '.'"));
+        }
+        let mut seen = BTreeSet::new();
+        for endpoint in &self.endpoints {
+            let address = endpoint.address();
+            if let Err(why) = check_endpoint(address) {
+                return invalid(format!("pool \"{name}\": endpoint \"{address}\" {why}"));
+            }
+            if !(1..=1000).contains(&endpoint.weight()) {
+                return invalid(format!(
+                    "pool \"{name}\": endpoint \"{address}\" weight {}: must be between 1 and 1000",
+                    endpoint.weight()
+                ));
+            }
+            if !seen.insert(address) {
+                return invalid(format!("pool \"{name}\": endpoint \"{address}\" is listed twice"));
+            }
+        }
+        match (&self.hash_key, self.policy) {
+            (None, Policy::ConsistentHash) => {
+                return invalid(format!("pool \"{name}\": policy consistent_hash needs hash_key"));
+            }
+            (Some(key), Policy::ConsistentHash) => {
+                if let Err(why) = check_metadata_key(key) {
+                    return invalid(format!("pool \"{name}\": hash_key \"{key}\" {why}"));
+                }
+            }
+            (Some(_), policy) => {
+                return invalid(format!(
+                    "pool \"{name}\": hash_key is only used by policy consistent_hash, not {}",
+                    policy.as_str()
+                ));
+            }
+            (None, _) => {}
+        }
+        if self.slow_start_ms > 3_600_000 {
+            return invalid(format!("pool \"{name}\": slow_start_ms = {}: at most 3600000", self.slow_start_ms));
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// Checks the route on its own: service (or method) name, headers, weights, idempotent
+    /// methods, timeout. ([`GatewayConfig::validate`] checks that its pools exist and that it
+    /// is not listed twice.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let (service, method) = match self.service.split_once('/') {
+            Some((service, method)) => (service, Some(method)),
+            None => (self.service.as_str(), None),
+        };
+        if self.service.starts_with('/') || self.service.matches('/').count() > 1 {
+            return invalid(format!(
+                "route service \"{}\" is not a dot-separated gRPC service name or package (like \
+                 meshwork.urlshortener.v1), nor <service>/<Method>",
+                self.service
+            ));
+        }
+        if let Err(why) = check_service_name(service) {
+            return invalid(format!("route service \"{}\" {why}", self.service));
+        }
+        if let Some(method) = method
+            && (method.is_empty() || !method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return invalid(format!(
+                "route service \"{}\": the method after '/' must be a method name like Resolve",
+                self.service
+            ));
+        }
+        for key in self.headers.keys() {
+            if let Err(why) = check_metadata_key(key) {
+                return invalid(format!("route \"{}\": header \"{key}\" {why}", self.service));
+            }
+        }
+        if let Some((key, _)) = self.headers.iter().find(|(_, v)| http::HeaderValue::from_str(v).is_err()) {
+            return invalid(format!(
+                "route \"{}\": header \"{key}\" has a value that is not valid metadata",
+                self.service
+            ));
+        }
+        let total: u64 = u64::from(self.weight) + self.splits.iter().map(|s| u64::from(s.weight)).sum::<u64>();
+        if self.weight > 10_000 || self.splits.iter().any(|s| s.weight > 10_000) || total == 0 {
+            return invalid(format!("route \"{}\": weights must be between 0 and 10000 and not all 0", self.service));
+        }
+        if BUILTIN_SERVICES.contains(&service) {
+            return invalid(format!(
+                "route service \"{}\" is served by the gateway itself and cannot be routed",
+                self.service
+            ));
+        }
+        for method in &self.idempotent_methods {
+            let ok =
+                method == "*" || (!method.is_empty() && method.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            if !ok {
+                return invalid(format!(
+                    "route \"{}\": idempotent method \"{method}\" must be a method name like Resolve, or \"*\"",
+                    self.service
+                ));
+            }
+        }
+        if let Some(timeout) = self.timeout_ms
+            && !(1..=86_400_000).contains(&timeout)
+        {
+            return invalid(format!(
+                "route \"{}\": timeout_ms = {timeout}: must be between 1 and 86400000",
+                self.service
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RateLimitConfig {
+    /// Checks `[rate_limit]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.requests_per_second == 0 {
+            return invalid("rate_limit.requests_per_second must be at least 1".into());
+        }
+        if self.burst == Some(0) {
+            return invalid("rate_limit.burst must be at least 1".into());
+        }
+        if let Some(key) = &self.key
+            && let Err(why) = check_metadata_key(key)
+        {
+            return invalid(format!("rate_limit.key \"{key}\" {why}"));
+        }
+        Ok(())
+    }
+}
+
+impl CorsConfig {
+    /// Checks `[cors]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for origin in &self.allowed_origins {
+            if let Err(why) = check_origin(origin) {
+                return invalid(format!("cors.allowed_origins: \"{origin}\" {why}"));
+            }
+        }
+        for (field, names) in [("allow_headers", &self.allow_headers), ("expose_headers", &self.expose_headers)] {
+            for name in names {
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+                if !valid {
+                    return invalid(format!(
+                        "cors.{field}: \"{name}\" must be a lower-case header name like x-client-id"
+                    ));
+                }
+            }
+        }
+        if self.max_age_seconds > 86_400 {
+            return invalid(format!("cors.max_age_seconds = {}: at most 86400", self.max_age_seconds));
+        }
+        if self.allow_credentials && self.allowed_origins.iter().any(|o| o == "*") {
+            return invalid(
+                "cors: allow_credentials with allowed_origins \"*\" would let every site use the user's \
+                 credentials; list the origins"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Top-level settings that moved into a table: (old key, table, key in the table, whether a
+/// pool may override it in `[pools.NAME.<table>]`).
+const MOVED_SETTINGS: &[(&str, &str, &str, bool)] = &[
+    ("health_check_interval_ms", "health_check", "interval_ms", true),
+    ("health_check_timeout_ms", "health_check", "timeout_ms", true),
+    ("unhealthy_threshold", "health_check", "unhealthy_threshold", true),
+    ("healthy_threshold", "health_check", "healthy_threshold", true),
+    ("retry_budget_percent", "retry_budget", "percent", true),
+    ("retry_budget_min_per_second", "retry_budget", "min_per_second", true),
+    ("registry_prefix", "registry", "prefix", false),
+];
+
+/// The first setting of `text` (in file order) written where it used to be, with its line
+/// (when found) and a message saying where it goes now; `None` when there is none, or `text`
+/// is not TOML.
+fn moved_setting(text: &str) -> Option<(Option<usize>, String)> {
+    let top: toml::Table = toml::from_str(text).ok()?;
+    let mut found: Vec<(Option<usize>, String)> = MOVED_SETTINGS
+        .iter()
+        .filter_map(|(old, table, key, per_pool)| {
+            let value = top.get(*old)?;
+            let pool = if *per_pool { format!(" (for one pool: [pools.NAME.{table}])") } else { String::new() };
+            Some((top_level_line(text, old), format!("{old} has moved: write {key} = {value} under [{table}]{pool}")))
+        })
+        .collect();
+    if let Some(url) = top.get("registry").filter(|v| v.is_str()) {
+        let message = format!("registry = {url} has moved: write url = {url} under [registry]");
+        found.push((top_level_line(text, "registry"), message));
+    }
+    found.into_iter().min_by_key(|(line, _)| line.unwrap_or(usize::MAX))
+}
+
+/// The line (from 1) of top-level `key = ...` in `text`: before the first table header.
+fn top_level_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .map(str::trim_start)
+        .take_while(|line| !line.starts_with('['))
+        .position(|line| line.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .map(|index| index + 1)
 }
 
 /// Checks a CORS origin: `"*"` or `scheme://host[:port]` as browsers send it (lower-case, no
@@ -928,9 +1262,351 @@ pool = "urlshortener"
     }
 
     #[test]
-    fn example_file_is_valid() {
+    fn example_file_is_valid_and_shows_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.toml");
-        GatewayConfig::from_file(path).unwrap().validate().unwrap();
+        let example = GatewayConfig::from_file(path).unwrap();
+        example.validate().unwrap();
+        // "Every field other than `listen` has the default shown": the tables it spells out are
+        // the defaults, and so are the top-level settings.
+        let defaults = GatewayConfig::new(example.listen);
+        assert_eq!(example.health_check, HealthCheckConfig::default());
+        assert_eq!(example.retry_budget, RetryBudgetConfig::default());
+        assert_eq!(example.outlier, OutlierConfig::default());
+        assert_eq!(
+            (example.threads, example.grace_period_seconds, example.connect_timeout_ms),
+            (defaults.threads, defaults.grace_period_seconds, defaults.connect_timeout_ms)
+        );
+        assert_eq!(
+            (example.max_concurrent_streams, example.upstream_max_h2_streams, example.propagate_unsampled),
+            (defaults.max_concurrent_streams, defaults.upstream_max_h2_streams, defaults.propagate_unsampled)
+        );
+        assert_eq!(
+            (example.max_request_message_bytes, example.max_response_message_bytes),
+            (defaults.max_request_message_bytes, defaults.max_response_message_bytes)
+        );
+        let pool = &example.pools["urlshortener"];
+        assert_eq!(
+            (pool.health_check, pool.retry_budget, pool.outlier),
+            (HealthCheckOverride::default(), RetryBudgetOverride::default(), OutlierOverride::default()),
+            "the example's pool inherits every table"
+        );
+        assert_eq!(example.cors.as_ref().unwrap().max_age_seconds, CorsConfig::default().max_age_seconds);
+    }
+
+    /// A change to [`good`] and the message it must give.
+    type Case = (Box<dyn Fn(&mut GatewayConfig)>, &'static str);
+
+    /// Checks that `change` applied to [`good`] fails validation with exactly `expect` (after
+    /// "invalid gateway config: ").
+    fn assert_invalid(cases: Vec<Case>) {
+        for (change, expect) in cases {
+            let mut config = good();
+            change(&mut config);
+            assert_eq!(invalid_message(&config), format!("invalid gateway config: {expect}"));
+        }
+    }
+
+    fn pool(c: &mut GatewayConfig) -> &mut PoolConfig {
+        c.pools.get_mut("urlshortener").unwrap()
+    }
+
+    #[test]
+    fn top_level_settings_name_the_key() {
+        assert_invalid(vec![
+            (
+                Box::new(|c| c.listen = "127.0.0.1:0".parse().unwrap()),
+                "listen = \"127.0.0.1:0\": port 0 is not allowed, give a fixed port",
+            ),
+            (Box::new(|c| c.threads = 257), "threads = 257: must be between 1 and 256"),
+            (Box::new(|c| c.grace_period_seconds = 3601), "grace_period_seconds = 3601: at most 3600"),
+            (Box::new(|c| c.connect_timeout_ms = 0), "connect_timeout_ms = 0: must be between 1 and 60000"),
+            (Box::new(|c| c.max_concurrent_streams = 0), "max_concurrent_streams must be at least 1"),
+            (Box::new(|c| c.upstream_max_h2_streams = 0), "upstream_max_h2_streams = 0: must be between 1 and 10000"),
+            (
+                Box::new(|c| c.max_response_message_bytes = 0),
+                "max_request_message_bytes and max_response_message_bytes must be at least 1",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn global_tables_name_table_and_field() {
+        assert_invalid(vec![
+            (
+                Box::new(|c| c.health_check.interval_ms = 99),
+                "health_check.interval_ms = 99: must be between 100 and 3600000",
+            ),
+            (Box::new(|c| c.health_check.timeout_ms = 0), "health_check.timeout_ms = 0: must be between 1 and 60000"),
+            (
+                Box::new(|c| c.health_check.unhealthy_threshold = 0),
+                "health_check.unhealthy_threshold = 0: must be between 1 and 100",
+            ),
+            (
+                Box::new(|c| c.health_check.healthy_threshold = 101),
+                "health_check.healthy_threshold = 101: must be between 1 and 100",
+            ),
+            (Box::new(|c| c.retry_budget.percent = 101), "retry_budget.percent = 101: at most 100"),
+            (Box::new(|c| c.outlier.max_ejection_percent = 101), "outlier.max_ejection_percent = 101: at most 100"),
+            (
+                Box::new(|c| c.outlier.base_ejection_ms = 0),
+                "outlier.base_ejection_ms must be at least 1 and at most max_ejection_ms",
+            ),
+            (
+                Box::new(|c| c.outlier.max_ejection_ms = 10),
+                "outlier.base_ejection_ms must be at least 1 and at most max_ejection_ms",
+            ),
+            (
+                Box::new(|c| {
+                    c.rate_limit = Some(RateLimitConfig { requests_per_second: 1, burst: Some(0), key: None })
+                }),
+                "rate_limit.burst must be at least 1",
+            ),
+            (
+                Box::new(|c| {
+                    c.rate_limit =
+                        Some(RateLimitConfig { requests_per_second: 1, burst: None, key: Some("grpc-x".into()) })
+                }),
+                "rate_limit.key \"grpc-x\" is reserved by gRPC",
+            ),
+            (
+                Box::new(|c| {
+                    c.registry = Some(RegistryConfig { prefix: String::new(), ..RegistryConfig::new("etcd://h:1") })
+                }),
+                "registry.prefix = \"\": must end with '/'",
+            ),
+            (
+                Box::new(|c| {
+                    c.cors = Some(CorsConfig { expose_headers: vec![String::new()], ..CorsConfig::any_origin() })
+                }),
+                "cors.expose_headers: \"\" must be a lower-case header name like x-client-id",
+            ),
+        ]);
+        // Each table's own validate() gives the same message.
+        let bad = HealthCheckConfig { timeout_ms: 60_001, ..HealthCheckConfig::default() };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "invalid gateway config: health_check.timeout_ms = 60001: must be between 1 and 60000"
+        );
+        let bad = RetryBudgetConfig { percent: 200, ..RetryBudgetConfig::default() };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "invalid gateway config: retry_budget.percent = 200: at most 100"
+        );
+        RetryBudgetConfig { percent: 0, min_per_second: 0 }.validate().unwrap();
+    }
+
+    #[test]
+    fn pools_and_routes_name_themselves() {
+        assert_invalid(vec![
+            (
+                Box::new(|c| {
+                    let p = c.pools.remove("urlshortener").unwrap();
+                    c.pools.insert("bad name".into(), p);
+                    c.routes.clear();
+                }),
+                "pool name \"bad name\": use letters, digits, '_', '-' or '.'",
+            ),
+            (
+                Box::new(|c| pool(c).endpoints.push("127.0.0.1:50051".into())),
+                "pool \"urlshortener\": endpoint \"127.0.0.1:50051\" is listed twice",
+            ),
+            (
+                Box::new(|c| pool(c).slow_start_ms = 3_600_001),
+                "pool \"urlshortener\": slow_start_ms = 3600001: at most 3600000",
+            ),
+            (
+                Box::new(|c| {
+                    c.routes[0].headers.insert("x-a".into(), "\u{7f}".into());
+                }),
+                "route \"meshwork.urlshortener.v1.UrlShortener\": header \"x-a\" has a value that is not valid metadata",
+            ),
+            (
+                Box::new(|c| c.routes[0].weight = 10_001),
+                "route \"meshwork.urlshortener.v1.UrlShortener\": weights must be between 0 and 10000 and not all 0",
+            ),
+            (
+                Box::new(|c| c.routes[0].service = "meshwork.urlshortener.v1.UrlShortener/".into()),
+                "route service \"meshwork.urlshortener.v1.UrlShortener/\": the method after '/' must be a method name \
+                 like Resolve",
+            ),
+        ]);
+        let route = RouteConfig { timeout_ms: Some(86_400_001), ..RouteConfig::new("a.B", "p") };
+        assert_eq!(
+            route.validate().unwrap_err().to_string(),
+            "invalid gateway config: route \"a.B\": timeout_ms = 86400001: must be between 1 and 86400000"
+        );
+        assert_eq!(
+            PoolConfig::new(["h:1", "h:2"]).validate("").unwrap_err().to_string(),
+            "invalid gateway config: pool name \"\": use letters, digits, '_', '-' or '.'"
+        );
+        // A pool without endpoints is fine on its own: whether a registry fills it is the
+        // gateway's business.
+        PoolConfig::default().validate("p").unwrap();
+    }
+
+    #[test]
+    fn cross_section_checks() {
+        assert_invalid(vec![
+            (
+                Box::new(|c| c.admin_listen = Some(c.listen)),
+                "admin_listen = \"127.0.0.1:8080\": must differ from listen (\"127.0.0.1:8080\")",
+            ),
+            (
+                Box::new(|c| c.admin_listen = Some("0.0.0.0:8080".parse().unwrap())),
+                "admin_listen = \"0.0.0.0:8080\": must differ from listen (\"127.0.0.1:8080\")",
+            ),
+            (
+                Box::new(|c| c.routes[0].pool = "orders".into()),
+                "route \"meshwork.urlshortener.v1.UrlShortener\" points to unknown pool \"orders\"",
+            ),
+            (
+                Box::new(|c| c.routes[0].splits.push(SplitConfig { pool: "canary".into(), weight: 5 })),
+                "route \"meshwork.urlshortener.v1.UrlShortener\" splits to unknown pool \"canary\"",
+            ),
+            (
+                Box::new(|c| c.routes.push(c.routes[0].clone())),
+                "route service \"meshwork.urlshortener.v1.UrlShortener\" is listed twice (with the same headers)",
+            ),
+            (
+                Box::new(|c| pool(c).endpoints.clear()),
+                "pool \"urlshortener\" has no endpoints (and no registry is configured)",
+            ),
+        ]);
+        // Other ports, or another address on the same port, are fine.
+        let mut config = good();
+        config.admin_listen = Some("127.0.0.2:8080".parse().unwrap());
+        config.validate().unwrap();
+        config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn pool_tables_are_checked_merged_over_the_global_ones() {
+        assert_invalid(vec![
+            (
+                Box::new(|c| pool(c).health_check.interval_ms = Some(50)),
+                "pool \"urlshortener\": health_check.interval_ms = 50: must be between 100 and 3600000",
+            ),
+            (
+                Box::new(|c| pool(c).health_check.unhealthy_threshold = Some(0)),
+                "pool \"urlshortener\": health_check.unhealthy_threshold = 0: must be between 1 and 100",
+            ),
+            (
+                Box::new(|c| pool(c).retry_budget.percent = Some(101)),
+                "pool \"urlshortener\": retry_budget.percent = 101: at most 100",
+            ),
+            (
+                // Valid alone, but above the global max_ejection_ms it inherits.
+                Box::new(|c| pool(c).outlier.base_ejection_ms = Some(400_000)),
+                "pool \"urlshortener\": outlier.base_ejection_ms must be at least 1 and at most max_ejection_ms",
+            ),
+        ]);
+        // ... and a pool may fix what it inherits.
+        let mut config = good();
+        config.outlier.max_ejection_ms = 10_000;
+        pool(&mut config).outlier.base_ejection_ms = Some(10_000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn pool_tables_override_only_the_fields_they_give() {
+        let text = format!(
+            "{GOOD}[health_check]\ninterval_ms = 500\nhealthy_threshold = 3\n\
+             [retry_budget]\npercent = 50\n\
+             [outlier]\nconsecutive_failures = 7\n\
+             [pools.urlshortener.health_check]\ninterval_ms = 100\ntimeout_ms = 50\n\
+             [pools.urlshortener.retry_budget]\nmin_per_second = 0\n\
+             [pools.urlshortener.outlier]\nmax_ejection_percent = 10\n\
+             [pools.other]\nendpoints = [\"127.0.0.1:1\"]\n"
+        );
+        let config = GatewayConfig::from_toml_str(&text).unwrap();
+        config.validate().unwrap();
+        let (own, other) = (&config.pools["urlshortener"], &config.pools["other"]);
+        assert_eq!(
+            own.health_check.over(&config.health_check),
+            HealthCheckConfig { interval_ms: 100, timeout_ms: 50, unhealthy_threshold: 2, healthy_threshold: 3 }
+        );
+        assert_eq!(own.retry_budget.over(&config.retry_budget), RetryBudgetConfig { percent: 50, min_per_second: 0 });
+        assert_eq!(
+            own.outlier.over(&config.outlier),
+            OutlierConfig { consecutive_failures: 7, max_ejection_percent: 10, ..OutlierConfig::default() }
+        );
+        // A pool without tables has the global ones.
+        assert_eq!(other.health_check.over(&config.health_check), config.health_check);
+        assert_eq!(other.retry_budget.over(&config.retry_budget), config.retry_budget);
+        assert_eq!(other.outlier.over(&config.outlier), config.outlier);
+        assert_eq!(
+            config.health_check,
+            HealthCheckConfig { interval_ms: 500, healthy_threshold: 3, ..HealthCheckConfig::default() }
+        );
+
+        let typo = text.replace("min_per_second = 0", "min_per_sec = 0");
+        let msg = GatewayConfig::from_toml_str(&typo).unwrap_err().to_string();
+        assert!(msg.contains("unknown field `min_per_sec`") && msg.contains("line 21"), "{msg}");
+    }
+
+    #[test]
+    fn moved_settings_say_where_they_went() {
+        for (line, expect) in [
+            (
+                "health_check_interval_ms = 200",
+                "health_check_interval_ms has moved: write interval_ms = 200 under [health_check] (for one pool: \
+                 [pools.NAME.health_check])",
+            ),
+            (
+                "health_check_timeout_ms = 150",
+                "health_check_timeout_ms has moved: write timeout_ms = 150 under [health_check] (for one pool: \
+                 [pools.NAME.health_check])",
+            ),
+            (
+                "unhealthy_threshold = 3",
+                "unhealthy_threshold has moved: write unhealthy_threshold = 3 under [health_check] (for one pool: \
+                 [pools.NAME.health_check])",
+            ),
+            (
+                "healthy_threshold = 1",
+                "healthy_threshold has moved: write healthy_threshold = 1 under [health_check] (for one pool: \
+                 [pools.NAME.health_check])",
+            ),
+            (
+                "retry_budget_percent = 20",
+                "retry_budget_percent has moved: write percent = 20 under [retry_budget] (for one pool: \
+                 [pools.NAME.retry_budget])",
+            ),
+            (
+                "retry_budget_min_per_second = 10",
+                "retry_budget_min_per_second has moved: write min_per_second = 10 under [retry_budget] (for one \
+                 pool: [pools.NAME.retry_budget])",
+            ),
+            ("registry_prefix = \"m/\"", "registry_prefix has moved: write prefix = \"m/\" under [registry]"),
+            (
+                "registry = \"etcd://127.0.0.1:2379\"",
+                "registry = \"etcd://127.0.0.1:2379\" has moved: write url = \"etcd://127.0.0.1:2379\" under [registry]",
+            ),
+        ] {
+            // Old configs had these among the top-level keys, after `listen`.
+            let text = GOOD.replace(
+                "listen = \"127.0.0.1:8080\"\n",
+                &format!("listen = \"127.0.0.1:8080\"\nthreads = 2\n{line}\n"),
+            );
+            let msg = GatewayConfig::from_toml_str(&text).unwrap_err().to_string();
+            assert_eq!(msg, format!("invalid gateway config (line 4): {expect}"), "{text}");
+        }
+        // The first one in the file is named, and the file too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.toml");
+        std::fs::write(&path, format!("retry_budget_percent = 5\nhealth_check_timeout_ms = 5\n{GOOD}")).unwrap();
+        let msg = GatewayConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "invalid gateway config ({}, line 1): retry_budget_percent has moved",
+                path.display()
+            )),
+            "{msg}"
+        );
+        // An unknown key that never existed is still just unknown.
+        let msg = GatewayConfig::from_toml_str(&format!("health_check_jitter_ms = 5\n{GOOD}")).unwrap_err().to_string();
+        assert!(msg.contains("unknown field `health_check_jitter_ms`"), "{msg}");
     }
 
     #[test]
@@ -955,11 +1631,11 @@ pool = "urlshortener"
             invalid_message(&config),
             "invalid gateway config: pool \"urlshortener\" has no endpoints (and no registry is configured)"
         );
-        config.registry = Some("etcd://127.0.0.1:2379".into());
+        config.registry = Some(RegistryConfig::new("etcd://127.0.0.1:2379"));
         config.validate().unwrap();
-        config.registry = Some("etcd:/x".into());
+        config.registry = Some(RegistryConfig::new("etcd:/x"));
         assert!(invalid_message(&config).contains("registry \"etcd:/x\""), "{}", invalid_message(&config));
-        config.registry = Some("memory:".into());
+        config.registry = Some(RegistryConfig::new("memory:"));
         assert!(invalid_message(&config).contains("must be etcd://"), "{}", invalid_message(&config));
     }
 
@@ -1041,8 +1717,8 @@ pool = "urlshortener"
         assert_eq!(pool.endpoints[1].address(), "127.0.0.1:50052");
         assert_eq!(pool.endpoints[1].weight(), 3);
         assert_eq!(pool.endpoints[0].weight(), 1);
-        assert_eq!(pool.outlier.consecutive_failures, 2);
-        assert_eq!(pool.outlier.max_ejection_percent, 50);
+        assert_eq!(pool.outlier.consecutive_failures, Some(2));
+        assert_eq!(pool.outlier.over(&config.outlier).max_ejection_percent, 50);
         assert_eq!(config.rate_limit.as_ref().unwrap().burst, None);
         let bad = text.replace("policy = \"consistent_hash\"", "policy = \"fastest\"");
         let msg = GatewayConfig::from_toml_str(&bad).unwrap_err().to_string();
@@ -1070,7 +1746,10 @@ pool = "urlshortener"
                 }),
                 "weight 0",
             ),
-            (Box::new(|c| c.pools.get_mut("urlshortener").unwrap().outlier.max_ejection_percent = 101), "at most 100"),
+            (
+                Box::new(|c| c.pools.get_mut("urlshortener").unwrap().outlier.max_ejection_percent = Some(101)),
+                "at most 100",
+            ),
             (Box::new(|c| c.routes[0].idempotent_methods = vec!["Re solve".into()]), "idempotent method"),
             (Box::new(|c| c.routes[0].timeout_ms = Some(0)), "timeout_ms = 0"),
             (
@@ -1080,7 +1759,13 @@ pool = "urlshortener"
                 "requests_per_second",
             ),
             (Box::new(|c| c.admin_listen = Some(c.listen)), "must differ from listen"),
-            (Box::new(|c| c.registry_prefix = "x".into()), "must end with '/'"),
+            (
+                Box::new(|c| {
+                    c.registry =
+                        Some(RegistryConfig { prefix: "x".into(), ..RegistryConfig::new("etcd://127.0.0.1:2379") })
+                }),
+                "must end with '/'",
+            ),
         ];
         for (change, expect) in cases {
             let mut config = good();

@@ -7,11 +7,12 @@
 //! pool has at least one healthy replica; the overall status `""` is SERVING while the gateway
 //! runs and NOT_SERVING once it drains.
 //!
-//! The same task checks every replica of every pool each interval (`grpc.health.v1.Health/Check`
-//! of service `""`, SERVING or UNIMPLEMENTED passes) and marks a replica unhealthy after
-//! `unhealthy_threshold` failed checks in a row, healthy again after `healthy_threshold` passes;
-//! replica selection avoids unhealthy replicas. It reads each pool's current membership every
-//! round, so replicas added by the registry are checked too. A pool with `[pools.NAME.tls]` is
+//! A task per pool checks every replica of the pool each `interval_ms` of the pool's health
+//! checks (`[health_check]`, changed per pool by `[pools.NAME.health_check]`):
+//! `grpc.health.v1.Health/Check` of service `""`, SERVING or UNIMPLEMENTED passes. It marks a
+//! replica unhealthy after `unhealthy_threshold` failed checks in a row, healthy again after
+//! `healthy_threshold` passes; replica selection avoids unhealthy replicas. It reads the pool's
+//! current membership every round, so replicas added by the registry are checked too. A pool with `[pools.NAME.tls]` is
 //! checked over the same TLS (and client certificate) as its calls.
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +79,7 @@ pub(crate) struct Internal {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Replica health checking settings.
+/// Replica health checking settings of one pool.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CheckSettings {
     pub interval: Duration,
@@ -104,13 +105,13 @@ fn reflection_builder<'a>(listed: &[String], sets: &'a [Bytes]) -> tonic_reflect
 }
 
 impl Internal {
-    /// Starts the internal server on `listener` and the health checker. Must run inside the
-    /// internal runtime. The first round of health checks completes before this returns.
+    /// Starts the internal server on `listener` and a health checker for each of `pools`, with
+    /// its settings. Must run inside the internal runtime. The first round of health checks of
+    /// every pool completes before this returns.
     pub async fn start(
         listener: std::net::TcpListener,
         view: MeshView,
-        pools: Vec<Arc<Pool>>,
-        settings: CheckSettings,
+        pools: Vec<(Arc<Pool>, CheckSettings)>,
     ) -> Result<Internal, GatewayError> {
         let addr = listener.local_addr().map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
         listener.set_nonblocking(true).map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
@@ -143,22 +144,34 @@ impl Internal {
             }
         });
 
-        let mut checker = HealthChecker::new(&view.health, pools, settings);
-        checker.round(&reporter).await;
-        let checker_reporter = reporter.clone();
-        let mut checker_stop = stop_rx;
-        let checker_task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(settings.interval) => {}
-                    _ = checker_stop.wait_for(|stopped| *stopped) => break,
+        // Every pool's first round runs at once; each pool then goes on at its own interval.
+        let mut first_rounds = tokio::task::JoinSet::new();
+        for (pool, settings) in pools {
+            let mut checker = HealthChecker::new(&view.health, pool, settings);
+            let reporter = reporter.clone();
+            first_rounds.spawn(async move {
+                checker.round(&reporter).await;
+                checker
+            });
+        }
+        let mut tasks = vec![server_task];
+        while let Some(first) = first_rounds.join_next().await {
+            let mut checker = first.map_err(|e| GatewayError::Start(format!("health checker: {e}")))?;
+            let reporter = reporter.clone();
+            let mut checker_stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(checker.settings.interval) => {}
+                        _ = checker_stop.wait_for(|stopped| *stopped) => break,
+                    }
+                    checker.round(&reporter).await;
                 }
-                checker.round(&checker_reporter).await;
-            }
-        });
+            }));
+        }
 
         tracing::debug!(%addr, services = ?view.listed, "gateway internal gRPC server started");
-        Ok(Internal { reporter, stop, tasks: vec![server_task, checker_task] })
+        Ok(Internal { reporter, stop, tasks })
     }
 
     /// A watch that flips to true when the internal server stops (for companion tasks).
@@ -185,56 +198,55 @@ impl Internal {
     }
 }
 
-/// Periodic gRPC health checks of every replica of every pool.
+/// Periodic gRPC health checks of every replica of one pool.
 struct HealthChecker {
-    pools: Vec<Arc<Pool>>,
-    /// Service name -> the pool that decides its health.
-    services: BTreeMap<String, Arc<Pool>>,
-    /// One lazily connected channel per (pool, replica address): pools may differ in TLS.
-    channels: HashMap<(usize, SocketAddr), Channel>,
-    /// (pool, replica) -> consecutive results: positive passes or negative failures.
-    streaks: HashMap<(String, SocketAddr), i64>,
+    pool: Arc<Pool>,
+    /// The services whose health this pool decides.
+    services: Vec<String>,
+    /// One lazily connected channel per replica address (over the pool's TLS, if any).
+    channels: HashMap<SocketAddr, Channel>,
+    /// Replica -> consecutive results: positive passes or negative failures.
+    streaks: HashMap<SocketAddr, i64>,
     settings: CheckSettings,
 }
 
 impl HealthChecker {
-    fn new(health: &BTreeMap<String, Arc<Pool>>, pools: Vec<Arc<Pool>>, settings: CheckSettings) -> Self {
-        Self { pools, services: health.clone(), channels: HashMap::new(), streaks: HashMap::new(), settings }
+    fn new(health: &BTreeMap<String, Arc<Pool>>, pool: Arc<Pool>, settings: CheckSettings) -> Self {
+        let services = health.iter().filter(|(_, p)| Arc::ptr_eq(p, &pool)).map(|(s, _)| s.clone()).collect();
+        Self { pool, services, channels: HashMap::new(), streaks: HashMap::new(), settings }
     }
 
-    fn channel(&mut self, pool_idx: usize, addr: SocketAddr) -> Channel {
+    fn channel(&mut self, addr: SocketAddr) -> Channel {
         let connect_timeout = self.settings.connect_timeout;
-        let tls = self.pools[pool_idx].tls();
-        self.channels
-            .entry((pool_idx, addr))
-            .or_insert_with(|| replica_endpoint(addr, tls, connect_timeout).connect_lazy())
-            .clone()
+        let tls = self.pool.tls();
+        self.channels.entry(addr).or_insert_with(|| replica_endpoint(addr, tls, connect_timeout).connect_lazy()).clone()
     }
 
-    /// Checks every replica once (concurrently), updates their health and publishes every
-    /// service's status.
+    /// Checks every replica of the pool once (concurrently), updates their health and
+    /// publishes the status of the pool's services.
     async fn round(&mut self, reporter: &HealthReporter) {
         let mut checks = tokio::task::JoinSet::new();
         let mut live = HashMap::new();
-        for (pool_idx, pool) in self.pools.clone().iter().enumerate() {
-            for (idx, replica) in pool.members().replicas().iter().enumerate() {
-                live.insert(replica.addr(), ());
-                let (channel, timeout) = (self.channel(pool_idx, replica.addr()), self.settings.timeout);
-                let replica = replica.clone();
-                checks.spawn(async move { (pool_idx, idx, replica, check_replica(channel, timeout).await) });
-            }
+        let pool = self.pool.clone();
+        for replica in pool.members().replicas().iter() {
+            live.insert(replica.addr(), ());
+            let (channel, timeout) = (self.channel(replica.addr()), self.settings.timeout);
+            let replica = replica.clone();
+            checks.spawn(async move {
+                let up = check_replica(channel, timeout).await;
+                (replica, up)
+            });
         }
-        // Forget replicas that left every pool.
-        self.channels.retain(|(_, addr), _| live.contains_key(addr));
-        self.streaks.retain(|(_, addr), _| live.contains_key(addr));
+        // Forget replicas that left the pool.
+        self.channels.retain(|addr, _| live.contains_key(addr));
+        self.streaks.retain(|addr, _| live.contains_key(addr));
+        let pool_name = pool.name();
         while let Some(joined) = checks.join_next().await {
-            let Ok((pool_idx, _idx, replica, up)) = joined else { continue };
-            let pool_name = self.pools[pool_idx].name().to_string();
+            let Ok((replica, up)) = joined else { continue };
             let addr = replica.addr();
-            let key = (pool_name.clone(), addr);
             // The first check of a replica decides at once (its state is unknown until then).
-            let first = !self.streaks.contains_key(&key);
-            let streak = self.streaks.entry(key).or_insert(0);
+            let first = !self.streaks.contains_key(&addr);
+            let streak = self.streaks.entry(addr).or_insert(0);
             *streak = match (up, *streak > 0) {
                 (true, true) => *streak + 1,
                 (true, false) => 1,
@@ -256,9 +268,9 @@ impl HealthChecker {
                 }
             }
         }
-        for (service, pool) in &self.services {
-            let up = pool.members().replicas().iter().any(|r| r.is_healthy());
-            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let up = pool.members().replicas().iter().any(|r| r.is_healthy());
+        let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for service in &self.services {
             reporter.set_service_status(service, status).await;
         }
     }

@@ -53,12 +53,13 @@ use std::net::SocketAddr;
 pub use authn::{API_KEY_HEADER, AuthConfig};
 pub use balance::Policy;
 pub use config::{
-    BUILTIN_SERVICES, ConfigError, CorsConfig, EndpointConfig, GatewayConfig, OutlierConfig, PoolConfig,
-    RateLimitConfig, RouteConfig, SplitConfig,
+    BUILTIN_SERVICES, ConfigError, CorsConfig, EndpointConfig, GatewayConfig, HealthCheckConfig, HealthCheckOverride,
+    OutlierConfig, OutlierOverride, PoolConfig, RateLimitConfig, RegistryConfig, RetryBudgetConfig,
+    RetryBudgetOverride, RouteConfig, SplitConfig,
 };
 pub use http_routes::{DescriptorSet, HttpRouteConfig, RedirectRouteConfig, StatusRuleConfig, TranscodeRouteConfig};
 pub use registry::RegistryError;
-pub use server::{GatewayHandle, run, spawn};
+pub use server::{GatewayHandle, run, spawn, spawn_with_clock};
 pub use tls::{ListenerTlsConfig, UpstreamTlsConfig, install_crypto_provider};
 
 /// Why the gateway could not start or did not stop cleanly. Every message is one line.

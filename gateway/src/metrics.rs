@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::pool::{Pool, now_ns};
+use crate::pool::Pool;
 
 /// Distinct methods tracked before new ones share the `other` series.
 pub const MAX_METHODS: usize = 1024;
@@ -205,7 +205,6 @@ impl Metrics {
                 pool.ejections.load(Ordering::Relaxed)
             );
         }
-        let now = now_ns();
         let gauges: [(&str, &str, &str); 4] = [
             ("meshwork_gateway_replica_healthy", "gauge", "1 when the replica passes active gRPC health checks."),
             ("meshwork_gateway_replica_ejected", "gauge", "1 while passive outlier detection ejects the replica."),
@@ -218,7 +217,7 @@ impl Metrics {
                 for r in pool.members().replicas() {
                     let value = match i {
                         0 => u64::from(r.is_healthy()),
-                        1 => u64::from(r.is_ejected(now)),
+                        1 => u64::from(r.is_ejected_now()),
                         2 => r.inflight() as u64,
                         _ => r.requests.load(Ordering::Relaxed),
                     };

@@ -38,7 +38,7 @@ use crate::grpc_web::{self, Cors, WebCall, WebMode, web_mode};
 use crate::http_routes::{HttpRoutes, Lookup};
 use crate::limits::{MessageMeter, RateLimiter};
 use crate::metrics::{MethodStats, Metrics};
-use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool, now_ns};
+use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool};
 use crate::routing::{Route, Router, parse_grpc_path};
 use crate::server::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 use crate::trace;
@@ -211,7 +211,7 @@ impl GatewayProxy {
         let from_metadata =
             limit.key.as_ref().and_then(|k| session.req_header().headers.get(k)).map(|v| hash64(v.as_bytes()));
         let key = from_metadata.unwrap_or_else(|| client_ip_hash(session));
-        limit.limiter.try_acquire(key, now_ns())
+        limit.limiter.try_acquire(key)
     }
 
     /// Whether a failed attempt of this call may go to another replica now.

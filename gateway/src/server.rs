@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use meshwork_clock::{Clock, SystemClock};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
@@ -215,27 +216,47 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Drainable<S> {
     }
 }
 
-/// The runtime settings of a configured pool.
+/// The runtime settings of a configured pool: its `[pools.NAME.outlier]` and
+/// `[pools.NAME.retry_budget]` merged over `[outlier]` and `[retry_budget]`.
 fn pool_settings(config: &GatewayConfig, pool: &PoolConfig) -> PoolSettings {
+    let outlier = pool.outlier.over(&config.outlier);
+    let retry_budget = pool.retry_budget.over(&config.retry_budget);
     PoolSettings {
         policy: pool.policy,
         hash_key: pool.hash_key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
         max_inflight_per_replica: pool.max_inflight_per_replica,
         slow_start: Duration::from_millis(pool.slow_start_ms),
         outlier: OutlierSettings {
-            consecutive_failures: pool.outlier.consecutive_failures,
-            base_ejection: Duration::from_millis(pool.outlier.base_ejection_ms),
-            max_ejection: Duration::from_millis(pool.outlier.max_ejection_ms),
-            max_ejection_percent: pool.outlier.max_ejection_percent,
+            consecutive_failures: outlier.consecutive_failures,
+            base_ejection: Duration::from_millis(outlier.base_ejection_ms),
+            max_ejection: Duration::from_millis(outlier.max_ejection_ms),
+            max_ejection_percent: outlier.max_ejection_percent,
         },
-        retry_budget_percent: config.retry_budget_percent,
-        retry_min_per_second: config.retry_budget_min_per_second,
+        retry_budget_percent: retry_budget.percent,
+        retry_min_per_second: retry_budget.min_per_second,
+    }
+}
+
+/// The health checks of a configured pool: its `[pools.NAME.health_check]` merged over
+/// `[health_check]`.
+fn check_settings(config: &GatewayConfig, pool: &PoolConfig) -> CheckSettings {
+    let health_check = pool.health_check.over(&config.health_check);
+    CheckSettings {
+        interval: Duration::from_millis(health_check.interval_ms),
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        timeout: Duration::from_millis(health_check.timeout_ms),
+        healthy_threshold: health_check.healthy_threshold,
+        unhealthy_threshold: health_check.unhealthy_threshold,
     }
 }
 
 /// Resolves every pool's endpoints (the first address of each `host:port`) and gives each pool
-/// its upstream TLS (if any), which remembers the configured host of every address.
-fn resolve_pools(config: &GatewayConfig, tls: &TlsMaterial) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
+/// its upstream TLS (if any), which remembers the configured host of every address, and `clock`.
+fn resolve_pools(
+    config: &GatewayConfig,
+    tls: &TlsMaterial,
+    clock: &Arc<dyn Clock>,
+) -> Result<BTreeMap<String, Arc<Pool>>, GatewayError> {
     let mut pools = BTreeMap::new();
     for (name, pool) in &config.pools {
         let mut replicas = Vec::with_capacity(pool.endpoints.len());
@@ -257,7 +278,8 @@ fn resolve_pools(config: &GatewayConfig, tls: &TlsMaterial) -> Result<BTreeMap<S
             }
         }
         let pool_tls = tls.pools.get(name).map(|t| t.with_hosts(hosts));
-        let pool = Pool::with_settings(name.clone(), replicas, pool_settings(config, pool)).with_tls(pool_tls);
+        let pool =
+            Pool::with_clock(name.clone(), replicas, pool_settings(config, pool), clock.clone()).with_tls(pool_tls);
         pools.insert(name.clone(), Arc::new(pool));
     }
     Ok(pools)
@@ -271,10 +293,17 @@ fn resolve_pools(config: &GatewayConfig, tls: &TlsMaterial) -> Result<BTreeMap<S
 /// Fails (with nothing left running) when the configuration is invalid, an endpoint does not
 /// resolve, or the port cannot be bound.
 pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+    spawn_with_clock(config, Arc::new(SystemClock))
+}
+
+/// [`spawn`] with the time source of the pools (ejection, slow start, peak-EWMA decay, retry
+/// budgets) and the rate limiter: tests give a `meshwork_clock::ManualClock` and move the
+/// time by hand. Timeouts and deadlines of calls and health checks keep real time.
+pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<GatewayHandle, GatewayError> {
     config.validate()?;
     install_crypto_provider();
     let tls = TlsMaterial::load(&config)?;
-    let pools = resolve_pools(&config, &tls)?;
+    let pools = resolve_pools(&config, &tls, &clock)?;
     let listen = config.listen;
     // Bind once ourselves so that "address in use" is a clean error rather than a failure inside
     // Pingora's service thread.
@@ -295,7 +324,12 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         .map_err(|source| GatewayError::Bind { addr: SocketAddr::from(([127, 0, 0, 1], 0)), source })?;
     let internal_addr =
         internal_listener.local_addr().map_err(|e| GatewayError::Start(format!("internal listener: {e}")))?;
-    let internal_pool = Arc::new(Pool::new("gateway-internal", vec![internal_addr]));
+    let internal_pool = Arc::new(Pool::with_clock(
+        "gateway-internal",
+        vec![(internal_addr, 1)],
+        PoolSettings::default(),
+        clock.clone(),
+    ));
 
     let mut router = Router::new();
     let mut route_services = Vec::new();
@@ -341,22 +375,21 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         RouteTable::compile(&config, &descriptors).map_err(|e| GatewayError::Config(ConfigError::Invalid(e)))?;
     let mut view = MeshView::new(&router, &descriptors.services(), &route_services);
     view.descriptor_sets = descriptors.encoded().to_vec();
-    let settings = CheckSettings {
-        interval: Duration::from_millis(config.health_check_interval_ms),
-        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-        timeout: Duration::from_millis(config.health_check_timeout_ms),
-        healthy_threshold: config.healthy_threshold,
-        unhealthy_threshold: config.unhealthy_threshold,
-    };
     let all_pools: Vec<Arc<Pool>> = pools.values().cloned().collect();
-    let internal = on_runtime(rt, Internal::start(internal_listener, view, all_pools.clone(), settings))
+    let checked = config
+        .pools
+        .iter()
+        .filter_map(|(name, pool)| Some((pools.get(name)?.clone(), check_settings(&config, pool))))
+        .collect();
+    let internal = on_runtime(rt, Internal::start(internal_listener, view, checked))
         .ok_or_else(|| GatewayError::Start("the internal runtime stopped".into()))??;
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
 
     let metrics = Arc::new(Metrics::default());
     let http_routes = (!route_table.is_empty()).then(|| {
         let upstream = Upstream::new(
             rt.handle().clone(),
-            settings.connect_timeout,
+            connect_timeout,
             config.max_request_message_bytes as usize,
             config.max_response_message_bytes as usize,
             metrics.clone(),
@@ -392,7 +425,8 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         None => None,
     };
 
-    if let Some(url) = &config.registry {
+    if let Some(registry) = &config.registry {
+        let url = &registry.url;
         let fixed = pools
             .iter()
             .map(|(name, pool)| {
@@ -402,13 +436,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
             .collect();
         let watched = crate::registry::Watched { pools: pools.clone(), fixed };
         let (ready, mut ready_rx) = watch::channel(false);
-        rt.spawn(crate::registry::watch(
-            url.clone(),
-            config.registry_prefix.clone(),
-            watched,
-            ready,
-            internal.stop_watch(),
-        ));
+        rt.spawn(crate::registry::watch(url.clone(), registry.prefix.clone(), watched, ready, internal.stop_watch()));
         // Start with the registered replicas when the registry answers quickly; otherwise start
         // with the static endpoints and let the watch catch up.
         let synced = on_runtime(rt, async move {
@@ -420,7 +448,8 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     }
 
     let rate_limit = config.rate_limit.as_ref().map(|limit| RateLimit {
-        limiter: RateLimiter::new(limit.requests_per_second, limit.burst.unwrap_or(limit.requests_per_second)),
+        limiter: RateLimiter::new(limit.requests_per_second, limit.burst.unwrap_or(limit.requests_per_second))
+            .with_clock(clock.clone()),
         key: limit.key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
     });
     let inflight = Arc::new(AtomicUsize::new(0));
@@ -430,7 +459,7 @@ pub fn spawn(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
         http_routes,
         inflight.clone(),
         ProxySettings {
-            connect_timeout: settings.connect_timeout,
+            connect_timeout,
             upstream_max_h2_streams: config.upstream_max_h2_streams,
             max_request_message_bytes: config.max_request_message_bytes,
             max_response_message_bytes: config.max_response_message_bytes,
@@ -602,4 +631,52 @@ pub fn run(config: GatewayConfig) -> Result<(), GatewayError> {
         Err(e) => tracing::error!(error = %e, "cannot watch signals; shutting down the gateway"),
     }
     handle.shutdown()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool's own tables win field by field; what it leaves out comes from the global tables.
+    #[test]
+    fn pools_are_built_with_their_tables_merged_over_the_global_ones() {
+        let config = GatewayConfig::from_toml_str(
+            "listen = \"127.0.0.1:8080\"\nconnect_timeout_ms = 300\n\
+             [health_check]\ninterval_ms = 500\nunhealthy_threshold = 4\n\
+             [retry_budget]\npercent = 30\n\
+             [outlier]\nmax_ejection_ms = 60000\n\
+             [pools.own]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [pools.own.health_check]\ninterval_ms = 100\nhealthy_threshold = 2\n\
+             [pools.own.retry_budget]\nmin_per_second = 1\n\
+             [pools.own.outlier]\nconsecutive_failures = 0\n\
+             [pools.inherits]\nendpoints = [\"127.0.0.1:2\"]\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let (own, inherits) = (&config.pools["own"], &config.pools["inherits"]);
+
+        let checks = check_settings(&config, own);
+        assert_eq!(
+            (checks.interval, checks.timeout, checks.connect_timeout),
+            (Duration::from_millis(100), Duration::from_millis(1000), Duration::from_millis(300))
+        );
+        assert_eq!((checks.unhealthy_threshold, checks.healthy_threshold), (4, 2));
+        let checks = check_settings(&config, inherits);
+        assert_eq!(
+            (checks.interval, checks.unhealthy_threshold, checks.healthy_threshold),
+            (Duration::from_millis(500), 4, 1)
+        );
+
+        let settings = pool_settings(&config, own);
+        assert_eq!((settings.retry_budget_percent, settings.retry_min_per_second), (30, 1));
+        assert_eq!(settings.outlier.consecutive_failures, 0);
+        assert_eq!(settings.outlier.max_ejection, Duration::from_secs(60));
+        assert_eq!(settings.outlier.base_ejection, Duration::from_secs(5));
+        let settings = pool_settings(&config, inherits);
+        assert_eq!((settings.retry_budget_percent, settings.retry_min_per_second), (30, 10));
+        assert_eq!(
+            (settings.outlier.consecutive_failures, settings.outlier.max_ejection),
+            (5, Duration::from_secs(60))
+        );
+    }
 }

@@ -74,7 +74,7 @@ async fn mesh() -> Mesh {
 
     let mut config = GatewayConfig::new(support::free_port());
     config.threads = 1;
-    config.health_check_interval_ms = 200;
+    config.health_check.interval_ms = 200;
     config.pools.insert("shortener".into(), PoolConfig::new([backend_addr.to_string()]));
     config.routes.push(RouteConfig::new(SHORTENER, "shortener"));
     let mut open = RouteConfig::new(format!("{SHORTENER}/Shorten"), "shortener");

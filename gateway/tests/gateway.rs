@@ -81,7 +81,7 @@ fn config(pool: &[SocketAddr], route: Option<&str>) -> GatewayConfig {
     let mut config = GatewayConfig::new(dead_port());
     config.threads = 1;
     config.grace_period_seconds = 5;
-    config.health_check_interval_ms = 200;
+    config.health_check.interval_ms = 200;
     config.pools.insert("shortener".into(), PoolConfig::new(pool.iter().map(|a| a.to_string())));
     config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
     if let Some(service) = route {
@@ -109,8 +109,8 @@ async fn calls_reach_backends_round_robin() {
     // Balancing is under test, not health: on a starved machine (tests on 16 threads) a health
     // check or a connect of the debug build timed out now and then, and the gateway rightly
     // sent every call to the other replica.
-    config.health_check_timeout_ms = 10_000;
-    config.unhealthy_threshold = 100;
+    config.health_check.timeout_ms = 10_000;
+    config.health_check.unhealthy_threshold = 100;
     config.connect_timeout_ms = 10_000;
     let gateway = start(config).await;
     let mut client = UrlShortenerClient::new(channel(gateway.listen_addr()).await);
@@ -196,6 +196,38 @@ async fn health_at_gateway_follows_replicas() {
         }
     }
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    stop(gateway).await;
+}
+
+/// `[pools.NAME.health_check]` gives one pool its own interval; another pool keeps the global
+/// `[health_check]` one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_pool_checks_at_its_own_interval() {
+    const OTHER: &str = "meshwork.other.v1.Other";
+    let (fast, slow) = (backend(0).await, backend(1).await);
+    let mut config = config(&[fast.addr], Some(SHORTENER));
+    config.health_check.interval_ms = 3_600_000; // no second round of the global interval here
+    config.pools.get_mut("shortener").unwrap().health_check.interval_ms = Some(100);
+    config.pools.insert("slow".into(), PoolConfig::new([slow.addr.to_string()]));
+    config.routes.push(RouteConfig::new(OTHER, "slow"));
+    let gateway = start(config).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(gateway.listen_addr()).await);
+    let check = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(health.check(check(SHORTENER)).await.unwrap().into_inner().status, serving);
+    assert_eq!(health.check(check(OTHER)).await.unwrap().into_inner().status, serving);
+    drop((fast, slow)); // both replicas stop
+    let mut status = serving;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = health.check(check(SHORTENER)).await.unwrap().into_inner().status;
+        if status != serving {
+            break;
+        }
+    }
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    // The other pool has not been checked again since the gateway started.
+    assert_eq!(health.check(check(OTHER)).await.unwrap().into_inner().status, serving);
     stop(gateway).await;
 }
 

@@ -117,7 +117,7 @@ async fn raw_backend() -> SocketAddr {
 fn config(shortener: SocketAddr, raw: SocketAddr) -> GatewayConfig {
     let mut config = GatewayConfig::new(free_port());
     config.threads = 1;
-    config.health_check_interval_ms = 200;
+    config.health_check.interval_ms = 200;
     config.pools.insert("shortener".into(), PoolConfig::new([shortener.to_string()]));
     config.pools.insert("raw".into(), PoolConfig::new([raw.to_string()]));
     config.routes.push(RouteConfig::new(SHORTENER, "shortener"));

@@ -117,7 +117,7 @@ async fn backend() -> Backend {
 fn config(replicas: &[SocketAddr]) -> GatewayConfig {
     let mut config = GatewayConfig::new(support::free_port());
     config.threads = 1;
-    config.health_check_interval_ms = 200;
+    config.health_check.interval_ms = 200;
     config.pools.insert("shortener".into(), PoolConfig::new(replicas.iter().map(|a| a.to_string())));
     let mut route = RouteConfig::new(SHORTENER, "shortener");
     route.idempotent_methods = vec!["GetLink".into()];

@@ -95,8 +95,8 @@ async fn sigkilled_replica_is_avoided_and_returns() {
     let interval = Duration::from_millis(200);
     let mut config = GatewayConfig::new(free_port());
     config.threads = 2;
-    config.health_check_interval_ms = interval.as_millis() as u64;
-    config.health_check_timeout_ms = 150;
+    config.health_check.interval_ms = interval.as_millis() as u64;
+    config.health_check.timeout_ms = 150;
     config.connect_timeout_ms = 200;
     config.pools.insert("p".into(), PoolConfig::new(addrs.iter().map(|a| a.to_string())));
     config.routes.push(RouteConfig { idempotent_methods: vec!["Resolve".into()], ..RouteConfig::new(SHORTENER, "p") });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use meshwork_gateway::{GatewayConfig, PoolConfig, RouteConfig};
+use meshwork_gateway::{GatewayConfig, PoolConfig, RegistryConfig, RouteConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
 use meshwork_storage::testing::EtcdCluster;
@@ -94,8 +94,8 @@ async fn registry_changes_pools_live_without_failed_calls() {
 
     let mut config = GatewayConfig::new(support::free_port());
     config.threads = 1;
-    config.health_check_interval_ms = 200;
-    config.registry = Some(url.clone());
+    config.health_check.interval_ms = 200;
+    config.registry = Some(RegistryConfig::new(url.clone()));
     config.admin_listen = Some(support::free_port());
     config.pools.insert("p".into(), PoolConfig::new(Vec::<String>::new()));
     config.routes.push(RouteConfig { idempotent_methods: vec!["Resolve".into()], ..RouteConfig::new(SHORTENER, "p") });

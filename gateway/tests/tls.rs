@@ -79,7 +79,7 @@ fn base_config() -> GatewayConfig {
     let mut config = GatewayConfig::new(free_port());
     config.threads = 1;
     config.grace_period_seconds = 1;
-    config.health_check_interval_ms = 200;
+    config.health_check.interval_ms = 200;
     config
 }
 
@@ -248,7 +248,7 @@ async fn upstream_mtls_calls_and_health_checks_reach_a_replica_that_requires_cli
     // ...and by the endpoint's IP address (the default name), but without a client certificate.
     let mut without_cert = PoolConfig::new([replica.addr.to_string()]);
     without_cert.tls = Some(UpstreamTlsConfig { cert: None, key: None, ..mtls(&pki) });
-    without_cert.outlier.consecutive_failures = 0;
+    without_cert.outlier.consecutive_failures = Some(0);
     config.pools.insert("mtls".into(), with_cert);
     config.pools.insert("nocert".into(), without_cert);
     config.routes.push(RouteConfig::new(SHORTENER, "mtls"));
