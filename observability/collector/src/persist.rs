@@ -289,7 +289,7 @@ mod tests {
     fn the_store_reports_a_segment_dead_only_when_its_last_trace_goes() {
         let traces =
             TraceStore::new(StoreLimits { max_spans: 3, max_age: Duration::from_secs(3600), ..Default::default() });
-        let now = crate::store::now_ns();
+        let now = traces.now_ns();
         let ingest = |segment, spans| traces.ingest_evicting(indexed(vec![batch("gw", spans)]), Some(segment), now).1;
         let two = vec![span(1, 1, None, "a", 10, 20, vec![]), span(2, 1, None, "b", 10, 20, vec![])];
         assert_eq!(ingest(0, two), Vec::<SegmentId>::new());
@@ -311,7 +311,8 @@ mod tests {
         let export = export(vec![batch("svc", vec![span(7, 1, None, "op", 10, 20, vec![])])]);
         let mut junk_key =
             LEGACY_PREFIXES.iter().map(|p| Mutation::put(format!("{p}00/00"), b"junk".to_vec())).collect::<Vec<_>>();
-        junk_key.push(Mutation::put(key(0), encode(crate::store::now_ns(), &export)));
+        junk_key
+            .push(Mutation::put(key(0), encode(meshwork_clock::Clock::unix_ns(&meshwork_clock::SystemClock), &export)));
         junk_key.push(Mutation::put(key(1), b"bad".to_vec()));
         store.write(Vec::new(), junk_key).await.unwrap();
         let (sink, task, loaded) = start_sink(&store, StoreLimits::default()).await;

@@ -1,9 +1,9 @@
 //! Every storage key of the URL shortener, in one place. Layout:
 //!
-//! - `urlshortener/link/<code>`                 -> link record (JSON)
+//! - `urlshortener/link/<code>`                 -> link record (versioned JSON, `meshwork_common::record`)
 //! - `urlshortener/counter/ids`                 -> next unleased id (u64 big-endian)
 //! - `urlshortener/secret/codes`                -> the short-code permutation's secret (32 bytes)
-//! - `urlshortener/clicks/<code>/total`         -> clicks (u64 big-endian)
+//! - `urlshortener/clicks/<code>/total`         -> clicks (u64 big-endian, `meshwork_common::counter`)
 //! - `urlshortener/clicks/<code>/day/<date>`    -> clicks that UTC day (date `YYYY-MM-DD`, sorts by time)
 //! - `urlshortener/clicks/<code>/ref/<host>`    -> clicks from that referrer host
 //!
@@ -18,11 +18,6 @@ pub const CODE_SECRET: &str = "urlshortener/secret/codes";
 /// Returns the key of a link record.
 pub fn link(code: &str) -> Vec<u8> {
     format!("{LINK_PREFIX}{code}").into_bytes()
-}
-
-/// Returns the code a link key belongs to, if it is one.
-pub fn code_of_link_key(key: &[u8]) -> Option<&str> {
-    std::str::from_utf8(key).ok()?.strip_prefix(LINK_PREFIX)
 }
 
 /// Returns the key of a code's total click counter.
@@ -50,19 +45,14 @@ pub fn clicks_referrer(code: &str, referrer: &str) -> Vec<u8> {
     format!("{}{referrer}", clicks_referrer_prefix(code)).into_bytes()
 }
 
-/// Decodes a big-endian u64 counter value; anything else counts as 0.
-pub fn decode_counter(value: &[u8]) -> u64 {
-    value.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn link_keys_round_trip_and_prefixes_do_not_overlap() {
-        assert_eq!(code_of_link_key(&link("abc")), Some("abc"));
-        assert_eq!(code_of_link_key(b"urlshortener/clicks/abc/total"), None);
+        assert_eq!(link("abc").strip_prefix(LINK_PREFIX.as_bytes()), Some(&b"abc"[..]));
+        assert!(!clicks_total("abc").starts_with(LINK_PREFIX.as_bytes()));
         assert!(clicks_day(&"a".repeat(3), "2026-01-02") < clicks_day("aaa", "2026-01-10"));
         assert!(!clicks_total("ab").starts_with(clicks_day_prefix("a").as_bytes()));
     }

@@ -58,17 +58,13 @@ pub fn hosted(ctx: &ServiceContext) -> HostedService {
 
 /// [`hosted`] with explicit tunables.
 pub fn hosted_with(ctx: &ServiceContext, config: Config) -> HostedService {
+    let flush_every = config.click_flush_interval;
     let shortener = Arc::new(Shortener::new(ctx.store.clone(), ctx.clock.clone(), config));
-    let flushed = shortener.clone();
+    let clicks = shortener.clicks().counters();
     HostedService::builder("urlshortener")
         .grpc(UrlShortenerServer::new(UrlShortenerService::new(shortener.clone())))
-        .task(shortener.clone().watch_links())
-        .task(shortener.clone().flush_clicks_periodically())
-        .on_shutdown(move || async move {
-            match flushed.clicks().flush().await {
-                Ok(()) => tracing::info!("click counts flushed"),
-                Err(e) => tracing::error!(error = %e, "could not flush click counts on shutdown"),
-            }
-        })
+        .task(shortener.links().watch_task())
+        .task(clicks.flush_task(flush_every))
+        .on_shutdown(clicks.shutdown_hook())
         .build()
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use meshwork_common::ServiceError;
+use meshwork_common::Record;
 
 /// A link as stored under `urlshortener/link/<code>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,18 +23,14 @@ pub struct LinkRecord {
     pub owner: String,
 }
 
+/// Stored with the kit's versioned encoding; links written before versions existed are plain
+/// JSON and decode as version 0.
+impl Record for LinkRecord {
+    const KIND: &'static str = "link record";
+    const UNVERSIONED_JSON: bool = true;
+}
+
 impl LinkRecord {
-    /// Encodes the record for the store.
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising a struct of strings and integers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Decodes a stored record.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ServiceError> {
-        serde_json::from_slice(bytes).map_err(|e| ServiceError::Internal(format!("corrupt link record: {e}")))
-    }
-
     /// Returns what a lookup at `now_ms` finds.
     pub fn state_at(&self, now_ms: i64) -> LinkState {
         if self.deleted_at_ms != 0 {
@@ -82,12 +78,29 @@ mod tests {
             deleted_at_ms: 0,
             owner: "alice".into(),
         };
-        assert_eq!(LinkRecord::decode(&r.encode()).unwrap(), r);
+        assert_eq!(LinkRecord::decode(&r.encode().unwrap()).unwrap(), r);
         assert_eq!(r.state_at(99), LinkState::Active);
         assert_eq!(r.state_at(100), LinkState::Expired);
         r.deleted_at_ms = 50;
         assert_eq!(r.state_at(60), LinkState::Deleted);
         assert!(LinkRecord::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn records_carry_a_version_that_releases_from_before_versions_ignore() {
+        let r = LinkRecord {
+            long_url: "https://e.com/".into(),
+            created_at_ms: 10,
+            expires_at_ms: 0,
+            custom_alias: true,
+            deleted_at_ms: 0,
+            owner: "alice".into(),
+        };
+        let bytes = r.encode().unwrap();
+        assert!(bytes.starts_with(br#"{"_v":1,"long_url":"#), "{}", String::from_utf8_lossy(&bytes));
+        // A replica of the release before versions read links with plain serde_json.
+        assert_eq!(serde_json::from_slice::<LinkRecord>(&bytes).unwrap(), r);
+        assert!(LinkRecord::decode(br#"{"_v":2,"long_url":"https://e.com/","created_at_ms":1}"#).is_err());
     }
 
     #[test]
@@ -97,6 +110,6 @@ mod tests {
         assert_eq!(r.owner, "");
         assert!(r.custom_alias);
         // An ownerless record is written as before, so older replicas read it unchanged.
-        assert!(!String::from_utf8(r.encode()).unwrap().contains("owner"));
+        assert!(!String::from_utf8(r.encode().unwrap()).unwrap().contains("owner"));
     }
 }

@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use meshwork_common::caller::Caller;
-use meshwork_common::{Clock, IdAllocator, ServiceError, ServiceResult, utc_date};
-use meshwork_storage::{Condition, Direction, DynStore, EventKind, KeyRange, Mutation, StoreError, scan_all, transact};
-use meshwork_telemetry::metrics::CACHE_REQUESTS;
-use moka::sync::Cache;
-use prometheus::IntCounter;
+use meshwork_common::counter::decode_count;
+use meshwork_common::{Clock, IdAllocator, Record, ServiceError, ServiceResult, WatchedCache, utc_date};
+use meshwork_storage::{Condition, Direction, DynStore, KeyRange, Mutation, StoreError, scan_all, transact};
 use tonic::Status;
 
 use crate::clicks::ClickRecorder;
@@ -78,14 +75,9 @@ pub struct Shortener {
     ids: IdAllocator,
     /// The keyed id -> code permutation, loaded (or created) from the store on first need.
     codes: tokio::sync::OnceCell<CodePermutation>,
-    /// Code -> record (tombstones included).
-    cache: Cache<String, Arc<LinkRecord>>,
-    /// Codes known to be absent.
-    negative: Cache<String, ()>,
+    /// Code -> record (tombstones included), kept coherent with other replicas by a watch.
+    links: WatchedCache<LinkRecord>,
     clicks: ClickRecorder,
-    cache_hits: IntCounter,
-    cache_negative_hits: IntCounter,
-    cache_misses: IntCounter,
 }
 
 const MAX_CODE_ATTEMPTS: usize = 16;
@@ -113,12 +105,14 @@ impl Shortener {
         Shortener {
             ids: IdAllocator::new(store.clone(), keys::ID_COUNTER, config.id_block),
             codes: tokio::sync::OnceCell::new(),
-            cache: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.cache_ttl).build(),
-            negative: Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.negative_ttl).build(),
+            // New links are cached as the watch sees them: they are usually resolved soon.
+            links: WatchedCache::builder("urlshortener_links", store.clone(), keys::LINK_PREFIX)
+                .capacity(config.cache_capacity)
+                .ttl(config.cache_ttl)
+                .negative_ttl(config.negative_ttl)
+                .refresh_on_change(true)
+                .build_records(),
             clicks: ClickRecorder::new(store.clone()),
-            cache_hits: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "hit"]),
-            cache_negative_hits: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "negative_hit"]),
-            cache_misses: CACHE_REQUESTS.with_label_values(&["urlshortener_links", "miss"]),
             store,
             clock,
             config,
@@ -153,6 +147,11 @@ impl Shortener {
         &self.clicks
     }
 
+    /// Returns the link cache (its watch task runs in the background).
+    pub fn links(&self) -> &WatchedCache<LinkRecord> {
+        &self.links
+    }
+
     /// Creates a code for `long_url`: `custom_alias` when given, else a generated one. `owner`
     /// is the caller's subject, empty for an anonymous caller (an ownerless link).
     pub async fn shorten(
@@ -179,9 +178,10 @@ impl Shortener {
         };
         let store_ttl =
             (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
+        let value = record.encode()?;
 
         if !custom_alias.is_empty() {
-            return match self.create(custom_alias, &record, store_ttl).await {
+            return match self.create(custom_alias, &record, &value, store_ttl).await {
                 Ok(()) => Ok((custom_alias.to_string(), record)),
                 Err(StoreError::Conflict { .. }) => {
                     Err(ServiceError::AlreadyExists { what: format!("custom_alias {custom_alias:?}") })
@@ -195,7 +195,7 @@ impl Shortener {
             let code = permutation
                 .code_for_id(id)
                 .ok_or_else(|| ServiceError::ResourceExhausted("short code space exhausted".into()))?;
-            match self.create(&code, &record, store_ttl).await {
+            match self.create(&code, &record, &value, store_ttl).await {
                 Ok(()) => return Ok((code, record)),
                 // A custom alias (or a code from before the secret) holds this code: skip the id,
                 // never share a code.
@@ -207,37 +207,24 @@ impl Shortener {
     }
 
     /// Writes a new link if its code is free.
-    async fn create(&self, code: &str, record: &LinkRecord, ttl: Option<Duration>) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        code: &str,
+        record: &LinkRecord,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
         let key = keys::link(code);
-        let put = Mutation::Put { key: key.clone(), value: record.encode(), ttl };
-        self.store.write(vec![Condition::Absent(key)], vec![put]).await?;
-        self.negative.invalidate(code);
-        self.cache.insert(code.to_string(), Arc::new(record.clone()));
+        let put = Mutation::Put { key: key.clone(), value: value.to_vec(), ttl };
+        let revision = self.store.write(vec![Condition::Absent(key)], vec![put]).await?;
+        // New links are usually resolved soon (and this replica may have cached "no such code").
+        self.links.insert(code, record.clone(), revision);
         Ok(())
     }
 
     /// Returns the record of `code` (tombstones included), through the cache.
     async fn record(&self, code: &str) -> ServiceResult<Option<Arc<LinkRecord>>> {
-        if let Some(hit) = self.cache.get(code) {
-            self.cache_hits.inc();
-            return Ok(Some(hit));
-        }
-        if self.negative.contains_key(code) {
-            self.cache_negative_hits.inc();
-            return Ok(None);
-        }
-        self.cache_misses.inc();
-        match self.store.get(&keys::link(code)).await? {
-            Some(v) => {
-                let record = Arc::new(LinkRecord::decode(&v.value)?);
-                self.cache.insert(code.to_string(), record.clone());
-                Ok(Some(record))
-            }
-            None => {
-                self.negative.insert(code.to_string(), ());
-                Ok(None)
-            }
-        }
+        self.links.get(code).await
     }
 
     /// Looks `code` up without counting a click.
@@ -298,13 +285,13 @@ impl Shortener {
                 }
                 record.deleted_at_ms = now;
                 record.long_url.clear();
-                tx.put(key.clone(), record.encode());
+                tx.put(key.clone(), record.encode()?);
                 Ok(())
             })
         })
         .await;
         // Deleted or not, the next call should see the link as the store has it now.
-        self.cache.invalidate(code);
+        self.links.invalidate(code);
         Ok(result?)
     }
 
@@ -338,8 +325,10 @@ impl Shortener {
     async fn read_stats(&self, code: &str, days: i32, top: usize) -> ServiceResult<Stats> {
         self.clicks.flush_code(code).await?;
 
-        let total =
-            self.store.get(&keys::clicks_total(code)).await?.map(|v| keys::decode_counter(&v.value)).unwrap_or(0);
+        let total = match self.store.get(&keys::clicks_total(code)).await? {
+            Some(v) => decode_count(&v.value)?,
+            None => 0,
+        };
         let now = self.clock.now_ms();
         let first = utc_date(now - i64::from(days - 1) * 86_400_000);
         let last = utc_date(now);
@@ -363,60 +352,7 @@ impl Shortener {
     /// Returns every counter in `range` as (key, count).
     async fn scan_all(&self, range: KeyRange) -> ServiceResult<Vec<(String, u64)>> {
         let entries = scan_all(&self.store, range, Direction::Forward).await?;
-        Ok(entries
-            .iter()
-            .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), keys::decode_counter(&e.value)))
-            .collect())
-    }
-
-    /// Keeps the cache coherent with writes made by other replicas: every change under the
-    /// link prefix drops the cached entry. Runs until the watch ends for good; on an error the
-    /// caches are cleared and the watch restarts.
-    pub async fn watch_links(self: Arc<Self>) {
-        loop {
-            match self.store.watch(keys::LINK_PREFIX.as_bytes(), None).await {
-                Ok(mut events) => {
-                    // Anything cached before the watch started may be stale.
-                    self.cache.invalidate_all();
-                    self.negative.invalidate_all();
-                    while let Some(event) = events.next().await {
-                        match event {
-                            Ok(event) => {
-                                if let Some(code) = keys::code_of_link_key(&event.key) {
-                                    self.negative.invalidate(code);
-                                    match event.kind {
-                                        EventKind::Put => match LinkRecord::decode(&event.value) {
-                                            Ok(r) => self.cache.insert(code.to_string(), Arc::new(r)),
-                                            Err(_) => self.cache.invalidate(code),
-                                        },
-                                        EventKind::Delete => self.cache.invalidate(code),
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "link watch failed; restarting");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot watch links; retrying"),
-            }
-            self.cache.invalidate_all();
-            self.negative.invalidate_all();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// Flushes buffered clicks every interval, forever.
-    pub async fn flush_clicks_periodically(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.click_flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // Errors are logged by the recorder and the counts kept for the next tick.
-            let _ = self.clicks.flush().await;
-        }
+        entries.iter().map(|e| Ok((String::from_utf8_lossy(&e.key).into_owned(), decode_count(&e.value)?))).collect()
     }
 }
 
