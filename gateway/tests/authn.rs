@@ -15,8 +15,7 @@ use meshwork_identity::{ApiKeyFile, DevKeys, IDENTITY_HEADER, Identity};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
 use serde_json::json;
-use support::{TestReplica, serve_replica, start, stop};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{TestReplica, header, http1, serve_replica, start, stop};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -210,24 +209,6 @@ async fn credentials_are_checked_and_only_verified_identities_reach_services() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
     stop(mesh.gateway).await;
-}
-
-/// Sends one raw HTTP/1.1 request (with `Connection: close`) and returns the whole response.
-async fn http1(addr: SocketAddr, head: &str, body: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    let head = response.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{TestReplica, free_port, serve_replica, start, start_with_clock, stop};
+use support::{TestReplica, free_port, header, serve_replica, start, start_with_clock, stop};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -463,14 +463,6 @@ async fn grpc_http1(addr: SocketAddr, code: &str, timeout: &str) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    let head = response.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 fn parse_timeout(value: &str) -> Duration {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{TestReplica, serve_replica, start, stop};
+use support::{TestReplica, header, http1, serve_replica, start, stop};
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,6 @@ use std::time::Duration;
 use meshwork_gateway::{GatewayConfig, HttpRouteConfig, PoolConfig, RouteConfig};
 use meshwork_proto::pb::urlshortener::v1::url_shortener_client::UrlShortenerClient;
 use meshwork_proto::pb::urlshortener::v1::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -310,26 +309,8 @@ async fn five_hundred_concurrent_calls_on_one_connection() {
     stop(gateway).await;
 }
 
-/// Sends one raw HTTP/1.1 request (with `Connection: close`) and returns the whole response.
-async fn http1(addr: SocketAddr, head: &str, body: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
     http1(addr, &format!("GET {path} HTTP/1.1\r\nHost: short.example\r\n{extra}Connection: close\r\n\r\n"), b"").await
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    let head = response.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

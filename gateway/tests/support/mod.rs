@@ -42,6 +42,27 @@ pub async fn stop(gateway: GatewayHandle) {
     tokio::task::spawn_blocking(move || gateway.shutdown()).await.unwrap().unwrap();
 }
 
+/// Sends one raw HTTP/1.1 request (with `Connection: close` in `head`) and returns the whole
+/// response.
+pub async fn http1(addr: SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Returns the value of header `name` in a raw HTTP/1.1 response.
+pub fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// The URL shortener's redirect route, as `meshwork up` builds it from the service's spec:
 /// `GET /{code}` -> `Resolve` -> `302 Location: long_url`, 410 for expired or deleted links.
 pub fn shortener_redirect() -> meshwork_gateway::RedirectRouteConfig {
