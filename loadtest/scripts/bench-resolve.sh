@@ -28,8 +28,6 @@ endpoints = ["127.0.0.1:$SVC_PORT"]
 [[routes]]
 service = "meshwork.urlshortener.v1.UrlShortener"
 pool = "urlshortener"
-[redirect]
-pool = "urlshortener"
 TOML
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 wait_healthy "$GW_PORT"
