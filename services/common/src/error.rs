@@ -19,6 +19,12 @@ pub enum ServiceError {
     /// The thing to create exists already.
     #[error("{what} already exists")]
     AlreadyExists { what: String },
+    /// The call carries no verified identity (or a malformed one) where one is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (not the owner, lacks a role).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The operation is not allowed in the current state (e.g. an illegal transition).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -56,6 +62,8 @@ impl ServiceError {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::NotFound { .. } => Code::NotFound,
             ServiceError::AlreadyExists { .. } => Code::AlreadyExists,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -102,6 +110,8 @@ mod tests {
             ),
             (ServiceError::not_found("link abc"), Code::NotFound, "link abc not found"),
             (ServiceError::AlreadyExists { what: "alias x".into() }, Code::AlreadyExists, "alias x already exists"),
+            (ServiceError::Unauthenticated("no identity".into()), Code::Unauthenticated, "no identity"),
+            (ServiceError::PermissionDenied("not yours".into()), Code::PermissionDenied, "not yours"),
             (ServiceError::FailedPrecondition("order is shipped".into()), Code::FailedPrecondition, "order is shipped"),
             (ServiceError::Aborted("c".into()), Code::Aborted, "aborted: c"),
             (ServiceError::ResourceExhausted("r".into()), Code::ResourceExhausted, "r"),

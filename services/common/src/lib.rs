@@ -1,7 +1,8 @@
 //! What every meshwork service shares, so that all of them behave alike: the one server
 //! builder (health, reflection v1 + v1alpha, panic catching, message limits, a tracing span per
 //! call), the mapping of domain errors to gRPC statuses, id allocation from leased ranges, page
-//! tokens and the clock; and the service kit: idempotency keys ([`idempotency`]), the
+//! tokens and the clock; the service's entry in the mesh's table ([`spec`]) and the verified
+//! identity of its caller ([`caller`]); and the service kit: idempotency keys ([`idempotency`]), the
 //! transactional event log with its consumers ([`events`]), the mesh client for calls to
 //! other services ([`mesh`]), the versioned encoding of stored records ([`record`]), the
 //! watch-coherent read cache ([`cache`]) and counters flushed in batches ([`counter`]).

@@ -8,7 +8,6 @@ use meshwork_common::caller::Caller;
 use meshwork_common::counter::decode_count;
 use meshwork_common::{Clock, IdAllocator, Record, ServiceError, ServiceResult, WatchedCache, utc_date};
 use meshwork_storage::{Condition, Direction, DynStore, KeyRange, Mutation, StoreError, scan_all, transact};
-use tonic::Status;
 
 use crate::clicks::ClickRecorder;
 use crate::codes::{self, CodePermutation};
@@ -84,17 +83,19 @@ const MAX_CODE_ATTEMPTS: usize = 16;
 
 /// Checks that `caller` may manage (delete, read the stats of) a link owned by `owner`: its
 /// owner or an admin may; a link without an owner (made by an anonymous Shorten) only an admin.
-pub fn authorize(caller: &Caller, code: &str, owner: &str, action: &str) -> Result<(), Status> {
+pub fn authorize(caller: &Caller, code: &str, owner: &str, action: &str) -> ServiceResult<()> {
     if owner.is_empty() {
         if caller.is_admin() {
             return Ok(());
         }
-        return Err(Status::permission_denied(format!("code {code:?} has no owner: only an admin may {action} it")));
+        return Err(ServiceError::PermissionDenied(format!(
+            "code {code:?} has no owner: only an admin may {action} it"
+        )));
     }
     if caller.subject == owner || caller.is_admin() {
         return Ok(());
     }
-    Err(Status::permission_denied(format!(
+    Err(ServiceError::PermissionDenied(format!(
         "code {code:?} belongs to another user: only its owner or an admin may {action} it"
     )))
 }
@@ -251,10 +252,10 @@ impl Shortener {
 
     /// Returns the record of `code` if `caller` may manage it (see [`authorize`]): NOT_FOUND when
     /// there is no such link or it was deleted, PERMISSION_DENIED when it is not the caller's.
-    async fn managed_record(&self, code: &str, caller: &Caller, action: &str) -> Result<Arc<LinkRecord>, Status> {
+    async fn managed_record(&self, code: &str, caller: &Caller, action: &str) -> ServiceResult<Arc<LinkRecord>> {
         let record = match self.record(code).await? {
             Some(r) if r.deleted_at_ms == 0 => r,
-            _ => return Err(ServiceError::not_found(format!("code {code:?}")).into()),
+            _ => return Err(ServiceError::not_found(format!("code {code:?}"))),
         };
         authorize(caller, code, &record.owner, action)?;
         Ok(record)
@@ -262,7 +263,7 @@ impl Shortener {
 
     /// Deletes `code` for `caller` (its owner or an admin), leaving a tombstone so the code is
     /// never handed out again.
-    pub async fn delete(&self, code: &str, caller: &Caller) -> Result<(), Status> {
+    pub async fn delete(&self, code: &str, caller: &Caller) -> ServiceResult<()> {
         validate::code(code)?;
         let checked = self.managed_record(code, caller, "delete").await?;
         let key = keys::link(code);
@@ -292,18 +293,18 @@ impl Shortener {
         .await;
         // Deleted or not, the next call should see the link as the store has it now.
         self.links.invalidate(code);
-        Ok(result?)
+        result
     }
 
     /// Returns the click analytics of `code` over the last `days` days (1-366, 0 = 30) with
     /// the top `top` referrers (1-100, 0 = 10), for `caller` (the link's owner or an admin).
-    pub async fn stats(&self, code: &str, days: i32, top: i32, caller: &Caller) -> Result<Stats, Status> {
+    pub async fn stats(&self, code: &str, days: i32, top: i32, caller: &Caller) -> ServiceResult<Stats> {
         validate::code(code)?;
         let days = match days {
             0 => 30,
             1..=366 => days,
             _ => {
-                return Err(ServiceError::invalid("days", format!("must be 1 to 366 (0 means 30), got {days}")).into());
+                return Err(ServiceError::invalid("days", format!("must be 1 to 366 (0 means 30), got {days}")));
             }
         };
         let top = match top {
@@ -313,12 +314,11 @@ impl Shortener {
                 return Err(ServiceError::invalid(
                     "top_referrers",
                     format!("must be 1 to 100 (0 means 10), got {top}"),
-                )
-                .into());
+                ));
             }
         };
         self.managed_record(code, caller, "read the stats of").await?;
-        Ok(self.read_stats(code, days, top).await?)
+        self.read_stats(code, days, top).await
     }
 
     /// Reads the counters of `code` (after flushing its buffered clicks).
@@ -373,10 +373,10 @@ mod tests {
         assert!(authorize(&admin, "abc", "", "delete").is_ok());
         let denied = authorize(&bob, "abc", "alice", "delete").unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied);
-        assert!(denied.message().contains("only its owner or an admin may delete"), "{}", denied.message());
+        assert!(denied.to_string().contains("only its owner or an admin may delete"), "{}", denied.to_string());
         let denied = authorize(&alice, "abc", "", "read the stats of").unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied);
-        assert!(denied.message().contains("no owner"), "{}", denied.message());
+        assert!(denied.to_string().contains("no owner"), "{}", denied.to_string());
         // Subjects compare exactly: no case folding, no prefixes.
         assert!(authorize(&caller("Alice", &[]), "abc", "alice", "delete").is_err());
         assert!(authorize(&caller("alice2", &[]), "abc", "alice", "delete").is_err());
