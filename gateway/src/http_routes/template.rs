@@ -202,26 +202,13 @@ impl PathTemplate {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a bad escape or a result that is not UTF-8.
+/// Decodes `%XX` escapes; `None` for a bad escape (which `percent-encoding` would leave as it
+/// is) or a result that is not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let escapes_ok = s
+        .match_indices('%')
+        .all(|(i, _)| s.get(i + 1..i + 3).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    escapes_ok.then(|| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())).flatten()
 }
 
 #[cfg(test)]

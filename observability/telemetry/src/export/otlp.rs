@@ -257,21 +257,13 @@ pub(crate) fn parse_headers(text: &str) -> Result<Vec<Header>, String> {
     Ok(headers)
 }
 
+/// Decodes `%XX` escapes (`percent-encoding`, which leaves a malformed escape as it is: such a
+/// value is refused here instead); `None` for a bad escape or a result that is not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let escapes_ok = text
+        .match_indices('%')
+        .all(|(i, _)| text.get(i + 1..i + 3).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    escapes_ok.then(|| percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|s| s.into_owned())).flatten()
 }
 
 /// Sends bytes already encoded; decodes the reply with prost.
