@@ -231,6 +231,9 @@ mod tests {
         assert_eq!(vars("/{code}", "/abc"), Some(vec!["abc".into()]));
         assert_eq!(vars("/{code}", "/"), None);
         assert_eq!(vars("/{code}", "/a%zz"), None);
+        assert_eq!(vars("/{code}", "/a%+1"), None, "a sign is not a hex digit");
+        assert_eq!(vars("/{code}", "/a%4"), None);
+        assert_eq!(vars("/{code}", "/a%41%e2%82%ac"), Some(vec!["aA\u{20ac}".to_string()]));
     }
 
     #[test]

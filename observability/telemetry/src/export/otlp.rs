@@ -791,5 +791,6 @@ pub(crate) mod tests {
         assert!(!settings.contains("cret") && settings.contains("api-key"), "{settings}");
         assert!(parse_headers("novalue").unwrap_err().contains("key=value"));
         assert!(parse_headers("k=%zz").unwrap_err().contains("percent"));
+        assert!(parse_headers("k=%+1").unwrap_err().contains("percent"));
     }
 }
