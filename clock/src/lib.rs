@@ -31,6 +31,12 @@ pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     fn instant(&self) -> Instant {
         origin() + Duration::from_nanos(self.monotonic_ns())
     }
+
+    /// Returns the current wall-clock time as a [`SystemTime`] (for APIs that take one, such
+    /// as token expiry checks).
+    fn system_time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.unix_ns())
+    }
 }
 
 /// The process's monotonic origin: the instant [`Clock::monotonic_ns`] counts from.

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -162,6 +162,8 @@ pub(crate) struct GatewayProxy {
     cors: Option<Cors>,
     /// Authentication (`[auth]`); None lets every call through, as before.
     authn: Option<Arc<Authn>>,
+    /// The time token expiry is judged by (the gateway's injected clock).
+    clock: Arc<dyn meshwork_clock::Clock>,
 }
 
 impl GatewayProxy {
@@ -174,12 +176,14 @@ impl GatewayProxy {
         rate_limit: Option<RateLimit>,
         cors: Option<Cors>,
     ) -> Self {
-        Self { router, http_routes, inflight, settings, metrics, rate_limit, cors, authn: None }
+        let clock: Arc<dyn meshwork_clock::Clock> = Arc::new(meshwork_clock::SystemClock);
+        Self { router, http_routes, inflight, settings, metrics, rate_limit, cors, authn: None, clock }
     }
 
-    /// Checks credentials with `authn` (see [`crate::authn`]).
-    pub fn with_authn(mut self, authn: Option<Arc<Authn>>) -> Self {
+    /// Checks credentials with `authn` (see [`crate::authn`]), judging token expiry by `clock`.
+    pub fn with_authn(mut self, authn: Option<Arc<Authn>>, clock: Arc<dyn meshwork_clock::Clock>) -> Self {
         self.authn = authn;
+        self.clock = clock;
         self
     }
 
@@ -368,7 +372,7 @@ impl ProxyHttp for GatewayProxy {
         // sees only an identity the gateway verified (crate::authn).
         authn::strip_identity(session.req_header_mut());
         if let Some(authn) = &self.authn {
-            match authn.authenticate(session.req_header_mut(), SystemTime::now()) {
+            match authn.authenticate(session.req_header_mut(), self.clock.system_time()) {
                 Verdict::Anonymous => {}
                 Verdict::Verified(identity) => {
                     self.metrics.auth_verified[usize::from(identity.method == meshwork_identity::Method::ApiKey)]

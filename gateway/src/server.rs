@@ -469,7 +469,7 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
         rate_limit,
         config.cors.as_ref().map(crate::grpc_web::Cors::new),
     )
-    .with_authn(authn);
+    .with_authn(authn, clock.clone());
 
     let conf = ServerConf {
         threads: config.threads,

@@ -60,6 +60,11 @@ struct Mesh {
 /// The gateway with `[auth]` (development keys and one API key) in front of an [`Echo`]
 /// replica: the service's route needs credentials, its `Shorten` method does not.
 async fn mesh() -> Mesh {
+    mesh_with_clock(None).await
+}
+
+/// [`mesh`] whose gateway reads the time from `clock` (the system clock when `None`).
+async fn mesh_with_clock(clock: Option<std::sync::Arc<dyn meshwork_clock::Clock>>) -> Mesh {
     let data = tempfile::tempdir().unwrap();
     let keys = DevKeys::load_or_create(data.path()).unwrap();
     let (api_key, entry) = meshwork_identity::generate("ci-bot", &["deployer".into()]).unwrap();
@@ -82,7 +87,10 @@ async fn mesh() -> Mesh {
     config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
     config.http_routes.push(HttpRouteConfig::Transcode(TranscodeRouteConfig::new([SHORTENER])));
     config.auth = Some(AuthConfig { api_keys: Some(key_file), ..AuthConfig::dev(keys.jwks_path()) });
-    let gateway = start(config).await;
+    let gateway = match clock {
+        Some(clock) => support::start_with_clock(config, clock).await,
+        None => start(config).await,
+    };
     Mesh { gateway, keys, api_key, _data: data, _backend: backend }
 }
 
@@ -208,6 +216,29 @@ async fn credentials_are_checked_and_only_verified_identities_reach_services() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    stop(mesh.gateway).await;
+}
+
+/// Token expiry is judged by the gateway's clock, not the system's: with the gateway's clock two
+/// hours ahead, a token valid for one hour from now is expired, and one issued two hours from
+/// now is good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_follows_the_gateways_clock() {
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let since_epoch = later.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let clock = meshwork_clock::ManualClock::at_unix_ns(since_epoch.as_nanos() as i64);
+    let mesh = mesh_with_clock(Some(std::sync::Arc::new(clock.clone()))).await;
+    let mut client = client(mesh.gateway.listen_addr()).await;
+
+    let valid_now = mesh.keys.mint("alice", &[], Duration::from_secs(3600)).unwrap();
+    unauthenticated(resolve(&mut client, &[("authorization", &bearer(&valid_now))]).await, "expired");
+    let valid_later = mesh.keys.mint_at("alice", &[], Duration::from_secs(3600), later).unwrap();
+    assert_eq!(resolve(&mut client, &[("authorization", &bearer(&valid_later))]).await.unwrap(), "alice||jwt");
+
+    // Moving the gateway's clock past that token's hour expires it too (the verified-token
+    // cache keeps an entry only until the token's expiry).
+    clock.advance_by(Duration::from_secs(3600 + 120));
+    unauthenticated(resolve(&mut client, &[("authorization", &bearer(&valid_later))]).await, "expired");
     stop(mesh.gateway).await;
 }
 
