@@ -33,7 +33,6 @@ mod admin;
 mod authn;
 pub mod balance;
 mod config;
-mod deadline;
 mod grpc_errors;
 mod grpc_web;
 pub mod http_routes;

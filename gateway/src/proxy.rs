@@ -32,7 +32,6 @@ use tonic::Code;
 
 use crate::authn::{self, Authn, Refusal, Verdict};
 use crate::balance::{Policy, hash64};
-use crate::deadline::{format_grpc_timeout, parse_grpc_timeout};
 use crate::grpc_errors::{grpc_code_for_http_status, is_grpc_content_type, text_response, trailers, trailers_only};
 use crate::grpc_web::{self, Cors, WebCall, WebMode, web_mode};
 use crate::http_routes::{HttpRoutes, Lookup};
@@ -42,6 +41,7 @@ use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool};
 use crate::routing::{Route, Router, parse_grpc_path};
 use crate::server::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 use crate::trace;
+use meshwork_telemetry::grpc_timeout::{format_grpc_timeout, parse_grpc_timeout};
 
 /// Error type for "every replica of the pool failed to connect".
 const NO_REPLICA: ErrorType = ErrorType::Custom("NoReachableReplica");

@@ -42,10 +42,10 @@ use template::PathTemplate;
 use upstream::{UnaryCall, Upstream};
 
 use crate::config::{GatewayConfig, RouteConfig};
-use crate::deadline::parse_grpc_timeout;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::trace;
+use meshwork_telemetry::grpc_timeout::parse_grpc_timeout;
 
 /// The protobuf descriptors the gateway was given: their encoded sets (for reflection, which
 /// serves the files as they came, options included) and one merged pool.

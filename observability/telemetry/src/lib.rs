@@ -10,6 +10,7 @@
 
 pub mod export;
 pub mod grpc;
+pub mod grpc_timeout;
 pub mod metrics;
 pub mod propagation;
 pub mod sampling;

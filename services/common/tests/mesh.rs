@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshwork_common::mesh::{CallContext, MeshClient, parse_grpc_timeout};
+use meshwork_common::mesh::{CallContext, MeshClient};
+use meshwork_telemetry::grpc_timeout::parse_grpc_timeout;
 use opentelemetry::trace::{FutureExt as _, SpanContext, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -37,7 +38,7 @@ impl Health for Inner {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let text = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let seen = Seen {
-            timeout: text("grpc-timeout").as_deref().and_then(parse_grpc_timeout),
+            timeout: text("grpc-timeout").as_deref().and_then(|t| parse_grpc_timeout(t.as_bytes())),
             traceparent: text("traceparent"),
         };
         self.seen.lock().unwrap().push(seen);

@@ -1,5 +1,6 @@
-//! The `grpc-timeout` header: parsing (`1S`, `250m`, `100000u`...) and formatting the time left
-//! for the upstream.
+//! The `grpc-timeout` header: parsing (`1S`, `250m`, `100000u`...) and formatting the time left,
+//! for every hop that passes a deadline on: the gateway towards its upstreams, and a service's
+//! mesh client towards the services it calls.
 
 use std::time::Duration;
 
@@ -68,7 +69,9 @@ mod tests {
         assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
         assert_eq!(parse_grpc_timeout(b"99999999u"), Some(Duration::from_micros(99_999_999)));
         assert_eq!(parse_grpc_timeout(b"5n"), Some(Duration::from_nanos(5)));
-        for bad in [&b""[..], b"S", b"123456789S", b"1s", b"-1S", b"1.5S"] {
+        assert_eq!(parse_grpc_timeout(b"30000000u"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_grpc_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in [&b""[..], b"S", b"1", b"123456789S", b"1s", b"1x", b"-1S", b"+1S", b"1.5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }
