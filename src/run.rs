@@ -191,8 +191,9 @@ impl Admin {
 }
 
 /// Returns the gateway configuration for services listening at `pools` (spec -> address): one
-/// pool and one route per service, with its idempotent methods and HTTP routes.
-fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> Result<meshwork_gateway::GatewayConfig> {
+/// pool and one route per service, with its idempotent methods and HTTP routes (not validated
+/// yet: the caller completes it first).
+fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> meshwork_gateway::GatewayConfig {
     use meshwork_gateway::{
         CorsConfig, GatewayConfig, HttpRouteConfig, PoolConfig, RedirectRouteConfig, RouteConfig, StatusRuleConfig,
         TranscodeRouteConfig,
@@ -243,8 +244,9 @@ fn gateway_config(listen: SocketAddr, pools: &[(ServiceSpec, SocketAddr)]) -> Re
     // Every method with a `google.api.http` annotation answers JSON on the gateway's port.
     config.http_routes.push(HttpRouteConfig::Transcode(TranscodeRouteConfig::new(transcoded)));
     config.cors = Some(CorsConfig { expose_headers: expose, ..CorsConfig::any_origin() });
-    config.validate().context("generated gateway config")?;
-    Ok(config)
+    // Validated once `up` has added identity and TLS (validation reads the descriptor sets and
+    // the key files, so it is not repeated here).
+    config
 }
 
 /// Where `meshwork up` listens and keeps its data.
@@ -293,7 +295,7 @@ async fn up(
         pools.push((spec, r.addr));
         running.push(r);
     }
-    let mut config = gateway_config(listen, &pools)?;
+    let mut config = gateway_config(listen, &pools);
     // Identity: the gateway verifies tokens signed by the development key in the data dir
     // (`meshwork token`); credentials are optional at the gateway (a bad one is still refused)
     // and each service decides what needs them, with `Caller`.
