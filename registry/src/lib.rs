@@ -162,10 +162,9 @@ pub fn parse_entry(prefix: &str, key: &[u8], value: &[u8]) -> Option<(String, So
 
 /// Reads the whole prefix; returns the members and the revision the read saw (at least).
 async fn read(store: &DynStore, prefix: &str) -> Result<(Members, u64), StoreError> {
-    // A write without mutations returns the current revision: every change after it comes
-    // through the watch that starts there (a change the scan saw too is applied twice, which
-    // leaves the same members).
-    let revision = store.write(Vec::new(), Vec::new()).await?;
+    // Every change after this revision comes through the watch that starts there (a change the
+    // scan saw too is applied twice, which leaves the same members).
+    let revision = store.current_revision().await?;
     let mut members = Members::new();
     for entry in meshwork_storage::scan_all(store, KeyRange::prefix(prefix.as_bytes()), Default::default()).await? {
         if let Some((pool, addr, weight)) = parse_entry(prefix, &entry.key, &entry.value) {

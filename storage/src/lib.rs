@@ -260,6 +260,13 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every acknowledged write durable and releases background work (called on
     /// shutdown; the store stays usable).
     async fn flush(&self) -> Result<()>;
+
+    /// Returns the store's current revision: a watch from the next one misses no change made
+    /// after this call (read-then-watch without a gap). A write with neither conditions nor
+    /// mutations, which every backend answers with the current revision.
+    async fn current_revision(&self) -> Result<u64> {
+        self.write(Vec::new(), Vec::new()).await
+    }
 }
 
 /// A shared handle to any backend.

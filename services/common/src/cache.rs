@@ -450,8 +450,7 @@ impl<V: Send + Sync + 'static> Inner<V> {
     /// Opens a watch of every change after the store's current revision, and returns that
     /// revision with it.
     async fn open(&self) -> ServiceResult<(u64, BoxStream<'static, meshwork_storage::Result<WatchEvent>>)> {
-        // A write without conditions or mutations returns the current revision.
-        let after = self.store.write(Vec::new(), Vec::new()).await?;
+        let after = self.store.current_revision().await?;
         Ok((after, self.store.watch(&self.prefix, Some(after + 1)).await?))
     }
 

@@ -341,7 +341,7 @@ impl Follow {
         let store = &self.log.store;
         // The revision before the scan: the watch starts right after it, so an event committed
         // between the scan and the watch is not missed (one seen twice is skipped).
-        let revision = store.write(vec![], vec![]).await?;
+        let revision = store.current_revision().await?;
         let page = store.scan(self.log.range_from(self.next), PAGE, Direction::Forward).await?;
         for entry in &page.entries {
             let event = match self.log.decode(&entry.value) {
