@@ -154,7 +154,7 @@ impl Collector {
         let receiver = otlp::OtlpGrpc { sink: sink.clone() };
         let grpc_stop = until_stopped();
         let grpc = tokio::spawn(async move {
-            let incoming = tokio_stream_listener(grpc_listener);
+            let incoming = meshwork_telemetry::grpc::incoming(grpc_listener);
             if let Err(e) = grpc_server.add_service(receiver).serve_with_incoming_shutdown(incoming, grpc_stop).await {
                 tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
             }
@@ -214,25 +214,5 @@ where
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "{what} stopped");
         }
-    })
-}
-
-/// The connections `listener` accepts, as the stream tonic's `serve_with_incoming` takes (each
-/// with `TCP_NODELAY`).
-pub fn tokio_stream_listener(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let next = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        if let Err(e) = &next {
-            // Out of file descriptors and the like: tonic logs the error and asks again at
-            // once, which would spin.
-            tracing::warn!(error = %e, "OTLP/gRPC receiver: accept failed");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Some((next, listener))
     })
 }

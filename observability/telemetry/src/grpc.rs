@@ -195,6 +195,27 @@ impl<S> ServerTrace<S> {
     }
 }
 
+/// The connections `listener` accepts, as the stream tonic's `serve_with_incoming` takes, each
+/// with `TCP_NODELAY` (tonic's own `tcp_nodelay` setting applies only to listeners it binds
+/// itself: without this, small answers wait for delayed ACKs, about 40 ms).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let next = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        if let Err(e) = &next {
+            // Out of file descriptors and the like: tonic logs the error and asks again at
+            // once, which would spin.
+            tracing::warn!(error = %e, "gRPC server: accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Some((next, listener))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{SpanId, TraceId};

@@ -18,7 +18,6 @@ use meshwork_identity::tls::TlsIdentity;
 use meshwork_storage::DynStore;
 use meshwork_telemetry::grpc::ServerTraceLayer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -254,9 +253,8 @@ pub async fn serve_with_tls(
         .layer(CatchPanicLayer::custom(panic_response))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .tcp_nodelay(true)
         .add_routes(routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(meshwork_telemetry::grpc::incoming(listener), signal);
     // In-flight calls get DRAIN_TIMEOUT to finish; a client that never closes its connection
     // must not hold the process (and the flush hooks below) forever.
     tokio::select! {

@@ -672,7 +672,7 @@ pub(crate) mod tests {
                 Ok(request)
             }))
             .add_service(OtlpGrpc { sink })
-            .serve_with_incoming(meshwork_collector::tokio_stream_listener(listener));
+            .serve_with_incoming(crate::grpc::incoming(listener));
         tokio::spawn(server);
         let settings =
             ExporterSettings { headers: parse_headers("api-key=s3cret").unwrap(), gzip: true, ..Default::default() };
