@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use meshwork_common::Settings;
 use meshwork_identity::tls::{TlsFile, TlsIdentity};
 use meshwork_storage::StoreUrl;
 
@@ -22,6 +23,33 @@ fn services_help() -> String {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Args,
+}
+
+/// Tunables of individual services, passed to them as [`Settings`] (`<service>.<knob>`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceFlags {
+    /// Share of payment calls (Authorize, Capture, Void, Refund) that fail with UNAVAILABLE,
+    /// whatever the token, from 0 to 1: the processor's flakiness, for testing sagas.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub payment_failure_rate: f64,
+    /// Milliseconds every payment call waits before answering, 0 to 60000.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub payment_latency_ms: u64,
+}
+
+impl ServiceFlags {
+    /// Checks the values and returns them as the services' settings.
+    pub fn settings(&self) -> Result<Settings, String> {
+        if !(0.0..=1.0).contains(&self.payment_failure_rate) {
+            return Err(format!("--payment-failure-rate {}: must be from 0 to 1", self.payment_failure_rate));
+        }
+        if self.payment_latency_ms > 60_000 {
+            return Err(format!("--payment-latency-ms {}: at most 60000", self.payment_latency_ms));
+        }
+        Ok(Settings::default()
+            .with("payments.failure_rate", self.payment_failure_rate)
+            .with("payments.latency_ms", self.payment_latency_ms))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +85,8 @@ pub enum Args {
         /// PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        service_flags: ServiceFlags,
     },
     /// Runs the embedded trace backend alone: OTLP receivers, Jaeger query API, web page.
     Traces {
@@ -99,6 +129,8 @@ pub enum Args {
         export: ExportFlags,
         #[command(flatten)]
         tls: ServerTlsFlags,
+        #[command(flatten)]
+        service_flags: ServiceFlags,
     },
     /// Runs the gateway alone, with routes from a TOML file.
     Gateway {
@@ -241,6 +273,7 @@ pub enum Command {
         trace_dir: Option<PathBuf>,
         export: ExportFlags,
         tls: Option<meshwork_gateway::ListenerTlsConfig>,
+        settings: Settings,
     },
     Traces {
         traces: TraceFlags,
@@ -259,6 +292,7 @@ pub enum Command {
         registry: Option<String>,
         export: ExportFlags,
         tls: Option<TlsIdentity>,
+        settings: Settings,
     },
     Gateway {
         config: Box<meshwork_gateway::GatewayConfig>,
@@ -330,8 +364,10 @@ impl Args {
                 export,
                 tls_cert,
                 tls_key,
+                service_flags,
             } => {
                 export.validate()?;
+                let settings = service_flags.settings()?;
                 server_tls(tls_cert.as_deref(), tls_key.as_deref(), None)?;
                 let tls = tls_cert.zip(tls_key).map(|(cert, key)| meshwork_gateway::ListenerTlsConfig {
                     cert,
@@ -366,10 +402,23 @@ impl Args {
                     trace_dir,
                     export,
                     tls,
+                    settings,
                 })
             }
-            Args::Serve { services, listen, store, public_url: url, gateway, admin_listen, registry, export, tls } => {
+            Args::Serve {
+                services,
+                listen,
+                store,
+                public_url: url,
+                gateway,
+                admin_listen,
+                registry,
+                export,
+                tls,
+                service_flags,
+            } => {
                 export.validate()?;
+                let settings = service_flags.settings()?;
                 if let Some(registry) = &registry {
                     meshwork_registry::parse_url(registry).map_err(|e| format!("--registry: {e}"))?;
                 }
@@ -400,6 +449,7 @@ impl Args {
                     registry,
                     export,
                     tls,
+                    settings,
                 })
             }
             Args::Traces { traces, data_dir, tls } => {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use meshwork_common::SystemClock;
 use meshwork_common::mesh::MeshClient;
 use meshwork_common::server::{HostedService, ServiceContext, serve_with_tls};
 use meshwork_common::spec::{HttpRoute, ServiceSpec};
+use meshwork_common::{Settings, SystemClock};
 use meshwork_registry::Registration;
 use meshwork_storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use meshwork_storage::{DynStore, StoreUrl};
@@ -31,10 +31,10 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Gateway { config, export } => runtime()?.block_on(gateway(*config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
-        Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls } => {
+        Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls, settings } => {
             let traces = traces.map(|flags| (flags, trace_dir));
             let where_ = Where { listen, store, data_dir, public_url, admin };
-            runtime()?.block_on(up(where_, traces, export, tls))
+            runtime()?.block_on(up(where_, traces, export, tls, settings))
         }
         Command::Token { sub, roles, ttl, data_dir } => {
             let keys = meshwork_identity::DevKeys::load_or_create(&data_dir)
@@ -43,10 +43,10 @@ pub fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Traces { traces, dir, tls } => runtime()?.block_on(traces_alone(traces, dir, tls)),
-        Command::Serve { services, listen, store, public_url, gateway, admin, registry, export, tls } => {
+        Command::Serve { services, listen, store, public_url, gateway, admin, registry, export, tls, settings } => {
             let listen = Listen { addr: listen, tls };
             let urls = Urls { public: public_url, gateway };
-            runtime()?.block_on(serve_services(services, listen, store, urls, admin, registry, export))
+            runtime()?.block_on(serve_services(services, listen, store, urls, admin, registry, export, settings))
         }
     }
 }
@@ -264,6 +264,7 @@ async fn up(
     traces: Option<(TraceFlags, Option<PathBuf>)>,
     export: ExportFlags,
     tls: Option<meshwork_gateway::ListenerTlsConfig>,
+    settings: Settings,
 ) -> Result<()> {
     // Fail before starting anything when the gateway or admin port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
@@ -285,7 +286,7 @@ async fn up(
     // In-mesh calls go through this process's own gateway.
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mesh = MeshClient::new(&format!("{scheme}://{}", listener_addr(listen))).context("the mesh client")?;
-    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh };
+    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh, settings };
 
     let mut running = Vec::new();
     let mut pools = Vec::new();
@@ -384,6 +385,7 @@ async fn serve_services(
     admin: Option<SocketAddr>,
     registry: Option<String>,
     export: ExportFlags,
+    settings: Settings,
 ) -> Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("--listen {listen}: cannot bind"))?;
     let admin = match admin {
@@ -393,7 +395,7 @@ async fn serve_services(
     let guard = telemetry(&names.join(","), None, &export)?;
     let store = open_store(&store_url).await?;
     let mesh = MeshClient::new(&gateway).with_context(|| format!("--gateway {gateway}"))?;
-    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh };
+    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh, settings };
     let transport = match &tls {
         Some(tls) if tls.client_ca_pem().is_some() => " (mutual TLS)",
         Some(_) => " (TLS)",

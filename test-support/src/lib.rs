@@ -45,7 +45,13 @@ pub fn context(store: DynStore) -> ServiceContext {
 
 /// Returns a service context on `store` with `clock`.
 pub fn context_with_clock(store: DynStore, clock: Arc<dyn Clock>) -> ServiceContext {
-    ServiceContext { store, clock, public_url: "http://sho.rt".into(), mesh: mesh_client(TEST_GATEWAY) }
+    ServiceContext {
+        store,
+        clock,
+        public_url: "http://sho.rt".into(),
+        mesh: mesh_client(TEST_GATEWAY),
+        settings: Default::default(),
+    }
 }
 
 /// Returns a fresh in-memory store.
@@ -71,6 +77,14 @@ impl TestServer {
     /// When the port cannot be bound or the server not reached (a test failure).
     pub async fn start(services: Vec<HostedService>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        TestServer::start_on(listener, services).await
+    }
+
+    /// Serves `services` on `listener` and connects to it.
+    ///
+    /// # Panics
+    /// When the server cannot be reached (a test failure).
+    pub async fn start_on(listener: tokio::net::TcpListener, services: Vec<HostedService>) -> TestServer {
         let addr = listener.local_addr().expect("listener address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -91,6 +105,23 @@ impl TestServer {
     /// Builds the service of `hosted` on `ctx` and serves it.
     pub async fn hosting(hosted: fn(&ServiceContext) -> HostedService, ctx: &ServiceContext) -> TestServer {
         TestServer::start(vec![hosted(ctx)]).await
+    }
+
+    /// Serves several services that call each other: all of them on one port, with `ctx`'s
+    /// mesh client pointed at that port (one server routes by gRPC service name, as the
+    /// gateway does). Returns the server and the context the services were built on.
+    ///
+    /// # Panics
+    /// When the port cannot be bound (a test failure).
+    pub async fn mesh(
+        hosted: &[fn(&ServiceContext) -> HostedService],
+        ctx: ServiceContext,
+    ) -> (TestServer, ServiceContext) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let ctx = ServiceContext { mesh: mesh_client(&format!("http://{addr}")), ..ctx };
+        let services = hosted.iter().map(|h| h(&ctx)).collect();
+        (TestServer::start_on(listener, services).await, ctx)
     }
 
     /// Stops the server: in-flight calls finish, then the services' shutdown hooks run.

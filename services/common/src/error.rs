@@ -56,6 +56,33 @@ impl ServiceError {
         ServiceError::NotFound { what: what.into() }
     }
 
+    /// Returns the error of a call to `service` (another service, through the mesh) that
+    /// answered `status`. The code is kept, so a declined card stays FAILED_PRECONDITION and a
+    /// down dependency UNAVAILABLE (retryable); the message names the service. A cancelled or
+    /// unknown outcome (a reset connection) counts as UNAVAILABLE.
+    pub fn from_upstream(service: &str, status: &tonic::Status) -> Self {
+        let message = format!("{service}: {}", status.message());
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => ServiceError::invalid(service, status.message()),
+            Code::NotFound => ServiceError::NotFound { what: message },
+            Code::AlreadyExists => ServiceError::AlreadyExists { what: message },
+            Code::Unauthenticated => ServiceError::Unauthenticated(message),
+            Code::PermissionDenied => ServiceError::PermissionDenied(message),
+            Code::FailedPrecondition => ServiceError::FailedPrecondition(message),
+            Code::Aborted => ServiceError::Aborted(message),
+            Code::ResourceExhausted => ServiceError::ResourceExhausted(message),
+            Code::DeadlineExceeded => ServiceError::DeadlineExceeded(message),
+            Code::Internal | Code::DataLoss | Code::Unimplemented => ServiceError::Internal(message),
+            Code::Ok | Code::Cancelled | Code::Unknown | Code::Unavailable => ServiceError::Unavailable(message),
+        }
+    }
+
+    /// Returns whether trying the same call again may succeed (UNAVAILABLE, ABORTED,
+    /// DEADLINE_EXCEEDED): what a saga retries before it compensates.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ServiceError::Unavailable(_) | ServiceError::Aborted(_) | ServiceError::DeadlineExceeded(_))
+    }
+
     /// Returns the gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {

@@ -45,6 +45,8 @@ pub struct ServiceContext {
     pub public_url: String,
     /// Calls to other services, through the gateway, with the caller's trace and deadline.
     pub mesh: crate::mesh::MeshClient,
+    /// Per-service tunables from the command line (`payments.failure_rate`...).
+    pub settings: crate::settings::Settings,
 }
 
 /// A hook run once after the server stopped taking calls.
