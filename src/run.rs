@@ -46,7 +46,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Serve { services, listen, store, public_url, gateway, admin, registry, export, tls, settings } => {
             let listen = Listen { addr: listen, tls };
             let urls = Urls { public: public_url, gateway };
-            runtime()?.block_on(serve_services(services, listen, store, urls, admin, registry, export, settings))
+            runtime()?.block_on(serve_services(services, listen, store, urls, (admin, registry), export, settings))
         }
     }
 }
@@ -382,8 +382,7 @@ async fn serve_services(
     Listen { addr: listen, tls }: Listen,
     store_url: StoreUrl,
     Urls { public: public_url, gateway }: Urls,
-    admin: Option<SocketAddr>,
-    registry: Option<String>,
+    (admin, registry): (Option<SocketAddr>, Option<String>),
     export: ExportFlags,
     settings: Settings,
 ) -> Result<()> {
