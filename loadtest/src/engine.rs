@@ -5,7 +5,7 @@
 //! worker keeps its own stats; they are merged once at the end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::SmallRng;
@@ -20,18 +20,27 @@ use crate::status;
 use crate::template::CallData;
 use crate::transport::{CallTarget, Connection, h2_failure, unary};
 
-/// Keys a scenario call picks from per request: uniformly or over a Zipf distribution.
+/// Keys a scenario call picks from per request: uniformly, over a Zipf distribution, or each
+/// in turn.
 #[derive(Debug, Clone)]
 pub struct KeyPicker {
     keys: Vec<String>,
     /// Cumulative probabilities (Zipf), empty for uniform.
     cdf: Vec<f64>,
+    /// The next key's position when keys are taken in turn (shared by every worker's clone).
+    next: Option<Arc<AtomicUsize>>,
 }
 
 impl KeyPicker {
     /// Picks uniformly from `keys`.
     pub fn uniform(keys: Vec<String>) -> KeyPicker {
-        KeyPicker { keys, cdf: Vec::new() }
+        KeyPicker { keys, cdf: Vec::new(), next: None }
+    }
+
+    /// Takes the keys in the order given, each once before any is taken again (a key that can
+    /// be used only once, such as a cart to check out).
+    pub fn sequential(keys: Vec<String>) -> KeyPicker {
+        KeyPicker { keys, cdf: Vec::new(), next: Some(Arc::new(AtomicUsize::new(0))) }
     }
 
     /// Picks the key of rank r (from 1, in the order given) with probability proportional to
@@ -47,7 +56,7 @@ impl KeyPicker {
                 acc
             })
             .collect();
-        KeyPicker { keys, cdf }
+        KeyPicker { keys, cdf, next: None }
     }
 
     /// Returns one key (`None` when there are no keys).
@@ -55,7 +64,9 @@ impl KeyPicker {
         if self.keys.is_empty() {
             return None;
         }
-        let i = if self.cdf.is_empty() {
+        let i = if let Some(next) = &self.next {
+            next.fetch_add(1, Ordering::Relaxed) % self.keys.len()
+        } else if self.cdf.is_empty() {
             rng.random_range(0..self.keys.len())
         } else {
             let u: f64 = rng.random();
@@ -424,5 +435,10 @@ mod tests {
         // P(rank 1) = 1 / H(100) ~ 0.193.
         assert!((1700..2200).contains(&first), "{first}");
         assert!(KeyPicker::uniform(Vec::new()).pick(&mut rng).is_none());
+        let turns = KeyPicker::sequential(vec!["a".into(), "b".into(), "c".into()]);
+        let other_worker = turns.clone();
+        let taken: Vec<&str> =
+            (0..4).map(|i| if i % 2 == 0 { turns.pick(&mut rng) } else { other_worker.pick(&mut rng) }.unwrap()).collect();
+        assert_eq!(taken, ["a", "b", "c", "a"]);
     }
 }

@@ -1,7 +1,7 @@
 //! Scenarios: a TOML file describing a realistic mix of calls on one target — setup steps
 //! that create data and capture a response field into a key list (e.g. Shorten -> codes),
-//! then a weighted mix whose entries pick keys from those lists uniformly or over a Zipf
-//! distribution (`{{.Key}}` in their data). `meshwork load --scenario FILE` runs it, prints a
+//! then a weighted mix whose entries pick keys from those lists uniformly, each in turn, or
+//! over a Zipf distribution (`{{.Key}}` in their data). `meshwork load --scenario FILE` runs it, prints a
 //! summary per call and, with `--append-to`, appends a Markdown table to that file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -144,6 +144,8 @@ pub enum Distribution {
     Uniform,
     /// Zipf over the keys in creation order.
     Zipf,
+    /// Each key in turn, in creation order (one-use keys: carts to check out).
+    Sequential,
 }
 
 impl Scenario {
@@ -265,6 +267,7 @@ pub async fn run(scenario: &Scenario, host: &str, protoset: Option<&Path>) -> Re
             Arc::new(match m.distribution {
                 Distribution::Uniform => KeyPicker::uniform(list),
                 Distribution::Zipf => KeyPicker::zipf(list, m.zipf_exponent),
+                Distribution::Sequential => KeyPicker::sequential(list),
             })
         });
         let name = m.name.clone().unwrap_or_else(|| method.name().to_string());
