@@ -437,8 +437,9 @@ mod tests {
         assert!(KeyPicker::uniform(Vec::new()).pick(&mut rng).is_none());
         let turns = KeyPicker::sequential(vec!["a".into(), "b".into(), "c".into()]);
         let other_worker = turns.clone();
-        let taken: Vec<&str> =
-            (0..4).map(|i| if i % 2 == 0 { turns.pick(&mut rng) } else { other_worker.pick(&mut rng) }.unwrap()).collect();
+        let taken: Vec<&str> = (0..4)
+            .map(|i| if i % 2 == 0 { turns.pick(&mut rng) } else { other_worker.pick(&mut rng) }.unwrap())
+            .collect();
         assert_eq!(taken, ["a", "b", "c", "a"]);
     }
 }

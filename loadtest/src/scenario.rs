@@ -366,14 +366,23 @@ async fn run_setup(
     Ok(all.into_iter().map(|(_, v)| v).collect())
 }
 
+/// Returns the text of `field` in `msg`: a field name, or a dotted path into nested messages
+/// (`cart.user_id`).
 fn field_text(msg: &DynamicMessage, field: &str) -> Result<String, Error> {
+    let (head, rest) = match field.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (field, None),
+    };
     let desc = msg.descriptor();
     let f = desc
-        .get_field_by_name(field)
-        .ok_or_else(|| Error::Setup(format!("{} has no field {field:?}", desc.full_name())))?;
-    Ok(match msg.get_field(&f).as_ref() {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        .get_field_by_name(head)
+        .ok_or_else(|| Error::Setup(format!("{} has no field {head:?}", desc.full_name())))?;
+    let value = msg.get_field(&f);
+    Ok(match (value.as_ref(), rest) {
+        (Value::Message(inner), Some(rest)) => field_text(inner, rest)?,
+        (_, Some(_)) => return Err(Error::Setup(format!("{}.{head} is not a message", desc.full_name()))),
+        (Value::String(s), None) => s.clone(),
+        (other, None) => other.to_string(),
     })
 }
 
@@ -445,5 +454,28 @@ impl ScenarioOutcome {
             due = if s.rps.is_some() { " Latency counts from when each call was due." } else { "" },
             table = self.table(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::Template;
+
+    /// Every scenario kept in `loadtest/scenarios/` parses, with every request template.
+    #[test]
+    fn every_kept_scenario_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let s = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for data in s.setup.iter().map(|st| &st.data).chain(s.mix.iter().map(|m| &m.data)) {
+                Template::parse(data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "scenarios in {}", dir.display());
     }
 }
