@@ -7,7 +7,14 @@ use meshwork_common::spec::ServiceSpec;
 
 /// Every service of the mesh, in the order `meshwork up` starts them.
 pub fn specs() -> Vec<ServiceSpec> {
-    vec![meshwork_urlshortener::spec(), meshwork_echo::spec(), meshwork_payments::spec(), meshwork_orders::spec(), meshwork_inventory::spec()]
+    vec![
+        meshwork_urlshortener::spec(),
+        meshwork_echo::spec(),
+        meshwork_catalog::spec(),
+        meshwork_inventory::spec(),
+        meshwork_orders::spec(),
+        meshwork_payments::spec(),
+    ]
 }
 
 /// Returns the spec named `name`.
