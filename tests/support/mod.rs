@@ -72,6 +72,11 @@ impl Mesh {
 
     /// Starts `meshwork up` and returns it with the address of its trace query API.
     pub fn up_with_traces(data_dir: &Path) -> (Mesh, SocketAddr) {
+        Mesh::up_with_args(data_dir, &[])
+    }
+
+    /// [`Mesh::up_with_traces`] with more flags (`--store`, `--payment-failure-rate`...).
+    pub fn up_with_args(data_dir: &Path, extra: &[&str]) -> (Mesh, SocketAddr) {
         let (addr, ui, admin) = (free_addr(), free_addr(), free_addr());
         let (a, u, g, h) = (addr.to_string(), ui.to_string(), free_addr().to_string(), free_addr().to_string());
         let m = admin.to_string();
@@ -91,6 +96,7 @@ impl Mesh {
             "--otlp-http",
             &h,
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut mesh = Mesh::start(&args, addr, "meshwork ready");
         mesh.admin = Some(admin);
         (mesh, ui)
