@@ -181,7 +181,7 @@ const SKUS: [(&str, i64, i64); 4] =
 
 /// Fills `user`'s cart with one to three products.
 async fn fill_cart(shop: &mut Shop, user: &str, n: usize) -> Result<(), tonic::Status> {
-    for (k, (sku, _, _)) in SKUS.iter().enumerate().filter(|(k, _)| (n + k) % 3 != 0).take(3) {
+    for (k, (sku, _, _)) in SKUS.iter().enumerate().filter(|(k, _)| !(n + k).is_multiple_of(3)).take(3) {
         let item =
             catalog::AddItemRequest { user_id: user.into(), sku: sku.to_string(), quantity: 1 + (n + k) as i64 % 3 };
         shop.carts.add_item(item).await?;
