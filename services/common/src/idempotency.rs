@@ -57,14 +57,22 @@ const FORMAT: u8 = 1;
 const STATE_PENDING: u8 = 0;
 const STATE_DONE: u8 = 1;
 
-/// Checks a `request_id`: 1 to 64 characters. Fails with INVALID_ARGUMENT naming the field.
+/// Checks a `request_id`: 1 to 64 characters of `[A-Za-z0-9._:-]` (it becomes part of a
+/// store key, and a saga derives its steps' ids from it with `:`). Fails with INVALID_ARGUMENT
+/// naming the field.
 pub fn validate_request_id(request_id: &str) -> ServiceResult<()> {
     let chars = request_id.chars().count();
     if chars == 0 {
-        return Err(ServiceError::invalid(FIELD, "is required (1 to 64 characters, chosen by the client)"));
+        return Err(ServiceError::invalid(
+            FIELD,
+            "is required (1 to 64 characters of [A-Za-z0-9._:-], chosen by the client)",
+        ));
     }
     if chars > MAX_REQUEST_ID_CHARS {
         return Err(ServiceError::invalid(FIELD, format!("must be at most 64 characters, got {chars}")));
+    }
+    if !request_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+        return Err(ServiceError::invalid(FIELD, "must be characters of [A-Za-z0-9._:-]"));
     }
     Ok(())
 }
@@ -472,10 +480,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_one_to_64_characters() {
+    fn request_ids_are_one_to_64_key_safe_characters() {
         assert!(validate_request_id("a").is_ok());
-        assert!(validate_request_id(&"é".repeat(64)).is_ok(), "characters, not bytes");
-        for bad in [String::new(), "x".repeat(65)] {
+        assert!(validate_request_id(&"a.B_9:-".repeat(10)[..64]).is_ok());
+        for bad in [String::new(), "x".repeat(65), "a b".into(), "é".into(), "a/b".into()] {
             let err = validate_request_id(&bad).unwrap_err();
             assert!(matches!(&err, ServiceError::InvalidArgument { field, .. } if field == "request_id"), "{err}");
             assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);

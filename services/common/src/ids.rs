@@ -1,7 +1,8 @@
 //! Ids that never collide across replicas: each replica leases a block of ids from a counter
 //! key in the shared store with a conditional write (the lease is the only coordination), then
 //! hands them out locally. A crashed replica's unused ids are skipped, never reused.
-//! Plus base62, the alphabet of short codes.
+//! Plus base62, the alphabet of short codes, and random prefixed ids (`pay_`, `ord_`...)
+//! for resources whose ids need no order.
 
 use meshwork_storage::{Condition, DynStore, Mutation, StoreError};
 use tokio::sync::Mutex;
@@ -23,6 +24,23 @@ pub fn base62_encode(mut n: u64, width: usize) -> String {
     out.reverse();
     // The alphabet is ASCII, so the bytes are valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Returns `prefix` followed by `chars` random base62 characters (`ord_` + 20 characters: 119
+/// bits, so collisions need not be checked).
+pub fn random_id(prefix: &str, chars: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(prefix.len() + chars);
+    id.push_str(prefix);
+    id.extend((0..chars).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])));
+    id
+}
+
+/// Returns whether `id` has the shape [`random_id`] gives it: `prefix` and `chars` base62
+/// characters.
+pub fn is_random_id(id: &str, prefix: &str, chars: usize) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| rest.len() == chars && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// Returns the number a base62 string stands for, or `None` for a character outside the

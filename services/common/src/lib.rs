@@ -32,7 +32,7 @@ pub use counter::{BatchedCounters, Flushed};
 pub use error::{ServiceError, ServiceResult};
 pub use events::{Consumer, Event, EventLog};
 pub use idempotency::{Claim, ClaimGuard, Fingerprint, Idempotency, validate_request_id};
-pub use ids::{IdAllocator, base62_decode, base62_encode};
+pub use ids::{IdAllocator, base62_decode, base62_encode, is_random_id, random_id};
 pub use mesh::{CallContext, MeshClient};
 pub use paging::PageToken;
 pub use record::{CodecError, Record};

@@ -11,12 +11,17 @@
 //! the time left of the caller's deadline (its `grpc-timeout` minus the time already spent)
 //! and, for work moved to other tasks, the caller's trace context:
 //!
-//! ```ignore
-//! async fn checkout(&self, request: Request<CheckoutRequest>) -> Result<Response<..>, Status> {
-//!     let ctx = CallContext::from_request(&request);
-//!     let mut payments = PaymentsClient::new(self.mesh.channel());
-//!     let paid = payments.authorize(ctx.outgoing(AuthorizeRequest { .. })?).await?;
-//!     ..
+//! ```no_run
+//! use meshwork_common::mesh::{CallContext, MeshClient};
+//! use meshwork_proto::pb::payments::v1::AuthorizeRequest;
+//! use meshwork_proto::pb::payments::v1::payments_client::PaymentsClient;
+//!
+//! async fn authorize<T>(mesh: &MeshClient, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+//!     let cx = CallContext::from_request(request);
+//!     let mut payments = PaymentsClient::new(mesh.channel());
+//!     let req = AuthorizeRequest { request_id: "chk_1:authorize".into(), ..Default::default() };
+//!     let paid = payments.authorize(cx.outgoing(req)?).await?.into_inner();
+//!     Ok(paid.payment.map(|p| p.payment_id).unwrap_or_default())
 //! }
 //! ```
 

@@ -29,7 +29,6 @@ use meshwork_common::record::Record;
 use meshwork_proto::pb::inventory::v1 as pb;
 use meshwork_storage::{Condition, Direction, DynStore, KeyRange, Txn, transact};
 use prost::Message;
-use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::allocation;
@@ -125,11 +124,7 @@ fn authorize_staff(caller: Option<&Caller>) -> ServiceResult<()> {
 
 /// Returns a new reservation id: `res_` and 20 random base62 characters (about 119 bits).
 fn new_reservation_id() -> String {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let random: String =
-        (0..validate::RESERVATION_ID_CHARS).map(|_| ALPHABET[rng.random_range(0..62)] as char).collect();
-    format!("res_{random}")
+    meshwork_common::random_id("res_", validate::RESERVATION_ID_CHARS)
 }
 
 /// Returns the location after adding `delta` to its on hand, or FAILED_PRECONDITION when on

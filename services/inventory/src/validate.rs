@@ -31,15 +31,9 @@ pub const MAX_REFERENCE_CHARS: usize = 64;
 /// Random base62 characters after `res_` in a reservation id.
 pub const RESERVATION_ID_CHARS: usize = 20;
 
-/// Checks a `request_id`: 1-64 characters of `[A-Za-z0-9._:-]` (so it can sit in a key).
+/// Checks a `request_id`: the kit's rule, 1-64 characters of `[A-Za-z0-9._:-]`.
 pub fn request_id(value: &str) -> ServiceResult<()> {
-    if value.is_empty() {
-        return Err(ServiceError::invalid("request_id", "required (1-64 characters of [A-Za-z0-9._:-])"));
-    }
-    if value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
-        return Err(ServiceError::invalid("request_id", "must be 1-64 characters of [A-Za-z0-9._:-]"));
-    }
-    Ok(())
+    meshwork_common::validate_request_id(value)
 }
 
 /// Checks a location id: `[a-z0-9-]{1,40}`.
@@ -159,10 +153,7 @@ pub fn reservation_id(value: &str) -> ServiceResult<()> {
     if value.is_empty() {
         return Err(ServiceError::invalid("reservation_id", "required"));
     }
-    let ok = value
-        .strip_prefix("res_")
-        .is_some_and(|rest| rest.len() == RESERVATION_ID_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !ok {
+    if !meshwork_common::is_random_id(value, "res_", RESERVATION_ID_CHARS) {
         return Err(ServiceError::invalid("reservation_id", "must be res_ and 20 base62 characters"));
     }
     Ok(())

@@ -27,7 +27,6 @@ use meshwork_storage::{Direction, DynStore, KeyRange, Txn, scan_all, transact};
 use pay::payments_client::PaymentsClient;
 use pb::watch_orders_request::Target;
 use prost::Message;
-use rand::Rng;
 
 use crate::effects::{self, Plan};
 use crate::fold;
@@ -75,10 +74,7 @@ pub struct Orders {
 
 /// Returns a new order id: `ord_` and 20 random base62 characters.
 pub fn new_order_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let tail: String = (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    format!("ord_{tail}")
+    meshwork_common::random_id("ord_", 20)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ServiceError {

@@ -27,9 +27,7 @@ fn assigned_id(field: &str, id: &str, prefix: &str, what: &str) -> ServiceResult
     if id.is_empty() {
         return Err(ServiceError::invalid(field, "required"));
     }
-    let ok =
-        id.strip_prefix(prefix).is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !ok {
+    if !meshwork_common::is_random_id(id, prefix, 20) {
         return Err(ServiceError::invalid(field, format!("{id:?} is not {what} ({prefix} and 20 base62 characters)")));
     }
     Ok(())
@@ -96,9 +94,6 @@ fn address(a: Option<&pb::Address>) -> ServiceResult<()> {
 /// Checks a CreateOrder request.
 pub fn create(req: &pb::CreateOrderRequest) -> ServiceResult<()> {
     validate_request_id(&req.request_id)?;
-    if !req.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
-        return Err(ServiceError::invalid("request_id", "must be characters of [A-Za-z0-9._:-]"));
-    }
     fields::user_id("user_id", &req.user_id)?;
     if req.lines.is_empty() {
         return Err(ServiceError::invalid("lines", "required: 1 to 100 lines"));

@@ -28,9 +28,6 @@ use crate::validate::{self, Card, PAYMENT_ID_CHARS, PAYMENT_ID_PREFIX};
 /// Payment records read at once when listing.
 const LIST_READ_CONCURRENCY: usize = 16;
 
-/// The base62 alphabet of payment ids.
-const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
 /// Event types of the payments log (the payload is the payment after the change, a prost
 /// `meshwork.payments.v1.Payment`).
 pub mod event_types {
@@ -323,13 +320,7 @@ fn not_found(payment_id: &str) -> ServiceError {
 
 /// Returns a new random payment id: `pay_` and 20 base62 characters (about 119 bits).
 fn new_payment_id() -> String {
-    let mut rng = rand::rng();
-    let mut id = String::with_capacity(PAYMENT_ID_PREFIX.len() + PAYMENT_ID_CHARS);
-    id.push_str(PAYMENT_ID_PREFIX);
-    for _ in 0..PAYMENT_ID_CHARS {
-        id.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
-    }
-    id
+    meshwork_common::random_id(PAYMENT_ID_PREFIX, PAYMENT_ID_CHARS)
 }
 
 #[cfg(test)]

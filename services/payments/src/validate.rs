@@ -31,7 +31,7 @@ pub enum Card {
 
 /// Checks an `AuthorizeRequest` and returns what its card will do.
 pub fn authorize(req: &pb::AuthorizeRequest) -> ServiceResult<Card> {
-    request_id_strict(&req.request_id)?;
+    validate_request_id(&req.request_id)?;
     order_id("order_id", &req.order_id)?;
     fields::user_id("user_id", &req.user_id)?;
     amount("amount_minor", req.amount_minor, false)?;
@@ -74,15 +74,6 @@ pub fn list(req: &pb::ListPaymentsRequest) -> ServiceResult<usize> {
     fields::page_size("page_size", req.page_size)
 }
 
-/// Checks the Authorize `request_id`: the kit's 1-64 characters, of `[A-Za-z0-9._:-]`.
-fn request_id_strict(request_id: &str) -> ServiceResult<()> {
-    validate_request_id(request_id)?;
-    if !request_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
-        return Err(ServiceError::invalid("request_id", "must be characters of [A-Za-z0-9._:-]"));
-    }
-    Ok(())
-}
-
 /// Checks an order id: 1-64 characters without control characters (the NUL ends it in keys).
 fn order_id(field: &str, order_id: &str) -> ServiceResult<()> {
     if order_id.is_empty() {
@@ -113,10 +104,7 @@ fn payment_id(payment_id: &str) -> ServiceResult<()> {
     if payment_id.is_empty() {
         return Err(ServiceError::invalid("payment_id", "required"));
     }
-    let ok = payment_id
-        .strip_prefix(PAYMENT_ID_PREFIX)
-        .is_some_and(|rest| rest.len() == PAYMENT_ID_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !ok {
+    if !meshwork_common::is_random_id(payment_id, PAYMENT_ID_PREFIX, PAYMENT_ID_CHARS) {
         return Err(ServiceError::invalid("payment_id", "must be pay_ followed by 20 base62 characters"));
     }
     Ok(())
@@ -178,7 +166,7 @@ mod tests {
         assert!(order_id("o", "o\0x").is_err());
         assert!(order_id("o", &"é".repeat(64)).is_ok());
         assert!(order_id("o", &"é".repeat(65)).is_err());
-        assert_eq!(field(request_id_strict("a/b")), "request_id");
-        assert!(request_id_strict("chk:1.a_b-c").is_ok());
+        assert_eq!(field(validate_request_id("a/b")), "request_id");
+        assert!(validate_request_id("chk:1.a_b-c").is_ok());
     }
 }

@@ -164,10 +164,7 @@ impl Calls {
 
 /// Returns a new checkout id: `chk_` and 20 random base62 characters.
 pub fn new_checkout_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let random: String = (0..ID_CHARS).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    format!("chk_{random}")
+    meshwork_common::random_id("chk_", ID_CHARS)
 }
 
 /// Checkout's state shared by the gRPC service and the recovery task.
