@@ -404,18 +404,19 @@ impl ScenarioOutcome {
 
     fn table(&self) -> String {
         let mut t = String::from(
-            "| call | share | count | req/s | errors | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|\n",
+            "| call | share | count | req/s | errors | p50 | p90 | p95 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for (i, r) in self.reports.iter().enumerate() {
             let share = self.shares.get(i).map_or_else(|| "100%".to_string(), |s| format!("{s:.0}%"));
             let errors: u64 = r.error_distribution.values().sum();
             t.push_str(&format!(
-                "| {} | {share} | {} | {:.0} | {errors} | {} | {} | {} | {} |\n",
+                "| {} | {share} | {} | {:.0} | {errors} | {} | {} | {} | {} | {} |\n",
                 r.name,
                 r.count,
                 r.rps,
                 ms(r.percentile(50.0)),
                 ms(r.percentile(90.0)),
+                ms(r.percentile(95.0)),
                 ms(r.percentile(99.0)),
                 ms(r.percentile(99.9)),
             ));
