@@ -15,7 +15,9 @@ use meshwork_telemetry::metrics::{counter, histogram};
 use prometheus::{HistogramVec, IntCounterVec};
 use tracing::Instrument;
 
-use crate::{Condition, Direction, DynStore, KeyRange, Limits, Mutation, Page, Result, Store, Versioned, WatchEvent};
+use crate::{
+    Condition, Direction, DynStore, KeyRange, Limits, Mutation, Page, Result, Store, StoreError, Versioned, WatchEvent,
+};
 
 /// `meshwork_storage_operation_duration_seconds{backend,operation}`, in the default registry.
 pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -25,6 +27,13 @@ pub static STORAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 /// `meshwork_storage_errors_total{backend,operation}`, in the default registry.
 pub static STORAGE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("meshwork_storage_errors_total", "storage operations that failed", &["backend", "operation"])
+});
+
+/// `meshwork_storage_conflicts_total{backend,prefix}`: conditional writes refused because a
+/// condition no longer held, by the key prefix (two segments) of the key that changed, so that
+/// contention shows where it is (`payments/events/`, `catalog/checkouts/`).
+pub static STORAGE_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("meshwork_storage_conflicts_total", "writes refused by a conflict, by key prefix", &["backend", "prefix"])
 });
 
 /// Wraps a backend with storage spans.
@@ -126,7 +135,13 @@ impl Store for TracedStore {
         // The key prefix is only worked out when the span is built (a sampled call).
         let first = mutations.first().map(|m| m.key()).or_else(|| conditions.first().map(|c| c.key()));
         let prefix = if in_sampled_span() { first.map(key_prefix).unwrap_or_default() } else { String::new() };
-        self.measured("write", || storage_span!(self, "write", prefix), self.inner.write(conditions, mutations)).await
+        let result = self
+            .measured("write", || storage_span!(self, "write", prefix), self.inner.write(conditions, mutations))
+            .await;
+        if let Err(StoreError::Conflict { key }) = &result {
+            STORAGE_CONFLICTS.with_label_values(&[self.inner.backend(), &key_prefix(key.as_bytes())]).inc();
+        }
+        result
     }
 
     async fn watch(&self, prefix: &[u8], from: Option<u64>) -> Result<BoxStream<'static, Result<WatchEvent>>> {
@@ -147,5 +162,20 @@ mod tests {
         assert_eq!(key_prefix(b"urlshortener/link/abc1234"), "urlshortener/link/");
         assert_eq!(key_prefix(b"urlshortener/counter"), "urlshortener/");
         assert_eq!(key_prefix(b"plain"), "plain");
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_counted_by_the_prefix_of_the_key_that_changed() {
+        let store = TracedStore::new(std::sync::Arc::new(crate::memory::MemoryStore::new()));
+        let counted = || STORAGE_CONFLICTS.with_label_values(&["memory", "tracedtest/head/"]).get();
+        let before = counted();
+        let key = b"tracedtest/head/x".to_vec();
+        store
+            .write(vec![Condition::Absent(key.clone())], vec![Mutation::put(key.clone(), b"1".to_vec())])
+            .await
+            .unwrap();
+        let lost = store.write(vec![Condition::Absent(key.clone())], vec![Mutation::put(key, b"2".to_vec())]).await;
+        assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{lost:?}");
+        assert_eq!(counted(), before + 1);
     }
 }

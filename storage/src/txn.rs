@@ -29,6 +29,8 @@ struct TxState {
     extra: Vec<Condition>,
     /// Set when a read saw the snapshot go stale; the attempt must be retried.
     stale: bool,
+    /// Guards kept until the commit is done (see [`Txn::hold`]), by tag.
+    held: Vec<(Vec<u8>, Box<dyn std::any::Any + Send>)>,
 }
 
 impl Txn {
@@ -91,6 +93,19 @@ impl Txn {
         self.state().extra.push(condition);
     }
 
+    /// Keeps `guard` (a lock guard) until this transaction's commit is done or the
+    /// transaction is dropped, so that what the lock protects stays locked through the commit.
+    /// `tag` names the lock for [`Txn::holds`]. Used to queue, inside one process, writers that
+    /// would otherwise conflict on one key (an event log's head) and retry.
+    pub fn hold(&self, tag: &[u8], guard: Box<dyn std::any::Any + Send>) {
+        self.state().held.push((tag.to_vec(), guard));
+    }
+
+    /// Returns true when this transaction holds a guard tagged `tag`.
+    pub fn holds(&self, tag: &[u8]) -> bool {
+        self.state().held.iter().any(|(t, _)| t == tag)
+    }
+
     /// Returns true when a read found the snapshot stale (the attempt must be retried).
     pub fn is_stale(&self) -> bool {
         self.state().stale
@@ -112,10 +127,15 @@ impl Txn {
             let mutations: Vec<Mutation> = std::mem::take(&mut state.writes).into_values().collect();
             (conditions, mutations)
         };
-        if mutations.is_empty() && conditions.is_empty() {
-            return Ok(0);
-        }
-        self.store.write(conditions, mutations).await
+        let result = if mutations.is_empty() && conditions.is_empty() {
+            Ok(0)
+        } else {
+            self.store.write(conditions, mutations).await
+        };
+        // The write is done: let the next writer in (dropped outside the state's lock).
+        let held = std::mem::take(&mut self.state().held);
+        drop(held);
+        result
     }
 }
 
@@ -181,6 +201,8 @@ where
             Err(_) if tx.is_stale() => StoreError::conflict(b"(stale read)"),
             Err(e) => return Err(e),
         };
+        // Release any held guard before backing off.
+        drop(tx);
         if attempt >= policy.max_attempts {
             return Err(conflict.into());
         }

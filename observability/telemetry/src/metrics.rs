@@ -7,6 +7,7 @@
 //! - `meshwork_storage_operation_duration_seconds{backend,operation}`: storage latency (defined
 //!   by the storage crate's traced wrapper)
 //! - `meshwork_storage_errors_total{backend,operation}`: storage failures (likewise)
+//! - `meshwork_storage_conflicts_total{backend,prefix}`: writes refused by a conflict, by key prefix
 //! - `meshwork_cache_requests_total{cache,result}`: cache lookups by `hit`, `negative_hit`, `miss`,
 //!   and `bypass` (the cache's watch was down, so the lookup went to the store)
 //! - `meshwork_event_consumer_lag{service,consumer}`: events of a service's event log that a

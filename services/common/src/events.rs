@@ -87,6 +87,18 @@ pub struct EventLog {
     prefix: Arc<[u8]>,
     head_key: Arc<[u8]>,
     clock: Arc<dyn Clock>,
+    /// Queues this process's appenders (see [`EventLog::append`]).
+    appenders: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The append queue of the log at `head_key` on `store`, shared by every [`EventLog`] of this
+/// process on that log (a service may make several: its handlers', its consumers').
+fn append_queue(store: &DynStore, head_key: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
+    type Queues = std::sync::Mutex<std::collections::HashMap<(usize, Vec<u8>), Arc<tokio::sync::Mutex<()>>>>;
+    static QUEUES: std::sync::LazyLock<Queues> = std::sync::LazyLock::new(Default::default);
+    let store_id = Arc::as_ptr(store) as *const () as usize;
+    let mut queues = QUEUES.lock().unwrap_or_else(|p| p.into_inner());
+    queues.entry((store_id, head_key.to_vec())).or_default().clone()
 }
 
 impl std::fmt::Debug for EventLog {
@@ -103,11 +115,13 @@ fn decode_u64(raw: &[u8], what: &str) -> ServiceResult<u64> {
 impl EventLog {
     /// Returns the log of `service` (its key prefix) on `store`, timed by the system clock.
     pub fn new(store: DynStore, service: &str) -> Self {
+        let head_key: Arc<[u8]> = format!("{service}/event-head").into_bytes().into();
         EventLog {
+            appenders: append_queue(&store, &head_key),
             store,
             service: service.into(),
             prefix: format!("{service}/events/").into_bytes().into(),
-            head_key: format!("{service}/event-head").into_bytes().into(),
+            head_key,
             clock: Arc::new(SystemClock),
         }
     }
@@ -143,7 +157,18 @@ impl EventLog {
     /// Buffers an event of `event_type` with `payload` in `tx` and returns its sequence; it is
     /// committed with the rest of `tx` (or not at all). Several appends in one transaction get
     /// consecutive sequences.
+    ///
+    /// Every append reads and bumps the log's head, so concurrent appenders conflict and all
+    /// but one retry. Within one process they queue instead: the first append of a transaction
+    /// waits its turn and the transaction keeps it until its commit is done ([`Txn::hold`]).
+    /// Appenders in other processes (replicas on a shared store) still race optimistically.
+    /// Do not wait, inside such a transaction, for another transaction appending to the same
+    /// log in this process.
     pub async fn append(&self, tx: &Txn, event_type: &str, payload: Vec<u8>) -> ServiceResult<u64> {
+        if !tx.holds(&self.head_key) {
+            let turn = self.appenders.clone().lock_owned().await;
+            tx.hold(&self.head_key, Box::new(turn));
+        }
         let head = match tx.get(&self.head_key).await? {
             Some(v) => decode_u64(&v.value, "event head")?,
             None => 0,

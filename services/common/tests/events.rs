@@ -3,7 +3,7 @@
 //! change; a consumer sees every event in order across the scan/watch hand-off; a consumer
 //! killed mid-way and restarted from its checkpoint loses nothing; the lag gauge moves;
 //! trimming keeps what consumers still need; a reader whose watch history was compacted
-//! scans again without a gap.
+//! scans again without a gap; appenders of one process queue for the head instead of retrying.
 
 mod support;
 
@@ -332,7 +332,62 @@ where
 
 use meshwork_test_support::on_every_backend;
 
+/// Appenders of one process queue for the log's head instead of conflicting on it: every
+/// transaction body runs once (no retry), and a transaction appending twice does not wait for
+/// itself.
+async fn appenders_in_one_process_queue_instead_of_retrying(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = backend.store;
+    let log = EventLog::new(store.clone(), &support::unique("ev-queue"));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (tasks, per_task) = (8, 25);
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (log, store, runs) = (log.clone(), store.clone(), runs.clone());
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let state_key = format!("{}/state/{t}:{i}", log.service()).into_bytes();
+                    let (log, runs) = (&log, &runs);
+                    transact(&store, |tx| {
+                        let state_key = state_key.clone();
+                        Box::pin(async move {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            tx.put(state_key, b"done".to_vec());
+                            log.append(&tx, "thing.done", b"x".to_vec()).await
+                        })
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), tasks * per_task, "a transaction body ran again after a conflict");
+    assert_eq!(log.head().await.unwrap(), (tasks * per_task) as u64);
+
+    let twice = tokio::time::timeout(
+        WAIT,
+        transact(&store, |tx| {
+            let log = &log;
+            Box::pin(async move {
+                let a = log.append(&tx, "thing.done", b"a".to_vec()).await?;
+                let b = log.append(&tx, "thing.done", b"b".to_vec()).await?;
+                Ok::<_, meshwork_common::ServiceError>((a, b))
+            })
+        }),
+    )
+    .await
+    .expect("a transaction appending twice waited for itself")
+    .unwrap();
+    let head = (tasks * per_task) as u64;
+    assert_eq!(twice, (head + 1, head + 2));
+}
+
 on_every_backend!(
+    appenders_in_one_process_queue_instead_of_retrying,
     concurrent_appenders_get_a_gapless_sequence,
     a_consumer_sees_every_event_in_order,
     a_restarted_consumer_loses_nothing,
