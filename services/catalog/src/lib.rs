@@ -34,8 +34,9 @@ pub use grpc::{CartsService, CatalogService};
 pub use products::Products;
 pub use search::SearchIndex;
 
-/// The service's entry in the mesh's table: Catalog, Carts and Checkout, with the read-only
-/// methods the gateway may retry.
+/// The service's entry in the mesh's table: Catalog, Carts and Checkout. The gateway may retry
+/// the read-only methods and those a `request_id` makes idempotent (CreateProduct,
+/// PlaceOrder: a retry answers the first call's answer).
 pub fn spec() -> ServiceSpec {
     ServiceSpec {
         name: "catalog",
@@ -54,6 +55,8 @@ pub fn spec() -> ServiceSpec {
             "ListCategories",
             "GetCart",
             "GetCheckout",
+            "CreateProduct",
+            "PlaceOrder",
         ],
     }
 }

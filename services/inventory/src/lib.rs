@@ -28,7 +28,9 @@ pub use service::{Config, Inventory};
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = <InventoryServer<InventoryService> as tonic::server::NamedService>::NAME;
 
-/// The service's entry in the mesh's table; the read-only methods may be retried by the gateway.
+/// The service's entry in the mesh's table. The gateway may retry the read-only methods, those
+/// a `request_id` makes idempotent, and the reservation moves that answer their result again
+/// when repeated (committing a COMMITTED reservation, releasing a RELEASED one).
 pub fn spec() -> ServiceSpec {
     ServiceSpec {
         name: "inventory",
@@ -36,7 +38,17 @@ pub fn spec() -> ServiceSpec {
         grpc_services: vec![grpc_name::<InventoryServer<InventoryService>>()],
         hosted,
         http_routes: vec![],
-        idempotent_methods: vec!["GetStock", "GetReservation", "WatchStock"],
+        idempotent_methods: vec![
+            "GetStock",
+            "GetReservation",
+            "WatchStock",
+            "AdjustStock",
+            "BatchAdjust",
+            "Reserve",
+            "CommitReservation",
+            "ReleaseReservation",
+            "SetLowStockThreshold",
+        ],
     }
 }
 

@@ -32,8 +32,8 @@ pub use wire::fold_history;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = <OrdersServer<OrdersService> as tonic::server::NamedService>::NAME;
 
-/// The service's entry in the mesh's table; the read-only methods may be retried by the
-/// gateway (CreateOrder is idempotent by `request_id` but TransitionOrder is not).
+/// The service's entry in the mesh's table; the gateway may retry the read-only methods and
+/// CreateOrder.
 pub fn spec() -> ServiceSpec {
     ServiceSpec {
         name: "orders",
@@ -41,7 +41,9 @@ pub fn spec() -> ServiceSpec {
         grpc_services: vec![grpc_name::<OrdersServer<OrdersService>>()],
         hosted,
         http_routes: vec![],
-        idempotent_methods: vec!["GetOrder", "ListOrders", "GetOrderHistory", "WatchOrders"],
+        // CreateOrder is idempotent by its request_id; TransitionOrder is not (a repeated move is
+        // an illegal one).
+        idempotent_methods: vec!["GetOrder", "ListOrders", "GetOrderHistory", "WatchOrders", "CreateOrder"],
     }
 }
 

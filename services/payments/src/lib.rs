@@ -27,7 +27,7 @@ pub use service::{Config, Payments};
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = <PaymentsServer<PaymentsService> as tonic::server::NamedService>::NAME;
 
-/// The service's entry in the mesh's table; the read-only methods may be retried by the gateway.
+/// The service's entry in the mesh's table; the gateway may retry every method (see below).
 pub fn spec() -> ServiceSpec {
     ServiceSpec {
         name: "payments",
@@ -35,7 +35,9 @@ pub fn spec() -> ServiceSpec {
         grpc_services: vec![grpc_name::<PaymentsServer<PaymentsService>>()],
         hosted,
         http_routes: vec![],
-        idempotent_methods: vec!["GetPayment", "ListPayments"],
+        // Every call that moves money is idempotent by its request_id, so the gateway may retry
+        // it on another replica.
+        idempotent_methods: vec!["GetPayment", "ListPayments", "Authorize", "Capture", "Void", "Refund"],
     }
 }
 
