@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # A one-shot CI build gains nothing from incremental compilation and its cache costs gigabytes.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+# Licences, bans and sources of the dependency tree (deny.toml). Not `advisories`: the
+# advisory database is fetched from GitHub, which this project's machines cannot reach.
+echo "== cargo deny (licenses bans sources)"
+cargo deny --locked check --hide-inclusion-graph licenses bans sources
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"

@@ -94,9 +94,7 @@ fn build(names: &[String], ctx: &ServiceContext) -> Vec<HostedService> {
 }
 
 async fn open_store(url: &StoreUrl) -> Result<DynStore> {
-    if let StoreUrl::Embedded(dir) = url {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    // An embedded store makes its own directory, owner-only (it holds the services' secrets).
     meshwork_storage::open(url).await.with_context(|| format!("opening store {url}"))
 }
 

@@ -4,8 +4,10 @@
 //! `[auth]` at that JWKS; `meshwork token --sub alice --role admin` prints a token.
 //!
 //! The private key is a PKCS#8 PEM file readable by its owner only (mode 0600, in a 0700
-//! directory). The key id is the key's RFC 7638 thumbprint, so tokens name the key that signed
-//! them and a new key never reuses an old id.
+//! directory), whatever the umask. A key file or folder found open to other users (made by an
+//! older version, or by hand) is tightened to those modes on load, with a warning: the key may
+//! have been read, and removing the folder makes a new one. The key id is the key's RFC 7638
+//! thumbprint, so tokens name the key that signed them and a new key never reuses an old id.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -87,7 +89,7 @@ impl DevKeys {
         create_private_dir(&dir)?;
         let key_path = dir.join(DEV_KEY_FILE);
         let rng = SystemRandom::new();
-        let pkcs8 = match fs::read_to_string(&key_path) {
+        let pkcs8 = match read_private(&key_path) {
             Ok(pem) => pem_decode(&pem).ok_or_else(|| DevKeyError::BadKey {
                 path: key_path.display().to_string(),
                 reason: "no -----BEGIN PRIVATE KEY----- block".into(),
@@ -221,9 +223,23 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
-/// Makes `dir` (and its parents); the folder itself is 0700 on Unix when this call creates it.
+/// Makes `dir` (and its missing parents) with mode 0700 on Unix, or takes group and other
+/// permissions away from an existing `dir`.
 fn create_private_dir(dir: &Path) -> Result<(), DevKeyError> {
     if dir.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir).map_err(io_error(dir))?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
+                tracing::warn!(
+                    dir = %dir.display(),
+                    was = format!("{mode:o}"),
+                    "the signing key's folder was open to other users; made it 0700"
+                );
+            }
+        }
         return Ok(());
     }
     let mut builder = fs::DirBuilder::new();
@@ -231,6 +247,30 @@ fn create_private_dir(dir: &Path) -> Result<(), DevKeyError> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir).map_err(io_error(dir))
+}
+
+/// Reads the private key file, first setting its mode to 0600 (on Unix) if group or others had
+/// any permission on it. The mode is read and changed on the open file, so a file swapped in
+/// between is not the one changed.
+fn read_private(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:o}"),
+                "the signing key was readable by other users; made it 0600 (remove it to make a new key)"
+            );
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Creates `path` exclusively with mode 0600 (on Unix) and writes `bytes` to it. The content is
@@ -256,10 +296,18 @@ fn read_complete(path: &Path) -> Result<String, DevKeyError> {
     fs::read_to_string(path).map_err(io_error(path))
 }
 
-/// Replaces `path` with `bytes` (write to a temporary file, then rename).
+/// Replaces `path` with `bytes` (write to a temporary file, then rename). The file is public
+/// (mode 0644 on Unix) but writable by its owner only, whatever the umask: the gateway trusts
+/// the keys in it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DevKeyError> {
     let tmp = temp_name(path);
-    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    // A leftover of a crashed process that had this pid would keep its own mode: remove it.
+    let _ = fs::remove_file(&tmp);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let result = options.open(&tmp).and_then(|mut file| file.write_all(bytes)).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -324,6 +372,21 @@ mod tests {
         let verifier = JwtVerifier::new(jwks, JwtConfig::new(DEV_ISSUER, vec![DEV_AUDIENCE.into()]));
         let id = verifier.verify(&token, SystemTime::now()).unwrap();
         assert_eq!(id, Identity::new("alice", vec!["admin".into()], Method::Jwt));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_and_folder_open_to_others_are_tightened_on_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        let keys = DevKeys::load_or_create(data.path()).unwrap();
+        let key_path = keys.dir().join(DEV_KEY_FILE);
+        fs::set_permissions(keys.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644)).unwrap();
+        let again = DevKeys::load_or_create(data.path()).unwrap();
+        assert_eq!(again.kid(), keys.kid(), "the same key, not a new one");
+        assert_eq!(fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(keys.dir()).unwrap().permissions().mode() & 0o777, 0o700);
     }
 
     #[test]

@@ -198,6 +198,38 @@ fn decode_events(revision: u64, raw: &[u8]) -> Result<Vec<WatchEvent>> {
     Ok(events)
 }
 
+/// Makes `dir` (and missing parents) with mode 0700, or takes group and other permissions away
+/// from an existing one. The store holds the services' data and secrets (the URL shortener's
+/// code secret), and fjall creates its files with the process umask, which a library does not
+/// control: the owner-only directory is what keeps those files from other users.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        was = format!("{mode:o}"),
+                        "store directory was open to other users; made it 0700"
+                    );
+                }
+                Ok(())
+            }
+            Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
 /// The keyspaces of one open database.
 #[derive(Clone)]
 struct Spaces {
@@ -210,7 +242,7 @@ struct Spaces {
 
 impl Spaces {
     fn open(dir: &Path, opts: &EmbeddedOptions) -> Result<Spaces> {
-        std::fs::create_dir_all(dir).map_err(|e| backend_err(&format!("creating {}", dir.display()), e))?;
+        private_dir(dir).map_err(|e| backend_err(&format!("creating {}", dir.display()), e))?;
         let mut builder = Database::builder(dir).cache_size(opts.cache_bytes);
         if !opts.journal_compression {
             builder = builder.journal_compression(fjall::CompressionType::None);
@@ -777,5 +809,35 @@ fn request_bytes(r: &Request) -> usize {
     match r {
         Request::Write { bytes, .. } => *bytes,
         Request::Flush { .. } => 0,
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_store_directory_is_owner_only_new_or_found_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A new directory, and the missing parent made on the way, are 0700.
+        let dir = tmp.path().join("data").join("store");
+        drop(EmbeddedStore::open(&dir).await.unwrap());
+        assert_eq!((mode(&dir), mode(&tmp.path().join("data"))), (0o700, 0o700));
+        // An existing one open to others is tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let store = EmbeddedStore::open(&dir).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        drop(store);
+        // A file where the directory should be is refused.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = EmbeddedStore::open(&file).await.err().expect("a file is not a store").to_string();
+        assert!(err.contains("not a directory"), "{err}");
     }
 }
