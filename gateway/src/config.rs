@@ -112,6 +112,33 @@ pub struct GatewayConfig {
     /// Concurrent HTTP/2 streams a downstream client may open on one connection. Default 1024.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// Largest request header list a client may send, in bytes: on HTTP/2 the decoded list
+    /// (names, values and 32 bytes per field, as HTTP/2 counts it; advertised in SETTINGS, and
+    /// it also caps what a HEADERS + CONTINUATION block may buffer), on HTTP/1.1 the request
+    /// head (answered 431). Default 16384 (16 KiB); 1024 to 1048576.
+    #[serde(default = "default_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 streams a client may open and reset before the gateway has taken them up, on one
+    /// connection; one more ends the connection with GOAWAY ENHANCE_YOUR_CALM (the rapid-reset
+    /// attack, CVE-2023-44487). Default 20; 1 to 10000.
+    #[serde(default = "default_max_pending_reset_streams")]
+    pub max_pending_reset_streams: u32,
+    /// HTTP/2 streams the gateway may reset on one connection because of the client's
+    /// protocol errors; one more ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+    /// Default 1024; 1 to 100000.
+    #[serde(default = "default_max_error_reset_streams")]
+    pub max_error_reset_streams: u32,
+    /// How long an HTTP/2 connection may stay without a call in flight before the gateway
+    /// closes it (half-open connections, clients that trickle a frame), in milliseconds.
+    /// Default 120000 (2 minutes); 100 to 3600000.
+    #[serde(default = "default_h2_idle_timeout_ms")]
+    pub h2_idle_timeout_ms: u64,
+    /// How long a client has to send a whole HTTP/1.1 request head (or the HTTP/2 connection
+    /// preface), from its first byte (or from the end of the previous response), in
+    /// milliseconds; later, HTTP/1.1 is answered 408 and the connection closed (slowloris).
+    /// Default 10000; 100 to 300000.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     /// Concurrent calls multiplexed on one upstream HTTP/2 connection before the gateway opens
     /// another one to the same replica. Default 128.
     #[serde(default = "default_upstream_max_h2_streams")]
@@ -683,6 +710,21 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_max_concurrent_streams() -> u32 {
     1024
 }
+fn default_max_header_list_bytes() -> u32 {
+    16 << 10
+}
+fn default_max_pending_reset_streams() -> u32 {
+    20
+}
+fn default_max_error_reset_streams() -> u32 {
+    1024
+}
+fn default_h2_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
 fn default_upstream_max_h2_streams() -> usize {
     128
 }
@@ -738,6 +780,11 @@ impl GatewayConfig {
             grace_period_seconds: default_grace_period_seconds(),
             connect_timeout_ms: default_connect_timeout_ms(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            max_header_list_bytes: default_max_header_list_bytes(),
+            max_pending_reset_streams: default_max_pending_reset_streams(),
+            max_error_reset_streams: default_max_error_reset_streams(),
+            h2_idle_timeout_ms: default_h2_idle_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
             upstream_max_h2_streams: default_upstream_max_h2_streams(),
             max_request_message_bytes: default_max_message_bytes(),
             max_response_message_bytes: default_max_message_bytes(),
@@ -855,6 +902,7 @@ impl GatewayConfig {
         if self.max_concurrent_streams == 0 {
             return invalid("max_concurrent_streams must be at least 1".to_string());
         }
+        self.validate_client_limits()?;
         if !(1..=10_000).contains(&self.upstream_max_h2_streams) {
             return invalid(format!(
                 "upstream_max_h2_streams = {}: must be between 1 and 10000",
@@ -863,6 +911,29 @@ impl GatewayConfig {
         }
         if self.max_request_message_bytes == 0 || self.max_response_message_bytes == 0 {
             return invalid("max_request_message_bytes and max_response_message_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the limits on what one client connection may do (headers, resets, timeouts).
+    fn validate_client_limits(&self) -> Result<(), ConfigError> {
+        let out_of = |field: &str, value: u64, low: u64, high: u64| {
+            Err(ConfigError::Invalid(format!("{field} = {value}: must be between {low} and {high}")))
+        };
+        if !(1024..=1 << 20).contains(&self.max_header_list_bytes) {
+            return out_of("max_header_list_bytes", self.max_header_list_bytes.into(), 1024, 1 << 20);
+        }
+        if !(1..=10_000).contains(&self.max_pending_reset_streams) {
+            return out_of("max_pending_reset_streams", self.max_pending_reset_streams.into(), 1, 10_000);
+        }
+        if !(1..=100_000).contains(&self.max_error_reset_streams) {
+            return out_of("max_error_reset_streams", self.max_error_reset_streams.into(), 1, 100_000);
+        }
+        if !(100..=3_600_000).contains(&self.h2_idle_timeout_ms) {
+            return out_of("h2_idle_timeout_ms", self.h2_idle_timeout_ms, 100, 3_600_000);
+        }
+        if !(100..=300_000).contains(&self.header_read_timeout_ms) {
+            return out_of("header_read_timeout_ms", self.header_read_timeout_ms, 100, 300_000);
         }
         Ok(())
     }
@@ -1261,6 +1332,43 @@ pool = "urlshortener"
         config.validate().unwrap();
     }
 
+    /// The limits on hostile clients have safe defaults, and values that would switch them off
+    /// (or make the gateway unusable) are refused, naming the field.
+    #[test]
+    fn client_limits_default_safely_and_are_bounded() {
+        let config = good();
+        assert_eq!(
+            (config.max_header_list_bytes, config.max_pending_reset_streams, config.max_error_reset_streams),
+            (16384, 20, 1024)
+        );
+        assert_eq!((config.h2_idle_timeout_ms, config.header_read_timeout_ms), (120_000, 10_000));
+        type Set = fn(&mut GatewayConfig);
+        let cases: [(&str, Set); 10] = [
+            ("max_header_list_bytes = 1023", |c| c.max_header_list_bytes = 1023),
+            ("max_header_list_bytes = 1048577", |c| c.max_header_list_bytes = (1 << 20) + 1),
+            ("max_pending_reset_streams = 0", |c| c.max_pending_reset_streams = 0),
+            ("max_pending_reset_streams = 10001", |c| c.max_pending_reset_streams = 10_001),
+            ("max_error_reset_streams = 0", |c| c.max_error_reset_streams = 0),
+            ("max_error_reset_streams = 100001", |c| c.max_error_reset_streams = 100_001),
+            ("h2_idle_timeout_ms = 99", |c| c.h2_idle_timeout_ms = 99),
+            ("h2_idle_timeout_ms = 3600001", |c| c.h2_idle_timeout_ms = 3_600_001),
+            ("header_read_timeout_ms = 0", |c| c.header_read_timeout_ms = 0),
+            ("header_read_timeout_ms = 300001", |c| c.header_read_timeout_ms = 300_001),
+        ];
+        for (field, set) in cases {
+            let mut config = good();
+            set(&mut config);
+            let msg = invalid_message(&config);
+            assert!(msg.contains(field) && msg.contains("must be between"), "{field}: {msg}");
+        }
+        let parsed = GatewayConfig::from_toml_str(
+            "listen = \"127.0.0.1:8080\"\nmax_header_list_bytes = 8192\nheader_read_timeout_ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!((parsed.max_header_list_bytes, parsed.header_read_timeout_ms), (8192, 500));
+        parsed.validate().unwrap();
+    }
+
     #[test]
     fn example_file_is_valid_and_shows_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.toml");
@@ -1283,6 +1391,14 @@ pool = "urlshortener"
         assert_eq!(
             (example.max_request_message_bytes, example.max_response_message_bytes),
             (defaults.max_request_message_bytes, defaults.max_response_message_bytes)
+        );
+        assert_eq!(
+            (example.max_header_list_bytes, example.max_pending_reset_streams, example.max_error_reset_streams),
+            (defaults.max_header_list_bytes, defaults.max_pending_reset_streams, defaults.max_error_reset_streams)
+        );
+        assert_eq!(
+            (example.h2_idle_timeout_ms, example.header_read_timeout_ms),
+            (defaults.h2_idle_timeout_ms, defaults.header_read_timeout_ms)
         );
         let pool = &example.pools["urlshortener"];
         assert_eq!(

@@ -35,6 +35,7 @@ pub mod balance;
 mod config;
 mod grpc_errors;
 mod grpc_web;
+mod guard;
 pub mod http_routes;
 mod internal;
 mod limits;

@@ -21,13 +21,14 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::listening::Service;
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
-use pingora_proxy::ProxyServiceBuilder;
 use tokio::sync::watch;
 
 use crate::GatewayError;
 use crate::admin::AdminState;
 use crate::config::{BUILTIN_SERVICES, ConfigError, GatewayConfig, PoolConfig};
+use crate::guard::{GuardSettings, Guarded};
 use crate::http_routes::upstream::Upstream;
 use crate::http_routes::{Descriptors, HttpRoutes, RouteTable};
 use crate::internal::{CheckSettings, Internal, MeshView};
@@ -481,23 +482,33 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
-        .name("meshwork-gateway")
-        .server_options(server_options)
-        .build();
-    if let Some(app) = service.app_logic_mut() {
-        // Pingora's defaults keep the header-list cap; raise the stream limit and the windows.
-        // Bigger windows also matter for h2 0.4.20's small-DATA-frame budget (half the
-        // connection window by default): every unary gRPC request is one small DATA frame, and
-        // with the 64 KiB default ~130 concurrent calls on one connection end it with GOAWAY
-        // ENHANCE_YOUR_CALM "too_many_data_frames".
-        let mut h2 = default_h2_options();
-        h2.max_concurrent_streams(config.max_concurrent_streams)
-            .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .data_frame_budget(H2_CONNECTION_WINDOW as usize / 2);
-        app.h2_options = Some(h2);
-    }
+    // Half-open connections and clients that trickle a frame hold no call: they are closed
+    // once idle this long (the preface itself is timed by the head guard).
+    server_options.h2_idle_timeout = Some(Duration::from_millis(config.h2_idle_timeout_ms));
+    let mut app = pingora_proxy::http_proxy(&server.configuration, proxy);
+    app.server_options = Some(server_options);
+    // Pingora's defaults keep the header-list cap; raise the stream limit and the windows.
+    // Bigger windows also matter for h2 0.4.20's small-DATA-frame budget (half the
+    // connection window by default): every unary gRPC request is one small DATA frame, and
+    // with the 64 KiB default ~130 concurrent calls on one connection end it with GOAWAY
+    // ENHANCE_YOUR_CALM "too_many_data_frames". The limits on hostile clients are h2's own:
+    // the header list (also what HEADERS + CONTINUATION may buffer), streams reset before
+    // they are taken up (rapid reset) and streams reset for protocol errors, each ending the
+    // connection with GOAWAY past its bound.
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(config.max_header_list_bytes)
+        .max_pending_accept_reset_streams(config.max_pending_reset_streams as usize)
+        .max_local_error_reset_streams(Some(config.max_error_reset_streams as usize))
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .data_frame_budget(H2_CONNECTION_WINDOW as usize / 2);
+    app.h2_options = Some(h2);
+    let guard = GuardSettings {
+        header_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        max_head_bytes: config.max_header_list_bytes as usize,
+    };
+    let mut service = Service::new("meshwork-gateway".to_string(), Guarded::new(app, guard));
     match &tls.listener {
         Some(listener_tls) => {
             let settings = listener_tls.settings().map_err(|e| GatewayError::Start(format!("TLS listener: {e}")))?;
