@@ -72,25 +72,6 @@ fn limited(field: &str, value: &str, min: usize, max: usize) -> ServiceResult<()
     Ok(())
 }
 
-fn address(a: Option<&pb::Address>) -> ServiceResult<()> {
-    let Some(a) = a else {
-        return Err(ServiceError::invalid("shipping_address", "required"));
-    };
-    limited("shipping_address.name", &a.name, 1, 100)?;
-    limited("shipping_address.line1", &a.line1, 1, 100)?;
-    limited("shipping_address.line2", &a.line2, 0, 100)?;
-    limited("shipping_address.city", &a.city, 1, 100)?;
-    limited("shipping_address.region", &a.region, 0, 100)?;
-    limited("shipping_address.postal_code", &a.postal_code, 1, 20)?;
-    if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ServiceError::invalid(
-            "shipping_address.country",
-            format!("{:?} is not an ISO 3166-1 alpha-2 code (two upper-case letters)", a.country),
-        ));
-    }
-    Ok(())
-}
-
 /// Checks a CreateOrder request.
 pub fn create(req: &pb::CreateOrderRequest) -> ServiceResult<()> {
     validate_request_id(&req.request_id)?;
@@ -123,7 +104,7 @@ pub fn create(req: &pb::CreateOrderRequest) -> ServiceResult<()> {
         }
     }
     fields::currency("currency", &req.currency)?;
-    address(req.shipping_address.as_ref())?;
+    fields::address("shipping_address", req.shipping_address.as_ref())?;
     if !req.reservation_id.is_empty() {
         reservation_id("reservation_id", &req.reservation_id)?;
     }

@@ -5,7 +5,6 @@ use meshwork_common::error::{ServiceError, ServiceResult};
 use meshwork_common::fields;
 use meshwork_common::validate_request_id;
 use meshwork_proto::pb::catalog::v1::{GetCheckoutRequest, PlaceOrderRequest};
-use meshwork_proto::pb::orders::v1::Address;
 
 /// Characters of the random part of a checkout id.
 pub const ID_CHARS: usize = 20;
@@ -14,27 +13,8 @@ pub const ID_CHARS: usize = 20;
 pub fn place_order(req: &PlaceOrderRequest) -> ServiceResult<()> {
     validate_request_id(&req.request_id)?;
     fields::user_id("user_id", &req.user_id)?;
-    let Some(address) = &req.shipping_address else {
-        return Err(ServiceError::invalid("shipping_address", "required"));
-    };
-    validate_address(address)?;
+    fields::address("shipping_address", req.shipping_address.as_ref())?;
     payment_token(&req.payment_token)
-}
-
-fn validate_address(a: &Address) -> ServiceResult<()> {
-    fields::text("shipping_address.name", &a.name, 100, true)?;
-    fields::text("shipping_address.line1", &a.line1, 100, true)?;
-    fields::text("shipping_address.line2", &a.line2, 100, false)?;
-    fields::text("shipping_address.city", &a.city, 100, true)?;
-    fields::text("shipping_address.region", &a.region, 100, false)?;
-    fields::text("shipping_address.postal_code", &a.postal_code, 20, true)?;
-    if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ServiceError::invalid(
-            "shipping_address.country",
-            "must be an ISO 3166-1 alpha-2 code: two upper-case letters",
-        ));
-    }
-    Ok(())
 }
 
 /// Checks a card token: `tok_` and 1-60 characters of `[A-Za-z0-9_]`.
@@ -72,6 +52,8 @@ pub fn checkout_id(id: &str) -> ServiceResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use meshwork_proto::pb::orders::v1::Address;
+
     use super::*;
 
     fn good() -> PlaceOrderRequest {
