@@ -142,6 +142,10 @@ pub enum Args {
     },
     /// Load-tests a gRPC method the way ghz does (reports: summary, JSON in ghz's shape, HTML).
     Load(Box<meshwork_loadtest::LoadArgs>),
+    /// Offline evaluation of the recommendation model: precision@k, recall@k, nDCG@k, MAP@k
+    /// and catalogue coverage, against a popularity baseline, on a random or time split of an
+    /// interactions file (`user,item,value,timestamp_ms`) or of synthetic data.
+    RecommendEval(Box<meshwork_recommendation::eval::EvalArgs>),
     /// Prints a development token (JWT, ES256) signed by the key `meshwork up` trusts, for
     /// `grpcurl -H "authorization: Bearer $(meshwork token --sub alice)"`.
     Token {
@@ -299,6 +303,7 @@ pub enum Command {
         export: ExportFlags,
     },
     Load(Box<meshwork_loadtest::LoadArgs>),
+    RecommendEval(Box<meshwork_recommendation::eval::EvalArgs>),
     Token {
         sub: String,
         roles: Vec<String>,
@@ -470,6 +475,7 @@ impl Args {
                 args.validate()?;
                 Ok(Command::Load(args))
             }
+            Args::RecommendEval(args) => Ok(Command::RecommendEval(args)),
             Args::Token { sub, roles, ttl, data_dir } => {
                 if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
                     return Err(format!("--sub {sub:?}: must be 1 to 256 characters, no control characters"));

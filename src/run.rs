@@ -31,6 +31,10 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Gateway { config, export } => runtime()?.block_on(gateway(*config, export)),
         Command::Load(args) => Ok(meshwork_loadtest::run(*args)?),
+        Command::RecommendEval(args) => {
+            print!("{}", meshwork_recommendation::eval::run(&args)?);
+            Ok(())
+        }
         Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls, settings } => {
             let traces = traces.map(|flags| (flags, trace_dir));
             let where_ = Where { listen, store, data_dir, public_url, admin };

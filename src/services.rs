@@ -14,6 +14,8 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_inventory::spec(),
         meshwork_orders::spec(),
         meshwork_payments::spec(),
+        meshwork_ratings::spec(),
+        meshwork_recommendation::spec(),
     ]
 }
 

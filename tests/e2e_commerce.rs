@@ -25,8 +25,7 @@ use meshwork_proto::pb::inventory::v1 as inventory;
 use meshwork_proto::pb::orders::v1 as orders;
 use meshwork_proto::pb::payments::v1 as payments;
 use meshwork_storage::testing::EtcdCluster;
-use serde_json::Value;
-use support::{Mesh, http_get};
+use support::{Mesh, Trace};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -371,53 +370,12 @@ async fn one_place_order_is_one_trace_across_the_shop() {
     assert_eq!(checkout.state, catalog::CheckoutState::Completed as i32, "{checkout:?}");
 
     // Wait until the spans of every service arrived (separate export batches).
-    let wanted = ["gateway", "catalog", "inventory", "orders", "payments"];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let trace = loop {
-        let (status, _, body) = http_get(ui, &format!("/api/traces/{trace_id}"), &[]);
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let trace = body["data"][0].clone();
-        let services: BTreeSet<String> = trace["processes"]
-            .as_object()
-            .map(|p| p.values().filter_map(|p| p["serviceName"].as_str().map(String::from)).collect())
-            .unwrap_or_default();
-        if status == 200 && wanted.iter().all(|w| services.contains(*w)) {
-            break trace;
-        }
-        assert!(Instant::now() < deadline, "the trace never showed all of {wanted:?}: {services:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let trace = Trace::wait_for(ui, trace_id, &["gateway", "catalog", "inventory", "orders", "payments"]).await;
     // One tree: every span's parent is in the trace, except the gateway's root (the caller's).
-    let spans = trace["spans"].as_array().unwrap();
-    let ids: BTreeSet<&str> = spans.iter().filter_map(|s| s["spanID"].as_str()).collect();
-    let service_of = |span: &Value| trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone();
-    let parent_of = |span: &Value| span["references"][0]["spanID"].as_str().map(String::from);
-    for span in spans {
-        let parent = parent_of(span).unwrap_or_default();
-        assert!(
-            ids.contains(parent.as_str()) || parent == "00f067aa0ba902b7",
-            "span {} of {} hangs outside the tree",
-            span["operationName"],
-            service_of(span)
-        );
-    }
+    trace.assert_one_tree("00f067aa0ba902b7");
     // The downstream services' spans descend from the catalog's PlaceOrder span.
-    let place_order = spans
-        .iter()
-        .find(|s| service_of(s) == "catalog" && s["operationName"].as_str().is_some_and(|o| o.ends_with("/PlaceOrder")))
-        .expect("the catalog's PlaceOrder span");
-    let by_id: BTreeMap<&str, &Value> = spans.iter().map(|s| (s["spanID"].as_str().unwrap(), s)).collect();
+    let place_order = trace.span("catalog", "PlaceOrder");
     for service in ["inventory", "orders", "payments"] {
-        let span = spans.iter().find(|s| service_of(s) == service).unwrap();
-        let mut at = span;
-        let mut found = false;
-        while let Some(parent) = parent_of(at).and_then(|p| by_id.get(p.as_str()).copied()) {
-            if parent["spanID"] == place_order["spanID"] {
-                found = true;
-                break;
-            }
-            at = parent;
-        }
-        assert!(found, "the {service} span is not under the catalog's PlaceOrder span");
+        trace.assert_under(service, place_order);
     }
 }

@@ -239,3 +239,91 @@ pub fn token(data_dir: &Path, sub: &str, roles: &[&str]) -> String {
     assert!(out.status.success(), "meshwork token failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("token is text").trim().to_string()
 }
+
+/// One trace as the built-in Jaeger-compatible API returns it (`/api/traces/<id>`), with the
+/// questions the end-to-end tests ask of it.
+pub struct Trace(pub serde_json::Value);
+
+impl Trace {
+    /// Polls the trace API at `ui` (up to 20 s) until trace `trace_id` holds spans of every
+    /// service in `wanted` (their spans arrive in separate export batches).
+    pub async fn wait_for(ui: SocketAddr, trace_id: &str, wanted: &[&str]) -> Trace {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _, body) = http_get(ui, &format!("/api/traces/{trace_id}"), &[]);
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            let trace = Trace(body["data"][0].clone());
+            let services = trace.services();
+            if status == 200 && wanted.iter().all(|w| services.iter().any(|s| s == w)) {
+                return trace;
+            }
+            assert!(Instant::now() < deadline, "the trace never showed all of {wanted:?}: {services:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The names of the services with spans in the trace.
+    pub fn services(&self) -> Vec<String> {
+        self.0["processes"]
+            .as_object()
+            .map(|p| p.values().filter_map(|p| p["serviceName"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn spans(&self) -> &[serde_json::Value] {
+        self.0["spans"].as_array().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The service that recorded `span`.
+    pub fn service_of(&self, span: &serde_json::Value) -> String {
+        let process = span["processID"].as_str().unwrap_or_default();
+        self.0["processes"][process]["serviceName"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn parent_of(span: &serde_json::Value) -> Option<String> {
+        span["references"][0]["spanID"].as_str().map(String::from)
+    }
+
+    /// Asserts the spans form one tree: every span's parent is in the trace, except the
+    /// root's, which is the caller's span `caller_span`.
+    pub fn assert_one_tree(&self, caller_span: &str) {
+        let ids: Vec<&str> = self.spans().iter().filter_map(|s| s["spanID"].as_str()).collect();
+        for span in self.spans() {
+            let parent = Trace::parent_of(span).unwrap_or_default();
+            assert!(
+                ids.contains(&parent.as_str()) || parent == caller_span,
+                "span {} of {} hangs outside the tree",
+                span["operationName"],
+                self.service_of(span)
+            );
+        }
+    }
+
+    /// The span of `service` whose operation ends with `/<method>`.
+    pub fn span(&self, service: &str, method: &str) -> &serde_json::Value {
+        let suffix = format!("/{method}");
+        self.spans()
+            .iter()
+            .find(|s| {
+                self.service_of(s) == service && s["operationName"].as_str().is_some_and(|o| o.ends_with(&suffix))
+            })
+            .unwrap_or_else(|| panic!("no {service} span of {method}"))
+    }
+
+    /// Asserts that a span of `service` descends from `ancestor`.
+    pub fn assert_under(&self, service: &str, ancestor: &serde_json::Value) {
+        let by_id: std::collections::BTreeMap<&str, &serde_json::Value> =
+            self.spans().iter().filter_map(|s| Some((s["spanID"].as_str()?, s))).collect();
+        let found = self.spans().iter().filter(|s| self.service_of(s) == service).any(|span| {
+            let mut at = span;
+            while let Some(parent) = Trace::parent_of(at).and_then(|p| by_id.get(p.as_str()).copied()) {
+                if parent["spanID"] == ancestor["spanID"] {
+                    return true;
+                }
+                at = parent;
+            }
+            false
+        });
+        assert!(found, "no {service} span under {}", ancestor["operationName"]);
+    }
+}
