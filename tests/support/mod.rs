@@ -246,20 +246,42 @@ pub struct Trace(pub serde_json::Value);
 
 impl Trace {
     /// Polls the trace API at `ui` (up to 20 s) until trace `trace_id` holds spans of every
-    /// service in `wanted` (their spans arrive in separate export batches).
-    pub async fn wait_for(ui: SocketAddr, trace_id: &str, wanted: &[&str]) -> Trace {
+    /// service in `wanted` and its spans form one tree under the caller's span `caller_span`
+    /// (spans arrive in separate export batches, a child sometimes before its parent). Fails
+    /// naming the spans that still hang outside the tree at the deadline.
+    pub async fn wait_for(ui: SocketAddr, trace_id: &str, wanted: &[&str], caller_span: &str) -> Trace {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (status, _, body) = http_get(ui, &format!("/api/traces/{trace_id}"), &[]);
             let body: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
             let trace = Trace(body["data"][0].clone());
             let services = trace.services();
-            if status == 200 && wanted.iter().all(|w| services.iter().any(|s| s == w)) {
+            let missing: Vec<&&str> = wanted.iter().filter(|w| !services.iter().any(|s| s == *w)).collect();
+            let outside = trace.outside_the_tree(caller_span);
+            if status == 200 && missing.is_empty() && outside.is_empty() {
                 return trace;
             }
-            assert!(Instant::now() < deadline, "the trace never showed all of {wanted:?}: {services:?}");
+            assert!(
+                Instant::now() < deadline,
+                "trace {trace_id}: services missing {missing:?} (have {services:?}); spans outside the tree: {outside:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The spans (operation, service, parent id) whose parent is neither in the trace nor the
+    /// caller's span `caller_span`.
+    pub fn outside_the_tree(&self, caller_span: &str) -> Vec<(String, String, String)> {
+        let ids: Vec<&str> = self.spans().iter().filter_map(|s| s["spanID"].as_str()).collect();
+        self.spans()
+            .iter()
+            .filter_map(|span| {
+                let parent = Trace::parent_of(span).unwrap_or_default();
+                (!ids.contains(&parent.as_str()) && parent != caller_span).then(|| {
+                    (span["operationName"].as_str().unwrap_or_default().to_string(), self.service_of(span), parent)
+                })
+            })
+            .collect()
     }
 
     /// The names of the services with spans in the trace.
@@ -282,21 +304,6 @@ impl Trace {
 
     fn parent_of(span: &serde_json::Value) -> Option<String> {
         span["references"][0]["spanID"].as_str().map(String::from)
-    }
-
-    /// Asserts the spans form one tree: every span's parent is in the trace, except the
-    /// root's, which is the caller's span `caller_span`.
-    pub fn assert_one_tree(&self, caller_span: &str) {
-        let ids: Vec<&str> = self.spans().iter().filter_map(|s| s["spanID"].as_str()).collect();
-        for span in self.spans() {
-            let parent = Trace::parent_of(span).unwrap_or_default();
-            assert!(
-                ids.contains(&parent.as_str()) || parent == caller_span,
-                "span {} of {} hangs outside the tree",
-                span["operationName"],
-                self.service_of(span)
-            );
-        }
     }
 
     /// The span of `service` whose operation ends with `/<method>`.
