@@ -16,6 +16,9 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_payments::spec(),
         meshwork_ratings::spec(),
         meshwork_recommendation::spec(),
+        meshwork_parking::spec(),
+        meshwork_library::spec(),
+        meshwork_meetings::spec(),
     ]
 }
 
