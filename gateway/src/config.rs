@@ -89,8 +89,18 @@ pub enum ConfigError {
         message: String,
     },
     /// The configuration parsed but is not consistent (empty pool, unknown pool, bad address...).
-    #[error("invalid gateway config: {0}")]
+    /// The message quotes configured values, whose control characters are shown escaped.
+    #[error("invalid gateway config: {}", one_line(.0))]
     Invalid(String),
+}
+
+/// Escapes the control characters of `message` (a configured name or address may hold a
+/// newline: TOML's quoted keys and strings allow `\n`), so that the message stays one line.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return message.into();
+    }
+    message.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 /// The whole gateway configuration.
@@ -1320,6 +1330,15 @@ pool = "urlshortener"
         let msg = err.to_string();
         assert!(!msg.contains('\n'), "one line: {msg}");
         msg
+    }
+
+    /// Found by the `gateway_config` fuzz target: a newline in a configured endpoint made a
+    /// two-line message.
+    #[test]
+    fn messages_quoting_values_stay_one_line() {
+        let text = GOOD.replace("localhost:50052", "localhost:0010\\n4");
+        let msg = invalid_message(&GatewayConfig::from_toml_str(&text).unwrap());
+        assert!(msg.contains(r#"endpoint "localhost:0010\n4""#), "{msg}");
     }
 
     #[test]

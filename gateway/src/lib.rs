@@ -48,6 +48,16 @@ mod server;
 pub mod tls;
 pub mod trace;
 
+/// The gateway's byte parsers that are private to the data plane, exposed for the fuzz targets
+/// (`fuzz/`) and their stable corpus replay (`meshwork-fuzz-bodies`); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::grpc_errors::{encode_grpc_message, grpc_message_value, is_grpc_content_type};
+    pub use crate::grpc_web::{InvalidBase64, WebCall, WebMode, trailer_frame, web_mode};
+    pub use crate::limits::MessageMeter;
+    pub use crate::proxy::parse_status as parse_grpc_status;
+}
+
 use std::net::SocketAddr;
 
 pub use authn::{API_KEY_HEADER, AuthConfig};

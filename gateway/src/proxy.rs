@@ -935,8 +935,9 @@ fn deadline_exceeded(value: Option<&mut HeaderValue>, status: &mut Option<u16>) 
     }
 }
 
-/// Parses a `grpc-status` value (0..=16 in practice; anything numeric is kept).
-fn parse_status(value: &[u8]) -> Option<u16> {
+/// Parses a `grpc-status` value (0..=16 in practice; anything numeric is kept). Public for the
+/// fuzz targets, through [`crate::fuzzing`].
+pub fn parse_status(value: &[u8]) -> Option<u16> {
     if value.is_empty() || value.len() > 4 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -186,7 +186,9 @@ pub async fn v1_search(State(store): State<Arc<TraceStore>>, Query(p): Params) -
     Json(envelope(json!(traces), total)).into_response()
 }
 
-fn v1_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
+/// Reads the v1 search parameters (`GET /api/traces`) into a query; public for the fuzz targets.
+#[doc(hidden)]
+pub fn v1_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
     let tags = match p.get("tags").filter(|t| !t.is_empty()) {
         None => Vec::new(),
         Some(t) => match serde_json::from_str::<HashMap<String, Value>>(t) {
@@ -265,7 +267,10 @@ pub async fn v3_trace_by_id(State(store): State<Arc<TraceStore>>, Path(id): Path
     }
 }
 
-fn v3_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
+/// Reads the v3 search parameters (`GET /api/v3/traces`) into a query; public for the fuzz
+/// targets.
+#[doc(hidden)]
+pub fn v3_query(p: &HashMap<String, String>) -> Result<TraceQuery, String> {
     let time = |key: &str| -> Result<Option<u64>, String> {
         match p.get(key).filter(|v| !v.is_empty()) {
             None => Ok(None),

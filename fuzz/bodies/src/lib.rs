@@ -1,0 +1,407 @@
+//! The bodies of meshwork's fuzz targets, one plain function per target, so that the same code
+//! runs under libFuzzer on nightly (`fuzz/fuzz_targets/<target>.rs` calls it) and on stable,
+//! where `tests/corpus.rs` replays every committed input of `fuzz/corpus/<target>/` through it.
+//! Each body feeds bytes from outside to a parser and panics only when a law is broken: the
+//! parser panicked, or it disagrees with itself (chunking, round trips, a reference decoder).
+//! Refusing an input is never a finding.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use meshwork_collector::otlp::Export;
+use meshwork_collector::{StoreLimits, TraceQuery, TraceStore, api, jaeger};
+use meshwork_gateway::GatewayConfig;
+use meshwork_gateway::fuzzing::{MessageMeter, WebCall, WebMode, is_grpc_content_type, trailer_frame, web_mode};
+use meshwork_identity::{ApiKeys, Identity, JwtConfig, JwtVerifier, jwks::Jwks};
+use meshwork_telemetry::grpc_timeout::{format_grpc_timeout, parse_grpc_timeout};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+/// A target: its name (the directory of its corpus and of its `fuzz_targets/<name>.rs`) and
+/// its body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, in the order `scripts/fuzz.sh` runs them.
+pub const TARGETS: &[Target] = &[
+    ("grpc_framing", grpc_framing),
+    ("grpc_timeout", grpc_timeout),
+    ("grpc_status", grpc_status),
+    ("grpc_message", grpc_message),
+    ("grpc_web_text", grpc_web_text),
+    ("grpc_web_binary", grpc_web_binary),
+    ("gateway_config", gateway_config),
+    ("otlp_protobuf", otlp_protobuf),
+    ("otlp_json", otlp_json),
+    ("jaeger_query", jaeger_query),
+    ("urlshortener_validate", urlshortener_validate),
+    ("jwt", jwt),
+    ("jwks", jwks),
+    ("api_keys", api_keys),
+];
+
+/// Splits `data` into chunks whose sizes come from its first byte (1 to 64, or one chunk),
+/// the rest being the input: how a parser that follows a stream sees arbitrary network reads.
+fn chunked(data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let size = match first % 65 {
+        0 => rest.len().max(1),
+        n => usize::from(n),
+    };
+    (rest.chunks(size).collect(), rest)
+}
+
+/// gRPC length-prefixed framing (`MessageMeter`, which enforces the message size caps): any
+/// chunking of a body finds the same first oversized message as the body in one piece.
+pub fn grpc_framing(data: &[u8]) {
+    let (chunks, whole) = chunked(data);
+    // A cap from the input too, small enough that the fuzzer reaches both sides of it.
+    let cap = u32::from(whole.first().copied().unwrap_or(0)) * 3;
+    let mut one = MessageMeter::default();
+    let expected = one.feed(whole, cap);
+    let mut meter = MessageMeter::default();
+    let mut got = Ok(());
+    for chunk in chunks {
+        got = meter.feed(chunk, cap);
+        if got.is_err() {
+            break;
+        }
+    }
+    assert_eq!(got, expected, "chunking changed the framing verdict");
+}
+
+/// `grpc-timeout` parsing: a parsed timeout formats back to a value that parses to at least it
+/// (formatting rounds up to its unit), and any duration formats to a value that parses.
+pub fn grpc_timeout(data: &[u8]) {
+    if let Some(d) = parse_grpc_timeout(data) {
+        let again = parse_grpc_timeout(format_grpc_timeout(d).as_bytes());
+        assert!(again.is_some_and(|a| a >= d), "{d:?} formatted does not parse back to at least itself");
+    }
+    if data.len() >= 12 {
+        let secs = u64::from_le_bytes(data[..8].try_into().unwrap_or([0; 8]));
+        let nanos = u32::from_le_bytes(data[8..12].try_into().unwrap_or([0; 4])) % 1_000_000_000;
+        let d = Duration::new(secs, nanos);
+        let text = format_grpc_timeout(d);
+        assert!(text.len() <= 9, "{text:?} has more than 8 digits");
+        assert!(parse_grpc_timeout(text.as_bytes()).is_some(), "{text:?} formatted from {d:?} does not parse");
+    }
+}
+
+/// `grpc-status` parsing (the upstream's trailer the gateway reads for metrics, retries and
+/// outlier detection): a value is accepted exactly when it is 1-4 ASCII digits, as its number.
+pub fn grpc_status(data: &[u8]) {
+    let got = meshwork_gateway::fuzzing::parse_grpc_status(data);
+    let expected = (!data.is_empty() && data.len() <= 4 && data.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(data).ok().and_then(|s| s.parse::<u16>().ok()))
+        .flatten();
+    assert_eq!(got, expected);
+}
+
+/// `grpc-message` encoding (any text, e.g. an upstream's error, becomes a header value): the
+/// value is always a valid header value and percent-decodes back to the text.
+pub fn grpc_message(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let encoded = meshwork_gateway::fuzzing::encode_grpc_message(&text);
+    assert!(HeaderValue::from_str(&encoded).is_ok(), "{encoded:?} is not a header value");
+    assert_eq!(meshwork_gateway::fuzzing::grpc_message_value(&text).as_bytes(), encoded.as_bytes());
+    assert_eq!(percent_decode(encoded.as_bytes()), text.as_bytes(), "grpc-message does not round-trip");
+}
+
+/// Decodes `%XX` escapes (the reading side of the gRPC spec's `grpc-message` encoding).
+fn percent_decode(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    while let Some((&b, rest)) = bytes.split_first() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (b, rest) {
+            (b'%', [h, l, tail @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                out.push((hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0)) as u8);
+                bytes = tail;
+            }
+            _ => {
+                out.push(b);
+                bytes = rest;
+            }
+        }
+    }
+    out
+}
+
+/// gRPC-Web text mode: a base64 request body decodes to the same bytes (or fails the same way)
+/// whatever its chunking, and a response piece encodes to base64 of itself.
+pub fn grpc_web_text(data: &[u8]) {
+    let (chunks, whole) = chunked(data);
+    let mut one = WebCall::new(WebMode::Text, b"", None);
+    let expected = one.decode_request(whole, true);
+    let mut call = WebCall::new(WebMode::Text, b"", None);
+    let mut got = Vec::new();
+    let mut failed = false;
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.iter().enumerate() {
+        match call.decode_request(chunk, i == last) {
+            Ok(bytes) => got.extend_from_slice(&bytes),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if chunks.is_empty() {
+        got.extend_from_slice(&call.decode_request(b"", true).unwrap_or_default());
+    }
+    match expected {
+        // Decoding is incremental: a chunking may fail early only where the whole body fails.
+        Ok(bytes) => {
+            assert!(!failed, "a chunking failed where the whole body decodes");
+            assert_eq!(got, bytes.as_ref(), "chunking changed the decoded body");
+        }
+        Err(_) => assert!(failed || chunks.is_empty(), "a chunking decoded a body that is not base64"),
+    }
+    let encoded = one.encode_response(whole);
+    assert_eq!(STANDARD.decode(&encoded).ok().as_deref(), Some(whole), "text response does not round-trip");
+}
+
+/// gRPC-Web binary mode and its edges: the request `content-type` (up to the first newline) is
+/// classified and translated into valid header values, then the rest, read as `name:value`
+/// lines, becomes trailers whose trailer frame (`0x80`, length, lines) parses back to them, in
+/// both modes.
+pub fn grpc_web_binary(data: &[u8]) {
+    let (content_type, rest) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    // The gateway sees the content type of a request it parsed: a valid header value.
+    let web = HeaderValue::from_bytes(content_type).ok().and_then(|_| web_mode(content_type));
+    assert!(!(web.is_some() && is_grpc_content_type(content_type)), "both gRPC and gRPC-Web");
+    if let Some((mode, suffix)) = web {
+        let call = WebCall::new(mode, suffix, None);
+        assert!(call.upstream_content_type.as_bytes().starts_with(b"application/grpc"));
+        let web: &[u8] = if mode == WebMode::Text { b"application/grpc-web-text" } else { b"application/grpc-web" };
+        assert!(call.response_content_type.as_bytes().starts_with(web));
+    }
+    let mut trailers = HeaderMap::new();
+    for line in rest.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(&line[colon + 1..]))
+        {
+            trailers.append(name, value);
+        }
+    }
+    let frame = trailer_frame(&trailers);
+    assert_eq!(parse_trailer_frame(&frame), Some(pairs(&trailers)), "trailer frame does not parse back");
+    let text = WebCall::new(WebMode::Text, b"", None).trailer_frame(&trailers);
+    assert_eq!(STANDARD.decode(&text).ok().as_deref(), Some(frame.as_ref()), "text trailer frame is not base64 of it");
+    // The binary body passes through the same framing as native gRPC.
+    grpc_framing(rest);
+}
+
+fn pairs(map: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    map.iter().map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+}
+
+/// Reads a gRPC-Web trailer frame as a browser client does; `None` when it is not one.
+fn parse_trailer_frame(frame: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let (&flag, rest) = frame.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let body = rest.get(4..)?;
+    if flag != 0x80 || body.len() != len {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut lines = body;
+    while !lines.is_empty() {
+        let end = lines.windows(2).position(|w| w == b"\r\n")?;
+        let line = &lines[..end];
+        let colon = line.iter().position(|&b| b == b':')?;
+        out.push((line[..colon].to_vec(), line[colon + 1..].to_vec()));
+        lines = &lines[end + 2..];
+    }
+    Some(out)
+}
+
+/// The gateway's TOML configuration: parsing and validation answer errors, never a panic.
+/// Sections that name files (`descriptor_sets`, `[tls]`, `[auth]`, pools' `tls`) are dropped
+/// before validating, so that the fuzzer does not read files of this machine (`/dev/zero`).
+pub fn gateway_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(mut config) = GatewayConfig::from_toml_str(text) else { return };
+    config.descriptor_sets.clear();
+    config.tls = None;
+    config.auth = None;
+    for pool in config.pools.values_mut() {
+        pool.tls = None;
+    }
+    if let Err(e) = config.validate() {
+        // Every message is one line.
+        assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
+    }
+}
+
+/// A trace store small enough that ingesting is cheap, with one query that reads everything.
+fn ingest_and_query(export: Export) {
+    let store =
+        TraceStore::new(StoreLimits { max_spans: 1000, max_age: Duration::from_secs(3600), max_spans_per_trace: 100 });
+    store.ingest(export.index);
+    for trace in store.search(&TraceQuery { limit: 100, ..TraceQuery::default() }) {
+        jaeger::v1_trace(&trace);
+        jaeger::v3_traces(std::slice::from_ref(&trace));
+    }
+    store.dependencies(0, u64::MAX);
+}
+
+/// The OTLP receivers' protobuf body (`ExportTraceServiceRequest`, gRPC and HTTP): the
+/// collector's own wire indexer accepts exactly what prost's decoder accepts (as its docs
+/// promise), and an accepted export is ingested and rendered without a panic.
+pub fn otlp_protobuf(data: &[u8]) {
+    let ours = Export::decode(Bytes::copy_from_slice(data));
+    let prost = ExportTraceServiceRequest::decode(data);
+    assert_eq!(ours.is_ok(), prost.is_ok(), "indexer and prost disagree: {:?} vs {:?}", ours.err(), prost.err());
+    if let Ok(export) = ours {
+        ingest_and_query(export);
+    }
+}
+
+/// The OTLP HTTP receiver's JSON body: parsed, encoded, indexed, ingested and rendered.
+pub fn otlp_json(data: &[u8]) {
+    let Ok(request) = serde_json::from_slice::<ExportTraceServiceRequest>(data) else { return };
+    if let Ok(export) = Export::encode(request.resource_spans) {
+        ingest_and_query(export);
+    }
+}
+
+/// The Jaeger query API's parameters: the input as a query string (percent-decoded as axum's
+/// `Query` does), read by the v1 and v3 searches, and every value tried as a trace id, a
+/// duration and an RFC 3339 time.
+pub fn jaeger_query(data: &[u8]) {
+    let params: HashMap<String, String> = url::form_urlencoded::parse(data).into_owned().collect();
+    let _ = api::v1_query(&params);
+    let _ = api::v3_query(&params);
+    for value in params.values() {
+        if let Some(id) = jaeger::parse_trace_id(value) {
+            assert_eq!(jaeger::parse_trace_id(&jaeger::hex(&id)), Some(id));
+        }
+        let _ = api::parse_duration_ns(value);
+        let _ = api::parse_rfc3339_ns(value);
+    }
+}
+
+/// The URL shortener's validation of a long URL, a custom alias, a code and a referrer: a
+/// normalised URL is itself valid and normalises to itself.
+pub fn urlshortener_validate(data: &[u8]) {
+    use meshwork_urlshortener::validate;
+    let text = String::from_utf8_lossy(data);
+    if let Ok(url) = validate::long_url(&text) {
+        assert_eq!(validate::long_url(&url).ok().as_deref(), Some(url.as_str()), "normalising {text:?} is not stable");
+    }
+    let _ = validate::custom_alias(&text);
+    let _ = validate::code(&text);
+    let _ = validate::referrer(&text);
+}
+
+/// The seed of the Ed25519 key that signs tokens in [`jwt`] (a fixed, public test key).
+const JWT_SEED: [u8; 32] = [7; 32];
+
+static SIGNER: LazyLock<ring::signature::Ed25519KeyPair> = LazyLock::new(|| {
+    // A 32-byte seed is always a valid Ed25519 private key.
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&JWT_SEED).unwrap_or_else(|_| unreachable!())
+});
+
+static VERIFIER: LazyLock<JwtVerifier> = LazyLock::new(|| {
+    use ring::signature::KeyPair;
+    let x = URL_SAFE_NO_PAD.encode(SIGNER.public_key().as_ref());
+    let jwks = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"fuzz","x":"{x}"}}]}}"#);
+    let jwks = Jwks::from_json(&jwks).unwrap_or_else(|e| panic!("the fuzz JWKS is valid: {e}"));
+    JwtVerifier::new(jwks, JwtConfig::new("meshwork-fuzz", vec!["meshwork".into()]))
+});
+
+/// JWT verification. With a first byte below 0x80 the rest is a token as a client sends it.
+/// Otherwise the rest is a header and a payload (split at the first newline) that are
+/// base64url-encoded and signed with the verifier's key, so that the claims checks behind the
+/// signature are fuzzed too; a token that verifies carries a valid identity.
+pub fn jwt(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let token = if mode < 0x80 {
+        String::from_utf8_lossy(rest).into_owned()
+    } else {
+        let (header, payload) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (&br#"{"alg":"EdDSA","kid":"fuzz"}"#[..], rest),
+        };
+        let signed = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let signature = SIGNER.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    };
+    if let Ok((identity, until)) = VERIFIER.verify_until(&token, now) {
+        assert!(until >= now, "a token valid until {until:?} was accepted at {now:?}");
+        assert!(meshwork_identity::check_subject(&identity.subject).is_ok());
+        assert!(meshwork_identity::check_roles(&identity.roles).is_ok());
+        // The identity the gateway forwards to services decodes back to itself.
+        assert_eq!(Identity::decode(identity.encode().as_bytes()).ok(), Some(identity));
+    }
+}
+
+/// A JWKS document (`[auth] jwks_file`, or fetched): keys are parsed and checked, errors are
+/// returned, a parsed set has keys.
+pub fn jwks(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(set) = Jwks::from_json(text) {
+        assert!(!set.is_empty());
+        for key in set.keys() {
+            let _ = key.verify(b"message", b"signature");
+        }
+    }
+}
+
+/// The API key file (TOML or JSON, by the first byte's low bit), a key checked against it,
+/// and the `meshwork-identity` header a service reads.
+pub fn api_keys(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(rest);
+    if let Ok(keys) = ApiKeys::parse(&text, mode & 1 == 1) {
+        for line in text.lines() {
+            let _ = keys.verify(line.trim());
+        }
+    }
+    let _ = keys_verify_raw(&text);
+    if let Ok(identity) = Identity::decode(rest) {
+        assert_eq!(Identity::decode(identity.encode().as_bytes()).ok(), Some(identity));
+    }
+}
+
+/// Checks `text` as a presented key against an empty key file (the hash and the constant-time
+/// comparison run on any text).
+fn keys_verify_raw(text: &str) -> bool {
+    static EMPTY: LazyLock<ApiKeys> = LazyLock::new(ApiKeys::default);
+    EMPTY.verify(text).is_ok()
+}
+
+/// Reads every committed corpus file of every target (`fuzz/corpus/<target>/*`), in a stable
+/// order; the replay test and `scripts/fuzz.sh` agree on this layout.
+pub fn corpus(root: &std::path::Path) -> std::io::Result<BTreeMap<&'static str, Vec<std::path::PathBuf>>> {
+    let mut out = BTreeMap::new();
+    for (name, _) in TARGETS {
+        let dir = root.join(name);
+        let mut files = Vec::new();
+        if dir.is_dir() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        out.insert(*name, files);
+    }
+    Ok(out)
+}

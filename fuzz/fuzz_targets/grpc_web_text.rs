@@ -1,0 +1,4 @@
+//! libFuzzer entry point of `grpc_web_text`; the body is `meshwork_fuzz_bodies::grpc_web_text`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meshwork_fuzz_bodies::grpc_web_text(data));
