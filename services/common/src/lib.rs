@@ -18,6 +18,7 @@ pub mod events;
 pub mod fields;
 pub mod idempotency;
 pub mod ids;
+pub mod locks;
 pub mod mesh;
 pub mod paging;
 pub mod record;

@@ -35,6 +35,7 @@ use meshwork_common::clock::Clock;
 use meshwork_common::error::{ServiceError, ServiceResult};
 use meshwork_common::fields::timestamp;
 use meshwork_common::idempotency::{Fingerprint, Idempotency};
+use meshwork_common::locks::LockStripes;
 use meshwork_common::paging::{PageToken, fingerprint};
 use meshwork_common::record::Record;
 use meshwork_proto::pb::parking::v1 as pb;
@@ -130,7 +131,7 @@ pub struct Parking {
     idem: Idempotency,
     config: Config,
     lots: StdMutex<HashMap<String, Arc<LotRecord>>>,
-    stripes: Vec<Mutex<()>>,
+    stripes: LockStripes,
 }
 
 impl std::fmt::Debug for Parking {
@@ -180,7 +181,7 @@ impl Parking {
     pub fn new(store: DynStore, clock: Arc<dyn Clock>, config: Config) -> Self {
         let keys = Keys::new(&config.root);
         let idem = Idempotency::new(store.clone(), keys.root()).with_clock(clock.clone());
-        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        let stripes = LockStripes::new(STRIPES);
         Parking { store, clock, keys, idem, config, lots: StdMutex::new(HashMap::new()), stripes }
     }
 
@@ -190,8 +191,7 @@ impl Parking {
     }
 
     fn stripe(&self, lot: &str, spot: &str) -> &Mutex<()> {
-        let h = fingerprint(&[lot.as_bytes(), spot.as_bytes()]) as usize;
-        &self.stripes[h % self.stripes.len()]
+        self.stripes.stripe(&[lot.as_bytes(), spot.as_bytes()])
     }
 
     /// Returns a lot, from this replica's cache when it has it (lots never change).

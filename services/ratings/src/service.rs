@@ -15,6 +15,7 @@ use meshwork_common::clock::Clock;
 use meshwork_common::error::{ServiceError, ServiceResult};
 use meshwork_common::events::EventLog;
 use meshwork_common::idempotency::{Fingerprint, Idempotency};
+use meshwork_common::locks::LockStripes;
 use meshwork_common::mesh::{CallContext, MeshClient};
 use meshwork_common::paging::{self, PageToken};
 use meshwork_common::server::ServiceContext;
@@ -70,7 +71,7 @@ pub struct Ratings {
     mesh: MeshClient,
     idem: Idempotency,
     events: EventLog,
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: LockStripes,
     config: Config,
 }
 
@@ -113,14 +114,13 @@ impl Ratings {
             mesh: ctx.mesh.clone(),
             idem: Idempotency::new(ctx.store.clone(), "ratings").with_clock(ctx.clock.clone()),
             events: EventLog::new(ctx.store.clone(), "ratings").with_clock(ctx.clock.clone()),
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripes: LockStripes::new(STRIPES),
             config,
         }
     }
 
     fn stripe(&self, sku: &str) -> &tokio::sync::Mutex<()> {
-        let h = sku.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        &self.stripes[(h % STRIPES as u64) as usize]
+        self.stripes.stripe(&[sku.as_bytes()])
     }
 
     /// Returns whether the orders service shows a DELIVERED or RETURN_REQUESTED order (a return
