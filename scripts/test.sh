@@ -18,5 +18,8 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== protos (buf lint, format, breaking)"
 scripts/check-protos.sh
+echo "== Rust SDK (meshwork-proto: every generated client example compiles; the crate packages)"
+cargo test --doc -p meshwork-proto --locked
+cargo package -p meshwork-proto --locked --allow-dirty --quiet
 echo "== tests"
 cargo test --workspace --all-targets --locked

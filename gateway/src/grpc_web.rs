@@ -40,6 +40,9 @@ const ALLOW_HEADERS: &[&str] = &[
     "keep-alive",
     "x-accept-content-transfer-encoding",
     "x-accept-response-streaming",
+    // W3C trace context, so that a page's own span is the parent of the call's trace.
+    "traceparent",
+    "tracestate",
 ];
 
 /// Response headers (and trailers-only "trailers") a page may always read.
@@ -356,6 +359,7 @@ mod tests {
         assert_eq!(get(header::ACCESS_CONTROL_ALLOW_METHODS), Some("POST, OPTIONS"));
         let allow = get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap();
         assert!(allow.contains("x-grpc-web") && allow.ends_with("x-client-id"), "{allow}");
+        assert!(allow.contains("traceparent") && allow.contains("tracestate"), "{allow}");
         assert_eq!(allow.matches("content-type").count(), 1, "{allow}");
         assert_eq!(
             get(header::ACCESS_CONTROL_EXPOSE_HEADERS),
