@@ -567,4 +567,18 @@ mod tests {
         assert_eq!(log.sequence_of(b"svc/events/short"), None);
         assert!(!log.head_key.starts_with(&log.prefix), "the head is outside the watched prefix");
     }
+
+    /// Event keys are order-preserving over the whole `u64` range and parse back.
+    #[test]
+    fn event_keys_preserve_order_for_any_sequences() {
+        fn prop(a: u64, b: u64, shift: u8) -> bool {
+            // quickcheck's u64s are small; shifting reaches the high bytes too.
+            let (a, b) = (a << (shift % 56), b << (shift % 56));
+            let store: DynStore = Arc::new(meshwork_storage::memory::MemoryStore::new());
+            let log = EventLog::new(store, "svc");
+            let (ka, kb) = (log.event_key(a), log.event_key(b));
+            a.cmp(&b) == ka.cmp(&kb) && log.sequence_of(&ka) == Some(a)
+        }
+        quickcheck::QuickCheck::new().tests(2_000).quickcheck(prop as fn(u64, u64, u8) -> bool);
+    }
 }

@@ -84,4 +84,24 @@ mod tests {
         let err = PageToken::decode("AAAA", fp).unwrap_err();
         assert_eq!(err.to_string(), "page_token: is not a token returned by this query");
     }
+
+    /// Every token round-trips for its own query and no other; any string decodes to a token
+    /// or INVALID_ARGUMENT, never a panic.
+    #[test]
+    fn any_token_round_trips_and_any_string_is_refused_cleanly() {
+        fn round_trip(resume_key: Vec<u8>, fp: u32) -> bool {
+            let token = PageToken { resume_key, fingerprint: fp };
+            let encoded = token.encode();
+            PageToken::decode(&encoded, fp).unwrap() == Some(token) && PageToken::decode(&encoded, fp ^ 1).is_err()
+        }
+        fn any_string(text: String, fp: u32) -> bool {
+            match PageToken::decode(&text, fp) {
+                Ok(Some(token)) => token.encode() == text,
+                Ok(None) => text.is_empty(),
+                Err(e) => e.to_string().starts_with("page_token: "),
+            }
+        }
+        quickcheck::QuickCheck::new().tests(1_000).quickcheck(round_trip as fn(Vec<u8>, u32) -> bool);
+        quickcheck::QuickCheck::new().tests(2_000).quickcheck(any_string as fn(String, u32) -> bool);
+    }
 }

@@ -101,4 +101,20 @@ mod tests {
         assert!(!keys.stock("ABC").starts_with(&keys.expiry_prefix()));
         assert_ne!(keys.batch_chunk("r", 0), keys.batch_chunk("r", 1));
     }
+
+    /// For any times and ids: expiry keys sort by time first, parse back to their id, and
+    /// `expiry_after(t)` ends exactly the entries due at or before `t`.
+    #[test]
+    fn expiry_keys_preserve_time_order_for_any_entries() {
+        fn prop(a: u32, b: u32, shift: u8, id_a: String, id_b: String) -> bool {
+            let keys = Keys::new(ROOT);
+            let (a, b) = (i64::from(a) << (shift % 31), i64::from(b) << (shift % 31));
+            let (ka, kb) = (keys.expiry(a, &id_a), keys.expiry(b, &id_b));
+            (a == b || a.cmp(&b) == ka.cmp(&kb))
+                && keys.expiry_id(&ka) == Some(id_a.as_str())
+                && ka < keys.expiry_after(a)
+                && keys.expiry_after(a) <= keys.expiry(a + 1, "")
+        }
+        quickcheck::QuickCheck::new().tests(2_000).quickcheck(prop as fn(u32, u32, u8, String, String) -> bool);
+    }
 }

@@ -160,4 +160,20 @@ mod tests {
         assert!(keys.occ("lot", 'r', "s").starts_with(&keys.occ_prefix("lot", None)));
         assert!(!keys.occ("lot2", 'r', "s").starts_with(&keys.occ_prefix("lot", None)));
     }
+
+    /// For any times and ids: due keys sort by time first, parse back to their id, and
+    /// `due_after(t)` ends exactly the entries due at or before `t`.
+    #[test]
+    fn due_keys_preserve_time_order_for_any_entries() {
+        fn prop(a: u32, b: u32, shift: u8, id_a: String, id_b: String) -> bool {
+            let keys = Keys::new(ROOT);
+            let (a, b) = (i64::from(a) << (shift % 31), i64::from(b) << (shift % 31));
+            let (ka, kb) = (keys.due(Due::Hold, a, &id_a), keys.due(Due::Hold, b, &id_b));
+            (a == b || a.cmp(&b) == ka.cmp(&kb))
+                && Keys::entry_id(&keys.due_prefix(Due::Hold), &ka) == Some(id_a.as_str())
+                && ka < keys.due_after(Due::Hold, a)
+                && keys.due_after(Due::Hold, a) <= keys.due(Due::Hold, a + 1, "")
+        }
+        quickcheck::QuickCheck::new().tests(2_000).quickcheck(prop as fn(u32, u32, u8, String, String) -> bool);
+    }
 }
