@@ -22,7 +22,7 @@ async fn client(addr: SocketAddr) -> UrlShortenerClient<Channel> {
 }
 
 fn shorten(url: String, alias: &str) -> pb::ShortenRequest {
-    pb::ShortenRequest { long_url: url, custom_alias: alias.into(), ttl_seconds: 0 }
+    pb::ShortenRequest { long_url: url, custom_alias: alias.into(), ..Default::default() }
 }
 
 fn resolve(code: &str) -> pb::ResolveRequest {

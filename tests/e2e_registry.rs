@@ -221,7 +221,7 @@ async fn registry_joins_and_leaves_with_real_processes() {
     // the same 1 s.
     let deadline = a.ready_at + ONE_SECOND;
     let code = loop {
-        let shorten = pb::ShortenRequest { long_url: LONG_URL.into(), custom_alias: String::new(), ttl_seconds: 0 };
+        let shorten = pb::ShortenRequest { long_url: LONG_URL.into(), ..Default::default() };
         match gw.shorten(shorten).await {
             Ok(r) => break r.into_inner().code,
             Err(s) => assert!(Instant::now() < deadline, "Shorten through the gateway: {s:?}"),

@@ -79,7 +79,7 @@ async fn json_report_carries_ghz_fields_and_types() {
     c.shorten(pb::ShortenRequest {
         long_url: "https://example.com/a".into(),
         custom_alias: "load01".into(),
-        ttl_seconds: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -74,7 +74,11 @@ impl UrlShortener for UrlShortenerService {
         let caller = Caller::from_request(&request)?;
         let owner = caller.as_ref().map(|c| c.subject.clone()).unwrap_or_default();
         let req = request.into_inner();
-        let (code, record) = self.inner.shorten(&req.long_url, &req.custom_alias, req.ttl_seconds, &owner).await?;
+        let (code, record) = if req.request_id.is_empty() {
+            self.inner.shorten(&req.long_url, &req.custom_alias, req.ttl_seconds, &owner).await?
+        } else {
+            self.inner.shorten_once(&req.request_id, &req.long_url, &req.custom_alias, req.ttl_seconds, &owner).await?
+        };
         let link = self.link(&code, &record, caller.as_ref());
         Ok(Response::new(pb::ShortenResponse { code, short_url: link.short_url.clone(), link: Some(link) }))
     }

@@ -6,6 +6,8 @@
 //! - `urlshortener/clicks/<code>/total`         -> clicks (u64 big-endian, `meshwork_common::counter`)
 //! - `urlshortener/clicks/<code>/day/<date>`    -> clicks that UTC day (date `YYYY-MM-DD`, sorts by time)
 //! - `urlshortener/clicks/<code>/ref/<host>`    -> clicks from that referrer host
+//! - `urlshortener/requests/<request_id>`       -> the code a Shorten with that `request_id` made
+//!   (`meshwork_common::idempotency`, kept 24 h)
 //!
 //! Codes and referrers are restricted to characters that cannot contain `/`, so the prefixes
 //! never overlap.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use meshwork_common::caller::Caller;
 use meshwork_common::counter::decode_count;
+use meshwork_common::idempotency::{Fingerprint, Idempotency, validate_request_id};
 use meshwork_common::{Clock, IdAllocator, Record, ServiceError, ServiceResult, WatchedCache, utc_date};
 use meshwork_storage::{Condition, Direction, DynStore, KeyRange, Mutation, StoreError, scan_all, transact};
 
@@ -77,6 +78,8 @@ pub struct Shortener {
     /// Code -> record (tombstones included), kept coherent with other replicas by a watch.
     links: WatchedCache<LinkRecord>,
     clicks: ClickRecorder,
+    /// The answers of Shorten calls that carried a `request_id`.
+    requests: Idempotency,
 }
 
 const MAX_CODE_ATTEMPTS: usize = 16;
@@ -114,6 +117,7 @@ impl Shortener {
                 .refresh_on_change(true)
                 .build_records(),
             clicks: ClickRecorder::new(store.clone()),
+            requests: Idempotency::new(store.clone(), "urlshortener").with_clock(clock.clone()),
             store,
             clock,
             config,
@@ -205,6 +209,84 @@ impl Shortener {
             }
         }
         Err(ServiceError::Aborted("no free code after several ids; retry".into()))
+    }
+
+    /// [`Shortener::shorten`] with an idempotency key: the first call with `request_id` makes
+    /// the link, and its code is recorded in the same store transaction, so a retry (after a
+    /// lost answer, a replica killed mid-call or a failover of the store) returns that code and
+    /// never makes a second link. The same `request_id` with different fields is
+    /// ALREADY_EXISTS.
+    pub async fn shorten_once(
+        &self,
+        request_id: &str,
+        long_url: &str,
+        custom_alias: &str,
+        ttl_seconds: i64,
+        owner: &str,
+    ) -> ServiceResult<(String, LinkRecord)> {
+        validate_request_id(request_id)?;
+        let long_url = validate::long_url(long_url)?;
+        if !custom_alias.is_empty() {
+            validate::custom_alias(custom_alias)?;
+        }
+        validate::ttl_seconds(ttl_seconds)?;
+        let fingerprint = Fingerprint::digest(format!("{long_url}\0{custom_alias}\0{ttl_seconds}").as_bytes());
+        let now = self.clock.now_ms();
+        let record = LinkRecord {
+            long_url,
+            created_at_ms: now,
+            expires_at_ms: if ttl_seconds > 0 { now + ttl_seconds * 1000 } else { 0 },
+            custom_alias: !custom_alias.is_empty(),
+            deleted_at_ms: 0,
+            owner: owner.to_string(),
+        };
+        let store_ttl =
+            (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds as u64) + self.config.expired_retention);
+        let value = record.encode()?;
+        let permutation = if custom_alias.is_empty() { Some(self.permutation().await?) } else { None };
+        let code: String = self
+            .requests
+            .transact(request_id, fingerprint, |tx| {
+                let value = value.clone();
+                Box::pin(async move {
+                    let code = match permutation {
+                        None => {
+                            if tx.get(&keys::link(custom_alias)).await?.is_some() {
+                                return Err(ServiceError::AlreadyExists {
+                                    what: format!("custom_alias {custom_alias:?}"),
+                                });
+                            }
+                            custom_alias.to_string()
+                        }
+                        Some(permutation) => {
+                            let mut free = None;
+                            for _ in 0..MAX_CODE_ATTEMPTS {
+                                let id = self.ids.next().await?;
+                                let code = permutation.code_for_id(id).ok_or_else(|| {
+                                    ServiceError::ResourceExhausted("short code space exhausted".into())
+                                })?;
+                                if tx.get(&keys::link(&code)).await?.is_none() {
+                                    free = Some(code);
+                                    break;
+                                }
+                            }
+                            free.ok_or_else(|| ServiceError::Aborted("no free code after several ids; retry".into()))?
+                        }
+                    };
+                    match store_ttl {
+                        Some(ttl) => tx.put_with_ttl(keys::link(&code), value, ttl),
+                        None => tx.put(keys::link(&code), value),
+                    }
+                    Ok(code)
+                })
+            })
+            .await?;
+        // A replay answers with the link as it was stored by the first call.
+        if let Some(stored) = self.record(&code).await? {
+            return Ok((code, (*stored).clone()));
+        }
+        self.links.invalidate(&code);
+        Ok((code, record))
     }
 
     /// Writes a new link if its code is free.

@@ -37,7 +37,7 @@ impl Replica {
 }
 
 fn shorten(url: &str, alias: &str, ttl: i64) -> pb::ShortenRequest {
-    pb::ShortenRequest { long_url: url.into(), custom_alias: alias.into(), ttl_seconds: ttl }
+    pb::ShortenRequest { long_url: url.into(), custom_alias: alias.into(), ttl_seconds: ttl, ..Default::default() }
 }
 
 fn resolve(code: &str) -> pb::ResolveRequest {
@@ -384,3 +384,56 @@ async fn the_code_secret_survives_a_restart_and_replicas_share_it() {
     assert_eq!(CodePermutation::new(&secret).id_for_code(&code), Some(2001));
     r.stop().await;
 }
+
+/// A Shorten with a `request_id` makes one link however often it is sent, from however many
+/// replicas at once (the retry a client makes after a lost answer): every call gets the same
+/// code, and the store holds one link. The same id with other fields is ALREADY_EXISTS, and a
+/// malformed id is refused naming the field; neither writes anything.
+async fn one_request_id_makes_one_link(backend: meshwork_test_support::backends::Backend) {
+    let store = backend.store;
+    let a = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+    let b = Replica::start(store.clone(), Arc::new(SystemClock)).await;
+    let before = link_count(&store).await;
+    let id = meshwork_test_support::backends::unique("shorten-");
+    let url = format!("https://example.com/{id}");
+    let with_id = |url: &str, alias: &str| pb::ShortenRequest { request_id: id.clone(), ..shorten(url, alias, 0) };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let mut client = if i % 2 == 0 { a.client.clone() } else { b.client.clone() };
+        let request = with_id(&url, "");
+        tasks.push(tokio::spawn(async move { client.shorten(request).await.map(|r| r.into_inner().code) }));
+    }
+    let mut codes = HashSet::new();
+    for t in tasks {
+        codes.insert(t.await.unwrap().expect("every duplicate gets the first answer"));
+    }
+    assert_eq!(codes.len(), 1, "one code for one request_id: {codes:?}");
+    assert_eq!(link_count(&store).await, before + 1);
+    let code = codes.into_iter().next().unwrap();
+    let mut client = a.client.clone();
+    assert_eq!(client.resolve(resolve(&code)).await.unwrap().into_inner().long_url, url);
+
+    let reused = client.shorten(with_id("https://example.com/other", "")).await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("request_id"), "{reused:?}");
+    let bad = pb::ShortenRequest { request_id: "no spaces".into(), ..shorten(&url, "", 0) };
+    let bad = client.shorten(bad).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("request_id"), "{bad:?}");
+    assert_eq!(link_count(&store).await, before + 1, "refused calls write nothing");
+
+    // With an alias: the replay is the first answer, not "the alias is taken".
+    let alias_id = meshwork_test_support::backends::unique("alias-");
+    let alias = format!("a{}", &alias_id[alias_id.len().saturating_sub(20)..])
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let request = pb::ShortenRequest { request_id: alias_id.clone(), ..shorten(&url, &alias, 0) };
+    let first = client.shorten(request.clone()).await.unwrap().into_inner().code;
+    let mut other = b.client.clone();
+    assert_eq!(other.shorten(request).await.unwrap().into_inner().code, first);
+    assert_eq!(first, alias);
+    assert_eq!(link_count(&store).await, before + 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+meshwork_test_support::on_every_backend!(one_request_id_makes_one_link);

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+meshwork/urlshortener/v1/urlshortener.proto\x12\x18meshwork.urlshortener.v1\x1a\x1cgoogle/api/annotations.proto\"M\n\x0eShortenRequest\x12\x10\n\x08long_url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ustom_alias\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\"\x8c\x01\n\x04Link\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08long_url\x18\x02 \x01(\t\x12\x11\n\tshort_url\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12\x14\n\x0c\x63ustom_alias\x18\x06 \x01(\x08\x12\r\n\x05owner\x18\x07 \x01(\t\"`\n\x0fShortenResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\x12,\n\x04link\x18\x03 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"D\n\x0eResolveRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08referrer\x18\x02 \x01(\t\x12\x12\n\nskip_click\x18\x03 \x01(\x08\"Q\n\x0fResolveResponse\x12\x10\n\x08long_url\x18\x01 \x01(\t\x12,\n\x04link\x18\x02 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"\x1e\n\x0eGetLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"?\n\x0fGetLinkResponse\x12,\n\x04link\x18\x01 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"D\n\x0fGetStatsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x15\n\rtop_referrers\x18\x03 \x01(\x05\"+\n\x0b\x44\x61ilyClicks\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"2\n\x0eReferrerClicks\x12\x10\n\x08referrer\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"\xad\x01\n\x10GetStatsResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0ctotal_clicks\x18\x02 \x01(\x03\x12\x34\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32%.meshwork.urlshortener.v1.DailyClicks\x12?\n\rtop_referrers\x18\x04 \x03(\x0b\x32(.meshwork.urlshortener.v1.ReferrerClicks\"\x1d\n\rDeleteRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"\x10\n\x0e\x44\x65leteResponse2\xff\x04\n\x0cUrlShortener\x12t\n\x07Shorten\x12(.meshwork.urlshortener.v1.ShortenRequest\x1a).meshwork.urlshortener.v1.ShortenResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/links:\x01*\x12\x83\x01\n\x07Resolve\x12(.meshwork.urlshortener.v1.ResolveRequest\x1a).meshwork.urlshortener.v1.ResolveResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/links/{code}:resolve:\x01*\x12x\n\x07GetLink\x12(.meshwork.urlshortener.v1.GetLinkRequest\x1a).meshwork.urlshortener.v1.GetLinkResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/links/{code}\x12\x81\x01\n\x08GetStats\x12).meshwork.urlshortener.v1.GetStatsRequest\x1a*.meshwork.urlshortener.v1.GetStatsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/links/{code}/stats\x12u\n\x06\x44\x65lete\x12\'.meshwork.urlshortener.v1.DeleteRequest\x1a(.meshwork.urlshortener.v1.DeleteResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/v1/links/{code}B)Z\'meshwork/urlshortener/v1;urlshortenerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+meshwork/urlshortener/v1/urlshortener.proto\x12\x18meshwork.urlshortener.v1\x1a\x1cgoogle/api/annotations.proto\"a\n\x0eShortenRequest\x12\x10\n\x08long_url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ustom_alias\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x8c\x01\n\x04Link\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08long_url\x18\x02 \x01(\t\x12\x11\n\tshort_url\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12\x14\n\x0c\x63ustom_alias\x18\x06 \x01(\x08\x12\r\n\x05owner\x18\x07 \x01(\t\"`\n\x0fShortenResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\x12,\n\x04link\x18\x03 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"D\n\x0eResolveRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08referrer\x18\x02 \x01(\t\x12\x12\n\nskip_click\x18\x03 \x01(\x08\"Q\n\x0fResolveResponse\x12\x10\n\x08long_url\x18\x01 \x01(\t\x12,\n\x04link\x18\x02 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"\x1e\n\x0eGetLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"?\n\x0fGetLinkResponse\x12,\n\x04link\x18\x01 \x01(\x0b\x32\x1e.meshwork.urlshortener.v1.Link\"D\n\x0fGetStatsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x15\n\rtop_referrers\x18\x03 \x01(\x05\"+\n\x0b\x44\x61ilyClicks\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"2\n\x0eReferrerClicks\x12\x10\n\x08referrer\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"\xad\x01\n\x10GetStatsResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0ctotal_clicks\x18\x02 \x01(\x03\x12\x34\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32%.meshwork.urlshortener.v1.DailyClicks\x12?\n\rtop_referrers\x18\x04 \x03(\x0b\x32(.meshwork.urlshortener.v1.ReferrerClicks\"\x1d\n\rDeleteRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"\x10\n\x0e\x44\x65leteResponse2\xff\x04\n\x0cUrlShortener\x12t\n\x07Shorten\x12(.meshwork.urlshortener.v1.ShortenRequest\x1a).meshwork.urlshortener.v1.ShortenResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/links:\x01*\x12\x83\x01\n\x07Resolve\x12(.meshwork.urlshortener.v1.ResolveRequest\x1a).meshwork.urlshortener.v1.ResolveResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/links/{code}:resolve:\x01*\x12x\n\x07GetLink\x12(.meshwork.urlshortener.v1.GetLinkRequest\x1a).meshwork.urlshortener.v1.GetLinkResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/links/{code}\x12\x81\x01\n\x08GetStats\x12).meshwork.urlshortener.v1.GetStatsRequest\x1a*.meshwork.urlshortener.v1.GetStatsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/links/{code}/stats\x12u\n\x06\x44\x65lete\x12\'.meshwork.urlshortener.v1.DeleteRequest\x1a(.meshwork.urlshortener.v1.DeleteResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/v1/links/{code}B)Z\'meshwork/urlshortener/v1;urlshortenerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_URLSHORTENER'].methods_by_name['Delete']._loaded_options = None
   _globals['_URLSHORTENER'].methods_by_name['Delete']._serialized_options = b'\202\323\344\223\002\022*\020/v1/links/{code}'
   _globals['_SHORTENREQUEST']._serialized_start=103
-  _globals['_SHORTENREQUEST']._serialized_end=180
-  _globals['_LINK']._serialized_start=183
-  _globals['_LINK']._serialized_end=323
-  _globals['_SHORTENRESPONSE']._serialized_start=325
-  _globals['_SHORTENRESPONSE']._serialized_end=421
-  _globals['_RESOLVEREQUEST']._serialized_start=423
-  _globals['_RESOLVEREQUEST']._serialized_end=491
-  _globals['_RESOLVERESPONSE']._serialized_start=493
-  _globals['_RESOLVERESPONSE']._serialized_end=574
-  _globals['_GETLINKREQUEST']._serialized_start=576
-  _globals['_GETLINKREQUEST']._serialized_end=606
-  _globals['_GETLINKRESPONSE']._serialized_start=608
-  _globals['_GETLINKRESPONSE']._serialized_end=671
-  _globals['_GETSTATSREQUEST']._serialized_start=673
-  _globals['_GETSTATSREQUEST']._serialized_end=741
-  _globals['_DAILYCLICKS']._serialized_start=743
-  _globals['_DAILYCLICKS']._serialized_end=786
-  _globals['_REFERRERCLICKS']._serialized_start=788
-  _globals['_REFERRERCLICKS']._serialized_end=838
-  _globals['_GETSTATSRESPONSE']._serialized_start=841
-  _globals['_GETSTATSRESPONSE']._serialized_end=1014
-  _globals['_DELETEREQUEST']._serialized_start=1016
-  _globals['_DELETEREQUEST']._serialized_end=1045
-  _globals['_DELETERESPONSE']._serialized_start=1047
-  _globals['_DELETERESPONSE']._serialized_end=1063
-  _globals['_URLSHORTENER']._serialized_start=1066
-  _globals['_URLSHORTENER']._serialized_end=1705
+  _globals['_SHORTENREQUEST']._serialized_end=200
+  _globals['_LINK']._serialized_start=203
+  _globals['_LINK']._serialized_end=343
+  _globals['_SHORTENRESPONSE']._serialized_start=345
+  _globals['_SHORTENRESPONSE']._serialized_end=441
+  _globals['_RESOLVEREQUEST']._serialized_start=443
+  _globals['_RESOLVEREQUEST']._serialized_end=511
+  _globals['_RESOLVERESPONSE']._serialized_start=513
+  _globals['_RESOLVERESPONSE']._serialized_end=594
+  _globals['_GETLINKREQUEST']._serialized_start=596
+  _globals['_GETLINKREQUEST']._serialized_end=626
+  _globals['_GETLINKRESPONSE']._serialized_start=628
+  _globals['_GETLINKRESPONSE']._serialized_end=691
+  _globals['_GETSTATSREQUEST']._serialized_start=693
+  _globals['_GETSTATSREQUEST']._serialized_end=761
+  _globals['_DAILYCLICKS']._serialized_start=763
+  _globals['_DAILYCLICKS']._serialized_end=806
+  _globals['_REFERRERCLICKS']._serialized_start=808
+  _globals['_REFERRERCLICKS']._serialized_end=858
+  _globals['_GETSTATSRESPONSE']._serialized_start=861
+  _globals['_GETSTATSRESPONSE']._serialized_end=1034
+  _globals['_DELETEREQUEST']._serialized_start=1036
+  _globals['_DELETEREQUEST']._serialized_end=1065
+  _globals['_DELETERESPONSE']._serialized_start=1067
+  _globals['_DELETERESPONSE']._serialized_end=1083
+  _globals['_URLSHORTENER']._serialized_start=1086
+  _globals['_URLSHORTENER']._serialized_end=1725
 # @@protoc_insertion_point(module_scope)

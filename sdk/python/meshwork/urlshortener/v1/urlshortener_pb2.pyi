@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ShortenRequest(_message.Message):
-    __slots__ = ("long_url", "custom_alias", "ttl_seconds")
+    __slots__ = ("long_url", "custom_alias", "ttl_seconds", "request_id")
     LONG_URL_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_ALIAS_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     long_url: str
     custom_alias: str
     ttl_seconds: int
-    def __init__(self, long_url: _Optional[str] = ..., custom_alias: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, long_url: _Optional[str] = ..., custom_alias: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Link(_message.Message):
     __slots__ = ("code", "long_url", "short_url", "created_at_ms", "expires_at_ms", "custom_alias", "owner")

@@ -37,6 +37,15 @@ export declare type ShortenRequest = Message<"meshwork.urlshortener.v1.ShortenRe
    * @generated from field: int64 ttl_seconds = 3;
    */
   ttlSeconds: bigint;
+
+  /**
+   * Optional idempotency key, 1-64 characters of [A-Za-z0-9._:-]: a retry with the same
+   * request_id and the same fields returns the first call's code instead of making another
+   * link (for 24 h); with different fields it is ALREADY_EXISTS. Empty: every call makes a link.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
 };
 
 /**
