@@ -137,6 +137,11 @@ pub enum Args {
         /// Gateway configuration (see gateway/examples/gateway.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Graceful upgrade: take the listening socket over from the gateway running with this
+        /// configuration, which hands it over and drains when it gets SIGQUIT (send it within
+        /// 5 s of starting this one). No connection is refused meanwhile.
+        #[arg(long)]
+        upgrade: bool,
         #[command(flatten)]
         export: ExportFlags,
     },
@@ -462,10 +467,11 @@ impl Args {
                 let tls = tls.read()?;
                 Ok(Command::Traces { traces, dir: data_subdir(&data_dir, "traces")?, tls })
             }
-            Args::Gateway { config, export } => {
+            Args::Gateway { config, upgrade, export } => {
                 export.validate()?;
                 let mut config = meshwork_gateway::GatewayConfig::from_file(&config)
                     .map_err(|e| format!("--config {}: {e}", config.display()))?;
+                config.take_over = upgrade;
                 // The mesh's descriptors: reflection and HTTP routes of every meshwork service.
                 config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
                 config.validate().map_err(|e| format!("gateway config: {e}"))?;

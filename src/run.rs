@@ -473,8 +473,15 @@ async fn gateway(config: meshwork_gateway::GatewayConfig, export: ExportFlags) -
         .context("gateway start task")?
         .context("starting the gateway")?;
     println!("meshwork gateway ready on {listen} ({transport})");
-    shutdown_signal().await?;
-    tokio::task::spawn_blocking(move || gateway.shutdown())
+    // SIGQUIT: a new gateway started with --upgrade takes the listening socket over (Pingora's
+    // graceful upgrade); this one then drains like on SIGTERM.
+    let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())
+        .context("installing the SIGQUIT handler")?;
+    let upgrade = tokio::select! {
+        stop = shutdown_signal() => { stop?; false }
+        _ = quit.recv() => { tracing::info!("SIGQUIT: handing the listening socket over"); true }
+    };
+    tokio::task::spawn_blocking(move || if upgrade { gateway.hand_over() } else { gateway.shutdown() })
         .await
         .context("gateway shutdown task")?
         .context("gateway shutdown")?;

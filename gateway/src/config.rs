@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:8080"          # required; h2c gRPC and HTTP/1.1 share this port
 //! threads = 2                        # worker threads of the proxy (default 2)
 //! grace_period_seconds = 5           # how long shutdown waits for in-flight calls (default 5)
+//! upgrade_sock = "/run/meshwork-gw.upgrade" # graceful upgrade hand-over (default /tmp/meshwork-gateway-<port>.upgrade)
 //!
 //! [pools.urlshortener]
 //! endpoints = ["127.0.0.1:50051", "127.0.0.1:50052"]
@@ -116,6 +117,15 @@ pub struct GatewayConfig {
     /// On shutdown, how long in-flight calls may take to finish before they are cut. Default 5.
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
+    /// The Unix socket over which a new gateway process takes over this one's listening socket
+    /// in a graceful upgrade (`meshwork gateway --upgrade`, then SIGQUIT to the running one).
+    /// Default: `/tmp/meshwork-gateway-<listen port>.upgrade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_sock: Option<std::path::PathBuf>,
+    /// Take the listening socket over from the gateway running with the same `upgrade_sock`
+    /// instead of binding it (set by `meshwork gateway --upgrade`, never by the file).
+    #[serde(skip)]
+    pub take_over: bool,
     /// Timeout of a TCP connect to a replica, in milliseconds. Default 1000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -788,6 +798,8 @@ impl GatewayConfig {
             listen,
             threads: default_threads(),
             grace_period_seconds: default_grace_period_seconds(),
+            upgrade_sock: None,
+            take_over: false,
             connect_timeout_ms: default_connect_timeout_ms(),
             max_concurrent_streams: default_max_concurrent_streams(),
             max_header_list_bytes: default_max_header_list_bytes(),
@@ -813,6 +825,13 @@ impl GatewayConfig {
             propagate_unsampled: default_propagate_unsampled(),
             cors: None,
         }
+    }
+
+    /// The upgrade socket's path: `upgrade_sock`, or one per listening port under /tmp.
+    pub fn upgrade_sock_path(&self) -> std::path::PathBuf {
+        self.upgrade_sock.clone().unwrap_or_else(|| {
+            std::path::PathBuf::from(format!("/tmp/meshwork-gateway-{}.upgrade", self.listen.port()))
+        })
     }
 
     /// Parses a TOML document (it is not validated; call [`GatewayConfig::validate`]).

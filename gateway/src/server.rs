@@ -19,8 +19,11 @@ use async_trait::async_trait;
 use meshwork_clock::{Clock, SystemClock};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::server::configuration::Opt;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::server::{
+    ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
 use pingora_core::services::listening::Service;
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tokio::sync::watch;
@@ -59,7 +62,9 @@ pub struct GatewayHandle {
     grace: Duration,
     inflight: Arc<AtomicUsize>,
     drain: watch::Sender<bool>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
+    /// Pingora's execution phases, to know when a hand-over has sent the listening socket.
+    phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     server_thread: Option<JoinHandle<()>>,
     internal: Option<Internal>,
     runtime: InternalRuntime,
@@ -130,6 +135,38 @@ impl GatewayHandle {
         self.stop_all(true)
     }
 
+    /// Hands the listening socket over to a new gateway process started with `take_over`
+    /// (`meshwork gateway --upgrade`) on the same upgrade socket, then drains and stops like
+    /// [`GatewayHandle::shutdown`]: Pingora's graceful upgrade. The socket never closes, so no
+    /// connection attempt is refused during the upgrade; this process's connections get GOAWAY
+    /// and their in-flight calls finish here (Pingora tears this process down 5 s after the
+    /// hand-over, so calls longer than that are cut).
+    pub fn hand_over(mut self) -> Result<(), GatewayError> {
+        let _ = self.stop.send(Stop::Upgrade);
+        // Draining closes this process's listener: only after the socket has been sent.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.phases.try_recv() {
+                Ok(ExecutionPhase::GracefulUpgradeCloseTimeout)
+                | Ok(ExecutionPhase::ShutdownStarted)
+                | Ok(ExecutionPhase::ShutdownGracePeriod)
+                | Ok(ExecutionPhase::ShutdownRuntimes)
+                | Ok(ExecutionPhase::Terminated)
+                | Err(tokio::sync::broadcast::error::TryRecvError::Closed) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                    if Instant::now() > deadline {
+                        tracing::warn!("no hand-over of the listening socket within 15 s; draining anyway");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        tracing::info!(listen = %self.listen, "listening socket handed over; draining");
+        self.stop_all(true)
+    }
+
     fn stop_all(&mut self, drain: bool) -> Result<(), GatewayError> {
         let Some(server_thread) = self.server_thread.take() else { return Ok(()) };
         let started = Instant::now();
@@ -153,7 +190,7 @@ impl GatewayHandle {
                 );
             }
         }
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Terminate);
         let joined = server_thread.join();
         if let (Some(internal), Some(runtime)) = (self.internal.take(), self.runtime.get()) {
             on_runtime(runtime, internal.stop());
@@ -172,16 +209,28 @@ impl Drop for GatewayHandle {
     }
 }
 
-/// Tells Pingora to stop when our stop flag flips (instead of on a process signal).
-struct StopSignal(watch::Receiver<bool>);
+/// What the handle asks of Pingora's main loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Run,
+    Terminate,
+    /// Send the listening sockets to the new process, then stop.
+    Upgrade,
+}
+
+/// Tells Pingora to stop (or to hand over and stop) when our stop flag says so, instead of on a
+/// process signal.
+struct StopSignal(watch::Receiver<Stop>);
 
 #[async_trait]
 impl ShutdownSignalWatch for StopSignal {
     async fn recv(&self) -> ShutdownSignal {
         let mut rx = self.0.clone();
         // An Err means the handle is gone: stop as well.
-        let _ = rx.wait_for(|stop| *stop).await;
-        ShutdownSignal::GracefulTerminate
+        match rx.wait_for(|stop| *stop != Stop::Run).await.map(|s| *s) {
+            Ok(Stop::Upgrade) => ShutdownSignal::GracefulUpgrade,
+            _ => ShutdownSignal::GracefulTerminate,
+        }
     }
 }
 
@@ -307,8 +356,10 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
     let pools = resolve_pools(&config, &tls, &clock)?;
     let listen = config.listen;
     // Bind once ourselves so that "address in use" is a clean error rather than a failure inside
-    // Pingora's service thread.
-    drop(std::net::TcpListener::bind(listen).map_err(|source| GatewayError::Bind { addr: listen, source })?);
+    // Pingora's service thread (unless the socket is to be taken over: it is in use, by design).
+    if !config.take_over {
+        drop(std::net::TcpListener::bind(listen).map_err(|source| GatewayError::Bind { addr: listen, source })?);
+    }
 
     let runtime = InternalRuntime(Some(
         tokio::runtime::Builder::new_multi_thread()
@@ -477,9 +528,11 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
         // Draining is ours (see the module docs); Pingora only tears down once we are done.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.upgrade_sock_path().to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt { upgrade: config.take_over, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
     // Half-open connections and clients that trickle a frame hold no call: they are closed
@@ -519,7 +572,14 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
     let (drain, drain_rx) = watch::channel(false);
     server.add_service(Drainable { inner: service, drain: drain_rx });
 
-    let (stop, stop_rx) = watch::channel(false);
+    if config.take_over {
+        // Receives the running gateway's listening socket (it sends it on SIGQUIT; Pingora
+        // waits about 5 s for it and ends the process when none comes).
+        tracing::info!(sock = %config.upgrade_sock_path().display(), "waiting for the running gateway's socket");
+        server.bootstrap();
+    }
+    let phases = server.watch_execution_phase();
+    let (stop, stop_rx) = watch::channel(Stop::Run);
     let server_thread = std::thread::Builder::new()
         .name("meshwork-gateway".into())
         .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(StopSignal(stop_rx)) }))
@@ -534,6 +594,7 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
         inflight,
         drain,
         stop,
+        phases,
         server_thread: Some(server_thread),
         internal: Some(internal),
         runtime,

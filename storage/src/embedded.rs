@@ -78,6 +78,12 @@ pub struct EmbeddedOptions {
     /// only holds writes until they are flushed into compressed tables, so false trades that
     /// transient disk for CPU: for large values written once (the trace store's segments).
     pub journal_compression: bool,
+    /// Free bytes the store's filesystem must keep (default 64 MiB): while less is free, writes
+    /// fail with [`StoreError::Unavailable`] before they reach the journal, and succeed again
+    /// once space returns. A write that hit a full disk inside fjall would poison its journal,
+    /// refusing every later write until a restart; the reserve also leaves room for the
+    /// flushes and compactions that free space.
+    pub min_free_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -88,12 +94,29 @@ impl Default for EmbeddedOptions {
             sweep_interval: Duration::from_millis(200),
             cache_bytes: 64 << 20,
             journal_compression: true,
+            min_free_bytes: 64 << 20,
         }
     }
 }
 
 fn backend_err(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("embedded store: {context}: {e}"))
+}
+
+/// The error of a failed commit: a full disk (or the journal fjall poisoned after one) is
+/// UNAVAILABLE, which a caller may retry; anything else is a backend failure.
+fn commit_err(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::Unavailable(format!("embedded store: commit: the disk is full: {io}"))
+        }
+        fjall::Error::Poisoned => StoreError::Unavailable(
+            "embedded store: commit: the journal failed earlier (a full disk?) and takes no more writes \
+             until the process restarts"
+                .into(),
+        ),
+        e => backend_err("commit", e),
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -385,6 +408,8 @@ impl EmbeddedStore {
             history: opts.history_revisions,
             persist: if opts.fsync { PersistMode::SyncAll } else { PersistMode::Buffer },
             sweep_interval: opts.sweep_interval,
+            dir: dir.clone(),
+            min_free_bytes: opts.min_free_bytes,
         };
         let handle = std::thread::Builder::new()
             .name("meshwork-store-writer".into())
@@ -490,6 +515,9 @@ struct Writer {
     history: u64,
     persist: PersistMode,
     sweep_interval: Duration,
+    /// The store's directory and the free bytes it must keep ([`EmbeddedOptions::min_free_bytes`]).
+    dir: PathBuf,
+    min_free_bytes: u64,
 }
 
 /// The effects of one group, accumulated before the batch is built.
@@ -625,6 +653,8 @@ impl Writer {
             } else {
                 Ok(())
             }
+        } else if let Err(full) = self.check_free_space() {
+            Err(full)
         } else {
             self.commit(&group, rev)
         };
@@ -648,7 +678,13 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "embedded store: committing a write group failed");
+                match &e {
+                    // A full disk: expected, and said to every caller; not a fault of the store.
+                    StoreError::Unavailable(_) => {
+                        tracing::warn!(error = %e, "embedded store: a write group was refused")
+                    }
+                    _ => tracing::error!(error = %e, "embedded store: committing a write group failed"),
+                }
                 for ack in acks {
                     match ack {
                         // Conflicts stay conflicts: they wrote nothing either way.
@@ -768,6 +804,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Refuses a write while the filesystem has less than the reserve free (see
+    /// [`EmbeddedOptions::min_free_bytes`]); one statvfs call, small beside the commit's fsync.
+    fn check_free_space(&self) -> Result<()> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        match fs4::available_space(&self.dir) {
+            Ok(free) if free < self.min_free_bytes => Err(StoreError::Unavailable(format!(
+                "embedded store: only {} KiB free on the disk of {}, below the reserve of {} KiB: writes \
+                 resume when space returns",
+                free >> 10,
+                self.dir.display(),
+                self.min_free_bytes >> 10
+            ))),
+            Ok(_) => Ok(()),
+            // Not knowing is no reason to refuse: fjall reports a full disk itself.
+            Err(e) => {
+                tracing::debug!(error = %e, "embedded store: reading free space failed");
+                Ok(())
+            }
+        }
+    }
+
     fn commit(&mut self, group: &Group, rev: u64) -> Result<()> {
         let s = &self.spaces;
         let mut batch = s.db.batch().durability(Some(self.persist));
@@ -799,7 +858,7 @@ impl Writer {
         }
         batch.insert(&s.meta, META_REVISION, rev.to_be_bytes());
         batch.insert(&s.meta, META_COMPACTED, compacted.to_be_bytes());
-        batch.commit().map_err(|e| backend_err("commit", e))?;
+        batch.commit().map_err(commit_err)?;
         self.compacted = compacted;
         Ok(())
     }

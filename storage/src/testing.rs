@@ -31,6 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 struct Member {
     name: String,
     client_port: u16,
+    peer_port: u16,
     /// The watchdog shell.
     child: Option<Child>,
     /// Where the watchdog writes etcd's pid.
@@ -41,6 +42,10 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// `--initial-cluster` and its token, for restarting a member.
+    initial: String,
+    token: String,
 }
 
 /// Returns the path of the `etcd` binary, or an explanation of why there is none.
@@ -102,17 +107,18 @@ pub fn free_addr() -> std::net::SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
 }
 
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) else {
-        return false;
-    };
+/// Returns the response (head and body) of an HTTP/1.0 GET of `path` on a member's client port.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).ok()?;
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
-    body.contains("\"health\":\"true\"")
+    Some(body)
+}
+
+fn healthy(port: u16) -> bool {
+    http_get(port, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
 }
 
 impl EtcdCluster {
@@ -139,12 +145,19 @@ impl EtcdCluster {
             names.iter().enumerate().map(|(i, name)| format!("{name}=http://127.0.0.1:{}", ports[n + i])).collect();
         let initial = initial.join(",");
         let token = format!("meshwork-{}-{}", std::process::id(), ports[0]);
-        let mut cluster = EtcdCluster { members: Vec::with_capacity(n), dir };
+        let mut cluster = EtcdCluster { members: Vec::with_capacity(n), dir, bin, initial, token };
         for (i, name) in names.iter().enumerate() {
             let (client, peer) = (ports[i], ports[n + i]);
             let pid_file = cluster.dir.path().join(format!("{name}.pid"));
-            let child = spawn_member(&bin, cluster.dir.path(), name, client, peer, &initial, &token)?;
-            cluster.members.push(Member { name: name.clone(), client_port: client, child: Some(child), pid_file });
+            let child =
+                spawn_member(&cluster.bin, cluster.dir.path(), name, client, peer, &cluster.initial, &cluster.token)?;
+            cluster.members.push(Member {
+                name: name.clone(),
+                client_port: client,
+                peer_port: peer,
+                child: Some(child),
+                pid_file,
+            });
         }
         cluster.wait_healthy(START_TIMEOUT)?;
         tracing::info!(endpoints = ?cluster.endpoints(), "etcd test cluster is healthy");
@@ -214,6 +227,29 @@ impl EtcdCluster {
         let _ = watchdog.wait();
     }
 
+    /// Starts member `i` again after [`EtcdCluster::kill`], on its ports and data directory (it
+    /// rejoins with its log and catches up from the leader), and waits until every running
+    /// member is healthy. Does nothing to a member that runs.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        let Some(m) = self.members.get(i) else { return Err(format!("no member {i}")) };
+        if m.child.is_some() {
+            return Ok(());
+        }
+        let (name, client, peer) = (m.name.clone(), m.client_port, m.peer_port);
+        let child = spawn_member(&self.bin, self.dir.path(), &name, client, peer, &self.initial, &self.token)?;
+        self.members[i].child = Some(child);
+        self.wait_healthy(START_TIMEOUT)
+    }
+
+    /// Returns the index of the member that is the raft leader now, if a running member says
+    /// it is (from its `/metrics`: `etcd_server_is_leader 1`).
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.child.is_some()
+                && http_get(m.client_port, "/metrics").is_some_and(|body| body.contains("\netcd_server_is_leader 1"))
+        })
+    }
+
     /// Returns the number of members (killed ones included).
     pub fn len(&self) -> usize {
         self.members.len()
@@ -239,7 +275,12 @@ fn spawn_member(
     initial: &str,
     token: &str,
 ) -> Result<Child, String> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    // Appended to, so that a restarted member's log follows its first life's.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .map_err(|e| e.to_string())?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
