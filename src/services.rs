@@ -19,6 +19,7 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_parking::spec(),
         meshwork_library::spec(),
         meshwork_meetings::spec(),
+        meshwork_appstore::spec(),
     ]
 }
 

@@ -8,6 +8,7 @@ from typing import Optional, Type
 
 import grpc
 
+from meshwork.appstore.v1 import appstore_pb2_grpc
 from meshwork.catalog.v1 import catalog_pb2_grpc
 from meshwork.echo.v1 import echo_pb2_grpc
 from meshwork.inventory.v1 import inventory_pb2_grpc
@@ -21,6 +22,7 @@ from meshwork.recommendation.v1 import recommendation_pb2_grpc
 from meshwork.urlshortener.v1 import urlshortener_pb2_grpc
 
 SERVICES = (
+    'meshwork.appstore.v1.AppStore',
     'meshwork.catalog.v1.Catalog',
     'meshwork.catalog.v1.Carts',
     'meshwork.catalog.v1.Checkout',
@@ -43,6 +45,8 @@ class Clients:
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.channel = channel
+        self.app_store: appstore_pb2_grpc.AppStoreStub = appstore_pb2_grpc.AppStoreStub(channel)
+        """meshwork.appstore.v1.AppStore"""
         self.catalog: catalog_pb2_grpc.CatalogStub = catalog_pb2_grpc.CatalogStub(channel)
         """meshwork.catalog.v1.Catalog"""
         self.carts: catalog_pb2_grpc.CartsStub = catalog_pb2_grpc.CartsStub(channel)

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod locks;
 pub mod mesh;
 pub mod paging;
+pub mod projection;
 pub mod record;
 pub mod server;
 pub mod settings;
