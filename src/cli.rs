@@ -151,6 +151,21 @@ pub enum Args {
     /// and catalogue coverage, against a popularity baseline, on a random or time split of an
     /// interactions file (`user,item,value,timestamp_ms`) or of synthetic data.
     RecommendEval(Box<meshwork_recommendation::eval::EvalArgs>),
+    /// Solves every VRPLIB instance (`*.vrp`, best-known costs from `*.sol` beside them) with
+    /// the routing crate's CVRP solver and prints cost, gap to best-known, time and the
+    /// solution checker's verdict per instance, then the pick-path saving against S-shape.
+    RouteBench {
+        /// Folder of VRPLIB instances.
+        #[arg(default_value = "../shared/data/cvrp")]
+        dir: PathBuf,
+        /// Time limit per instance, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seed of the solver's random choices (the same seed and limit give the same run, bar
+        /// how far the clock lets it get).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Prints a development token (JWT, ES256) signed by the key `meshwork up` trusts, for
     /// `grpcurl -H "authorization: Bearer $(meshwork token --sub alice)"`.
     Token {
@@ -309,6 +324,11 @@ pub enum Command {
     },
     Load(Box<meshwork_loadtest::LoadArgs>),
     RecommendEval(Box<meshwork_recommendation::eval::EvalArgs>),
+    RouteBench {
+        dir: PathBuf,
+        time_limit: std::time::Duration,
+        seed: u64,
+    },
     Token {
         sub: String,
         roles: Vec<String>,
@@ -482,6 +502,12 @@ impl Args {
                 Ok(Command::Load(args))
             }
             Args::RecommendEval(args) => Ok(Command::RecommendEval(args)),
+            Args::RouteBench { dir, seconds, seed } => {
+                if !(seconds > 0.0 && seconds <= 3600.0) {
+                    return Err(format!("--seconds {seconds}: must be above 0 and at most 3600"));
+                }
+                Ok(Command::RouteBench { dir, time_limit: std::time::Duration::from_secs_f64(seconds), seed })
+            }
             Args::Token { sub, roles, ttl, data_dir } => {
                 if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
                     return Err(format!("--sub {sub:?}: must be 1 to 256 characters, no control characters"));

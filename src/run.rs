@@ -35,6 +35,16 @@ pub fn run(command: Command) -> Result<()> {
             print!("{}", meshwork_recommendation::eval::run(&args)?);
             Ok(())
         }
+        Command::RouteBench { dir, time_limit, seed } => {
+            let rows = meshwork_routing::route_bench(&dir, time_limit, seed)?;
+            print!("{}", meshwork_routing::bench::format_table("meshwork", &rows));
+            let picks = meshwork_routing::pick_bench(200, seed)?;
+            println!(
+                "pick paths, {} random pick lists on 20-aisle warehouses: S-shape {:.1}, optimized {:.1}, mean saving {:.1}%",
+                picks.cases, picks.mean_s_shape, picks.mean_optimized, picks.mean_saving_percent
+            );
+            Ok(())
+        }
         Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls, settings } => {
             let traces = traces.map(|flags| (flags, trace_dir));
             let where_ = Where { listen, store, data_dir, public_url, admin };

@@ -20,6 +20,7 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_library::spec(),
         meshwork_meetings::spec(),
         meshwork_appstore::spec(),
+        meshwork_waste::spec(),
     ]
 }
 

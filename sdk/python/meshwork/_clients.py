@@ -20,6 +20,7 @@ from meshwork.payments.v1 import payments_pb2_grpc
 from meshwork.ratings.v1 import ratings_pb2_grpc
 from meshwork.recommendation.v1 import recommendation_pb2_grpc
 from meshwork.urlshortener.v1 import urlshortener_pb2_grpc
+from meshwork.waste.v1 import waste_pb2_grpc
 
 SERVICES = (
     'meshwork.appstore.v1.AppStore',
@@ -36,6 +37,7 @@ SERVICES = (
     'meshwork.ratings.v1.Ratings',
     'meshwork.recommendation.v1.Recommendations',
     'meshwork.urlshortener.v1.UrlShortener',
+    'meshwork.waste.v1.Waste',
 )
 """The full names of every service these clients call."""
 
@@ -73,6 +75,8 @@ class Clients:
         """meshwork.recommendation.v1.Recommendations"""
         self.url_shortener: urlshortener_pb2_grpc.UrlShortenerStub = urlshortener_pb2_grpc.UrlShortenerStub(channel)
         """meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http`"""
+        self.waste: waste_pb2_grpc.WasteStub = waste_pb2_grpc.WasteStub(channel)
+        """meshwork.waste.v1.Waste"""
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""

@@ -13,6 +13,7 @@ import type { Payments } from "./meshwork/payments/v1/payments_pb.js";
 import type { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import type { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
 import type { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
+import type { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
 /** The full names of every service these clients call. */
 export declare const SERVICES: readonly string[];
@@ -47,6 +48,8 @@ export interface Clients {
   recommendations: Client<typeof Recommendations>;
   /** meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http` */
   urlShortener: Client<typeof UrlShortener>;
+  /** meshwork.waste.v1.Waste */
+  waste: Client<typeof Waste>;
 }
 
 /** Returns one client per service, all over `transport`. */

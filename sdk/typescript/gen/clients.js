@@ -13,6 +13,7 @@ import { Payments } from "./meshwork/payments/v1/payments_pb.js";
 import { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
 import { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
+import { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
 /** The full names of every service these clients call. */
 export const SERVICES = [
@@ -30,6 +31,7 @@ export const SERVICES = [
   "meshwork.ratings.v1.Ratings",
   "meshwork.recommendation.v1.Recommendations",
   "meshwork.urlshortener.v1.UrlShortener",
+  "meshwork.waste.v1.Waste",
 ];
 
 /** Returns one client per service, all over `transport`. */
@@ -49,5 +51,6 @@ export function createClients(transport) {
     ratings: createClient(Ratings, transport),
     recommendations: createClient(Recommendations, transport),
     urlShortener: createClient(UrlShortener, transport),
+    waste: createClient(Waste, transport),
   };
 }
