@@ -35,6 +35,14 @@ pub struct ServiceFlags {
     /// Milliseconds every payment call waits before answering, 0 to 60000.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub payment_latency_ms: u64,
+    /// Length of the contact tracing's export batches, in seconds, 10 to 86400: keys published
+    /// in one window are one signed export once it closes.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub export_window_secs: u64,
+    /// Timeline authors with more followers than this are not fanned out: their posts are
+    /// pulled and merged at read time (at least 1).
+    #[arg(long, default_value_t = 10_000, value_name = "FOLLOWERS")]
+    pub celebrity_threshold: u64,
 }
 
 impl ServiceFlags {
@@ -46,9 +54,17 @@ impl ServiceFlags {
         if self.payment_latency_ms > 60_000 {
             return Err(format!("--payment-latency-ms {}: at most 60000", self.payment_latency_ms));
         }
+        if self.celebrity_threshold == 0 {
+            return Err("--celebrity-threshold 0: must be at least 1".into());
+        }
+        if !(10..=86_400).contains(&self.export_window_secs) {
+            return Err(format!("--export-window-secs {}: must be from 10 to 86400", self.export_window_secs));
+        }
         Ok(Settings::default()
             .with("payments.failure_rate", self.payment_failure_rate)
-            .with("payments.latency_ms", self.payment_latency_ms))
+            .with("payments.latency_ms", self.payment_latency_ms)
+            .with("contacttracing.export_window_s", self.export_window_secs)
+            .with("timeline.celebrity_threshold", self.celebrity_threshold))
     }
 }
 
@@ -165,6 +181,19 @@ pub enum Args {
         /// how far the clock lets it get).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// The device side of exposure notification: matches the sightings in FILE (JSON lines of
+    /// observed Rolling Proximity Identifiers) against the diagnosis keys of the GAEN export
+    /// archives in DIR (verified with DIR/public_key.pem when present), scores the exposure
+    /// windows with GAEN v2's default risk configuration and prints the report as JSON. The
+    /// server never learns who met whom: this runs on the device.
+    ExposureCheck {
+        /// Folder of export archives (`*.zip` with export.bin and export.sig).
+        #[arg(long)]
+        exports: PathBuf,
+        /// The device's sightings, JSON lines (see meshwork-gaen's `matching` module).
+        #[arg(long)]
+        observed: PathBuf,
     },
     /// Prints a development token (JWT, ES256) signed by the key `meshwork up` trusts, for
     /// `grpcurl -H "authorization: Bearer $(meshwork token --sub alice)"`.
@@ -328,6 +357,10 @@ pub enum Command {
         dir: PathBuf,
         time_limit: std::time::Duration,
         seed: u64,
+    },
+    ExposureCheck {
+        exports: PathBuf,
+        observed: PathBuf,
     },
     Token {
         sub: String,
@@ -502,6 +535,7 @@ impl Args {
                 Ok(Command::Load(args))
             }
             Args::RecommendEval(args) => Ok(Command::RecommendEval(args)),
+            Args::ExposureCheck { exports, observed } => Ok(Command::ExposureCheck { exports, observed }),
             Args::RouteBench { dir, seconds, seed } => {
                 if !(seconds > 0.0 && seconds <= 3600.0) {
                     return Err(format!("--seconds {seconds}: must be above 0 and at most 3600"));

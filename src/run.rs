@@ -35,6 +35,12 @@ pub fn run(command: Command) -> Result<()> {
             print!("{}", meshwork_recommendation::eval::run(&args)?);
             Ok(())
         }
+        Command::ExposureCheck { exports, observed } => {
+            let report = meshwork_gaen::exposure_check(&exports, &observed, &meshwork_gaen::RiskConfig::default())
+                .map_err(|e| anyhow::anyhow!("exposure-check: {e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::RouteBench { dir, time_limit, seed } => {
             let rows = meshwork_routing::route_bench(&dir, time_limit, seed)?;
             print!("{}", meshwork_routing::bench::format_table("meshwork", &rows));

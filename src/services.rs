@@ -21,6 +21,8 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_meetings::spec(),
         meshwork_appstore::spec(),
         meshwork_waste::spec(),
+        meshwork_contacttracing::spec(),
+        meshwork_timeline::spec(),
     ]
 }
 

@@ -10,6 +10,7 @@ import grpc
 
 from meshwork.appstore.v1 import appstore_pb2_grpc
 from meshwork.catalog.v1 import catalog_pb2_grpc
+from meshwork.contacttracing.v1 import contacttracing_pb2_grpc
 from meshwork.echo.v1 import echo_pb2_grpc
 from meshwork.inventory.v1 import inventory_pb2_grpc
 from meshwork.library.v1 import library_pb2_grpc
@@ -19,6 +20,7 @@ from meshwork.parking.v1 import parking_pb2_grpc
 from meshwork.payments.v1 import payments_pb2_grpc
 from meshwork.ratings.v1 import ratings_pb2_grpc
 from meshwork.recommendation.v1 import recommendation_pb2_grpc
+from meshwork.timeline.v1 import timeline_pb2_grpc
 from meshwork.urlshortener.v1 import urlshortener_pb2_grpc
 from meshwork.waste.v1 import waste_pb2_grpc
 
@@ -27,6 +29,7 @@ SERVICES = (
     'meshwork.catalog.v1.Catalog',
     'meshwork.catalog.v1.Carts',
     'meshwork.catalog.v1.Checkout',
+    'meshwork.contacttracing.v1.ContactTracing',
     'meshwork.echo.v1.Echo',
     'meshwork.inventory.v1.Inventory',
     'meshwork.library.v1.Library',
@@ -36,6 +39,7 @@ SERVICES = (
     'meshwork.payments.v1.Payments',
     'meshwork.ratings.v1.Ratings',
     'meshwork.recommendation.v1.Recommendations',
+    'meshwork.timeline.v1.Timeline',
     'meshwork.urlshortener.v1.UrlShortener',
     'meshwork.waste.v1.Waste',
 )
@@ -55,6 +59,8 @@ class Clients:
         """meshwork.catalog.v1.Carts"""
         self.checkout: catalog_pb2_grpc.CheckoutStub = catalog_pb2_grpc.CheckoutStub(channel)
         """meshwork.catalog.v1.Checkout"""
+        self.contact_tracing: contacttracing_pb2_grpc.ContactTracingStub = contacttracing_pb2_grpc.ContactTracingStub(channel)
+        """meshwork.contacttracing.v1.ContactTracing"""
         self.echo: echo_pb2_grpc.EchoStub = echo_pb2_grpc.EchoStub(channel)
         """meshwork.echo.v1.Echo"""
         self.inventory: inventory_pb2_grpc.InventoryStub = inventory_pb2_grpc.InventoryStub(channel)
@@ -73,6 +79,8 @@ class Clients:
         """meshwork.ratings.v1.Ratings"""
         self.recommendations: recommendation_pb2_grpc.RecommendationsStub = recommendation_pb2_grpc.RecommendationsStub(channel)
         """meshwork.recommendation.v1.Recommendations"""
+        self.timeline: timeline_pb2_grpc.TimelineStub = timeline_pb2_grpc.TimelineStub(channel)
+        """meshwork.timeline.v1.Timeline"""
         self.url_shortener: urlshortener_pb2_grpc.UrlShortenerStub = urlshortener_pb2_grpc.UrlShortenerStub(channel)
         """meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http`"""
         self.waste: waste_pb2_grpc.WasteStub = waste_pb2_grpc.WasteStub(channel)

@@ -3,6 +3,7 @@
 import type { Client, Transport } from "@connectrpc/connect";
 import type { AppStore } from "./meshwork/appstore/v1/appstore_pb.js";
 import type { Catalog, Carts, Checkout } from "./meshwork/catalog/v1/catalog_pb.js";
+import type { ContactTracing } from "./meshwork/contacttracing/v1/contacttracing_pb.js";
 import type { Echo } from "./meshwork/echo/v1/echo_pb.js";
 import type { Inventory } from "./meshwork/inventory/v1/inventory_pb.js";
 import type { Library } from "./meshwork/library/v1/library_pb.js";
@@ -12,6 +13,7 @@ import type { Parking } from "./meshwork/parking/v1/parking_pb.js";
 import type { Payments } from "./meshwork/payments/v1/payments_pb.js";
 import type { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import type { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
+import type { Timeline } from "./meshwork/timeline/v1/timeline_pb.js";
 import type { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
 import type { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
@@ -28,6 +30,8 @@ export interface Clients {
   carts: Client<typeof Carts>;
   /** meshwork.catalog.v1.Checkout */
   checkout: Client<typeof Checkout>;
+  /** meshwork.contacttracing.v1.ContactTracing */
+  contactTracing: Client<typeof ContactTracing>;
   /** meshwork.echo.v1.Echo */
   echo: Client<typeof Echo>;
   /** meshwork.inventory.v1.Inventory */
@@ -46,6 +50,8 @@ export interface Clients {
   ratings: Client<typeof Ratings>;
   /** meshwork.recommendation.v1.Recommendations */
   recommendations: Client<typeof Recommendations>;
+  /** meshwork.timeline.v1.Timeline */
+  timeline: Client<typeof Timeline>;
   /** meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http` */
   urlShortener: Client<typeof UrlShortener>;
   /** meshwork.waste.v1.Waste */

@@ -3,6 +3,7 @@
 import { createClient } from "@connectrpc/connect";
 import { AppStore } from "./meshwork/appstore/v1/appstore_pb.js";
 import { Catalog, Carts, Checkout } from "./meshwork/catalog/v1/catalog_pb.js";
+import { ContactTracing } from "./meshwork/contacttracing/v1/contacttracing_pb.js";
 import { Echo } from "./meshwork/echo/v1/echo_pb.js";
 import { Inventory } from "./meshwork/inventory/v1/inventory_pb.js";
 import { Library } from "./meshwork/library/v1/library_pb.js";
@@ -12,6 +13,7 @@ import { Parking } from "./meshwork/parking/v1/parking_pb.js";
 import { Payments } from "./meshwork/payments/v1/payments_pb.js";
 import { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
+import { Timeline } from "./meshwork/timeline/v1/timeline_pb.js";
 import { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
 import { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
@@ -21,6 +23,7 @@ export const SERVICES = [
   "meshwork.catalog.v1.Catalog",
   "meshwork.catalog.v1.Carts",
   "meshwork.catalog.v1.Checkout",
+  "meshwork.contacttracing.v1.ContactTracing",
   "meshwork.echo.v1.Echo",
   "meshwork.inventory.v1.Inventory",
   "meshwork.library.v1.Library",
@@ -30,6 +33,7 @@ export const SERVICES = [
   "meshwork.payments.v1.Payments",
   "meshwork.ratings.v1.Ratings",
   "meshwork.recommendation.v1.Recommendations",
+  "meshwork.timeline.v1.Timeline",
   "meshwork.urlshortener.v1.UrlShortener",
   "meshwork.waste.v1.Waste",
 ];
@@ -41,6 +45,7 @@ export function createClients(transport) {
     catalog: createClient(Catalog, transport),
     carts: createClient(Carts, transport),
     checkout: createClient(Checkout, transport),
+    contactTracing: createClient(ContactTracing, transport),
     echo: createClient(Echo, transport),
     inventory: createClient(Inventory, transport),
     library: createClient(Library, transport),
@@ -50,6 +55,7 @@ export function createClients(transport) {
     payments: createClient(Payments, transport),
     ratings: createClient(Ratings, transport),
     recommendations: createClient(Recommendations, transport),
+    timeline: createClient(Timeline, transport),
     urlShortener: createClient(UrlShortener, transport),
     waste: createClient(Waste, transport),
   };

@@ -1,0 +1,539 @@
+//! The fan-out of pushed posts, durable and shared between replicas, and the upkeep of home
+//! inboxes.
+//!
+//! 1. `CreatePost` commits the post with a `post.created` event (the kit's transactional
+//!    outbox) and returns.
+//! 2. The event consumer ([`Timeline::run_consumer`], one per replica; its handlers are
+//!    idempotent) plans each pushed post: it cuts the author's follower list into chunks and
+//!    writes, in ONE conditional write (the job key must be absent and the post unchanged),
+//!    the job, one task per chunk and a pending marker per task. A crash before that write
+//!    leaves no plan (the event is handled again); after it, the plan is whole.
+//! 3. Workers on every replica ([`Timeline::run_workers`]) scan the pending markers and claim
+//!    a task by compare-and-set on its record: owner and lease expiry (the service clock), so
+//!    a crashed worker's task is taken over once its lease runs out. A worker writes its
+//!    chunk batch by batch; each batch is one store write that puts the batch's inbox entries
+//!    AND advances the task's checkpoint (last follower written, count written, lease renewed)
+//!    under the condition that the task record is still at the version this worker last wrote
+//!    and that each follower still follows. So a batch lands exactly once: a worker that lost
+//!    its lease (or was killed) cannot write a batch another worker redoes, and one that
+//!    resumes starts after the checkpoint committed with the last batch. The last batch marks
+//!    the task done and deletes its pending marker in the same write.
+//! 4. An inbox entry's key holds the post id (`timeline/inbox/<user>/<inverted id>`), so the
+//!    follow backfill, a redone event and the fan-out all write the same key: a follower has
+//!    a post at most once whatever the interleaving.
+//!
+//! Deletion cancels the post's unfinished tasks (compare-and-set, so their workers stop at
+//! their next batch) and then deletes the post's entry from every follower's inbox. Inboxes
+//! keep their newest [`Config::inbox_limit`](crate::Config) entries: a worker trims an inbox
+//! after about one write in [`TRIM_EVERY`] to it, so an inbox is bounded without a read per
+//! write.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use meshwork_common::error::{ServiceError, ServiceResult};
+use meshwork_common::events::Event;
+use meshwork_common::record::Record;
+use meshwork_proto::pb::timeline::v1 as pb;
+use meshwork_storage::{Condition, Direction, KeyRange, Mutation, StoreError, scan_stream, transact};
+use tokio::task::JoinSet;
+
+use crate::keys;
+use crate::model::{FanoutJob, FanoutTask, PostRecord, TimelineEvent};
+use crate::service::{Timeline, end_of};
+use crate::validate;
+
+/// An inbox is trimmed after about one write in this many to it.
+pub const TRIM_EVERY: u64 = 128;
+
+/// Most inbox entries one fan-out batch writes.
+const MAX_BATCH: usize = 500;
+
+/// What this replica's fan-out workers did (for tests, logs and benchmarks).
+#[derive(Debug, Default)]
+pub struct FanoutStats {
+    inbox_writes: AtomicU64,
+    batches: AtomicU64,
+    tasks_done: AtomicU64,
+    takeovers: AtomicU64,
+}
+
+impl FanoutStats {
+    /// Returns the inbox entries this replica's workers committed.
+    pub fn inbox_writes(&self) -> u64 {
+        self.inbox_writes.load(Ordering::Relaxed)
+    }
+
+    /// Returns the batches (store writes) this replica's workers committed.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Returns the tasks this replica's workers finished.
+    pub fn tasks_done(&self) -> u64 {
+        self.tasks_done.load(Ordering::Relaxed)
+    }
+
+    /// Returns the tasks this replica's workers took over from another worker's lapsed lease.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(Ordering::Relaxed)
+    }
+}
+
+/// Returns whether writing post `id` to `user`'s inbox should trigger a trim of that inbox.
+fn trim_due(user: &str, id: u64) -> bool {
+    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(17).is_multiple_of(TRIM_EVERY)
+}
+
+fn exclusive_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+impl Timeline {
+    /// Returns the inbox entries written per store transaction on this backend.
+    pub(crate) fn batch_size(&self) -> usize {
+        if self.config.batch_size > 0 {
+            return self.config.batch_size;
+        }
+        // Each follower costs a condition and a put; four more operations go with a batch.
+        let ops = self.store.limits().max_ops_per_write;
+        (ops.saturating_sub(4) / 2).clamp(1, MAX_BATCH)
+    }
+
+    /// Writes (without conditions) as many `mutations` per store write as the backend allows.
+    async fn write_batched(&self, mutations: Vec<Mutation>, conditions: &[Condition]) -> ServiceResult<()> {
+        let per = self.store.limits().max_ops_per_write.saturating_sub(conditions.len() + 1).clamp(1, 1000);
+        let mut rest = mutations;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(per));
+            self.store.write(conditions.to_vec(), std::mem::replace(&mut rest, tail)).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the event log forever (plans fan-outs, cleans up after deletions, backfills
+    /// and cleans inboxes after follows). Returns only on an error retrying cannot fix.
+    pub async fn run_consumer(&self) -> ServiceResult<()> {
+        self.log.consumer("fanout").run(|event| Box::pin(async move { self.handle_event(&event).await })).await
+    }
+
+    async fn handle_event(&self, event: &Event) -> ServiceResult<()> {
+        let decoded = match TimelineEvent::decode(&event.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                // Retrying cannot fix it; skipping keeps the other events flowing.
+                tracing::error!(error = %e, sequence = event.sequence, "undecodable timeline event skipped");
+                return Ok(());
+            }
+        };
+        match decoded {
+            TimelineEvent::PostCreated { post_id, author, pushed: true } => self.plan(post_id, &author).await,
+            TimelineEvent::PostCreated { .. } => Ok(()),
+            TimelineEvent::PostDeleted { post_id, author } => self.unfan(post_id, &author).await,
+            TimelineEvent::Followed { user, target } => self.backfill(&user, &target).await,
+            TimelineEvent::Unfollowed { user, target } => self.remove_from_inbox(&user, &target).await,
+        }
+    }
+
+    /// Plans the fan-out of post `id` (idempotent: a planned post is left alone).
+    pub async fn plan(&self, id: u64, author: &str) -> ServiceResult<()> {
+        for _ in 0..16 {
+            if self.store.get(&keys::job(id)).await?.is_some() {
+                return Ok(());
+            }
+            let Some(post) = self.store.get(&keys::post(id)).await? else {
+                return Ok(()); // deleted before its fan-out began
+            };
+            let followers = meshwork_storage::scan_all(
+                &self.store,
+                KeyRange::prefix(keys::followers_prefix(author)),
+                Direction::Forward,
+            )
+            .await?;
+            let names: Vec<&str> = followers.iter().filter_map(|e| keys::last_segment(&e.key)).collect();
+            let per = self.config.chunk_size.max(names.len().div_ceil(self.config.max_chunks.max(1))).max(1);
+            let chunks: Vec<&[&str]> = names.chunks(per).collect();
+            let job = FanoutJob {
+                post_id: id,
+                author: author.to_string(),
+                followers: names.len() as u64,
+                chunks: chunks.len() as u32,
+                planned_ms: self.clock.now_ms(),
+            };
+            let mut mutations = vec![Mutation::put(keys::job(id), job.encode()?)];
+            for (i, chunk) in chunks.iter().enumerate() {
+                let task = FanoutTask {
+                    post_id: id,
+                    chunk: i as u32,
+                    author: author.to_string(),
+                    start: chunk.first().map(|s| s.to_string()).unwrap_or_default(),
+                    end: chunks.get(i + 1).and_then(|next| next.first()).map(|s| s.to_string()),
+                    total: chunk.len() as u64,
+                    written: 0,
+                    checkpoint: None,
+                    done: false,
+                    cancelled: false,
+                    owner: String::new(),
+                    lease_until_ms: 0,
+                    takeovers: 0,
+                    done_ms: 0,
+                };
+                mutations.push(Mutation::put(keys::task(id, i as u32), task.encode()?));
+                mutations.push(Mutation::put(keys::pending(id, i as u32), Vec::new()));
+            }
+            let conditions = vec![Condition::Absent(keys::job(id)), Condition::Version(keys::post(id), post.version)];
+            match self.store.write(conditions, mutations).await {
+                Ok(_) => {
+                    tracing::debug!(post = id, followers = job.followers, chunks = job.chunks, "fan-out planned");
+                    return Ok(());
+                }
+                // Planned by another replica, or the post changed: look again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Aborted(format!("could not plan the fan-out of post {id}")))
+    }
+
+    /// Undoes the fan-out of a deleted post: cancels its unfinished tasks, then deletes its
+    /// entry from every follower's inbox and its likes and repost markers.
+    pub async fn unfan(&self, id: u64, author: &str) -> ServiceResult<()> {
+        let tasks =
+            meshwork_storage::scan_all(&self.store, KeyRange::prefix(keys::tasks_prefix(id)), Direction::Forward)
+                .await?;
+        for entry in tasks {
+            transact(&self.store, |tx| {
+                let key = entry.key.clone();
+                Box::pin(async move {
+                    let Some(v) = tx.get(&key).await? else { return Ok::<_, ServiceError>(()) };
+                    let mut task = FanoutTask::decode(&v.value)?;
+                    if task.done {
+                        return Ok(());
+                    }
+                    task.done = true;
+                    task.cancelled = true;
+                    tx.put(key, task.encode()?);
+                    tx.delete(keys::pending(task.post_id, task.chunk));
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        let mut followers =
+            scan_stream(self.store.clone(), KeyRange::prefix(keys::followers_prefix(author)), Direction::Forward, 0);
+        let mut deletes = Vec::new();
+        while let Some(entry) = followers.next().await {
+            if let Some(user) = keys::last_segment(&entry?.key) {
+                deletes.push(Mutation::delete(keys::inbox(user, id)));
+            }
+        }
+        for prefix in [keys::likes_prefix(id), keys::reposts_prefix(id)] {
+            let entries = meshwork_storage::scan_all(&self.store, KeyRange::prefix(prefix), Direction::Forward).await?;
+            deletes.extend(entries.into_iter().map(|e| Mutation::delete(e.key)));
+        }
+        self.write_batched(deletes, &[]).await
+    }
+
+    /// Writes `target`'s newest posts into `user`'s inbox while `user` follows `target` (each
+    /// batch is conditional on the follow, so a backfill racing an unfollow writes nothing
+    /// after it). Celebrities are pulled at read time: nothing to write.
+    pub async fn backfill(&self, user: &str, target: &str) -> ServiceResult<()> {
+        let Some(edge) = self.store.get(&keys::following(user, target)).await? else { return Ok(()) };
+        if self.store.get(&keys::celeb(target)).await?.is_some() {
+            return Ok(());
+        }
+        let ids = self.pull(target, None, self.config.inbox_limit).await?;
+        let puts: Vec<Mutation> =
+            ids.iter().map(|id| Mutation::put(keys::inbox(user, *id), target.as_bytes().to_vec())).collect();
+        match self.write_batched(puts, &[Condition::Version(keys::following(user, target), edge.version)]).await {
+            Ok(()) | Err(ServiceError::Aborted(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.trim_inbox(user).await.map(|_| ())
+    }
+
+    /// Deletes `target`'s posts from `user`'s inbox while `user` does not follow `target`.
+    pub async fn remove_from_inbox(&self, user: &str, target: &str) -> ServiceResult<()> {
+        let entries =
+            meshwork_storage::scan_all(&self.store, KeyRange::prefix(keys::inbox_prefix(user)), Direction::Forward)
+                .await?;
+        let deletes: Vec<Mutation> =
+            entries.into_iter().filter(|e| e.value == target.as_bytes()).map(|e| Mutation::delete(e.key)).collect();
+        match self.write_batched(deletes, &[Condition::Absent(keys::following(user, target))]).await {
+            // Followed again meanwhile: the entries stay.
+            Ok(()) | Err(ServiceError::Aborted(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the entries of `user`'s inbox past the newest [`Config::inbox_limit`](crate::Config).
+    pub async fn trim_inbox(&self, user: &str) -> ServiceResult<u64> {
+        let mut entries = scan_stream(
+            self.store.clone(),
+            KeyRange::prefix(keys::inbox_prefix(user)),
+            Direction::Forward,
+            self.config.inbox_limit + 200,
+        )
+        .skip(self.config.inbox_limit);
+        let mut deletes = Vec::new();
+        while let Some(entry) = entries.next().await {
+            deletes.push(Mutation::delete(entry?.key));
+        }
+        let n = deletes.len() as u64;
+        self.write_batched(deletes, &[]).await?;
+        Ok(n)
+    }
+
+    /// Runs this replica's fan-out workers forever: claims pending tasks (up to
+    /// [`Config::workers`](crate::Config) at once) and writes them. Woken by the store's watch
+    /// of the pending markers, and every poll interval for leases that ran out.
+    pub async fn run_workers(self: Arc<Self>) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut mine: HashSet<Vec<u8>> = HashSet::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let mut watch = None;
+        loop {
+            while let Ok(key) = done_rx.try_recv() {
+                mine.remove(&key);
+            }
+            while running.try_join_next().is_some() {}
+            if watch.is_none() {
+                watch = self.store.watch(&keys::pending_prefix(), None).await.ok();
+            }
+            let mut claimed = 0;
+            match self.store.scan(KeyRange::prefix(keys::pending_prefix()), 256, Direction::Forward).await {
+                Ok(page) => {
+                    for entry in page.entries {
+                        if running.len() >= self.config.workers {
+                            break;
+                        }
+                        let Some((id, chunk)) = keys::parse_pending(&entry.key) else { continue };
+                        let key = keys::task(id, chunk);
+                        if mine.contains(&key) {
+                            continue;
+                        }
+                        match self.try_claim(&key).await {
+                            Ok(Some((task, version))) => {
+                                claimed += 1;
+                                mine.insert(key.clone());
+                                let (this, done_tx) = (self.clone(), done_tx.clone());
+                                running.spawn(async move {
+                                    if let Err(e) = this.work(&key, task, version).await {
+                                        tracing::warn!(error = %e, "fan-out task stopped; its lease will lapse");
+                                        // Not straight back at a store that just failed.
+                                        tokio::time::sleep(Duration::from_millis(200)).await;
+                                    }
+                                    let _ = done_tx.send(key);
+                                });
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(error = %e, "claiming a fan-out task failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scanning pending fan-out tasks failed"),
+            }
+            if claimed > 0 && running.len() < self.config.workers {
+                continue;
+            }
+            // Wait for a change of the pending markers, a finished task or the poll interval.
+            let poll = tokio::time::sleep(self.config.poll_interval);
+            tokio::select! {
+                changed = async {
+                    match watch.as_mut() {
+                        Some(w) => w.next().await,
+                        None => futures::future::pending().await,
+                    }
+                } => {
+                    if !matches!(changed, Some(Ok(_))) {
+                        watch = None;
+                    }
+                }
+                Some(key) = done_rx.recv() => { mine.remove(&key); }
+                _ = poll => {}
+            }
+        }
+    }
+
+    /// Claims the task at `key` when it is not done and nobody holds a live lease on it;
+    /// returns it with the version this claim wrote.
+    async fn try_claim(&self, key: &[u8]) -> ServiceResult<Option<(FanoutTask, u64)>> {
+        let Some(found) = self.store.get(key).await? else { return Ok(None) };
+        let mut task = FanoutTask::decode(&found.value)?;
+        let now = self.clock.now_ms();
+        if task.done || (!task.owner.is_empty() && task.owner != self.worker_id && task.lease_until_ms > now) {
+            return Ok(None);
+        }
+        let takeover = !task.owner.is_empty() && task.owner != self.worker_id;
+        if takeover {
+            task.takeovers += 1;
+        }
+        task.owner = self.worker_id.clone();
+        task.lease_until_ms = now + self.config.lease.as_millis() as i64;
+        match self
+            .store
+            .write(
+                vec![Condition::Version(key.to_vec(), found.version)],
+                vec![Mutation::put(key.to_vec(), task.encode()?)],
+            )
+            .await
+        {
+            Ok(version) => {
+                if takeover {
+                    self.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(post = task.post_id, chunk = task.chunk, "took over a lapsed fan-out task");
+                }
+                Ok(Some((task, version)))
+            }
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a claimed task's chunk, batch by batch, from its checkpoint on.
+    async fn work(&self, key: &[u8], mut task: FanoutTask, mut version: u64) -> ServiceResult<()> {
+        let batch = self.batch_size();
+        let prefix = keys::followers_prefix(&task.author);
+        let end = match &task.end {
+            Some(e) => keys::follower(&task.author, e),
+            None => end_of(&prefix),
+        };
+        let mut conflicts = 0u32;
+        loop {
+            if !self.config.batch_pause.is_zero() {
+                tokio::time::sleep(self.config.batch_pause).await;
+            }
+            let start = match &task.checkpoint {
+                Some(last) => exclusive_after(&keys::follower(&task.author, last)),
+                None => keys::follower(&task.author, &task.start),
+            };
+            let page = self.store.scan(KeyRange::between(start, end.clone()), batch, Direction::Forward).await?;
+            let finished = page.next.is_none();
+            let mut next = task.clone();
+            let mut conditions = vec![Condition::Version(key.to_vec(), version)];
+            let mut mutations = Vec::with_capacity(page.entries.len() + 2);
+            let mut users = Vec::with_capacity(page.entries.len());
+            for entry in &page.entries {
+                let Some(user) = keys::last_segment(&entry.key) else { continue };
+                conditions.push(Condition::Version(entry.key.clone(), entry.version));
+                mutations.push(Mutation::put(keys::inbox(user, task.post_id), task.author.as_bytes().to_vec()));
+                users.push(user.to_string());
+            }
+            next.written += users.len() as u64;
+            if let Some(last) = users.last() {
+                next.checkpoint = Some(last.clone());
+            }
+            next.lease_until_ms = self.clock.now_ms() + self.config.lease.as_millis() as i64;
+            if finished {
+                next.done = true;
+                next.done_ms = self.clock.now_ms();
+                mutations.push(Mutation::delete(keys::pending(task.post_id, task.chunk)));
+            }
+            mutations.push(Mutation::put(key.to_vec(), next.encode()?));
+            match self.store.write(conditions, mutations).await {
+                Ok(v) => {
+                    version = v;
+                    task = next;
+                    conflicts = 0;
+                    self.stats.inbox_writes.fetch_add(users.len() as u64, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    for user in users.iter().filter(|u| trim_due(u, task.post_id)) {
+                        if let Err(e) = self.trim_inbox(user).await {
+                            tracing::warn!(error = %e, %user, "inbox trim failed");
+                        }
+                    }
+                    if finished {
+                        self.stats.tasks_done.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    // Either the task moved on without us (lease lost, cancelled) or a
+                    // follower of this batch unfollowed: look at the task to know which.
+                    let current = self.store.get(key).await?;
+                    match current {
+                        Some(v) if v.version == version => {
+                            conflicts += 1;
+                            if conflicts > 32 {
+                                return Err(ServiceError::Aborted("the follower list keeps changing".into()));
+                            }
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// GetFanoutStatus.
+    pub async fn fanout_status(&self, post_id: &str) -> ServiceResult<pb::GetFanoutStatusResponse> {
+        let id = validate::post_id("post_id", post_id)?;
+        let post = match self.store.get(&keys::post(id)).await? {
+            Some(v) => Some(PostRecord::decode(&v.value)?),
+            None => None,
+        };
+        let job = match self.store.get(&keys::job(id)).await? {
+            Some(v) => Some(FanoutJob::decode(&v.value)?),
+            None => None,
+        };
+        let mut status = pb::GetFanoutStatusResponse { post_id: id.to_string(), ..Default::default() };
+        match (&post, &job) {
+            (None, None) => return Err(ServiceError::not_found(format!("post {id}"))),
+            (Some(p), _) if !p.pushed => {
+                status.mode = pb::FanoutMode::Pull as i32;
+                status.followers_total = p.followers_at_post as i64;
+                status.complete = true;
+                return Ok(status);
+            }
+            _ => status.mode = pb::FanoutMode::Push as i32,
+        }
+        let Some(job) = job else {
+            return Ok(status); // not planned yet
+        };
+        status.planned = true;
+        status.followers_total = job.followers as i64;
+        status.chunks_total = i64::from(job.chunks);
+        let tasks =
+            meshwork_storage::scan_all(&self.store, KeyRange::prefix(keys::tasks_prefix(id)), Direction::Forward)
+                .await?;
+        let mut last_done = 0i64;
+        for entry in tasks {
+            let task = FanoutTask::decode(&entry.value)?;
+            last_done = last_done.max(task.done_ms);
+            status.inboxes_written += task.written as i64;
+            if task.done {
+                status.chunks_done += 1;
+            } else {
+                status.inboxes_pending += task.total.saturating_sub(task.written) as i64;
+            }
+        }
+        status.complete = status.chunks_done == status.chunks_total;
+        if status.complete {
+            let created = post.map_or(job.planned_ms, |p| p.created_ms);
+            let end = if last_done > 0 { last_done } else { job.planned_ms };
+            let lag = std::time::Duration::from_millis(end.saturating_sub(created).max(0) as u64);
+            status.fanout_lag =
+                Some(prost_types::Duration { seconds: lag.as_secs() as i64, nanos: lag.subsec_nanos() as i32 });
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_come_about_once_in_trim_every_writes() {
+        let hits = (0..100_000u64).filter(|i| trim_due("someone", i * 4096 + 17)).count() as u64;
+        let expected = 100_000 / TRIM_EVERY;
+        assert!(hits > expected / 2 && hits < expected * 2, "{hits} trims, expected about {expected}");
+    }
+}

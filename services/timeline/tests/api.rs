@@ -1,0 +1,276 @@
+//! The timeline's behaviour through a real server on every backend: users and handles, the
+//! follow graph with its backfill and clean-up, user timelines, replies, reposts, deletion
+//! from every inbox, callers acting for themselves, and the home stream (pushed and celebrity
+//! authors alike, resumable by sequence).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use meshwork_common::clock::SystemClock;
+use meshwork_identity::{IDENTITY_HEADER, Identity, Method};
+use meshwork_proto::pb::timeline::v1 as pb;
+use meshwork_storage::{Direction, KeyRange, scan_all};
+use meshwork_test_support::backends::Backend;
+use meshwork_test_support::{context, on_every_backend};
+use meshwork_timeline::{Config, Graph, keys, seed_graph};
+use support::*;
+use tonic::Code;
+
+on_every_backend!(
+    users_follows_and_counts,
+    follow_backfills_and_unfollow_cleans_the_inbox,
+    user_timelines_replies_reposts_and_deletion,
+    callers_act_for_themselves_unless_admin,
+    the_home_stream_carries_pushed_and_celebrity_posts_and_resumes,
+);
+
+async fn next(s: &mut tonic::Streaming<pb::HomeTimelineEvent>) -> pb::HomeTimelineEvent {
+    tokio::time::timeout(Duration::from_secs(10), s.next()).await.expect("a stream event").unwrap().unwrap()
+}
+
+fn as_caller<T>(message: T, subject: &str, roles: &[&str]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let identity = Identity::new(subject, roles.iter().map(|r| r.to_string()).collect(), Method::Jwt).encode();
+    request.metadata_mut().insert(IDENTITY_HEADER, identity.parse().unwrap());
+    request
+}
+
+async fn users_follows_and_counts(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let running = serve(&context(store.clone()), Config::default()).await;
+    let mut c = running.client();
+    let t = tag();
+    let (ann, bob, cid) = (format!("{t}_Ann"), format!("{t}_bob"), format!("{t}_cid"));
+    for h in [&ann, &bob, &cid] {
+        user(&mut c, h).await;
+    }
+    let dup = c.create_user(pb::CreateUserRequest { handle: ann.to_uppercase(), display_name: String::new() }).await;
+    assert_eq!(dup.unwrap_err().code(), Code::AlreadyExists, "handles are case-insensitive");
+    let got = c.get_user(pb::GetUserRequest { handle: ann.to_lowercase() }).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(got.handle, ann, "the handle keeps its letter case");
+
+    let follow = |user: &str, target: &str| pb::FollowRequest { user: user.into(), target: target.into() };
+    assert!(c.follow(follow(&bob, &ann)).await.unwrap().into_inner().changed);
+    assert!(!c.follow(follow(&bob, &ann.to_uppercase())).await.unwrap().into_inner().changed, "idempotent");
+    assert!(c.follow(follow(&cid, &ann)).await.unwrap().into_inner().changed);
+    assert!(c.follow(follow(&ann, &bob)).await.unwrap().into_inner().changed);
+    post(&mut c, &ann, "one").await;
+    let ann_now = c.get_user(pb::GetUserRequest { handle: ann.clone() }).await.unwrap().into_inner().user.unwrap();
+    assert_eq!((ann_now.follower_count, ann_now.following_count, ann_now.post_count), (2, 1, 1));
+
+    let page = c
+        .list_followers(pb::ListFollowersRequest { user: ann.clone(), page_size: 1, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.handles, vec![bob.to_lowercase()]);
+    let rest = c
+        .list_followers(pb::ListFollowersRequest { user: ann.clone(), page_size: 1, page_token: page.next_page_token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.handles, vec![cid.to_lowercase()]);
+    let following =
+        c.list_following(pb::ListFollowingRequest { user: bob.clone(), ..Default::default() }).await.unwrap();
+    assert_eq!(following.into_inner().handles, vec![ann.to_lowercase()]);
+
+    let unfollow = pb::UnfollowRequest { user: bob.clone(), target: ann.clone() };
+    assert!(c.unfollow(unfollow.clone()).await.unwrap().into_inner().changed);
+    assert!(!c.unfollow(unfollow).await.unwrap().into_inner().changed, "idempotent");
+    let ann_now = c.get_user(pb::GetUserRequest { handle: ann.clone() }).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(ann_now.follower_count, 1);
+}
+
+async fn follow_backfills_and_unfollow_cleans_the_inbox(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let running = serve(&context(store.clone()), Config::default()).await;
+    let mut c = running.client();
+    let t = tag();
+    let (author, reader, other) = (format!("{t}a"), format!("{t}r"), format!("{t}o"));
+    for h in [&author, &reader, &other] {
+        user(&mut c, h).await;
+    }
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(post(&mut c, &author, &format!("old {i}")).await.post_id);
+    }
+    c.follow(pb::FollowRequest { user: reader.clone(), target: other.clone() }).await.unwrap();
+    let mine = post(&mut c, &other, "other").await;
+    until_fanned_out(&mut c, &mine.post_id, Duration::from_secs(10)).await;
+    // Following backfills the author's earlier posts at once.
+    c.follow(pb::FollowRequest { user: reader.clone(), target: author.clone() }).await.unwrap();
+    let inbox = scan_all(&store, KeyRange::prefix(keys::inbox_prefix(&reader)), Direction::Forward).await.unwrap();
+    assert_eq!(inbox.len(), 6, "five backfilled and the other author's post");
+    let home = whole_home(&mut c, &reader, 3).await;
+    let mut want: Vec<String> = written.iter().rev().cloned().collect();
+    want.insert(0, mine.post_id.clone());
+    assert_eq!(home, want, "newest first across pages of 3");
+    // Unfollowing removes them, and only them.
+    c.unfollow(pb::UnfollowRequest { user: reader.clone(), target: author.clone() }).await.unwrap();
+    let inbox = scan_all(&store, KeyRange::prefix(keys::inbox_prefix(&reader)), Direction::Forward).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(whole_home(&mut c, &reader, 50).await, vec![mine.post_id]);
+}
+
+async fn user_timelines_replies_reposts_and_deletion(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let graph = Graph::star(&tag(), 20);
+    seed_graph(&store, &SystemClock, &graph).await.unwrap();
+    let running = serve(&context(store.clone()), Config::default()).await;
+    let mut c = running.client();
+    let author = graph.users[0].clone();
+    let fan = graph.users[1].clone();
+    let first = post(&mut c, &author, "first").await;
+    let reply = c
+        .create_post(pb::CreatePostRequest {
+            request_id: format!("reply-{}", tag()),
+            author: author.clone(),
+            text: "a reply".into(),
+            reply_to: first.post_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .post
+        .unwrap();
+    assert_eq!(reply.reply_to, first.post_id);
+    // The same request_id gives the first answer.
+    let request = pb::CreatePostRequest {
+        request_id: "same-id".into(),
+        author: author.clone(),
+        text: "once".into(),
+        reply_to: String::new(),
+    };
+    let once = c.create_post(request.clone()).await.unwrap().into_inner().post.unwrap();
+    assert_eq!(c.create_post(request.clone()).await.unwrap().into_inner().post.unwrap(), once);
+    let reused = c.create_post(pb::CreatePostRequest { text: "different".into(), ..request }).await;
+    assert_eq!(reused.unwrap_err().code(), Code::AlreadyExists);
+
+    let timeline = c
+        .get_user_timeline(pb::GetUserTimelineRequest { user: author.clone(), page_size: 2, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        timeline.posts.iter().map(|p| p.post_id.as_str()).collect::<Vec<_>>(),
+        vec![once.post_id.as_str(), reply.post_id.as_str()]
+    );
+    let rest = c
+        .get_user_timeline(pb::GetUserTimelineRequest {
+            user: author.clone(),
+            page_size: 2,
+            page_token: timeline.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.posts.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+
+    // A repost counts once per user and reaches the reposter's followers.
+    let repost =
+        c.repost(pb::RepostRequest { post_id: first.post_id.clone(), user: fan.clone() }).await.unwrap().into_inner();
+    assert_eq!((repost.repost_count, repost.changed), (1, true));
+    let again =
+        c.repost(pb::RepostRequest { post_id: first.post_id.clone(), user: fan.clone() }).await.unwrap().into_inner();
+    assert_eq!(
+        (again.repost_count, again.changed, again.repost.as_ref().map(|p| &p.post_id)),
+        (1, false, repost.repost.as_ref().map(|p| &p.post_id))
+    );
+    let of_repost = c.repost(pb::RepostRequest { post_id: repost.repost.unwrap().post_id, user: author.clone() }).await;
+    assert_eq!(of_repost.unwrap_err().code(), Code::FailedPrecondition);
+
+    // Deleting removes the post from every inbox it reached.
+    until_fanned_out(&mut c, &first.post_id, Duration::from_secs(10)).await;
+    let id: u64 = first.post_id.parse().unwrap();
+    let holders = |store: meshwork_storage::DynStore| async move {
+        let all = scan_all(&store, KeyRange::prefix(b"timeline/inbox/".to_vec()), Direction::Forward).await.unwrap();
+        all.iter().filter(|e| keys::id_of_inverted_key(&e.key) == Some(id)).count()
+    };
+    assert_eq!(holders(store.clone()).await, 20);
+    c.delete_post(pb::DeletePostRequest { post_id: first.post_id.clone() }).await.unwrap();
+    assert_eq!(
+        c.get_post(pb::GetPostRequest { post_id: first.post_id.clone() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let started = std::time::Instant::now();
+    while holders(store.clone()).await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "inbox entries of a deleted post remain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let home = whole_home(&mut c, &fan, 50).await;
+    assert!(!home.contains(&first.post_id));
+    let author_now =
+        c.get_user(pb::GetUserRequest { handle: author.clone() }).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(author_now.post_count, 2);
+}
+
+async fn callers_act_for_themselves_unless_admin(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let running = serve(&context(store.clone()), Config::default()).await;
+    let mut c = running.client();
+    let t = tag();
+    let (ann, bob) = (format!("{t}ann"), format!("{t}bob"));
+    user(&mut c, &ann).await;
+    user(&mut c, &bob).await;
+    let follow = pb::FollowRequest { user: ann.clone(), target: bob.clone() };
+    let denied = c.follow(as_caller(follow.clone(), &bob, &[])).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    c.follow(as_caller(follow.clone(), &ann, &[])).await.unwrap();
+    let p = post(&mut c, &ann, "mine").await;
+    let delete = pb::DeletePostRequest { post_id: p.post_id.clone() };
+    assert_eq!(c.delete_post(as_caller(delete.clone(), &bob, &[])).await.unwrap_err().code(), Code::PermissionDenied);
+    assert!(
+        c.get_post(pb::GetPostRequest { post_id: p.post_id.clone() }).await.is_ok(),
+        "a refused delete changes nothing"
+    );
+    c.delete_post(as_caller(delete.clone(), &ann.to_uppercase(), &[])).await.unwrap();
+    let q = post(&mut c, &ann, "moderated").await;
+    c.delete_post(as_caller(pb::DeletePostRequest { post_id: q.post_id }, "root", &["admin"])).await.unwrap();
+    let like = pb::LikeRequest { post_id: p.post_id.clone(), user: ann.clone() };
+    assert_eq!(c.like(as_caller(like, &bob, &[])).await.unwrap_err().code(), Code::PermissionDenied);
+}
+
+async fn the_home_stream_carries_pushed_and_celebrity_posts_and_resumes(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let t = tag();
+    // A celebrity (3 followers, threshold 3), an ordinary author, the reader and a stranger.
+    let users =
+        vec![format!("{t}c"), format!("{t}o"), format!("{t}r"), format!("{t}x"), format!("{t}y"), format!("{t}s")];
+    let graph = Graph { users, edges: vec![(2, 0), (3, 0), (4, 0), (2, 1)] };
+    seed_graph(&store, &SystemClock, &graph).await.unwrap();
+    let running = serve(&context(store.clone()), Config { celebrity_threshold: 3, ..Config::default() }).await;
+    let mut c = running.client();
+    let reader = graph.users[2].clone();
+    let mut stream = c
+        .stream_home_timeline(pb::StreamHomeTimelineRequest { user: reader.clone(), from_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let a = post(&mut c, &graph.users[0], "from the celebrity").await;
+    post(&mut c, &graph.users[5], "from a stranger").await;
+    let b = post(&mut c, &graph.users[1], "from the ordinary author").await;
+    let e1 = next(&mut stream).await;
+    let e2 = next(&mut stream).await;
+    assert_eq!(e1.post.as_ref().unwrap().post_id, a.post_id);
+    assert_eq!(e2.post.as_ref().unwrap().post_id, b.post_id);
+    assert!(e2.sequence > e1.sequence);
+    // A new follow shows up in the same stream.
+    let s = graph.users[5].clone();
+    c.follow(pb::FollowRequest { user: reader.clone(), target: s.clone() }).await.unwrap();
+    let d = post(&mut c, &s, "followed now").await;
+    let e3 = next(&mut stream).await;
+    assert_eq!(e3.post.as_ref().unwrap().post_id, d.post_id);
+    // Resuming after the first event gives the second and third again, nothing before.
+    let mut resumed = c
+        .stream_home_timeline(pb::StreamHomeTimelineRequest { user: reader.clone(), from_sequence: e1.sequence + 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    let r2 = next(&mut resumed).await;
+    let r3 = next(&mut resumed).await;
+    assert_eq!((r2.sequence, r3.sequence), (e2.sequence, e3.sequence));
+    assert!(tokio::time::timeout(Duration::from_millis(300), resumed.next()).await.is_err(), "nothing more");
+}
