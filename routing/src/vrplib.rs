@@ -20,6 +20,15 @@ pub struct KnownSolution {
     pub cost: i64,
 }
 
+/// Most nodes an instance may have (its distance matrix has this many squared entries).
+pub const MAX_DIMENSION: usize = 5_000;
+
+/// Largest coordinate magnitude accepted.
+pub const MAX_COORDINATE: f64 = 1e9;
+
+/// Largest vehicle capacity accepted (demands are at most the capacity).
+pub const MAX_CAPACITY: i64 = 1_000_000_000_000;
+
 /// Parses a VRPLIB CVRP instance from text.
 pub fn parse_instance(text: &str) -> Result<Problem> {
     let mut name = String::new();
@@ -42,10 +51,20 @@ pub fn parse_instance(text: &str) -> Result<Problem> {
                 "NAME" => name = value.to_string(),
                 "DIMENSION" => {
                     dimension = value.parse().context("DIMENSION")?;
+                    // The full distance matrix is n^2 entries: refuse what would not fit
+                    // rather than allocate it (the X instances go to 1,001 nodes).
+                    if dimension > MAX_DIMENSION {
+                        bail!("DIMENSION {dimension} is above the {MAX_DIMENSION} nodes this solver takes");
+                    }
                     coords = vec![None; dimension];
                     demand = vec![None; dimension];
                 }
-                "CAPACITY" => capacity = value.parse().context("CAPACITY")?,
+                "CAPACITY" => {
+                    capacity = value.parse().context("CAPACITY")?;
+                    if capacity > MAX_CAPACITY {
+                        bail!("CAPACITY {capacity} is above {MAX_CAPACITY}");
+                    }
+                }
                 "EDGE_WEIGHT_TYPE" => weight_type = value.to_string(),
                 "TYPE" if value != "CVRP" => bail!("unsupported TYPE {value}"),
                 _ => {}
@@ -78,6 +97,10 @@ pub fn parse_instance(text: &str) -> Result<Problem> {
                     }
                     let x: f64 = fields[1].parse().with_context(at)?;
                     let y: f64 = fields[2].parse().with_context(at)?;
+                    // Bounded, so that distances and their sums stay far inside i64.
+                    if !(x.abs() <= MAX_COORDINATE && y.abs() <= MAX_COORDINATE) {
+                        bail!("{}: coordinates must be finite and within ±{MAX_COORDINATE}", at());
+                    }
                     coords[id - 1] = Some((x, y));
                 } else {
                     if fields.len() < 2 {

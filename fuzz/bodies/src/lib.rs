@@ -45,6 +45,7 @@ pub const TARGETS: &[Target] = &[
     ("jwt", jwt),
     ("jwks", jwks),
     ("api_keys", api_keys),
+    ("vrplib", vrplib),
 ];
 
 /// Splits `data` into chunks whose sizes come from its first byte (1 to 64, or one chunk),
@@ -404,4 +405,40 @@ pub fn corpus(root: &std::path::Path) -> std::io::Result<BTreeMap<&'static str, 
         out.insert(*name, files);
     }
     Ok(out)
+}
+
+/// VRPLIB instances and solutions (`meshwork route-bench` reads them): any text parses to a
+/// problem or an error, never a panic nor an allocation past the dimension cap; a parsed
+/// problem is consistent (one demand per node, a symmetric matrix with a zero diagonal), and
+/// the savings construction over it passes the independent solution checker.
+pub fn vrplib(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = meshwork_routing::vrplib::parse_solution(&text);
+    let Ok(problem) = meshwork_routing::vrplib::parse_instance(&text) else { return };
+    let n = problem.len();
+    assert_eq!(problem.demand.len(), n, "one demand per node");
+    for i in 0..n {
+        assert_eq!(problem.dist.get(i, i), 0, "zero diagonal");
+        for j in 0..i {
+            assert_eq!(problem.dist.get(i, j), problem.dist.get(j, i), "symmetric distances");
+        }
+    }
+    if n <= 200 {
+        let routes = meshwork_routing::construct::savings(&problem);
+        let cost: i64 = routes
+            .iter()
+            .map(|r| {
+                let mut prev = 0;
+                let mut c = 0i64;
+                for &v in r.iter().chain(std::iter::once(&0)) {
+                    c = c.saturating_add(problem.dist.get(prev, v));
+                    prev = v;
+                }
+                c
+            })
+            .fold(0i64, i64::saturating_add);
+        if let Err(v) = meshwork_routing::check(&problem, &routes, cost) {
+            panic!("the savings construction fails the checker: {v:?}");
+        }
+    }
 }
