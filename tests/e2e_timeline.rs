@@ -9,7 +9,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use meshwork_proto::pb::timeline::v1 as pb;
-use meshwork_storage::Store;
 use pb::timeline_client::TimelineClient;
 use support::{Mesh, signal};
 use tonic::transport::Channel;
