@@ -103,6 +103,13 @@ pub enum Args {
         tls_key: Option<PathBuf>,
         #[command(flatten)]
         service_flags: ServiceFlags,
+        /// The log store's Loki-compatible HTTP API (push, query_range, labels...; Grafana's
+        /// Loki data source and Loki shippers point here).
+        #[arg(long, default_value = "127.0.0.1:3100", env = "MESHWORK_LOKI_LISTEN")]
+        loki_listen: SocketAddr,
+        /// Do not ship meshwork's own log lines into its log store (tenant `meshwork`).
+        #[arg(long)]
+        no_self_logs: bool,
     },
     /// Runs the embedded trace backend alone: OTLP receivers, Jaeger query API, web page.
     Traces {
@@ -272,6 +279,8 @@ impl TraceFlags {
             query: self.trace_ui,
             limits: Default::default(),
             tls: None,
+            extra_grpc: None,
+            extra_http: None,
         }
     }
 }
@@ -327,6 +336,10 @@ pub enum Command {
         export: ExportFlags,
         tls: Option<meshwork_gateway::ListenerTlsConfig>,
         settings: Settings,
+        /// The log store's Loki HTTP API.
+        loki_listen: SocketAddr,
+        /// Ship meshwork's own log lines into its log store.
+        self_logs: bool,
     },
     Traces {
         traces: TraceFlags,
@@ -428,9 +441,14 @@ impl Args {
                 tls_cert,
                 tls_key,
                 service_flags,
+                loki_listen,
+                no_self_logs,
             } => {
                 export.validate()?;
                 let settings = service_flags.settings()?;
+                if loki_listen == listen || loki_listen == admin_listen {
+                    return Err(format!("--loki-listen {loki_listen} is also --listen or --admin-listen"));
+                }
                 server_tls(tls_cert.as_deref(), tls_key.as_deref(), None)?;
                 let tls = tls_cert.zip(tls_key).map(|(cert, key)| meshwork_gateway::ListenerTlsConfig {
                     cert,
@@ -466,6 +484,8 @@ impl Args {
                     export,
                     tls,
                     settings,
+                    loki_listen,
+                    self_logs: !no_self_logs,
                 })
             }
             Args::Serve {

@@ -51,10 +51,24 @@ pub fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Up { listen, store, data_dir, public_url, admin, traces, trace_dir, export, tls, settings } => {
+        Command::Up {
+            listen,
+            store,
+            data_dir,
+            public_url,
+            admin,
+            traces,
+            trace_dir,
+            export,
+            tls,
+            settings,
+            loki_listen,
+            self_logs,
+        } => {
             let traces = traces.map(|flags| (flags, trace_dir));
             let where_ = Where { listen, store, data_dir, public_url, admin };
-            runtime()?.block_on(up(where_, traces, export, tls, settings))
+            let logs = Logs { loki_listen, self_logs };
+            runtime()?.block_on(up(where_, traces, export, tls, settings, logs))
         }
         Command::Token { sub, roles, ttl, data_dir } => {
             let keys = meshwork_identity::DevKeys::load_or_create(&data_dir)
@@ -83,6 +97,16 @@ fn telemetry(
     default_endpoint: Option<String>,
     export: &ExportFlags,
 ) -> Result<meshwork_telemetry::TelemetryGuard> {
+    telemetry_with(service, default_endpoint, export, None)
+}
+
+/// [`telemetry`] with one more layer beside the log and trace layers.
+fn telemetry_with(
+    service: &str,
+    default_endpoint: Option<String>,
+    export: &ExportFlags,
+    extra: Option<meshwork_telemetry::ExtraLayer>,
+) -> Result<meshwork_telemetry::TelemetryGuard> {
     use meshwork_telemetry::telemetry::SamplerConfig;
     // `--otlp-endpoint` as the first endpoint variable (the TLS variables go with it), and as a
     // request to export even under OTEL_SDK_DISABLED.
@@ -96,7 +120,7 @@ fn telemetry(
     if let Some(ratio) = export.trace_sampling {
         config.sampler = if ratio >= 1.0 { SamplerConfig::AlwaysOn } else { SamplerConfig::Ratio(ratio) };
     }
-    Ok(meshwork_telemetry::init(&config)?)
+    Ok(meshwork_telemetry::init_with(&config, extra)?)
 }
 
 /// Flushes queued spans (from a blocking thread, as the SDK requires).
@@ -277,18 +301,35 @@ struct Where {
 }
 
 /// `meshwork up`: every service on its own loopback listener, the gateway on `listen`.
+/// The log store's outside doors in `meshwork up`.
+struct Logs {
+    loki_listen: SocketAddr,
+    self_logs: bool,
+}
+
 async fn up(
     Where { listen, store: store_url, data_dir, public_url, admin }: Where,
     traces: Option<(TraceFlags, Option<PathBuf>)>,
     export: ExportFlags,
     tls: Option<meshwork_gateway::ListenerTlsConfig>,
     settings: Settings,
+    logs: Logs,
 ) -> Result<()> {
-    // Fail before starting anything when the gateway or admin port is taken.
+    // Fail before starting anything when the gateway, admin or Loki port is taken.
     drop(std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?);
+    let loki_listener = TcpListener::bind(logs.loki_listen)
+        .await
+        .with_context(|| format!("--loki-listen {}: cannot bind", logs.loki_listen))?;
     let admin_addr = admin;
     let admin = Admin::start(admin).await?;
     let store = open_store(&store_url).await?;
+    // In-mesh calls go through this process's own gateway.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mesh = MeshClient::new(&format!("{scheme}://{}", listener_addr(listen))).context("the mesh client")?;
+    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh, settings };
+    // The log store is one engine shared by its gRPC service, the Loki HTTP API, the OTLP
+    // logs receivers and this process's own log lines.
+    let logging = meshwork_logging::instance(&ctx);
     // The trace backend keeps its traces in a store of its own, so they survive a restart.
     let collector = match &traces {
         Some((flags, dir)) => {
@@ -296,15 +337,33 @@ async fn up(
                 Some(dir) => Some(open_trace_store(dir).await?),
                 None => None,
             };
-            Some(Collector::start(flags.collector(), persist).await?)
+            let mut config = flags.collector();
+            config.extra_grpc =
+                Some(tonic::service::Routes::new(meshwork_logging::OtlpLogsService::server(logging.clone())));
+            config.extra_http = Some(meshwork_logging::otlp_http_router(logging.clone()));
+            Some(Collector::start(config, persist).await?)
         }
         None => None,
     };
-    let guard = telemetry("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export)?;
-    // In-mesh calls go through this process's own gateway.
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mesh = MeshClient::new(&format!("{scheme}://{}", listener_addr(listen))).context("the mesh client")?;
-    let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh, settings };
+    let self_logs: Option<meshwork_telemetry::ExtraLayer> = logs.self_logs.then(|| {
+        use tracing_subscriber::Layer;
+        let layer = meshwork_logging::self_logs(logging.clone(), ctx.clock.clone(), "meshwork");
+        // INFO and above; never the log store's own lines (they would feed themselves).
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("meshwork_logging", tracing_subscriber::filter::LevelFilter::OFF);
+        Box::new(layer.with_filter(filter)) as meshwork_telemetry::ExtraLayer
+    });
+    let guard =
+        telemetry_with("meshwork", collector.as_ref().map(|c| format!("http://{}", c.otlp_grpc)), &export, self_logs)?;
+    let loki = tokio::spawn({
+        let router = meshwork_logging::loki_router(logging.clone());
+        async move {
+            if let Err(e) = axum::serve(loki_listener, router).await {
+                tracing::error!(error = %e, "the Loki HTTP API stopped");
+            }
+        }
+    });
 
     let mut running = Vec::new();
     let mut pools = Vec::new();
@@ -357,6 +416,7 @@ async fn up(
     if let Some(c) = collector {
         c.shutdown().await.context("flushing the trace store")?;
     }
+    loki.abort();
     store.flush().await.context("flushing the store")?;
     tracing::info!("meshwork stopped");
     Ok(())

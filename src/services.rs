@@ -23,6 +23,7 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_waste::spec(),
         meshwork_contacttracing::spec(),
         meshwork_timeline::spec(),
+        meshwork_logging::spec(),
     ]
 }
 

@@ -65,6 +65,7 @@ impl UmaskZeroMesh {
             .args(["-c", r#"umask 000 && exec "$0" "$@""#, env!("CARGO_BIN_EXE_meshwork"), "up"])
             .args(["--listen", &addr.to_string(), "--data-dir", data.to_str().unwrap(), "--admin-listen", &admin])
             .args(["--trace-ui", &ui, "--otlp-grpc", &grpc, "--otlp-http", &http])
+            .args(["--loki-listen", &free_addr().to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -117,6 +117,8 @@ fn meshwork_up_with_a_tls_gateway_listener() {
             "--data-dir",
             data.path().to_str().unwrap(),
             "--no-traces",
+            "--loki-listen",
+            &free_addr().to_string(),
             "--tls-cert",
             pki.server_cert.to_str().unwrap(),
             "--tls-key",

@@ -27,6 +27,8 @@ pub struct Mesh {
     pub addr: SocketAddr,
     /// The admin port (`/metrics`), when started by [`Mesh::up`].
     pub admin: Option<SocketAddr>,
+    /// The log store's Loki HTTP port, when started by [`Mesh::up`].
+    pub loki: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
 }
 
@@ -53,7 +55,7 @@ impl Mesh {
                 let _ = tx.send(line);
             }
         });
-        let mesh = Mesh { child, addr, admin: None, lines };
+        let mesh = Mesh { child, addr, admin: None, loki: None, lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -80,6 +82,8 @@ impl Mesh {
         let (addr, ui, admin) = (free_addr(), free_addr(), free_addr());
         let (a, u, g, h) = (addr.to_string(), ui.to_string(), free_addr().to_string(), free_addr().to_string());
         let m = admin.to_string();
+        let loki_addr = free_addr();
+        let loki = loki_addr.to_string();
         let d = data_dir.to_str().expect("utf-8 temp path");
         let args = [
             "up",
@@ -89,6 +93,8 @@ impl Mesh {
             d,
             "--admin-listen",
             &m,
+            "--loki-listen",
+            &loki,
             "--trace-ui",
             &u,
             "--otlp-grpc",
@@ -99,6 +105,7 @@ impl Mesh {
         let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut mesh = Mesh::start(&args, addr, "meshwork ready");
         mesh.admin = Some(admin);
+        mesh.loki = Some(loki_addr);
         (mesh, ui)
     }
 

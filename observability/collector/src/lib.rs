@@ -39,6 +39,11 @@ pub struct CollectorConfig {
     pub limits: StoreLimits,
     /// TLS for both OTLP receivers (the query API stays plain HTTP).
     pub tls: Option<meshwork_identity::tls::TlsIdentity>,
+    /// More gRPC services on the OTLP/gRPC port (`meshwork up` adds the log store's OTLP
+    /// LogsService there).
+    pub extra_grpc: Option<tonic::service::Routes>,
+    /// More routes on the OTLP/HTTP port (`POST /v1/logs`).
+    pub extra_http: Option<Router>,
 }
 
 impl CollectorConfig {
@@ -50,6 +55,8 @@ impl CollectorConfig {
             query: SocketAddr::new(host, 16686),
             limits: StoreLimits::default(),
             tls: None,
+            extra_grpc: None,
+            extra_http: None,
         }
     }
 }
@@ -153,17 +160,24 @@ impl Collector {
 
         let receiver = otlp::OtlpGrpc { sink: sink.clone() };
         let grpc_stop = until_stopped();
+        let grpc_router = match config.extra_grpc {
+            Some(routes) => grpc_server.add_routes(routes).add_service(receiver),
+            None => grpc_server.add_service(receiver),
+        };
         let grpc = tokio::spawn(async move {
             let incoming = meshwork_telemetry::grpc::incoming(grpc_listener);
-            if let Err(e) = grpc_server.add_service(receiver).serve_with_incoming_shutdown(incoming, grpc_stop).await {
+            if let Err(e) = grpc_router.serve_with_incoming_shutdown(incoming, grpc_stop).await {
                 tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
             }
         });
 
-        let http_app = Router::new()
+        let mut http_app = Router::new()
             .route("/v1/traces", post(otlp::http_export))
             .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT_BYTES))
             .with_state(sink.clone());
+        if let Some(extra) = config.extra_http {
+            http_app = http_app.merge(extra);
+        }
         let http =
             match http_tls {
                 Some(config) => {

@@ -41,6 +41,8 @@ async fn tls_collector(pki: &certs::Pki, mutual: bool) -> Collector {
             )
             .unwrap(),
         ),
+        extra_grpc: None,
+        extra_http: None,
     };
     Collector::start(config, None).await.unwrap()
 }

@@ -16,4 +16,4 @@ pub mod propagation;
 pub mod sampling;
 pub mod telemetry;
 
-pub use telemetry::{TelemetryConfig, TelemetryGuard, init, init_logs_only};
+pub use telemetry::{ExtraLayer, TelemetryConfig, TelemetryGuard, init, init_logs_only, init_with};

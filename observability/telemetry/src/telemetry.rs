@@ -328,16 +328,25 @@ pub fn init_logs_only(default_filter: &str) {
 /// Installs the global subscriber. Must run inside a Tokio runtime that outlives the returned
 /// guard (the OTLP exporter's connection lives on it).
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    init_with(config, None)
+}
+
+/// A layer that sees every event beside the process's own log and trace layers (`meshwork up`
+/// ships its log lines into its own log store with one).
+pub type ExtraLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// [`init`] with one more layer, `extra`, which filters what it takes itself.
+pub fn init_with(config: &TelemetryConfig, extra: Option<ExtraLayer>) -> Result<TelemetryGuard, TelemetryError> {
     let logs = log_layer().with_filter(log_filter(&config.default_log_filter));
     let Some(endpoint) = &config.otlp_endpoint else {
-        let _ = tracing_subscriber::registry().with(logs).try_init();
+        let _ = tracing_subscriber::registry().with(extra).with(logs).try_init();
         return Ok(TelemetryGuard { provider: None });
     };
     let exporter = crate::export::otlp::OtlpExporter::new(endpoint, config.export_timeout, &config.exporter)
         .map_err(TelemetryError::Exporter)?;
     crate::export::register();
     let (otel, guard) = export_layer(config, exporter);
-    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    let _ = tracing_subscriber::registry().with(extra).with(logs).with(otel).try_init();
     Ok(guard)
 }
 

@@ -14,6 +14,7 @@ from meshwork.contacttracing.v1 import contacttracing_pb2_grpc
 from meshwork.echo.v1 import echo_pb2_grpc
 from meshwork.inventory.v1 import inventory_pb2_grpc
 from meshwork.library.v1 import library_pb2_grpc
+from meshwork.logging.v1 import logging_pb2_grpc
 from meshwork.meetings.v1 import meetings_pb2_grpc
 from meshwork.orders.v1 import orders_pb2_grpc
 from meshwork.parking.v1 import parking_pb2_grpc
@@ -33,6 +34,7 @@ SERVICES = (
     'meshwork.echo.v1.Echo',
     'meshwork.inventory.v1.Inventory',
     'meshwork.library.v1.Library',
+    'meshwork.logging.v1.Logging',
     'meshwork.meetings.v1.Meetings',
     'meshwork.orders.v1.Orders',
     'meshwork.parking.v1.Parking',
@@ -67,6 +69,8 @@ class Clients:
         """meshwork.inventory.v1.Inventory"""
         self.library: library_pb2_grpc.LibraryStub = library_pb2_grpc.LibraryStub(channel)
         """meshwork.library.v1.Library"""
+        self.logging: logging_pb2_grpc.LoggingStub = logging_pb2_grpc.LoggingStub(channel)
+        """meshwork.logging.v1.Logging"""
         self.meetings: meetings_pb2_grpc.MeetingsStub = meetings_pb2_grpc.MeetingsStub(channel)
         """meshwork.meetings.v1.Meetings"""
         self.orders: orders_pb2_grpc.OrdersStub = orders_pb2_grpc.OrdersStub(channel)

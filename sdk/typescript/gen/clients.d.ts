@@ -7,6 +7,7 @@ import type { ContactTracing } from "./meshwork/contacttracing/v1/contacttracing
 import type { Echo } from "./meshwork/echo/v1/echo_pb.js";
 import type { Inventory } from "./meshwork/inventory/v1/inventory_pb.js";
 import type { Library } from "./meshwork/library/v1/library_pb.js";
+import type { Logging } from "./meshwork/logging/v1/logging_pb.js";
 import type { Meetings } from "./meshwork/meetings/v1/meetings_pb.js";
 import type { Orders } from "./meshwork/orders/v1/orders_pb.js";
 import type { Parking } from "./meshwork/parking/v1/parking_pb.js";
@@ -38,6 +39,8 @@ export interface Clients {
   inventory: Client<typeof Inventory>;
   /** meshwork.library.v1.Library */
   library: Client<typeof Library>;
+  /** meshwork.logging.v1.Logging */
+  logging: Client<typeof Logging>;
   /** meshwork.meetings.v1.Meetings */
   meetings: Client<typeof Meetings>;
   /** meshwork.orders.v1.Orders */

@@ -7,6 +7,7 @@ import { ContactTracing } from "./meshwork/contacttracing/v1/contacttracing_pb.j
 import { Echo } from "./meshwork/echo/v1/echo_pb.js";
 import { Inventory } from "./meshwork/inventory/v1/inventory_pb.js";
 import { Library } from "./meshwork/library/v1/library_pb.js";
+import { Logging } from "./meshwork/logging/v1/logging_pb.js";
 import { Meetings } from "./meshwork/meetings/v1/meetings_pb.js";
 import { Orders } from "./meshwork/orders/v1/orders_pb.js";
 import { Parking } from "./meshwork/parking/v1/parking_pb.js";
@@ -27,6 +28,7 @@ export const SERVICES = [
   "meshwork.echo.v1.Echo",
   "meshwork.inventory.v1.Inventory",
   "meshwork.library.v1.Library",
+  "meshwork.logging.v1.Logging",
   "meshwork.meetings.v1.Meetings",
   "meshwork.orders.v1.Orders",
   "meshwork.parking.v1.Parking",
@@ -49,6 +51,7 @@ export function createClients(transport) {
     echo: createClient(Echo, transport),
     inventory: createClient(Inventory, transport),
     library: createClient(Library, transport),
+    logging: createClient(Logging, transport),
     meetings: createClient(Meetings, transport),
     orders: createClient(Orders, transport),
     parking: createClient(Parking, transport),

@@ -1,0 +1,364 @@
+//! Columnar blocks of log entries and their chunk encoding. A head chunk in memory and a
+//! decompressed stored chunk are the same [`Columns`]: timestamps, line end offsets, the lines
+//! joined by `\n` (so one `memmem` pass over the whole text finds literal terms, as ripgrep
+//! does, and a term without `\n` can never match across two lines) and per-entry structured
+//! metadata. A stored chunk is the columns LZ4-compressed, plus a [`Bloom`] of the text's 4-byte
+//! grams that lets a `|= "term"` query skip chunks that cannot contain the term.
+
+/// Why stored bytes could not be decoded (corruption or a format from the future).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt chunk: {0}")]
+pub struct CorruptChunk(pub &'static str);
+
+const FORMAT: u8 = 1;
+
+/// A block of entries in columns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    /// Unix nanoseconds of each entry.
+    pub ts: Vec<i64>,
+    /// End offset in `text` of each line (exclusive); line `i` starts at `ends[i-1] + 1`.
+    pub ends: Vec<u32>,
+    /// Lines joined by `\n`.
+    pub text: Vec<u8>,
+    /// Encoded metadata of every entry, back to back.
+    pub meta: Vec<u8>,
+    /// End offset in `meta` of each entry's metadata.
+    pub meta_ends: Vec<u32>,
+}
+
+/// Appends `v` as a LEB128 varint.
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*pos`.
+pub fn get_uvarint(b: &[u8], pos: &mut usize) -> Result<u64, CorruptChunk> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(*pos).ok_or(CorruptChunk("truncated varint"))?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(CorruptChunk("varint too long"));
+        }
+    }
+}
+
+/// Appends a length-prefixed string.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a length-prefixed string.
+pub fn get_str<'a>(b: &'a [u8], pos: &mut usize) -> Result<&'a str, CorruptChunk> {
+    let n = get_uvarint(b, pos)? as usize;
+    let end = pos.checked_add(n).filter(|e| *e <= b.len()).ok_or(CorruptChunk("truncated string"))?;
+    let s = std::str::from_utf8(&b[*pos..end]).map_err(|_| CorruptChunk("string not UTF-8"))?;
+    *pos = end;
+    Ok(s)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+impl Columns {
+    /// Returns the number of entries.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// Returns true when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Returns the bytes of the lines (without separators).
+    pub fn line_bytes(&self) -> usize {
+        self.text.len().saturating_sub(self.len().saturating_sub(1))
+    }
+
+    /// Appends one entry.
+    pub fn push(&mut self, ts: i64, line: &str, metadata: &[(String, String)]) {
+        if !self.ts.is_empty() {
+            self.text.push(b'\n');
+        }
+        self.text.extend_from_slice(line.as_bytes());
+        self.ts.push(ts);
+        self.ends.push(self.text.len() as u32);
+        if !metadata.is_empty() {
+            put_uvarint(&mut self.meta, metadata.len() as u64);
+            for (n, v) in metadata {
+                put_str(&mut self.meta, n);
+                put_str(&mut self.meta, v);
+            }
+        }
+        self.meta_ends.push(self.meta.len() as u32);
+    }
+
+    /// Returns the start offset of line `i` in `text`.
+    pub fn line_start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] as usize + 1 }
+    }
+
+    /// Returns line `i`. The text was built from `&str` lines, so it is valid UTF-8 at line
+    /// boundaries; a corrupt chunk yields lossy text rather than a panic.
+    pub fn line(&self, i: usize) -> &[u8] {
+        &self.text[self.line_start(i)..self.ends[i] as usize]
+    }
+
+    /// Returns the structured metadata of entry `i`.
+    pub fn metadata(&self, i: usize) -> Vec<(String, String)> {
+        let start = if i == 0 { 0 } else { self.meta_ends[i - 1] as usize };
+        let end = self.meta_ends[i] as usize;
+        if start == end {
+            return Vec::new();
+        }
+        let b = &self.meta[start..end];
+        let mut pos = 0;
+        let mut out = Vec::new();
+        if let Ok(n) = get_uvarint(b, &mut pos) {
+            for _ in 0..n {
+                match (get_str(b, &mut pos), get_str(b, &mut pos)) {
+                    (Ok(k), Ok(v)) => out.push((k.to_string(), v.to_string())),
+                    _ => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// Returns the entries reordered by timestamp (stable), as a chunk stores them.
+    pub fn sorted(&self) -> Columns {
+        if self.ts.windows(2).all(|w| w[0] <= w[1]) {
+            return self.clone();
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| self.ts[i]);
+        let mut out = Columns::default();
+        for i in order {
+            let line = String::from_utf8_lossy(self.line(i));
+            out.push(self.ts[i], &line, &self.metadata(i));
+        }
+        out
+    }
+
+    /// Returns the uncompressed encoding: the text first, then the columns, then a footer
+    /// (text length, columns length, format), so that decoding keeps the decompressed buffer
+    /// as the text without copying it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text.len() + self.len() * 4 + self.meta.len() + 16);
+        out.extend_from_slice(&self.text);
+        let cols_start = out.len();
+        put_uvarint(&mut out, self.len() as u64);
+        let mut prev = 0i64;
+        for &t in &self.ts {
+            put_uvarint(&mut out, zigzag(t.wrapping_sub(prev)));
+            prev = t;
+        }
+        let mut prev_end = 0u32;
+        for (i, &e) in self.ends.iter().enumerate() {
+            let start = if i == 0 { 0 } else { prev_end + 1 };
+            put_uvarint(&mut out, u64::from(e - start));
+            prev_end = e;
+        }
+        let mut prev_meta = 0u32;
+        for &e in &self.meta_ends {
+            put_uvarint(&mut out, u64::from(e - prev_meta));
+            prev_meta = e;
+        }
+        put_uvarint(&mut out, self.meta.len() as u64);
+        out.extend_from_slice(&self.meta);
+        let cols_len = out.len() - cols_start;
+        out.extend_from_slice(&(self.text.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(cols_len as u32).to_le_bytes());
+        out.push(FORMAT);
+        out
+    }
+
+    /// Decodes [`Columns::encode`]'s output.
+    pub fn decode(b: &[u8]) -> Result<Columns, CorruptChunk> {
+        Columns::decode_owned(b.to_vec())
+    }
+
+    /// Decodes [`Columns::encode`]'s output, keeping the buffer as the text.
+    pub fn decode_owned(mut raw: Vec<u8>) -> Result<Columns, CorruptChunk> {
+        let len = raw.len();
+        if len < 9 || raw[len - 1] != FORMAT {
+            return Err(CorruptChunk("unknown block format"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]) as usize;
+        let (text_len, cols_len) = (u32_at(len - 9), u32_at(len - 5));
+        if text_len.checked_add(cols_len) != Some(len - 9) {
+            return Err(CorruptChunk("block lengths"));
+        }
+        let b = &raw[text_len..len - 9];
+        let mut pos = 0;
+        let n = get_uvarint(b, &mut pos)? as usize;
+        if n > b.len() {
+            return Err(CorruptChunk("entry count"));
+        }
+        let mut c = Columns {
+            ts: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+            meta_ends: Vec::with_capacity(n),
+            ..Columns::default()
+        };
+        let mut prev = 0i64;
+        for _ in 0..n {
+            prev = prev.wrapping_add(unzigzag(get_uvarint(b, &mut pos)?));
+            c.ts.push(prev);
+        }
+        let mut end = 0u64;
+        for i in 0..n {
+            let len = get_uvarint(b, &mut pos)?;
+            end = if i == 0 { len } else { end + 1 + len };
+            c.ends.push(u32::try_from(end).map_err(|_| CorruptChunk("line offsets"))?);
+        }
+        let mut mend = 0u64;
+        for _ in 0..n {
+            mend += get_uvarint(b, &mut pos)?;
+            c.meta_ends.push(u32::try_from(mend).map_err(|_| CorruptChunk("metadata offsets"))?);
+        }
+        let mlen = get_uvarint(b, &mut pos)? as usize;
+        let mstop = pos.checked_add(mlen).filter(|e| *e <= b.len()).ok_or(CorruptChunk("metadata"))?;
+        c.meta = b[pos..mstop].to_vec();
+        if mend as usize != c.meta.len() || end as usize != text_len {
+            return Err(CorruptChunk("column lengths"));
+        }
+        raw.truncate(text_len);
+        c.text = raw;
+        Ok(c)
+    }
+
+    /// Returns the LZ4-compressed encoding.
+    pub fn compress(&self) -> Vec<u8> {
+        lz4_flex::compress_prepend_size(&self.encode())
+    }
+
+    /// Decodes [`Columns::compress`]'s output.
+    pub fn decompress(b: &[u8]) -> Result<Columns, CorruptChunk> {
+        let raw = lz4_flex::decompress_size_prepended(b).map_err(|_| CorruptChunk("lz4"))?;
+        Columns::decode_owned(raw)
+    }
+}
+
+/// A bloom filter of the 4-byte grams of a chunk's text. A literal term of 4 bytes or more can
+/// only occur in the text when every one of its grams is in the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bloom {
+    bits: Vec<u64>,
+    log2: u32,
+}
+
+const GRAM: usize = 4;
+
+fn gram_hashes(g: u32, log2: u32) -> (usize, usize) {
+    let a = u64::from(g).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let b = (u64::from(g) ^ 0x5bd1_e995).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    ((a >> (64 - log2)) as usize, (b >> (64 - log2)) as usize)
+}
+
+impl Bloom {
+    /// Builds the filter of `text`'s grams, sized at about half a bit per text byte (at least
+    /// 4 Ki bits, at most 4 Mi bits).
+    pub fn of(text: &[u8]) -> Bloom {
+        let want = (text.len() / 2).clamp(4096, 1 << 22);
+        let log2 = usize::BITS - (want - 1).leading_zeros();
+        let mut bits = vec![0u64; (1usize << log2) / 64];
+        for w in text.windows(GRAM) {
+            let (a, b) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), log2);
+            bits[a >> 6] |= 1 << (a & 63);
+            bits[b >> 6] |= 1 << (b & 63);
+        }
+        Bloom { bits, log2 }
+    }
+
+    /// Returns false only when `term` certainly does not occur in the text (terms shorter than
+    /// a gram are always possible).
+    pub fn may_contain(&self, term: &[u8]) -> bool {
+        term.windows(GRAM).all(|w| {
+            let (a, b) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), self.log2);
+            self.bits[a >> 6] & (1 << (a & 63)) != 0 && self.bits[b >> 6] & (1 << (b & 63)) != 0
+        })
+    }
+
+    /// Returns the size of the bits in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+
+    /// Returns the stored form (LZ4-compressed bits).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(self.bits.len() * 8 + 1);
+        raw.push(self.log2 as u8);
+        for w in &self.bits {
+            raw.extend_from_slice(&w.to_le_bytes());
+        }
+        lz4_flex::compress_prepend_size(&raw)
+    }
+
+    /// Decodes [`Bloom::encode`]'s output.
+    pub fn decode(b: &[u8]) -> Result<Bloom, CorruptChunk> {
+        let raw = lz4_flex::decompress_size_prepended(b).map_err(|_| CorruptChunk("bloom lz4"))?;
+        let (&log2, rest) = raw.split_first().ok_or(CorruptChunk("bloom"))?;
+        let log2 = u32::from(log2);
+        if !(6..=30).contains(&log2) || rest.len() != (1usize << log2) / 8 {
+            return Err(CorruptChunk("bloom size"));
+        }
+        let bits = rest
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(Bloom { bits, log2 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_round_trip_and_sort() {
+        let mut c = Columns::default();
+        c.push(30, "third line", &[]);
+        c.push(10, "first\nwith newline", &[("trace_id".into(), "abc".into())]);
+        c.push(20, "", &[]);
+        let back = Columns::decompress(&c.compress()).unwrap();
+        assert_eq!(back, c);
+        let s = c.sorted();
+        assert_eq!(s.ts, vec![10, 20, 30]);
+        assert_eq!(s.line(0), b"first\nwith newline");
+        assert_eq!(s.line(1), b"");
+        assert_eq!(s.metadata(0), vec![("trace_id".to_string(), "abc".to_string())]);
+        assert!(s.metadata(1).is_empty());
+        assert!(Columns::decode(&[9, 1]).is_err());
+    }
+
+    #[test]
+    fn bloom_has_no_false_negatives() {
+        let text = b"2026-01-01 sshd[123]: Failed password for root from 10.0.0.1\nblock blk_123 replicated";
+        let bloom = Bloom::decode(&Bloom::of(text).encode()).unwrap();
+        for term in ["Failed password", "blk_123", "sshd[", "10.0.0.1", "ab"] {
+            assert!(bloom.may_contain(term.as_bytes()), "{term}");
+        }
+        let absent =
+            ["zzzzqqqq", "Accepted publickey", "XYZW1234"].iter().filter(|t| bloom.may_contain(t.as_bytes())).count();
+        assert!(absent <= 1);
+    }
+}
