@@ -24,6 +24,7 @@ pub fn specs() -> Vec<ServiceSpec> {
         meshwork_contacttracing::spec(),
         meshwork_timeline::spec(),
         meshwork_logging::spec(),
+        meshwork_warehouse::spec(),
     ]
 }
 

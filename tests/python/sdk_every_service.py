@@ -17,17 +17,23 @@ import grpc
 import meshwork
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from meshwork.appstore.v1 import appstore_pb2 as aps
 from meshwork.catalog.v1 import catalog_pb2 as cat
+from meshwork.contacttracing.v1 import contacttracing_pb2 as ct
 from meshwork.echo.v1 import echo_pb2 as echo
 from meshwork.inventory.v1 import inventory_pb2 as inv
 from meshwork.library.v1 import library_pb2 as lib
+from meshwork.logging.v1 import logging_pb2 as logs
 from meshwork.meetings.v1 import meetings_pb2 as mtg
 from meshwork.orders.v1 import orders_pb2 as ords
 from meshwork.parking.v1 import parking_pb2 as park
 from meshwork.payments.v1 import payments_pb2 as pay
 from meshwork.ratings.v1 import ratings_pb2 as rat
 from meshwork.recommendation.v1 import recommendation_pb2 as rec
+from meshwork.timeline.v1 import timeline_pb2 as tl
 from meshwork.urlshortener.v1 import urlshortener_pb2 as url
+from meshwork.warehouse.v1 import warehouse_pb2 as whs
+from meshwork.waste.v1 import waste_pb2 as wst
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -205,6 +211,90 @@ def main() -> None:
             "stream": events,
         }
 
+    def appstore_checks():
+        dev = "sdk-dev-" + suffix.lower()
+        mesh.app_store.CreateDeveloper(aps.CreateDeveloperRequest(
+            request_id="sdk-dev-" + suffix, developer_id=dev, name="SDK Apps", owner_user_id=user))
+        app = mesh.app_store.CreateApp(aps.CreateAppRequest(request_id="sdk-app-" + suffix, app=aps.App(
+            package_name="com.sdk.app" + suffix.lower(), developer_id=dev, title="SDK App", category="TOOLS"))).app
+        return {
+            "ok": app.package_name,
+            "error": code_of(lambda: mesh.app_store.GetAppDetails(aps.GetAppDetailsRequest(
+                package_name="com.sdk.nope" + suffix.lower()))),
+        }
+
+    def contact_tracing_checks():
+        issued = mesh.contact_tracing.IssueCode(ct.IssueCodeRequest(
+            request_id="sdk-code-" + suffix, test_type=ct.TEST_TYPE_CONFIRMED, geohash="tdr1vzz"))
+        return {
+            "ok": len(issued.code),
+            "error": code_of(lambda: mesh.contact_tracing.VerifyCode(ct.VerifyCodeRequest(code=""))),
+        }
+
+    def timeline_checks():
+        author, reader = "sdka_" + suffix.lower(), "sdkr_" + suffix.lower()
+        for handle in (author, reader):
+            mesh.timeline.CreateUser(tl.CreateUserRequest(handle=handle, display_name=handle))
+        mesh.timeline.Follow(tl.FollowRequest(user=reader, target=author))
+        post = mesh.timeline.CreatePost(tl.CreatePostRequest(
+            request_id="sdk-post-" + suffix, author=author, text="SDK post")).post
+        events = first(mesh.timeline.StreamHomeTimeline(tl.StreamHomeTimelineRequest(user=reader, from_sequence=1)))
+        return {
+            "ok": post.text,
+            "error": code_of(lambda: mesh.timeline.CreateUser(tl.CreateUserRequest(handle="x"))),
+            "stream": [e.post.text for e in events],
+        }
+
+    def waste_checks():
+        ids = {k: f"sdk-{k}-{suffix.lower()}" for k in ("depot", "fill", "truck", "bin")}
+        mesh.waste.CreateSite(wst.CreateSiteRequest(site=wst.Site(
+            site_id=ids["depot"], kind=wst.SITE_KIND_DEPOT, name="Depot", location=wst.LatLon(lat=52.52, lon=13.40))))
+        mesh.waste.CreateSite(wst.CreateSiteRequest(site=wst.Site(
+            site_id=ids["fill"], kind=wst.SITE_KIND_LANDFILL, name="Fill", location=wst.LatLon(lat=52.6, lon=13.3))))
+        mesh.waste.CreateTruck(wst.CreateTruckRequest(truck=wst.Truck(
+            truck_id=ids["truck"], depot_id=ids["depot"], capacity_litres=2400, shift_start_minute=360,
+            shift_end_minute=840)))
+        mesh.waste.CreateBin(wst.CreateBinRequest(bin=wst.Bin(
+            bin_id=ids["bin"], location=wst.LatLon(lat=52.53, lon=13.41), capacity_litres=240,
+            waste_type=wst.WASTE_TYPE_GENERAL)))
+        mesh.waste.ReportFill(wst.ReportFillRequest(bin_id=ids["bin"], fill_percent=95.0,
+                                                    time=Timestamp(seconds=int(time.time()))))
+        plan = mesh.waste.PlanRoutes(wst.PlanRoutesRequest(
+            request_id="sdk-plan-" + suffix, date=Timestamp(seconds=int(time.time()) + 3600), depot_id=ids["depot"],
+            threshold=80, time_limit=Duration(seconds=1)))
+        route_id = plan.routes[0].route_id
+        mesh.waste.StartRoute(wst.StartRouteRequest(route_id=route_id))
+        events = first(mesh.waste.WatchRoute(wst.WatchRouteRequest(route_id=route_id, from_sequence=1)))
+        return {
+            "ok": [s.bin_id for r in plan.routes for s in r.stops],
+            "error": code_of(lambda: mesh.waste.GetBin(wst.GetBinRequest(bin_id="nope-" + suffix.lower()))),
+            "stream": [wst.RouteEventType.Name(e.type) for e in events],
+        }
+
+    def logging_checks():
+        now = Timestamp(seconds=int(time.time()))
+        pushed = mesh.logging.Push(logs.PushRequest(tenant="sdk", streams=[logs.Stream(
+            labels='{service="sdk-' + suffix.lower() + '"}', entries=[logs.Entry(timestamp=now, line="hello sdk")])]))
+        tail = mesh.logging.Tail(logs.TailRequest(
+            tenant="sdk", logql='{service="sdk-' + suffix.lower() + '"}', start=Timestamp(seconds=now.seconds - 60)))
+        lines = [e.line for m in first(tail) for e in m.stream.entries]
+        return {
+            "ok": pushed.accepted,
+            "error": code_of(lambda: mesh.logging.QueryRange(logs.QueryRangeRequest(tenant="sdk", logql="{service="))),
+            "stream": lines,
+        }
+
+    def warehouse_checks():
+        made = mesh.warehouse.CreateWarehouse(whs.CreateWarehouseRequest(
+            request_id="sdk-wh-" + suffix, warehouse=whs.Facility(
+                warehouse_id="sdk-wh-" + suffix.lower(), name="SDK DC", aisles=4, aisle_length_dm=100,
+                aisle_spacing_dm=30, rack_pitch_dm=20))).warehouse
+        return {
+            "ok": made.warehouse_id,
+            "error": code_of(lambda: mesh.warehouse.CreateWarehouse(whs.CreateWarehouseRequest(
+                request_id="sdk-wh-bad-" + suffix, warehouse=whs.Facility(warehouse_id="", name="x")))),
+        }
+
     started = time.time()
     check("meshwork.echo.v1.Echo", echo_checks)
     check("meshwork.urlshortener.v1.UrlShortener", url_checks)
@@ -219,6 +309,12 @@ def main() -> None:
     check("meshwork.parking.v1.Parking", parking_checks)
     check("meshwork.library.v1.Library", library_checks)
     check("meshwork.meetings.v1.Meetings", meetings_checks)
+    check("meshwork.appstore.v1.AppStore", appstore_checks)
+    check("meshwork.contacttracing.v1.ContactTracing", contact_tracing_checks)
+    check("meshwork.timeline.v1.Timeline", timeline_checks)
+    check("meshwork.waste.v1.Waste", waste_checks)
+    check("meshwork.logging.v1.Logging", logging_checks)
+    check("meshwork.warehouse.v1.Warehouse", warehouse_checks)
     mesh.close()
     quick.close()
     print(json.dumps({"services": list(meshwork.SERVICES), "seconds": round(time.time() - started, 1),

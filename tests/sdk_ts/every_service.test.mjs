@@ -12,6 +12,8 @@ import { PaymentStatus } from "@meshwork/sdk/gen/meshwork/payments/v1/payments_p
 import { SpotType } from "@meshwork/sdk/gen/meshwork/parking/v1/parking_pb";
 import { InteractionKind } from "@meshwork/sdk/gen/meshwork/recommendation/v1/recommendation_pb";
 import { EventType } from "@meshwork/sdk/gen/meshwork/meetings/v1/meetings_pb";
+import { TestType } from "@meshwork/sdk/gen/meshwork/contacttracing/v1/contacttracing_pb";
+import { RouteEventType, SiteKind, WasteType } from "@meshwork/sdk/gen/meshwork/waste/v1/waste_pb";
 
 const { GATEWAY, TOKEN, SUFFIX } = process.env;
 const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -164,6 +166,66 @@ test("parking, library, meetings", async () => {
   assert.equal(got[0].body.case, "event");
   assert.equal(got[0].body.value.type, EventType.JOINED);
   assert.equal(await codeOf(() => mesh.meetings.getMeeting({ meetingId: "mtg_" + "0".repeat(20) })), "NotFound");
+});
+
+test("app store, contact tracing, timeline, waste, logging, warehouse", async () => {
+  for (const s of ["appstore.v1.AppStore", "contacttracing.v1.ContactTracing", "timeline.v1.Timeline", "waste.v1.Waste", "logging.v1.Logging", "warehouse.v1.Warehouse"]) {
+    called.add(`meshwork.${s}`);
+  }
+  const low = SUFFIX.toLowerCase();
+  const now = BigInt(Math.floor(Date.now() / 1000));
+
+  const dev = `sdk-ts-dev-${low}`;
+  await mesh.appStore.createDeveloper({ requestId: `sdk-ts-dev-${SUFFIX}`, developerId: dev, name: "TS Apps", ownerUserId: user });
+  const app = (await mesh.appStore.createApp({
+    requestId: `sdk-ts-app-${SUFFIX}`, app: { packageName: `com.sdkts.app${low}`, developerId: dev, title: "TS App", category: "TOOLS" },
+  })).app;
+  assert.equal(app.packageName, `com.sdkts.app${low}`);
+  assert.equal(await codeOf(() => mesh.appStore.getAppDetails({ packageName: `com.sdkts.nope${low}` })), "NotFound");
+
+  const issued = await mesh.contactTracing.issueCode({ requestId: `sdk-ts-code-${SUFFIX}`, testType: TestType.CONFIRMED, geohash: "tdr1vzz" });
+  assert.equal(issued.code.length, 8);
+  assert.equal(await codeOf(() => mesh.contactTracing.verifyCode({ code: "" })), "InvalidArgument");
+
+  const [author, reader] = [`tsa_${low}`, `tsr_${low}`];
+  for (const handle of [author, reader]) await mesh.timeline.createUser({ handle, displayName: handle });
+  await mesh.timeline.follow({ user: reader, target: author });
+  const post = (await mesh.timeline.createPost({ requestId: `sdk-ts-post-${SUFFIX}`, author, text: "TS post" })).post;
+  assert.equal(post.text, "TS post");
+  const home = await first(mesh.timeline.streamHomeTimeline({ user: reader, fromSequence: 1n }, { timeoutMs: 10000 }));
+  assert.equal(home[0].post.text, "TS post");
+  assert.equal(await codeOf(() => mesh.timeline.createUser({ handle: "x" })), "InvalidArgument");
+
+  const [depot, fill, truck, bin] = ["depot", "fill", "truck", "bin"].map((k) => `sdk-ts-${k}-${low}`);
+  await mesh.waste.createSite({ site: { siteId: depot, kind: SiteKind.DEPOT, name: "Depot", location: { lat: 52.52, lon: 13.4 } } });
+  await mesh.waste.createSite({ site: { siteId: fill, kind: SiteKind.LANDFILL, name: "Fill", location: { lat: 52.6, lon: 13.3 } } });
+  await mesh.waste.createTruck({ truck: { truckId: truck, depotId: depot, capacityLitres: 2400n, shiftStartMinute: 360, shiftEndMinute: 840 } });
+  await mesh.waste.createBin({ bin: { binId: bin, location: { lat: 52.53, lon: 13.41 }, capacityLitres: 240n, wasteType: WasteType.GENERAL } });
+  await mesh.waste.reportFill({ binId: bin, fillPercent: 95, time: { seconds: now } });
+  const plan = await mesh.waste.planRoutes({
+    requestId: `sdk-ts-plan-${SUFFIX}`, date: { seconds: now + 3600n }, depotId: depot, threshold: 80, timeLimit: { seconds: 1n },
+  });
+  assert.deepEqual(plan.routes.flatMap((r) => r.stops.map((s) => s.binId)), [bin]);
+  await mesh.waste.startRoute({ routeId: plan.routes[0].routeId });
+  const route = await first(mesh.waste.watchRoute({ routeId: plan.routes[0].routeId, fromSequence: 1n }, { timeoutMs: 10000 }));
+  assert.equal(route[0].type, RouteEventType.STARTED);
+  assert.equal(await codeOf(() => mesh.waste.getBin({ binId: `nope-${low}` })), "NotFound");
+
+  const labels = `{service="sdk-ts-${low}"}`;
+  const pushed = await mesh.logging.push({ tenant: "sdk", streams: [{ labels, entries: [{ timestamp: { seconds: now }, line: "hello ts" }] }] });
+  assert.equal(pushed.accepted, 1n);
+  const tail = await first(mesh.logging.tail({ tenant: "sdk", logql: labels, start: { seconds: now - 60n } }, { timeoutMs: 10000 }));
+  assert.equal(tail[0].stream.entries[0].line, "hello ts");
+  assert.equal(await codeOf(() => mesh.logging.queryRange({ tenant: "sdk", logql: "{service=" })), "InvalidArgument");
+
+  const wh = (await mesh.warehouse.createWarehouse({
+    requestId: `sdk-ts-wh-${SUFFIX}`,
+    warehouse: { warehouseId: `sdk-ts-wh-${low}`, name: "TS DC", aisles: 4, aisleLengthDm: 100, aisleSpacingDm: 30, rackPitchDm: 20 },
+  })).warehouse;
+  assert.equal(wh.warehouseId, `sdk-ts-wh-${low}`);
+  assert.equal(await codeOf(() => mesh.warehouse.createWarehouse({
+    requestId: `sdk-ts-wh-bad-${SUFFIX}`, warehouse: { warehouseId: "", name: "x" },
+  })), "InvalidArgument");
 });
 
 test("every service in the SDK was called", () => {

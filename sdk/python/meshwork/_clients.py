@@ -23,6 +23,7 @@ from meshwork.ratings.v1 import ratings_pb2_grpc
 from meshwork.recommendation.v1 import recommendation_pb2_grpc
 from meshwork.timeline.v1 import timeline_pb2_grpc
 from meshwork.urlshortener.v1 import urlshortener_pb2_grpc
+from meshwork.warehouse.v1 import warehouse_pb2_grpc
 from meshwork.waste.v1 import waste_pb2_grpc
 
 SERVICES = (
@@ -43,6 +44,7 @@ SERVICES = (
     'meshwork.recommendation.v1.Recommendations',
     'meshwork.timeline.v1.Timeline',
     'meshwork.urlshortener.v1.UrlShortener',
+    'meshwork.warehouse.v1.Warehouse',
     'meshwork.waste.v1.Waste',
 )
 """The full names of every service these clients call."""
@@ -87,6 +89,8 @@ class Clients:
         """meshwork.timeline.v1.Timeline"""
         self.url_shortener: urlshortener_pb2_grpc.UrlShortenerStub = urlshortener_pb2_grpc.UrlShortenerStub(channel)
         """meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http`"""
+        self.warehouse: warehouse_pb2_grpc.WarehouseStub = warehouse_pb2_grpc.WarehouseStub(channel)
+        """meshwork.warehouse.v1.Warehouse"""
         self.waste: waste_pb2_grpc.WasteStub = waste_pb2_grpc.WasteStub(channel)
         """meshwork.waste.v1.Waste"""
 

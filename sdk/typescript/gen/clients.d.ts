@@ -16,6 +16,7 @@ import type { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import type { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
 import type { Timeline } from "./meshwork/timeline/v1/timeline_pb.js";
 import type { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
+import type { Warehouse } from "./meshwork/warehouse/v1/warehouse_pb.js";
 import type { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
 /** The full names of every service these clients call. */
@@ -57,6 +58,8 @@ export interface Clients {
   timeline: Client<typeof Timeline>;
   /** meshwork.urlshortener.v1.UrlShortener: The gateway also serves each method as JSON over HTTP, from the `google.api.http` */
   urlShortener: Client<typeof UrlShortener>;
+  /** meshwork.warehouse.v1.Warehouse */
+  warehouse: Client<typeof Warehouse>;
   /** meshwork.waste.v1.Waste */
   waste: Client<typeof Waste>;
 }

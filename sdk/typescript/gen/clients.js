@@ -16,6 +16,7 @@ import { Ratings } from "./meshwork/ratings/v1/ratings_pb.js";
 import { Recommendations } from "./meshwork/recommendation/v1/recommendation_pb.js";
 import { Timeline } from "./meshwork/timeline/v1/timeline_pb.js";
 import { UrlShortener } from "./meshwork/urlshortener/v1/urlshortener_pb.js";
+import { Warehouse } from "./meshwork/warehouse/v1/warehouse_pb.js";
 import { Waste } from "./meshwork/waste/v1/waste_pb.js";
 
 /** The full names of every service these clients call. */
@@ -37,6 +38,7 @@ export const SERVICES = [
   "meshwork.recommendation.v1.Recommendations",
   "meshwork.timeline.v1.Timeline",
   "meshwork.urlshortener.v1.UrlShortener",
+  "meshwork.warehouse.v1.Warehouse",
   "meshwork.waste.v1.Waste",
 ];
 
@@ -60,6 +62,7 @@ export function createClients(transport) {
     recommendations: createClient(Recommendations, transport),
     timeline: createClient(Timeline, transport),
     urlShortener: createClient(UrlShortener, transport),
+    warehouse: createClient(Warehouse, transport),
     waste: createClient(Waste, transport),
   };
 }
