@@ -4,7 +4,7 @@ time limit, printing the same table (solver, instance, cost, best-known, gap %, 
 checker verdict) and the mean gap, after running meshwork's side, so both come from one run
 on one machine.
 
-- Instances: every `*.vrp` in DIR (default `../shared/data/cvrp`, next to the repository),
+- Instances: every `*.vrp` in DIR (default `routing/data/cvrp`, a copy of the shared X instances),
   best-known cost from the `.sol` file beside each.
 - PyVRP: `pyvrp.read(path, round_func="round")` (VRPLIB's EUC_2D: each edge rounded to the
   nearest integer, as meshwork computes it), `pyvrp.solve(data, MaxRuntime(seconds),
@@ -105,7 +105,7 @@ def run_meshwork(args, repo):
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("dir", nargs="?", default=os.path.join(repo, "..", "shared", "data", "cvrp"))
+    p.add_argument("dir", nargs="?", default=os.path.join(repo, "routing", "data", "cvrp"))
     p.add_argument("--seconds", type=float, default=10.0, help="time limit per instance")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--meshwork", help="shell command that prints meshwork's table")

@@ -179,7 +179,7 @@ pub enum Args {
     /// solution checker's verdict per instance, then the pick-path saving against S-shape.
     RouteBench {
         /// Folder of VRPLIB instances.
-        #[arg(default_value = "../shared/data/cvrp")]
+        #[arg(default_value = "routing/data/cvrp")]
         dir: PathBuf,
         /// Time limit per instance, in seconds.
         #[arg(long, default_value_t = 10.0)]

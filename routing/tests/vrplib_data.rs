@@ -1,5 +1,6 @@
-//! The six X instances shipped in `../shared/data/cvrp`: every file parses, every best-known
-//! solution passes the checker at its stated cost, and a short solve is feasible.
+//! The six X instances in `routing/data/cvrp` (a copy of `../shared/data/cvrp`, MIT, with its
+//! LICENSE): every file parses, every best-known solution passes the checker at its stated cost,
+//! and a short solve is feasible.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use meshwork_routing::vrplib::{read_instance, read_solution};
 use meshwork_routing::{SolveOptions, check, solve};
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cvrp")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cvrp")
 }
 
 #[test]
