@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Mesh, grpcurl};
 
@@ -180,7 +180,6 @@ fn landed_services(mesh: &Mesh) -> BTreeSet<String> {
 
 #[test]
 fn python_sdk_from_one_pip_install_calls_every_service_through_the_gateway() {
-    let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let venv = tmp.path().join("venv");
     install_python_sdk(&venv, &root().join("sdk/python"));
@@ -282,7 +281,6 @@ fn python_sdk_from_one_pip_install_calls_every_service_through_the_gateway() {
     expect(warehouse, "error", json!("INVALID_ARGUMENT"));
 
     assert!(mesh.terminate(Duration::from_secs(30)).success());
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
 }
 
 /// Serves `html` at `/` (404 elsewhere) on a fresh port, from a background thread; the body of
@@ -339,7 +337,6 @@ fn serve_page(html: String) -> (SocketAddr, mpsc::Receiver<String>) {
 
 #[test]
 fn typescript_sdk_from_npm_calls_every_service_over_grpc_and_from_a_browser_over_grpc_web() {
-    let started = Instant::now();
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
     std::fs::write(dir.join("package.json"), "{\"private\": true, \"type\": \"module\"}\n").unwrap();
@@ -423,7 +420,6 @@ fn typescript_sdk_from_npm_calls_every_service_over_grpc_and_from_a_browser_over
     assert_eq!(seen, want, "what the page saw");
 
     assert!(mesh.terminate(Duration::from_secs(30)).success());
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
 }
 
 #[test]

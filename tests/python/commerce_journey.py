@@ -59,9 +59,13 @@ def main() -> None:
                                                      delta=10, reason=inv.ADJUST_REASON_RECEIVE), timeout=T)
 
     # Searchable within a second of the write; "grinders" stems to the title's "grinder".
-    found = wait_for("search", lambda: [h.product.sku for h in catalog.SearchProducts(
-        cat.SearchProductsRequest(query="espresso grinders", category="kitchen"), timeout=T).hits
-        if h.product.sku in (grinder, beans)], 5.0)
+    # Both products are indexed by the projection on their own; wait for both, not the first.
+    def both_found():
+        hits = [h.product.sku for h in catalog.SearchProducts(
+            cat.SearchProductsRequest(query="espresso grinders", category="kitchen"), timeout=T).hits
+            if h.product.sku in (grinder, beans)]
+        return hits if len(hits) == 2 else None
+    found = wait_for("search", both_found, 5.0)
 
     carts.AddItem(cat.AddItemRequest(user_id=user, sku=grinder, quantity=1), timeout=T)
     cart = carts.AddItem(cat.AddItemRequest(user_id=user, sku=beans, quantity=2), timeout=T).cart
