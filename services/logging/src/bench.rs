@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Directory for the embedded store and the plain-text copy (deleted afterwards).
     pub dir: PathBuf,
+    /// Committer tasks ([`Config::writer_shards`]; `None`: the default).
+    pub writer_shards: Option<usize>,
 }
 
 /// What was measured.
@@ -179,8 +181,14 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, String> {
     let clock: Arc<dyn meshwork_common::Clock> = Arc::new(meshwork_common::SystemClock);
     let now = clock.unix_ns() as i64;
     // A decompressed-chunk cache large enough for the whole corpus, for the warm scan.
-    let config =
-        Config { rate_bytes_per_sec: 1e12, burst_bytes: 1e12, chunk_cache_bytes: 3 << 30, ..Config::default() };
+    let defaults = Config::default();
+    let config = Config {
+        rate_bytes_per_sec: 1e12,
+        burst_bytes: 1e12,
+        chunk_cache_bytes: 3 << 30,
+        writer_shards: opts.writer_shards.unwrap_or(defaults.writer_shards),
+        ..defaults
+    };
     let logging = Logging::new(store.clone(), clock, config);
     logging.engine().await.map_err(|e| e.to_string())?;
 
@@ -194,7 +202,11 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, String> {
     let (gzip_sample_raw, gzip_sample) = {
         let file = std::fs::File::create(&text_path).map_err(|e| e.to_string())?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut gz = flate2::write::GzEncoder::new(CountingSink(0), flate2::Compression::new(6));
+        // Buffered: the encoder zero-fills its output buffer on every write call.
+        let mut gz = std::io::BufWriter::with_capacity(
+            1 << 20,
+            flate2::write::GzEncoder::new(CountingSink(0), flate2::Compression::new(6)),
+        );
         let mut sample_raw = 0u64;
         let sample_per_task = 1_000_000 / tasks_n;
         for t in 0..tasks_n {
@@ -209,6 +221,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, String> {
             }
         }
         out.flush().map_err(|e| e.to_string())?;
+        let gz = gz.into_inner().map_err(|e| e.to_string())?;
         (sample_raw, gz.finish().map_err(|e| e.to_string())?.0)
     };
     let started = Instant::now();

@@ -143,9 +143,14 @@ impl Columns {
         out
     }
 
+    /// Returns true when the entries are in timestamp order.
+    pub fn is_sorted(&self) -> bool {
+        self.ts.is_sorted()
+    }
+
     /// Returns the entries reordered by timestamp (stable), as a chunk stores them.
     pub fn sorted(&self) -> Columns {
-        if self.ts.windows(2).all(|w| w[0] <= w[1]) {
+        if self.is_sorted() {
             return self.clone();
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
@@ -281,10 +286,25 @@ impl Bloom {
         let want = (text.len() / 2).clamp(4096, 1 << 22);
         let log2 = usize::BITS - (want - 1).leading_zeros();
         let mut bits = vec![0u64; (1usize << log2) / 64];
-        for w in text.windows(GRAM) {
-            let (a, b) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), log2);
-            bits[a >> 6] |= 1 << (a & 63);
-            bits[b >> 6] |= 1 << (b & 63);
+        // One pass with the gram kept in a register (the bytes of `text[i-3..=i]`, first byte
+        // lowest, as `u32::from_le_bytes` reads a window); a gram equal to the one before sets
+        // the same bits again and is skipped.
+        let mask = bits.len() - 1;
+        let mut set = |g: u32| {
+            let (a, b) = gram_hashes(g, log2);
+            bits[(a >> 6) & mask] |= 1 << (a & 63);
+            bits[(b >> 6) & mask] |= 1 << (b & 63);
+        };
+        if let Some(first) = text.first_chunk::<GRAM>() {
+            let mut g = u32::from_le_bytes(*first);
+            set(g);
+            for &byte in &text[GRAM..] {
+                let next = (g >> 8) | (u32::from(byte) << 24);
+                if next != g {
+                    set(next);
+                }
+                g = next;
+            }
         }
         Bloom { bits, log2 }
     }
@@ -348,6 +368,22 @@ mod tests {
         assert_eq!(s.metadata(0), vec![("trace_id".to_string(), "abc".to_string())]);
         assert!(s.metadata(1).is_empty());
         assert!(Columns::decode(&[9, 1]).is_err());
+    }
+
+    #[test]
+    fn bloom_sets_the_bits_of_every_window() {
+        let mut text = b"aaaaaaaa 2026-01-01 sshd[123]: Failed password\nxyz".to_vec();
+        text.extend((0..5000u32).flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes()));
+        for len in [0, 3, 4, 5, 9, text.len()] {
+            let b = Bloom::of(&text[..len]);
+            let mut want = vec![0u64; b.bits.len()];
+            for w in text[..len].windows(GRAM) {
+                let (x, y) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), b.log2);
+                want[x >> 6] |= 1 << (x & 63);
+                want[y >> 6] |= 1 << (y & 63);
+            }
+            assert_eq!(b.bits, want, "{len}");
+        }
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! retention and the read side the queries use.
 //!
 //! * **Ingest.** A push is validated entry by entry (partial success), checked against the
-//!   tenant's rate, split into write-ahead-log records of at most ~1 MiB and handed to the one
-//!   committer task. The committer takes everything queued, writes all those records in one
-//!   store write (the store fsyncs it: one fsync for a batch of batches), then applies them in
-//!   sequence order to the in-memory head chunks and wakes the tails; only then is each push
-//!   answered. An acknowledged line is therefore in the store's log.
+//!   tenant's rate, split by stream over the committer tasks ([`Config::writer_shards`]; a
+//!   stream always goes to the same one), encoded into write-ahead-log records of at most
+//!   ~1 MiB and handed to the committers. A committer takes everything queued, writes all those
+//!   records in one store write (the store fsyncs it: one fsync for a batch of batches), then
+//!   applies them in sequence order to the in-memory head chunks and wakes the tails; only then
+//!   is each push answered (a push spanning shards once every shard has answered). An
+//!   acknowledged line is therefore in the store's log. Sequence numbers are global, and a
+//!   stream's records are numbered and applied in order by its one committer, which is what
+//!   replay's per-stream positions rely on.
 //! * **Chunks.** A stream's head is cut ("sealed") when it would pass the target size (1 MiB of
 //!   lines) or grows older than the maximum age. The flusher writes each sealed chunk in one
 //!   store write: LZ4 data, bloom, metadata, and the stream record with the position of the
@@ -66,6 +70,13 @@ pub struct Config {
     pub max_metadata_pairs: usize,
     /// Chunks fetched and scanned at once by a query (default 2 x cores).
     pub query_parallelism: usize,
+    /// Committer tasks (default 1). Each stream belongs to one (by its fingerprint), so a
+    /// stream's lines are numbered and applied in order, while different streams' group
+    /// commits overlap: one writes and waits for its fsync while another applies the lines it
+    /// just made durable. More than one is off by default: it measured no faster on two cores
+    /// (ingest is CPU-bound), and a push spanning committers whose one part fails is answered
+    /// with an error though the other part is durable, so a retry would store that part twice.
+    pub writer_shards: usize,
     /// Decompressed chunks kept in memory for queries, in bytes (default 256 MiB; 0 = none).
     pub chunk_cache_bytes: u64,
     /// Decoded bloom filters kept in memory, in bytes (default 64 MiB).
@@ -89,6 +100,7 @@ impl Default for Config {
             max_line_bytes: 256 * 1024,
             max_metadata_pairs: 32,
             query_parallelism: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            writer_shards: 1,
             chunk_cache_bytes: 256 << 20,
             bloom_cache_bytes: 64 << 20,
         }
@@ -318,7 +330,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     cfg: Config,
     state: Mutex<State>,
-    commits: mpsc::UnboundedSender<Commit>,
+    /// The committers' queues, by shard.
+    commits: Vec<mpsc::UnboundedSender<Commit>>,
     flush_now: Arc<Notify>,
     /// One flush at a time: the flusher task and an explicit flush must not write the same
     /// sealed chunk twice.
@@ -330,6 +343,15 @@ pub struct Engine {
 
 /// A stored chunk's identity: tenant, stream, chunk id.
 pub type ChunkId = (Arc<str>, u64, u64);
+
+/// The stored parts of a chunk that queries read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPart {
+    /// The LZ4-compressed entries.
+    Data,
+    /// The bloom filter.
+    Bloom,
+}
 
 /// Largest write-ahead-log record (raw bytes of lines), so that one fits an etcd request.
 const WAL_RECORD_BYTES: usize = 768 * 1024;
@@ -411,7 +433,8 @@ impl Engine {
             }
         }
         state.next_seq = max_seq + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        cfg.writer_shards = cfg.writer_shards.max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.writer_shards).map(|_| mpsc::unbounded_channel()).unzip();
         let flush_now = Arc::new(Notify::new());
         let chunk_cache = moka::sync::Cache::builder()
             .max_capacity(cfg.chunk_cache_bytes)
@@ -429,13 +452,15 @@ impl Engine {
             clock,
             cfg,
             state: Mutex::new(state),
-            commits: tx,
+            commits: senders,
             flush_now: flush_now.clone(),
             flushing: tokio::sync::Mutex::new(()),
             chunk_cache,
             bloom_cache,
         });
-        tokio::spawn(committer(Arc::downgrade(&engine), rx));
+        for rx in receivers {
+            tokio::spawn(committer(Arc::downgrade(&engine), rx));
+        }
         tokio::spawn(flusher(Arc::downgrade(&engine), flush_now, interval));
         tokio::spawn(sweeper(Arc::downgrade(&engine)));
         Ok(engine)
@@ -547,40 +572,26 @@ impl Engine {
         }
         let bytes: usize = streams.iter().flat_map(|s| s.entries.iter()).map(|e| e.line.len()).sum();
         self.take_tokens(tenant, bytes as f64)?;
-        // Split into records of at most WAL_RECORD_BYTES of lines, each encoded here, in
-        // parallel with other pushes, rather than in the committer.
-        let mut records = Vec::new();
-        let mut current = Batch { tenant: tenant.to_string(), streams: Vec::new() };
-        let mut size = 0;
-        for mut s in streams {
-            while !s.entries.is_empty() {
-                let mut take = 0;
-                while take < s.entries.len()
-                    && (take == 0 || size + s.entries[take].line.len() + 32 <= WAL_RECORD_BYTES)
-                {
-                    size += s.entries[take].line.len() + 32;
-                    take += 1;
-                }
-                let rest = s.entries.split_off(take);
-                current.streams.push(StreamBatch {
-                    labels: s.labels.clone(),
-                    fp: s.fp,
-                    entries: std::mem::replace(&mut s.entries, rest),
-                });
-                if size >= WAL_RECORD_BYTES {
-                    let full =
-                        std::mem::replace(&mut current, Batch { tenant: tenant.to_string(), streams: Vec::new() });
-                    records.push((full.encode(), full));
-                    size = 0;
-                }
+        // Each stream goes to its shard's committer; the records are encoded here, in parallel
+        // with other pushes, rather than in the committers.
+        let shards = self.commits.len();
+        let mut by_shard: Vec<Vec<StreamBatch>> = (0..shards).map(|_| Vec::new()).collect();
+        for s in streams {
+            by_shard[(s.fp % shards as u64) as usize].push(s);
+        }
+        let mut waits = Vec::new();
+        for (shard, streams) in by_shard.into_iter().enumerate() {
+            if streams.is_empty() {
+                continue;
             }
+            let (reply, done) = oneshot::channel();
+            let records = wal_records(tenant, streams);
+            self.commits[shard].send(Commit { records, reply }).map_err(|_| EngineError::Stopped)?;
+            waits.push(done);
         }
-        if !current.streams.is_empty() {
-            records.push((current.encode(), current));
+        for done in waits {
+            done.await.map_err(|_| EngineError::Stopped)??;
         }
-        let (reply, done) = oneshot::channel();
-        self.commits.send(Commit { records, reply }).map_err(|_| EngineError::Stopped)?;
-        done.await.map_err(|_| EngineError::Stopped)??;
         outcome.accepted = accepted;
         Ok(outcome)
     }
@@ -690,6 +701,59 @@ impl Engine {
         }
     }
 
+    /// Reads the stored values of several chunks of one stream (their compressed data, or
+    /// their blooms) with range scans instead of a read per chunk: the keys of a stream's chunks
+    /// sort by time, so chunks that are neighbours in `metas` (sorted by time) are neighbours in
+    /// the store. Returns the values in `metas`' order (`None`: gone, deleted by retention).
+    pub async fn chunk_values(
+        &self,
+        tenant: &str,
+        fp: u64,
+        metas: &[ChunkMeta],
+        part: ChunkPart,
+    ) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        let key = |m: &ChunkMeta| match part {
+            ChunkPart::Data => keys::chunk_data(tenant, fp, m.min_ts, m.id),
+            ChunkPart::Bloom => keys::chunk_bloom(tenant, fp, m.min_ts, m.id),
+        };
+        let mut wanted: Vec<(Vec<u8>, usize)> =
+            metas.iter().enumerate().map(|(i, m)| (key(m).into_bytes(), i)).collect();
+        wanted.sort();
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; metas.len()];
+        let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(out) };
+        if wanted.len() == 1 {
+            out[0] = self.store.get(&first.0).await?.map(|v| v.value);
+            return Ok(out);
+        }
+        let mut end = last.0.clone();
+        end.push(0);
+        let mut range = KeyRange::between(first.0.clone(), end);
+        loop {
+            // Other chunks of the stream may lie between (ruled out by time); they are dropped.
+            let page = self.store.scan(range.clone(), wanted.len() + 4, ScanDirection::Forward).await?;
+            for e in page.entries {
+                if let Ok(at) = wanted.binary_search_by(|(k, _)| k.as_slice().cmp(&e.key)) {
+                    out[wanted[at].1] = Some(e.value);
+                }
+            }
+            match page.next {
+                Some(next) => range.start = std::ops::Bound::Included(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Caches a decoded bloom filter.
+    pub fn cache_bloom(&self, tenant: &str, fp: u64, meta: &ChunkMeta, bloom: Arc<Bloom>) {
+        self.bloom_cache.insert((Arc::from(tenant), fp, meta.id), bloom);
+    }
+
+    /// Returns a stored chunk's decoded bloom filter if cached.
+    pub fn cached_bloom(&self, tenant: &str, fp: u64, meta: &ChunkMeta) -> Option<Arc<Bloom>> {
+        self.bloom_cache.get(&(Arc::from(tenant), fp, meta.id))
+    }
+
     /// Reads a stored chunk's compressed data.
     pub async fn chunk(&self, tenant: &str, fp: u64, meta: &ChunkMeta) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.store.get(keys::chunk_data(tenant, fp, meta.min_ts, meta.id).as_bytes()).await?.map(|v| v.value))
@@ -766,7 +830,14 @@ impl Engine {
     async fn flush_one(&self, work: FlushWork) -> Result<(), EngineError> {
         let (tenant, fp, labels, cols, last, id, indexed, registered) = work;
         let (meta, muts) = tokio::task::spawn_blocking(move || {
-            let sorted = cols.sorted();
+            // Entries usually arrive in order: then the block is stored as it is, uncopied.
+            let resorted;
+            let sorted = if cols.is_sorted() {
+                cols.as_ref()
+            } else {
+                resorted = cols.sorted();
+                &resorted
+            };
             let data = sorted.compress();
             let bloom = Bloom::of(&sorted.text).encode();
             let meta = ChunkMeta {
@@ -910,6 +981,38 @@ impl Engine {
     pub fn store(&self) -> &DynStore {
         &self.store
     }
+}
+
+/// Splits a push's streams into write-ahead-log records of at most [`WAL_RECORD_BYTES`] of
+/// lines, each with its encoding.
+fn wal_records(tenant: &str, streams: Vec<StreamBatch>) -> Vec<(Vec<u8>, Batch)> {
+    let mut records = Vec::new();
+    let mut current = Batch { tenant: tenant.to_string(), streams: Vec::new() };
+    let mut size = 0;
+    for mut s in streams {
+        while !s.entries.is_empty() {
+            let mut take = 0;
+            while take < s.entries.len() && (take == 0 || size + s.entries[take].line.len() + 32 <= WAL_RECORD_BYTES) {
+                size += s.entries[take].line.len() + 32;
+                take += 1;
+            }
+            let rest = s.entries.split_off(take);
+            current.streams.push(StreamBatch {
+                labels: s.labels.clone(),
+                fp: s.fp,
+                entries: std::mem::replace(&mut s.entries, rest),
+            });
+            if size >= WAL_RECORD_BYTES {
+                let full = std::mem::replace(&mut current, Batch { tenant: tenant.to_string(), streams: Vec::new() });
+                records.push((full.encode(), full));
+                size = 0;
+            }
+        }
+    }
+    if !current.streams.is_empty() {
+        records.push((current.encode(), current));
+    }
+    records
 }
 
 /// Applies a committed record to the heads. On replay, entries already in a chunk are skipped.

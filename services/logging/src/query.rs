@@ -1,6 +1,9 @@
-//! Query execution: picks streams by the label index, chunks by time and by bloom, then
-//! decompresses and runs the pipeline over the chunks in parallel (a bounded number at once,
-//! each on a blocking thread), merging lines by time or samples into metric series.
+//! Query execution: picks streams by the label index, chunks by time and by bloom (a stream's
+//! blooms read in batches), then reads the remaining stored chunks a run of neighbours per
+//! range scan (a stream's chunk keys sort by time) rather than one read per chunk, and
+//! decompresses and runs the pipeline over them in parallel (a bounded number of runs and
+//! in-memory blocks at once, each on a blocking thread), merging lines by time or samples into
+//! metric series.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +11,12 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::chunk::Columns;
-use crate::engine::{Candidate, Engine, EngineError};
+use crate::chunk::{Bloom, Columns};
+use crate::engine::{Candidate, ChunkPart, Engine, EngineError};
 use crate::labels::LabelSet;
 use crate::logql::ast::{LogQuery, MetricQuery};
 use crate::logql::metric::{Points, evaluate};
-use crate::logql::pipeline::{Hit, Pipeline};
+use crate::logql::pipeline::{Hit, Pipeline, ScanStats};
 use crate::model::ChunkMeta;
 
 /// Order of log lines.
@@ -44,70 +47,91 @@ pub struct Stats {
 /// Log lines grouped by label set; entries are (ts, line) in the requested order.
 pub type StreamsResult = Vec<(LabelSet, Vec<(i64, String)>)>;
 
-enum Block {
-    Stored(ChunkMeta),
-    Mem(Arc<Columns>),
+/// Work of a scan: a block in memory (a head, a sealed block or a cached chunk), or stored
+/// chunks of one stream next to each other in the store, read with one range scan.
+enum Unit {
+    Mem(Arc<LabelSet>, Arc<Columns>),
+    Stored(Arc<LabelSet>, u64, Vec<ChunkMeta>),
 }
 
-struct Task {
-    labels: Arc<LabelSet>,
-    fp: u64,
-    block: Block,
-}
+/// Most chunks one read fetches, and most stored bytes: large enough that a read costs little
+/// beside the bytes it moves, small enough to keep both cores busy and a response small.
+const RUN_CHUNKS: usize = 8;
+const RUN_BYTES: u64 = 8 << 20;
 
-fn tasks(candidates: Vec<Candidate>) -> Vec<Task> {
-    let mut out = Vec::new();
-    for c in candidates {
-        for m in c.chunks {
-            out.push(Task { labels: c.labels.clone(), fp: c.fp, block: Block::Stored(m) });
-        }
-        for m in c.mem {
-            out.push(Task { labels: c.labels.clone(), fp: c.fp, block: Block::Mem(m) });
-        }
-    }
-    out
-}
-
-/// A block ready to scan: in memory, or a stored chunk's compressed bytes.
-enum Loaded {
-    Mem(Arc<Columns>),
-    Compressed(Vec<u8>),
-}
-
-/// Loads a task's block, unless its bloom rules out a required term. Returns `None` when
-/// skipped (or gone: deleted by retention meanwhile), and whether the bloom skipped it.
-async fn load(
+/// Splits a stream's blocks into units: the bloom filters (read in batches) drop chunks that
+/// cannot hold a required term, cached chunks are taken from the cache, and the rest are
+/// grouped into runs of neighbouring chunks. Returns the units and how many chunks the blooms
+/// skipped.
+async fn plan(
     engine: &Engine,
     tenant: &str,
-    task: &Task,
+    candidate: Candidate,
     terms: &[String],
-) -> Result<(Option<Loaded>, bool), EngineError> {
-    match &task.block {
-        Block::Mem(c) => Ok((Some(Loaded::Mem(c.clone())), false)),
-        Block::Stored(meta) => {
-            if terms.iter().any(|t| t.len() >= 4)
-                && let Some(bloom) = engine.bloom(tenant, task.fp, meta).await?
-                && !terms.iter().all(|t| bloom.may_contain(t.as_bytes()))
+    max_run_bytes: u64,
+) -> Result<(Vec<Unit>, u64), EngineError> {
+    let Candidate { labels, fp, chunks, mem } = candidate;
+    let mut units: Vec<Unit> = mem.into_iter().map(|m| Unit::Mem(labels.clone(), m)).collect();
+    let mut keep = vec![true; chunks.len()];
+    let mut skipped = 0;
+    if terms.iter().any(|t| t.len() >= 4) {
+        let mut blooms: Vec<Option<Arc<Bloom>>> = chunks.iter().map(|m| engine.cached_bloom(tenant, fp, m)).collect();
+        let missing: Vec<usize> = (0..chunks.len()).filter(|&i| blooms[i].is_none()).collect();
+        for group in missing.chunks(64) {
+            let metas: Vec<ChunkMeta> = group.iter().map(|&i| chunks[i]).collect();
+            let values = engine.chunk_values(tenant, fp, &metas, ChunkPart::Bloom).await?;
+            for ((&i, meta), v) in group.iter().zip(&metas).zip(values) {
+                if let Some(b) = v.and_then(|v| Bloom::decode(&v).ok()).map(Arc::new) {
+                    engine.cache_bloom(tenant, fp, meta, b.clone());
+                    blooms[i] = Some(b);
+                }
+            }
+        }
+        for (k, b) in keep.iter_mut().zip(&blooms) {
+            if let Some(b) = b
+                && !terms.iter().all(|t| b.may_contain(t.as_bytes()))
             {
-                return Ok((None, true));
+                *k = false;
+                skipped += 1;
             }
-            if let Some(cols) = engine.cached_chunk(tenant, task.fp, meta) {
-                return Ok((Some(Loaded::Mem(cols)), false));
-            }
-            Ok((engine.chunk(tenant, task.fp, meta).await?.map(Loaded::Compressed), false))
         }
     }
+    let mut run: Vec<ChunkMeta> = Vec::new();
+    let mut run_bytes = 0;
+    for (meta, keep) in chunks.into_iter().zip(keep) {
+        let cached = if keep { engine.cached_chunk(tenant, fp, &meta) } else { None };
+        // A run holds neighbours only: a skipped or cached chunk ends it.
+        if !keep || cached.is_some() || run.len() >= RUN_CHUNKS || run_bytes + meta.stored_bytes > max_run_bytes {
+            if !run.is_empty() {
+                units.push(Unit::Stored(labels.clone(), fp, std::mem::take(&mut run)));
+            }
+            run_bytes = 0;
+        }
+        if let Some(c) = cached {
+            units.push(Unit::Mem(labels.clone(), c));
+        } else if keep {
+            run_bytes += meta.stored_bytes;
+            run.push(meta);
+        }
+    }
+    if !run.is_empty() {
+        units.push(Unit::Stored(labels, fp, run));
+    }
+    Ok((units, skipped))
 }
 
+type ScanFn<R> = dyn Fn(&LogQuery, &LabelSet, &Columns, i64, i64) -> (R, ScanStats) + Send + Sync;
+
 /// Runs `f` over every block of the streams matching `query` in `[start, end)` (after the
-/// retention floor), `parallelism` blocks at once; returns the results and the stats.
+/// retention floor), `parallelism` units at once (each read, then decompressed and scanned on
+/// a blocking thread); returns the results and the stats.
 async fn scan_blocks<R: Send + 'static>(
     engine: &Arc<Engine>,
     tenant: &str,
     query: &Arc<LogQuery>,
     start: i64,
     end: i64,
-    f: impl Fn(&LogQuery, &LabelSet, &Columns, i64, i64) -> (R, crate::logql::pipeline::ScanStats) + Send + Sync + 'static,
+    f: impl Fn(&LogQuery, &LabelSet, &Columns, i64, i64) -> (R, ScanStats) + Send + Sync + 'static,
 ) -> Result<(Vec<R>, Stats), EngineError> {
     let started = Instant::now();
     let start = start.max(engine.retention_floor(tenant));
@@ -116,64 +140,79 @@ async fn scan_blocks<R: Send + 'static>(
         return Ok((Vec::new(), stats));
     }
     let candidates = engine.candidates(tenant, &query.matchers, start, end);
-    let tasks = tasks(candidates);
-    stats.chunks_total = tasks.len() as u64;
-    let terms: Arc<Vec<String>> = Arc::new(query.required_terms().into_iter().map(str::to_string).collect());
-    let f = Arc::new(f);
+    stats.chunks_total = candidates.iter().map(|c| (c.chunks.len() + c.mem.len()) as u64).sum();
+    let terms: Vec<String> = query.required_terms().into_iter().map(str::to_string).collect();
     let parallelism = engine.config().query_parallelism.max(1);
-    let results: Vec<Result<Option<(R, crate::logql::pipeline::ScanStats)>, EngineError>> =
-        futures::stream::iter(tasks)
-            .map(|task| {
-                let engine = engine.clone();
-                let tenant = tenant.to_string();
-                let terms = terms.clone();
-                let query = query.clone();
-                let f = f.clone();
-                async move {
-                    let (cols, skipped) = load(&engine, &tenant, &task, &terms).await?;
-                    let Some(cols) = cols else {
-                        return Ok(if skipped { None } else { Some(None) });
-                    };
-                    // Decompression and scan in one blocking task.
-                    let out = tokio::task::spawn_blocking(move || {
-                        let cols = match cols {
-                            Loaded::Mem(c) => c,
-                            Loaded::Compressed(data) => match Columns::decompress(&data) {
+    // A run's response must fit what the store serves comfortably (etcd: a request's size).
+    let max_run_bytes = RUN_BYTES.min(engine.store().limits().max_write_bytes as u64).max(1);
+    let plans: Vec<Result<(Vec<Unit>, u64), EngineError>> = futures::stream::iter(candidates)
+        .map(|c| plan(engine, tenant, c, &terms, max_run_bytes))
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
+    let mut units = Vec::new();
+    for p in plans {
+        let (u, skipped) = p?;
+        units.extend(u);
+        stats.chunks_skipped_by_bloom += skipped;
+    }
+    let f: Arc<ScanFn<R>> = Arc::new(f);
+    let results: Vec<Result<Vec<(R, ScanStats)>, EngineError>> = futures::stream::iter(units)
+        .map(|unit| {
+            let engine = engine.clone();
+            let tenant = tenant.to_string();
+            let query = query.clone();
+            let f = f.clone();
+            async move {
+                match unit {
+                    Unit::Mem(labels, cols) => {
+                        tokio::task::spawn_blocking(move || vec![f(&query, &labels, &cols, start, end)])
+                            .await
+                            .map_err(|_| EngineError::Stopped)
+                    }
+                    Unit::Stored(labels, fp, metas) => {
+                        let values = engine.chunk_values(&tenant, fp, &metas, ChunkPart::Data).await?;
+                        // Each chunk of the run is decompressed and scanned on a blocking
+                        // thread of its own, so that both cores share a run's work.
+                        let scans = metas.into_iter().zip(values).filter_map(|(meta, data)| {
+                            // Gone: deleted by retention meanwhile.
+                            let data = data?;
+                            let (engine, tenant, labels, query, f) =
+                                (engine.clone(), tenant.clone(), labels.clone(), query.clone(), f.clone());
+                            Some(tokio::task::spawn_blocking(move || match Columns::decompress(&data) {
                                 Ok(c) => {
+                                    drop(data);
                                     let c = Arc::new(c);
-                                    if let Block::Stored(meta) = &task.block {
-                                        engine.cache_chunk(&tenant, task.fp, meta, c.clone());
-                                    }
-                                    c
+                                    let out = f(&query, &labels, &c, start, end);
+                                    engine.cache_chunk(&tenant, fp, &meta, c);
+                                    Some(out)
                                 }
                                 Err(e) => {
                                     tracing::error!(error = %e, "log store: corrupt chunk skipped");
-                                    return None;
+                                    None
                                 }
-                            },
-                        };
-                        Some(f(&query, &task.labels, &cols, start, end))
-                    })
-                    .await
-                    .map_err(|_| EngineError::Stopped)?;
-                    Ok(Some(out))
+                            }))
+                        });
+                        let mut out = Vec::new();
+                        for r in futures::future::join_all(scans).await {
+                            out.extend(r.map_err(|_| EngineError::Stopped)?);
+                        }
+                        Ok(out)
+                    }
                 }
-            })
-            .buffer_unordered(parallelism)
-            .map(|r: Result<Option<Option<_>>, EngineError>| r.map(Option::flatten))
-            .collect()
-            .await;
+            }
+        })
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
     let mut out = Vec::new();
-    let mut scanned = 0u64;
     for r in results {
-        if let Some((r, s)) = r? {
+        for (r, s) in r? {
             stats.lines_scanned += s.lines;
             stats.bytes_scanned += s.bytes;
-            scanned += 1;
             out.push(r);
         }
     }
-    stats.chunks_skipped_by_bloom = stats.chunks_total.saturating_sub(scanned);
     stats.exec_ns = started.elapsed().as_nanos() as u64;
     Ok((out, stats))
 }
