@@ -22,6 +22,13 @@
 //!    follow backfill, a redone event and the fan-out all write the same key: a follower has
 //!    a post at most once whatever the interleaving.
 //!
+//! An inbox misses nothing its owner follows (up to the fan-out's lag) until it is trimmed or
+//! a follow backfills only the newest [`Config::inbox_limit`](crate::Config) posts of a
+//! prolific author; both raise the inbox's floor (`timeline/inbox-floor/<user>`, 0 from
+//! CreateUser on, raised before the trim deletes anything), and only a page that reaches past
+//! the inbox's entries of a user whose floor is above 0 (or who has none: made before floors
+//! existed) pulls from everyone followed.
+//!
 //! Deletion cancels the post's unfinished tasks (compare-and-set, so their workers stop at
 //! their next batch) and then deletes the post's entry from every follower's inbox. Inboxes
 //! keep their newest [`Config::inbox_limit`](crate::Config) entries: a worker trims an inbox
@@ -249,6 +256,12 @@ impl Timeline {
             return Ok(());
         }
         let ids = self.pull(target, None, self.config.inbox_limit).await?;
+        if ids.len() >= self.config.inbox_limit
+            && let Some(oldest) = ids.last()
+        {
+            // The target's older posts stay out of the inbox: readers past this point pull.
+            self.raise_inbox_floor(user, *oldest).await?;
+        }
         let puts: Vec<Mutation> =
             ids.iter().map(|id| Mutation::put(keys::inbox(user, *id), target.as_bytes().to_vec())).collect();
         match self.write_batched(puts, &[Condition::Version(keys::following(user, target), edge.version)]).await {
@@ -285,9 +298,44 @@ impl Timeline {
         while let Some(entry) = entries.next().await {
             deletes.push(Mutation::delete(entry?.key));
         }
+        // The floor first: a reader that finds the entries gone then finds the floor raised.
+        if let Some(newest) = deletes.first().and_then(|m| keys::id_of_inverted_key(m.key())) {
+            self.raise_inbox_floor(user, newest).await?;
+        }
         let n = deletes.len() as u64;
         self.write_batched(deletes, &[]).await?;
         Ok(n)
+    }
+
+    /// Raises `user`'s inbox floor to at least `id`: from now on, a reader that runs past the
+    /// inbox's entries pulls from everyone followed (see [`Timeline::inbox_floor`]).
+    pub async fn raise_inbox_floor(&self, user: &str, id: u64) -> ServiceResult<()> {
+        let key = keys::inbox_floor(user);
+        transact(&self.store, |tx| {
+            let key = key.clone();
+            Box::pin(async move {
+                // No floor: a user from before floors existed, whose inbox may have been cut
+                // anywhere; it stays unknown (every page past the inbox pulls).
+                let Some(found) = tx.get(&key).await? else { return Ok::<_, ServiceError>(()) };
+                let current = found.value.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+                if current < id {
+                    tx.put(key, id.to_be_bytes().to_vec());
+                }
+                Ok::<_, ServiceError>(())
+            })
+        })
+        .await
+    }
+
+    /// Returns `user`'s inbox floor: post ids at or below it may be missing from the inbox
+    /// (trimmed, or older than a follow's backfill reached), so a page that reaches past the
+    /// inbox's entries must pull from everyone followed; 0 when the inbox misses nothing, and
+    /// `u64::MAX` for a user from before floors existed (anything may be missing).
+    pub async fn inbox_floor(&self, user: &str) -> ServiceResult<u64> {
+        Ok(match self.store.get(&keys::inbox_floor(user)).await? {
+            Some(v) => v.value.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX),
+            None => u64::MAX,
+        })
     }
 
     /// Runs this replica's fan-out workers forever: claims pending tasks (up to

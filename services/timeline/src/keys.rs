@@ -11,6 +11,9 @@
 //! - `timeline/posts/<id>/<kind>/<shard>`               -> i64, one shard of a post counter
 //! - `timeline/by-author/<author>/<inv>`                -> empty (GetUserTimeline, pulls)
 //! - `timeline/inbox/<user>/<inv>`                      -> author handle (pushed home entries)
+//! - `timeline/inbox-floor/<user>`                      -> u64 big-endian: ids at or below it may be
+//!   missing from the inbox (trimmed, or older than a backfill reached); 0 = none missing,
+//!   written by CreateUser; absent (users made before floors existed) = unknown
 //! - `timeline/likes/<id>/<user>`                       -> the counter shard the like went to
 //! - `timeline/reposts/<id>/<user>`                     -> the repost's id (16 hex)
 //! - `timeline/celebs/<author>`                         -> empty: authors whose posts are pulled
@@ -126,6 +129,17 @@ pub fn inbox(user: &str, id: u64) -> Vec<u8> {
     format!("timeline/inbox/{user}/{}", inv(id)).into_bytes()
 }
 
+/// Returns the key of `user`'s inbox floor (see the layout above).
+pub fn inbox_floor(user: &str) -> Vec<u8> {
+    format!("timeline/inbox-floor/{user}").into_bytes()
+}
+
+/// Returns the post id of a key under `timeline/posts/<id>` (the record or a counter shard).
+pub fn post_id_of_key(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(b"timeline/posts/".as_slice())?;
+    parse_hex(rest.get(..16)?)
+}
+
 /// Returns the key of `user`'s like of post `id`.
 pub fn like(id: u64, user: &str) -> Vec<u8> {
     format!("timeline/likes/{}/{user}", hex(id)).into_bytes()
@@ -215,5 +229,9 @@ mod tests {
         assert!(post(9) < shard(&post_count_prefix(9, "likes"), 0));
         assert!(shard(&post_count_prefix(9, "reposts"), 15) < post(10));
         assert_eq!(last_segment(&follower("bob", "ann")), Some("ann"));
+        assert_eq!(post_id_of_key(&post(9)), Some(9));
+        assert_eq!(post_id_of_key(&shard(&post_count_prefix(9, "likes"), 3)), Some(9));
+        assert_eq!(post_id_of_key(b"timeline/posts/xyz"), None);
+        assert!(!inbox_floor("ann").starts_with(&inbox_prefix("ann")));
     }
 }

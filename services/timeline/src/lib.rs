@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod counts;
 pub mod fanout;
 pub mod grpc;
@@ -74,6 +75,9 @@ pub fn build(ctx: &ServiceContext, config: Config) -> (HostedService, Arc<Timeli
     let timeline = Arc::new(Timeline::new(ctx, config));
     let mut builder =
         HostedService::builder("timeline").grpc(TimelineServer::new(TimelineService::new(timeline.clone())));
+    for task in timeline.cache_tasks() {
+        builder = builder.task(task);
+    }
     if background {
         let consumer = timeline.clone();
         builder = builder

@@ -94,8 +94,8 @@ pub fn power_law_graph(prefix: &str, users: usize, mean_following: usize, expone
     Graph { users: handles, edges }
 }
 
-/// Writes `graph` straight into `store`: user records, both keys of every edge and the
-/// follower/following counters, in as few writes as the backend allows. For users that do
+/// Writes `graph` straight into `store`: user records with their inbox floors, both keys of
+/// every edge and the follower/following counters, in as few writes as the backend allows. For users that do
 /// not exist yet (records and counters are overwritten, not merged).
 pub async fn seed_graph(store: &DynStore, clock: &dyn Clock, graph: &Graph) -> ServiceResult<()> {
     let now = clock.now_ms();
@@ -106,7 +106,7 @@ pub async fn seed_graph(store: &DynStore, clock: &dyn Clock, graph: &Graph) -> S
     if let Some((f, t)) = graph.edges.iter().find(|(f, t)| *f as usize >= n || *t as usize >= n || f == t) {
         return Err(ServiceError::invalid("graph", format!("edge ({f}, {t}) is a self-follow or names no user")));
     }
-    let mut mutations = Vec::with_capacity(graph.users.len() * 3 + graph.edges.len() * 2);
+    let mut mutations = Vec::with_capacity(graph.users.len() * 4 + graph.edges.len() * 2);
     for (f, t) in &graph.edges {
         let (user, target) = (&graph.users[*f as usize], &graph.users[*t as usize]);
         mutations.push(Mutation::put(keys::following(user, target), edge.clone()));
@@ -117,6 +117,8 @@ pub async fn seed_graph(store: &DynStore, clock: &dyn Clock, graph: &Graph) -> S
     for (i, handle) in graph.users.iter().enumerate() {
         let record = UserRecord { handle: handle.clone(), display_name: String::new(), created_ms: now };
         mutations.push(Mutation::put(keys::user(handle), record.encode()?));
+        // A new user's inbox misses nothing (see `keys::inbox_floor`).
+        mutations.push(Mutation::put(keys::inbox_floor(handle), 0u64.to_be_bytes().to_vec()));
         for (kind, n) in [("followers", followers[i]), ("following", following[i])] {
             mutations
                 .push(Mutation::put(keys::shard(&keys::user_count_prefix(handle, kind), 0), n.to_be_bytes().to_vec()));

@@ -23,6 +23,7 @@ use meshwork_common::settings::Settings;
 use meshwork_proto::pb::timeline::v1 as pb;
 use meshwork_storage::{Direction, DynStore, KeyRange, Txn, prefix_end, transact};
 
+use crate::cache::{CelebCache, PostCache};
 use crate::counts;
 use crate::fanout::FanoutStats;
 use crate::home;
@@ -111,6 +112,54 @@ pub struct Timeline {
     /// This process's name as a fan-out worker (in task leases).
     pub(crate) worker_id: String,
     pub(crate) stats: FanoutStats,
+    /// Posts with their counts, for pages ([`crate::cache`]).
+    pub(crate) posts: Arc<PostCache>,
+    /// The authors pulled at read time ([`crate::cache`]).
+    pub(crate) celebs: Arc<CelebCache>,
+    /// Handles known to exist (users are never deleted, so this needs no invalidation).
+    known_users: moka::sync::Cache<String, ()>,
+    /// CreatePost calls waiting to be committed together (see [`Timeline::create_post`]).
+    post_queue: PostQueue,
+}
+
+/// Most CreatePost batches written at once (one commits while the next reads).
+const POST_BATCHES_IN_FLIGHT: usize = 2;
+
+/// Most posts in one batch.
+const MAX_POST_BATCH: usize = 64;
+
+/// Store operations one post of a batch may take (conditions and puts), for the backend's
+/// per-write limit (etcd: 128).
+const OPS_PER_POST: usize = 12;
+
+/// What one CreatePost asks for, checked.
+struct PostInput {
+    req: pb::CreatePostRequest,
+    author: String,
+    reply_to: Option<u64>,
+    followers: u64,
+    pushed: bool,
+}
+
+/// One CreatePost waiting for its batch.
+struct PostJob {
+    input: PostInput,
+    answer: tokio::sync::oneshot::Sender<ServiceResult<pb::Post>>,
+}
+
+/// The queue of [`PostJob`]s and the permits of the batches writing them.
+struct PostQueue {
+    jobs: std::sync::Mutex<std::collections::VecDeque<PostJob>>,
+    batches: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for PostQueue {
+    fn default() -> Self {
+        PostQueue {
+            jobs: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            batches: Arc::new(tokio::sync::Semaphore::new(POST_BATCHES_IN_FLIGHT)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Timeline {
@@ -127,6 +176,11 @@ pub fn may_act_as(caller: Option<&Caller>, user: &str) -> ServiceResult<()> {
         )),
         _ => Ok(()),
     }
+}
+
+fn lock_queue<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing is left half-done under this lock: a poisoned one is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn token_fingerprint(kind: &str, user: &str) -> u32 {
@@ -178,7 +232,33 @@ impl Timeline {
             snowflake: tokio::sync::OnceCell::new(),
             worker_id: meshwork_common::random_id("w", 10),
             stats: FanoutStats::default(),
+            posts: Arc::new(PostCache::default()),
+            celebs: Arc::new(CelebCache::default()),
+            known_users: moka::sync::Cache::new(1_000_000),
+            post_queue: PostQueue::default(),
         }
+    }
+
+    /// Returns the post cache (for its hit counts).
+    pub fn post_cache(&self) -> &PostCache {
+        &self.posts
+    }
+
+    /// Returns the tasks that keep the read caches coherent with the Store's watch, for the
+    /// hosted service (without them the caches stay bypassed).
+    pub fn cache_tasks(&self) -> Vec<futures::future::BoxFuture<'static, ()>> {
+        vec![Box::pin(self.posts.watch_task(self.store.clone())), Box::pin(self.celebs.watch_task(self.store.clone()))]
+    }
+
+    /// Fails with NOT_FOUND unless `handle` exists (known handles are remembered: users are
+    /// never deleted).
+    async fn require_known_user(&self, handle: &str) -> ServiceResult<()> {
+        if self.known_users.contains_key(handle) {
+            return Ok(());
+        }
+        self.require_user(handle, "user").await?;
+        self.known_users.insert(handle.to_string(), ());
+        Ok(())
     }
 
     /// Returns the tunables in force.
@@ -244,6 +324,8 @@ impl Timeline {
                     return Err(ServiceError::AlreadyExists { what: format!("handle {key:?}") });
                 }
                 tx.put(keys::user(&key), bytes);
+                // The new inbox misses nothing: pages past its end need not pull.
+                tx.put(keys::inbox_floor(&key), 0u64.to_be_bytes().to_vec());
                 Ok(())
             })
         })
@@ -370,41 +452,130 @@ impl Timeline {
         Ok(())
     }
 
-    /// CreatePost: writes the post and its event in one transaction and returns; the fan-out
-    /// follows asynchronously.
-    pub async fn create_post(&self, caller: Option<&Caller>, req: &pb::CreatePostRequest) -> ServiceResult<pb::Post> {
+    /// CreatePost: writes the post and its event and returns; the fan-out follows
+    /// asynchronously. Concurrent calls on this replica are written together: each call queues
+    /// its post, and while fewer than [`POST_BATCHES_IN_FLIGHT`] batches are being written, a
+    /// waiting call takes what is queued (up to what one store write may hold) and writes it
+    /// as ONE transaction: every post with its own idempotency record, author check, counters
+    /// and `post.created` event. Every append to the event log holds the log's head until its
+    /// commit is durable, so posts written one transaction each queue behind one fsync each;
+    /// a batch shares that wait. A post whose own check fails (no such author, a reused
+    /// `request_id`) gets its error and the others are written; a conflict reruns the whole
+    /// batch, which is idempotent like any transaction.
+    pub async fn create_post(
+        self: &Arc<Self>,
+        caller: Option<&Caller>,
+        req: &pb::CreatePostRequest,
+    ) -> ServiceResult<pb::Post> {
         let (author, reply_to) = validate::create_post(req)?;
         may_act_as(caller, &author)?;
-        let ids = self.ids().await?;
+        self.ids().await?;
         let (followers, pushed) = self.push_decision(&author).await?;
-        let post = self
-            .idem
-            .transact(&req.request_id, Fingerprint::of(req), |tx| {
-                let author = author.clone();
-                Box::pin(async move {
-                    self.user_record(&tx, &author, "author").await?;
-                    if let Some(parent) = reply_to
-                        && tx.get(&keys::post(parent)).await?.is_none()
-                    {
-                        return Err(ServiceError::not_found(format!("reply_to post {parent}")));
-                    }
-                    let now = self.clock.now_ms();
-                    let record = PostRecord {
-                        id: ids.next(now),
-                        author,
-                        text: req.text.clone(),
-                        reply_to,
-                        repost_of: None,
-                        created_ms: now,
-                        pushed,
-                        followers_at_post: followers,
+        let (answer, mut rx) = tokio::sync::oneshot::channel();
+        let job = PostJob { input: PostInput { req: req.clone(), author, reply_to, followers, pushed }, answer };
+        lock_queue(&self.post_queue.jobs).push_back(job);
+        let dropped = || ServiceError::Unavailable("the batch writing this post stopped; retry".into());
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => return answer.unwrap_or_else(|_| Err(dropped())),
+                permit = self.post_queue.batches.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { return Err(dropped()) };
+                    let batch: Vec<PostJob> = {
+                        let mut jobs = lock_queue(&self.post_queue.jobs);
+                        let n = jobs.len().min(self.post_batch_size());
+                        jobs.drain(..n).collect()
                     };
-                    self.write_new_post(&tx, &record).await?;
-                    Ok(wire_post(&record, 0, 0))
-                })
+                    if batch.is_empty() {
+                        // This call's post is in a batch being written.
+                        drop(permit);
+                        return rx.await.unwrap_or_else(|_| Err(dropped()));
+                    }
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.write_posts(batch).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Returns the most posts one batch writes on this backend.
+    fn post_batch_size(&self) -> usize {
+        (self.store.limits().max_ops_per_write.saturating_sub(8) / OPS_PER_POST).clamp(1, MAX_POST_BATCH)
+    }
+
+    /// Writes a batch of posts in one transaction and answers each caller.
+    async fn write_posts(&self, jobs: Vec<PostJob>) {
+        let (jobs, senders): (Vec<PostInput>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.answer)).unzip();
+        let ids = match self.ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                for sender in senders {
+                    let _ = sender.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let outcome = transact(&self.store, |tx| {
+            let jobs = &jobs;
+            Box::pin(async move {
+                let mut answers: Vec<ServiceResult<pb::Post>> = Vec::with_capacity(jobs.len());
+                let mut created: Vec<PostRecord> = Vec::new();
+                for job in jobs {
+                    let effect = async {
+                        self.user_record(&tx, &job.author, "author").await?;
+                        if let Some(parent) = job.reply_to
+                            && tx.get(&keys::post(parent)).await?.is_none()
+                        {
+                            return Err(ServiceError::not_found(format!("reply_to post {parent}")));
+                        }
+                        let now = self.clock.now_ms();
+                        let record = PostRecord {
+                            id: ids.next(now),
+                            author: job.author.clone(),
+                            text: job.req.text.clone(),
+                            reply_to: job.reply_to,
+                            repost_of: None,
+                            created_ms: now,
+                            pushed: job.pushed,
+                            followers_at_post: job.followers,
+                        };
+                        let wire = wire_post(&record, 0, 0);
+                        created.push(record);
+                        Ok(wire)
+                    };
+                    let answer =
+                        self.idem.run_in_txn(&tx, &job.req.request_id, Fingerprint::of(&job.req), effect).await;
+                    match answer {
+                        // A stale read: the whole batch runs again.
+                        Err(e) if tx.is_stale() => return Err(e),
+                        answer => answers.push(answer),
+                    }
+                }
+                for record in &created {
+                    self.write_new_post(&tx, record).await?;
+                }
+                Ok::<_, ServiceError>((answers, created.iter().any(|r| !r.pushed)))
             })
-            .await?;
-        Ok(post)
+        })
+        .await;
+        match outcome {
+            Ok((answers, pulled)) => {
+                if pulled {
+                    self.celebs.invalidate();
+                }
+                for (sender, answer) in senders.into_iter().zip(answers) {
+                    let _ = sender.send(answer);
+                }
+            }
+            Err(e) => {
+                for sender in senders {
+                    let _ = sender.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// Returns a post with its counters, or `None` when it does not exist.
@@ -426,10 +597,10 @@ impl Timeline {
         Ok(record.map(|r| wire_post(&r, like_count.max(0), repost_count.max(0))))
     }
 
-    /// Returns the posts of `ids` that still exist, in the order given.
+    /// Returns the posts of `ids` that still exist, in the order given, through the post
+    /// cache (timelines; GetPost reads the Store).
     pub(crate) async fn load_posts(&self, ids: &[u64]) -> ServiceResult<Vec<pb::Post>> {
-        let loaded = futures::future::try_join_all(ids.iter().map(|id| self.load_post(*id))).await?;
-        Ok(loaded.into_iter().flatten().collect())
+        self.posts.get_many(ids, |id| self.load_post(id)).await
     }
 
     /// GetPost.
@@ -445,7 +616,7 @@ impl Timeline {
         // The counter shards are blind-deleted with the record (no one adds to the counters
         // of a post that is gone: Like and Repost read the record in their transaction).
         let shards = self.store.scan(KeyRange::prefix(keys::post(id)), 64, Direction::Forward).await?;
-        transact(&self.store, |tx| {
+        let repost_of = transact(&self.store, |tx| {
             let shards = &shards;
             Box::pin(async move {
                 let record = match tx.get(&keys::post(id)).await? {
@@ -476,10 +647,16 @@ impl Timeline {
                 }
                 let event = TimelineEvent::PostDeleted { post_id: id, author: record.author.clone() };
                 self.log.append(&tx, event_type::POST_DELETED, event.encode()?).await?;
-                Ok(())
+                Ok(record.repost_of)
             })
         })
-        .await
+        .await?;
+        // This replica's pages drop it at once (others when their watch sees the delete).
+        self.posts.invalidate(id);
+        if let Some(original) = repost_of {
+            self.posts.invalidate(original);
+        }
+        Ok(())
     }
 
     /// Like (`like` true) and Unlike: returns (like count, whether this call changed it).
@@ -520,6 +697,9 @@ impl Timeline {
             })
         })
         .await?;
+        if changed {
+            self.posts.invalidate(id);
+        }
         Ok((counts::sum(&self.store, &prefix).await?, changed))
     }
 
@@ -571,6 +751,12 @@ impl Timeline {
             })
         })
         .await?;
+        if changed {
+            self.posts.invalidate(original);
+            if !pushed {
+                self.celebs.invalidate();
+            }
+        }
         let repost = self
             .load_post(repost_id)
             .await?
@@ -583,7 +769,7 @@ impl Timeline {
         let (user, size) = validate::timeline(&req.user, req.page_size)?;
         let fp = token_fingerprint("user-timeline", &user);
         let cursor = decode_cursor(&req.page_token, fp)?;
-        self.require_user(&user, "user").await?;
+        self.require_known_user(&user).await?;
         let page =
             self.store.scan(after_cursor(keys::by_author_prefix(&user), cursor), size, Direction::Forward).await?;
         let ids: Vec<u64> = page.entries.iter().filter_map(|e| keys::id_of_inverted_key(&e.key)).collect();
@@ -594,17 +780,26 @@ impl Timeline {
         Ok((self.load_posts(&ids).await?, next))
     }
 
-    /// Returns the celebrities `user` follows.
+    /// Returns the celebrities `user` follows (the set of celebrities from its cache).
     pub(crate) async fn followed_celebrities(&self, user: &str) -> ServiceResult<Vec<String>> {
-        let celebs = self.store.scan(KeyRange::prefix(keys::celebs_prefix()), 0, Direction::Forward).await?;
-        let names: Vec<String> =
-            celebs.entries.iter().filter_map(|e| keys::last_segment(&e.key).map(str::to_string)).collect();
+        let names = self
+            .celebs
+            .get(|| async {
+                let celebs = meshwork_storage::scan_all(
+                    &self.store,
+                    KeyRange::prefix(keys::celebs_prefix()),
+                    Direction::Forward,
+                )
+                .await?;
+                Ok(celebs.iter().filter_map(|e| keys::last_segment(&e.key).map(str::to_string)).collect())
+            })
+            .await?;
         let checks =
             futures::future::try_join_all(names.iter().map(|c| async move {
                 Ok::<_, ServiceError>(self.store.get(&keys::following(user, c)).await?.is_some())
             }))
             .await?;
-        Ok(names.into_iter().zip(checks).filter_map(|(name, followed)| followed.then_some(name)).collect())
+        Ok(names.iter().zip(checks).filter(|(_, followed)| *followed).map(|(name, _)| name.clone()).collect())
     }
 
     /// Returns up to `limit` post ids of `author` older than `cursor`, newest first.
@@ -615,12 +810,13 @@ impl Timeline {
     }
 
     /// GetHomeTimeline: posts of everyone `user` follows, newest first, from the inbox merged
-    /// with pulls of celebrities (and, past the end of the inbox, of everyone followed).
+    /// with pulls of celebrities (and, past the end of an inbox that misses older posts, of
+    /// everyone followed). Posts come from the post cache ([`crate::cache`]).
     pub async fn home_timeline(&self, req: &pb::GetHomeTimelineRequest) -> ServiceResult<(Vec<pb::Post>, String)> {
         let (user, size) = validate::timeline(&req.user, req.page_size)?;
         let fp = token_fingerprint("home", &user);
         let cursor = decode_cursor(&req.page_token, fp)?;
-        self.require_user(&user, "user").await?;
+        self.require_known_user(&user).await?;
         // One more than a page tells whether the inbox goes on past this page.
         let inbox =
             self.store.scan(after_cursor(keys::inbox_prefix(&user), cursor), size + 1, Direction::Forward).await?;
@@ -628,9 +824,11 @@ impl Timeline {
         let inbox_exhausted = inbox_ids.len() <= size;
         let celebs = self.followed_celebrities(&user).await?;
         let mut authors: Vec<String> = celebs;
-        if inbox_exhausted {
-            // Past the end of the inbox (bounded, or missing what came before a follow's
-            // backfill): pull from everyone followed.
+        // Past the end of the inbox of a user whose inbox misses older posts (trimmed, or
+        // older than a follow's backfill reached, or a user from before floors existed): pull
+        // from everyone followed. The floor is read after the inbox: a trim raises it before
+        // it deletes entries.
+        if inbox_exhausted && self.inbox_floor(&user).await? > 0 {
             let following = meshwork_storage::scan_all(
                 &self.store,
                 KeyRange::prefix(keys::following_prefix(&user)),
