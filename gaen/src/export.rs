@@ -205,13 +205,25 @@ pub fn write_archive(bin: &[u8], sig: &TekSignatureList) -> Result<Vec<u8>, Gaen
     Ok(zip.finish()?.into_inner())
 }
 
+/// Largest `export.bin` or `export.sig` read out of an archive (the `export.bin` of 1M keys is
+/// about 30 MiB): an entry that inflates past it (a zip bomb) is refused instead of filling
+/// memory.
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
 /// Reads `export.bin` and `export.sig` (parsed) out of an archive.
 pub fn read_archive(archive: &[u8]) -> Result<(Vec<u8>, TekSignatureList), GaenError> {
+    read_archive_capped(archive, MAX_FILE_BYTES)
+}
+
+fn read_archive_capped(archive: &[u8], cap: u64) -> Result<(Vec<u8>, TekSignatureList), GaenError> {
     let mut zip = zip::ZipArchive::new(Cursor::new(archive))?;
     let mut read = |name: &str| -> Result<Vec<u8>, GaenError> {
-        let mut file = zip.by_name(name).map_err(|e| GaenError::Format(format!("{name}: {e}")))?;
+        let file = zip.by_name(name).map_err(|e| GaenError::Format(format!("{name}: {e}")))?;
         let mut out = Vec::new();
-        file.read_to_end(&mut out)?;
+        file.take(cap + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > cap {
+            return Err(GaenError::Format(format!("{name}: more than {cap} bytes uncompressed")));
+        }
         Ok(out)
     };
     let bin = read(BIN_NAME)?;
@@ -320,6 +332,18 @@ mod tests {
         tampered[last] ^= 1;
         assert!(verify_bin(&tampered, &sig, &public).is_err());
         assert!(decode_bin(b"EK Export v2    ").is_err());
+    }
+
+    #[test]
+    fn an_entry_inflating_past_the_cap_is_refused() {
+        // 1 MiB of zeros deflates to about 1 KiB: the ratio of a zip bomb, whose memory the
+        // reader used to allocate in full.
+        let archive = write_archive(&vec![0; 1 << 20], &TekSignatureList::default()).unwrap();
+        assert!(archive.len() < 16 << 10);
+        let e = read_archive_capped(&archive, (1 << 20) - 1).unwrap_err();
+        assert!(e.to_string().contains("export.bin: more than"), "{e}");
+        let (bin, _) = read_archive_capped(&archive, 1 << 20).unwrap();
+        assert_eq!(bin.len(), 1 << 20);
     }
 
     #[test]

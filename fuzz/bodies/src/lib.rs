@@ -46,6 +46,9 @@ pub const TARGETS: &[Target] = &[
     ("jwks", jwks),
     ("api_keys", api_keys),
     ("vrplib", vrplib),
+    ("logql", logql),
+    ("loki_push", loki_push),
+    ("gaen_export", gaen_export),
 ];
 
 /// Splits `data` into chunks whose sizes come from its first byte (1 to 64, or one chunk),
@@ -441,4 +444,304 @@ pub fn vrplib(data: &[u8]) {
             panic!("the savings construction fails the checker: {v:?}");
         }
     }
+}
+
+/// Log lines every parsed LogQL pipeline runs over, besides the input's own: the plain, JSON
+/// and logfmt lines of the logging crate's pipeline tests.
+const LOGQL_LINES: &[&str] = &[
+    "error a",
+    "ok b error",
+    "fine",
+    "baab",
+    r#"{"status":500,"req":{"method":"GET"},"app":"y"}"#,
+    r#"{"status":200,"req":{"method":"PUT"}}"#,
+    r#"level=error msg="disk full" dur=1.5"#,
+    "level=info msg=ok dur=0.2",
+];
+
+/// LogQL (the Loki API's `query`, the gRPC API's `logql`). The input up to its first NUL byte
+/// is the query; what follows, split at newlines, are more log lines. A refused query names a
+/// column inside the text (1-based, characters). A parsed query's pipeline runs over the lines
+/// in one block (the engine's whole-block search for the first `|=` term) and finds exactly
+/// the hits of a line-by-line scan, and within a time range exactly those in it; a metric
+/// query evaluates over fixed series to finite, non-negative points at the asked steps. The
+/// text is also read as the API's other parameters: a duration (`step`) and a time.
+pub fn logql(data: &[u8]) {
+    use meshwork_logging::logql::{self, Query};
+    let (query, lines) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let text = String::from_utf8_lossy(query);
+    let parsed = logql::parse(&text);
+    match &parsed {
+        Err(e) => {
+            let chars = text.chars().count();
+            assert!(
+                (1..=chars + 1).contains(&e.column),
+                "column {} outside a text of {chars} characters: {e}",
+                e.column
+            );
+        }
+        Ok(Query::Log(log)) => logql_pipeline(log, lines),
+        Ok(Query::Metric(metric)) => {
+            logql_pipeline(metric.source().0, lines);
+            logql_metric(metric);
+        }
+    }
+    if let Err(e) = logql::parse_selector(&text) {
+        assert!(e.column >= 1 && e.column <= text.chars().count() + 1, "selector column {} out of the text", e.column);
+    }
+    let _ = logql::parser::duration(&text);
+    let _ = meshwork_logging::loki::parse_time("time", &text);
+    for word in text.split_whitespace() {
+        let _ = logql::parser::duration(word);
+        let _ = meshwork_logging::loki::parse_time("time", word);
+    }
+}
+
+/// The labels of the stream the LogQL target's lines belong to.
+static LOGQL_STREAM: LazyLock<meshwork_logging::labels::LabelSet> = LazyLock::new(|| {
+    meshwork_logging::labels::LabelSet::parse(r#"{app="x", host="a"}"#)
+        .unwrap_or_else(|e| panic!("the fuzz stream's labels parse: {e}"))
+});
+
+fn logql_pipeline(query: &meshwork_logging::logql::LogQuery, extra: &[u8]) {
+    use meshwork_logging::chunk::Columns;
+    use meshwork_logging::logql::pipeline::Pipeline;
+    let extra = String::from_utf8_lossy(extra);
+    let lines: Vec<&str> = LOGQL_LINES.iter().copied().chain(extra.split('\n')).collect();
+    let meta = [("trace_id".to_string(), "abc123".to_string())];
+    let meta_of = |i: usize| if i.is_multiple_of(3) { &meta[..] } else { &[][..] };
+    let mut block = Columns::default();
+    for (i, line) in lines.iter().enumerate() {
+        block.push(i as i64, line, meta_of(i));
+    }
+    let pipeline = Pipeline::new(query);
+    let mut whole = Vec::new();
+    let stats = pipeline.scan(&LOGQL_STREAM, &block, 0, i64::MAX, |h| whole.push(h));
+    assert_eq!(stats.lines, lines.len() as u64, "every line is in range");
+    let mut by_line = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut single = Columns::default();
+        single.push(i as i64, line, meta_of(i));
+        pipeline.scan(&LOGQL_STREAM, &single, 0, i64::MAX, |h| by_line.push(h));
+    }
+    assert_eq!(whole, by_line, "the whole-block search and a line-by-line scan disagree");
+    let (start, end) = (2, 6);
+    let mut ranged = Vec::new();
+    let stats = pipeline.scan(&LOGQL_STREAM, &block, start, end, |h| ranged.push(h));
+    let expected: Vec<_> = whole.iter().filter(|h| (start..end).contains(&h.ts)).cloned().collect();
+    assert_eq!(ranged, expected, "a time range changed the hits inside it");
+    assert_eq!(stats.lines, (end - start) as u64, "lines in range");
+}
+
+fn logql_metric(query: &meshwork_logging::logql::MetricQuery) {
+    use meshwork_logging::labels::LabelSet;
+    const S: i64 = 1_000_000_000;
+    static SAMPLES: LazyLock<HashMap<LabelSet, Vec<(i64, u64)>>> = LazyLock::new(|| {
+        let series =
+            |labels: &str| LabelSet::parse(labels).unwrap_or_else(|e| panic!("the fuzz series' labels parse: {e}"));
+        HashMap::from([
+            (series(r#"{app="x", host="a"}"#), vec![(S, 10), (2 * S, 10), (3 * S, 5)]),
+            (series(r#"{app="x", host="b", level="error"}"#), vec![(3 * S, 1), (3 * S, 7)]),
+        ])
+    });
+    let steps = [0, 2 * S, 4 * S, 600 * S];
+    for (labels, points) in meshwork_logging::logql::metric::evaluate(query, &SAMPLES, &steps) {
+        for (t, v) in points {
+            assert!(steps.contains(&t), "{labels:?}: a point at {t}, not a step");
+            assert!(v.is_finite() && v >= 0.0, "{labels:?}: {v} at {t}");
+        }
+    }
+}
+
+/// "Now" of the log store the Loki push target validates against (2023-11-14).
+const LOKI_NOW_NS: i64 = 1_700_000_000_000_000_000;
+
+/// The runtime the Loki push target's service runs on.
+static LOKI_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a current-thread runtime builds: {e}"))
+});
+
+/// The log service the pushes are validated by: memory store, clock at [`LOKI_NOW_NS`], and a
+/// rate limit that refuses any push with an entry left after validation (a negative burst),
+/// so that validation runs in full and nothing is ever stored across executions.
+static LOKI_SERVICE: LazyLock<std::sync::Arc<meshwork_logging::service::Logging>> = LazyLock::new(|| {
+    let _runtime = LOKI_RUNTIME.enter();
+    let store: meshwork_storage::DynStore = std::sync::Arc::new(meshwork_storage::memory::MemoryStore::new());
+    let clock = std::sync::Arc::new(meshwork_common::ManualClock::at_unix_ns(LOKI_NOW_NS));
+    let config =
+        meshwork_logging::Config { rate_bytes_per_sec: 0.0, burst_bytes: -1.0, ..meshwork_logging::Config::default() };
+    meshwork_logging::service::Logging::new(store, clock, config)
+});
+
+/// Loki push bodies (`POST /loki/api/v1/push`), by the first byte: bit 0 clear, the rest is a
+/// JSON body; set, protobuf, where bit 1 says whether the rest is the body as sent (snappy) or
+/// the `PushRequest` message that is snappy-compressed here (and then the body decodes exactly
+/// when prost decodes the message). Bit 2 also sends the body gzip-compressed, which must
+/// decode to the same streams. Decoding never panics; decoded streams go through the service's
+/// validation (tenant, entry count, labels, timestamps, line length, metadata), which either
+/// refuses every entry, counting each once, or leaves some to store.
+pub fn loki_push(data: &[u8]) {
+    use meshwork_logging::loki::{decode_push, logproto};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let json = mode & 1 == 0;
+    let mut headers = HeaderMap::new();
+    let ctype = if json { "application/json" } else { "application/x-protobuf" };
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    let body = if !json && mode & 2 != 0 {
+        snap::raw::Encoder::new().compress_vec(rest).unwrap_or_default()
+    } else {
+        rest.to_vec()
+    };
+    let decoded = decode_push(&headers, &body);
+    if !json && mode & 2 != 0 {
+        assert_eq!(
+            decoded.is_ok(),
+            logproto::PushRequest::decode(rest).is_ok(),
+            "a snappy-compressed message decodes differently: {:?}",
+            decoded.as_ref().err()
+        );
+    }
+    if mode & 4 != 0 {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &body).unwrap_or_else(|e| panic!("gzip into memory: {e}"));
+        let gz = gz.finish().unwrap_or_else(|e| panic!("gzip into memory: {e}"));
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let unzipped = decode_push(&headers, &gz);
+        assert_eq!(format!("{unzipped:?}"), format!("{decoded:?}"), "gzip changed the decoded push");
+    }
+    let Ok(streams) = decoded else { return };
+    let entries: usize = streams.iter().map(|s| s.entries.len()).sum();
+    match LOKI_RUNTIME.block_on(LOKI_SERVICE.push("fuzz", streams)) {
+        Ok(outcome) => {
+            assert_eq!(outcome.accepted, 0, "the fuzz service stores nothing");
+            assert_eq!(outcome.rejected_total(), entries as u64, "every entry refused once: {outcome:?}");
+            assert!(outcome.errors.len() <= 10, "at most ten error details");
+        }
+        // Some entries passed validation; the negative burst refused to store them.
+        Err(meshwork_common::ServiceError::ResourceExhausted(_)) => {}
+        Err(meshwork_common::ServiceError::InvalidArgument { field, .. }) => {
+            assert!(field == "streams" && entries > meshwork_logging::validate::MAX_PUSH_ENTRIES, "refused: {field}");
+        }
+        Err(e) => panic!("push failed: {e}"),
+    }
+}
+
+/// The first day of the GAEN target's fixed keys (a Unix day).
+const GAEN_DAY: u32 = 20_000;
+
+/// The P-256 key the GAEN target signs and verifies with (a fixed, public test key).
+static GAEN_SIGNER: LazyLock<p256::ecdsa::SigningKey> = LazyLock::new(|| {
+    p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap_or_else(|e| panic!("a fixed scalar is a key: {e}"))
+});
+
+/// The export of the device test's three keys (`gaen/tests/device.rs`).
+static GAEN_EXPORT: LazyLock<meshwork_gaen::export::TemporaryExposureKeyExport> = LazyLock::new(|| {
+    use meshwork_gaen::export::{ReportType, TemporaryExposureKey, TemporaryExposureKeyExport, signature_info};
+    let key = |byte: u8, day: u32, onset: i32, report: ReportType| TemporaryExposureKey {
+        key_data: Some(vec![byte; 16]),
+        transmission_risk_level: None,
+        rolling_start_interval_number: Some((day * 144) as i32),
+        rolling_period: None,
+        report_type: Some(report as i32),
+        days_since_onset_of_symptoms: Some(onset),
+    };
+    TemporaryExposureKeyExport {
+        start_timestamp: Some(0),
+        end_timestamp: Some(3600),
+        region: Some("US".into()),
+        batch_num: Some(1),
+        batch_size: Some(1),
+        signature_infos: vec![signature_info("v1", "310")],
+        keys: vec![
+            key(1, GAEN_DAY, 0, ReportType::ConfirmedTest),
+            key(2, GAEN_DAY + 1, -4, ReportType::SelfReport),
+            key(3, GAEN_DAY + 2, 12, ReportType::ConfirmedTest),
+        ],
+        revised_keys: vec![],
+    }
+});
+
+/// GAEN key exports as `meshwork exposure-check` reads them, by the first byte (mod 5): a zip
+/// archive (read, verified with the fuzz key, opened); an `export.bin` body (after the header,
+/// which the body adds); an `export.sig` verified against the fixed export; a PEM public key;
+/// an observed file (JSON lines) checked against the fixed export's keys. Nothing panics. A
+/// parsed export re-encodes to itself, its usable keys' RPIs are found in its index, and (with
+/// 1 to 8 keys) the archive the crate builds, signs and zips from it opens, verifies and gives
+/// back the same keys sorted. A report's matches, days and verdict agree with each other.
+pub fn gaen_export(data: &[u8]) {
+    use meshwork_gaen::export::{self, TekSignatureList};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let verifying = GAEN_SIGNER.verifying_key();
+    match mode % 5 {
+        0 => {
+            if let Ok((bin, sig)) = export::read_archive(rest) {
+                let _ = export::verify_bin(&bin, &sig, verifying);
+                if let Ok(parsed) = export::decode_bin(&bin) {
+                    gaen_export_laws(&parsed);
+                }
+            }
+            let _ = export::open_archive(rest, Some(verifying));
+        }
+        1 => {
+            let bin = [export::EXPORT_HEADER.as_slice(), rest].concat();
+            if let Ok(parsed) = export::decode_bin(&bin) {
+                gaen_export_laws(&parsed);
+            }
+        }
+        2 => {
+            static BIN: LazyLock<Vec<u8>> = LazyLock::new(|| meshwork_gaen::export::encode_bin(&GAEN_EXPORT));
+            if let Ok(sig) = TekSignatureList::decode(rest) {
+                let _ = export::verify_bin(&BIN, &sig, verifying);
+            }
+        }
+        3 => {
+            let _ = export::verifying_key_from_pem(&String::from_utf8_lossy(rest));
+        }
+        _ => gaen_observations(&String::from_utf8_lossy(rest)),
+    }
+}
+
+fn gaen_export_laws(parsed: &meshwork_gaen::export::TemporaryExposureKeyExport) {
+    use meshwork_gaen::export;
+    let again = export::decode_bin(&export::encode_bin(parsed));
+    assert_eq!(again.as_ref().ok(), Some(parsed), "an export does not re-encode to itself: {:?}", again.as_ref().err());
+    let total = parsed.keys.len() + parsed.revised_keys.len();
+    if total <= 16 {
+        let index = meshwork_gaen::KeyIndex::from_exports(std::slice::from_ref(parsed));
+        assert!(index.keys().len() + index.skipped <= total, "more keys indexed or skipped than given");
+        for key in index.keys() {
+            let rpi = meshwork_gaen::crypto::rpi(&key.key, key.rolling_start);
+            let found = index.lookup(&rpi).map(|(k, interval)| (k.key, interval));
+            assert_eq!(found, Some((key.key, key.rolling_start)), "a key's first RPI is not found");
+        }
+    }
+    if (1..=8).contains(&parsed.keys.len()) {
+        let info = export::signature_info("v1", "310");
+        let region = parsed.region.as_deref().unwrap_or_default();
+        let (start, end) = (parsed.start_timestamp.unwrap_or(0), parsed.end_timestamp.unwrap_or(0));
+        let archive = export::build_archive(parsed.keys.clone(), start, end, region, &GAEN_SIGNER, &info)
+            .unwrap_or_else(|e| panic!("the crate cannot write an export it parsed: {e}"));
+        let opened = export::open_archive(&archive, Some(GAEN_SIGNER.verifying_key()))
+            .unwrap_or_else(|e| panic!("an archive the crate wrote does not open: {e}"));
+        let mut sorted = parsed.keys.clone();
+        sorted.sort_by(|a, b| a.key_data.cmp(&b.key_data));
+        assert_eq!(opened.keys, sorted, "the written archive gives other keys back");
+    }
+}
+
+fn gaen_observations(text: &str) {
+    static INDEX: LazyLock<meshwork_gaen::KeyIndex> =
+        LazyLock::new(|| meshwork_gaen::KeyIndex::from_exports(std::slice::from_ref(&*GAEN_EXPORT)));
+    let Ok(sightings) = meshwork_gaen::matching::parse_observations(text) else { return };
+    let report = meshwork_gaen::matching::check(&INDEX, &sightings, &meshwork_gaen::RiskConfig::default());
+    assert_eq!(report.observations, sightings.len());
+    assert!(report.matched <= report.observations, "more matches than sightings");
+    assert!(report.days.windows(2).all(|w| w[0].day < w[1].day), "days not oldest first, once each");
+    assert_eq!(report.exposed, report.days.iter().any(|d| d.exposed), "verdict and days disagree");
 }

@@ -300,7 +300,8 @@ fn rfc3339_ns(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+            // `get`: a multi-byte character inside the offset is refused, not a panic.
+            sign * (o.get(1..3)?.parse::<i64>().ok()? * 3600 + o.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -329,7 +330,7 @@ fn parse_step(v: &str) -> Result<Duration, ServiceError> {
         if !(f.is_finite() && f > 0.0) {
             return Err(bad());
         }
-        return Ok(Duration::from_secs_f64(f));
+        return Duration::try_from_secs_f64(f).map_err(|_| bad());
     }
     crate::logql::parser::duration(v).ok_or_else(bad)
 }
@@ -566,6 +567,11 @@ mod tests {
         assert!(parse_time("t", "yesterday").is_err());
         assert_eq!(parse_step("15s").unwrap(), Duration::from_secs(15));
         assert_eq!(parse_step("0.5").unwrap(), Duration::from_millis(500));
+        // A multi-byte character in the offset (fuzz/corpus/logql/regression-offset-multibyte)
+        // and steps too long for a `Duration` panicked.
+        assert!(parse_time("t", "2023-11-14T22:13:20+1\u{e9}00").is_err());
+        assert!(parse_step("1e20").is_err());
+        assert!(parse_step("99999999999999999999y").is_err());
     }
 
     #[test]

@@ -101,7 +101,8 @@ fn parse_duration(s: &str) -> Option<Duration> {
             "y" => 31_536_000.0,
             _ => return None,
         };
-        total += Duration::from_secs_f64(n * secs);
+        // A part or a sum past `Duration::MAX` (~584 billion years) is refused, not a panic.
+        total = total.checked_add(Duration::try_from_secs_f64(n * secs).ok()?)?;
     }
     Some(total)
 }
@@ -528,5 +529,12 @@ mod tests {
         assert_eq!(duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(duration("5x"), None);
+        // Found by fuzzing (fuzz/corpus/logql/regression-huge-duration): too long for a
+        // `Duration`, alone or summed, panicked.
+        assert_eq!(duration(&format!("1h{}30m", "7".repeat(74))), None);
+        assert_eq!(duration("99999999999999999999y"), None);
+        assert_eq!(duration("500000000000y500000000000y"), None);
+        let e = parse(r#"count_over_time({app="x"}[99999999999999999999y])"#).unwrap_err();
+        assert_eq!((e.column, e.expected.as_str()), (27, "a number or a duration"));
     }
 }
