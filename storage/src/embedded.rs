@@ -42,6 +42,11 @@ use crate::{
     WatchEvent,
 };
 
+/// Scans of at most this many entries start on the calling task ([`EmbeddedStore::scan`]).
+const INLINE_SCAN_LIMIT: usize = 64;
+/// How long a scan may run on the calling task before it moves to the blocking pool.
+const INLINE_SCAN_BUDGET: Duration = Duration::from_micros(200);
+
 const LIMITS: Limits = Limits { max_ops_per_write: 10_000, max_write_bytes: 64 << 20, max_key_bytes: 4096 };
 
 /// Largest group the writer commits at once (requests are never split; a group may exceed
@@ -452,9 +457,21 @@ impl Store for EmbeddedStore {
         }
         let limit = common::scan_limit(limit);
         let kv = self.inner.spaces.kv.clone();
-        tokio::task::spawn_blocking(move || scan_blocking(&kv, range, limit, direction))
-            .await
-            .map_err(|e| backend_err("scan task", e))?
+        let mut scan = Scan::open(&kv, range, limit, direction);
+        // A short scan runs here: a hop to the blocking pool and back costs more than the
+        // scan (about 70 µs of CPU per hop on the 2-core reference machine, measured with the
+        // timeline's home pages). A scan that outlasts its budget (tombstones to skip, cold
+        // blocks to read) goes on in the blocking pool with the same iterator, so the page
+        // still comes from one snapshot.
+        if limit <= INLINE_SCAN_LIMIT && scan.run(Some(Instant::now() + INLINE_SCAN_BUDGET))? {
+            return Ok(scan.finish());
+        }
+        tokio::task::spawn_blocking(move || {
+            scan.run(None)?;
+            Ok(scan.finish())
+        })
+        .await
+        .map_err(|e| backend_err("scan task", e))?
     }
 
     async fn write(&self, conditions: Vec<Condition>, mutations: Vec<Mutation>) -> Result<u64> {
@@ -477,29 +494,50 @@ impl Store for EmbeddedStore {
     }
 }
 
-fn scan_blocking(kv: &Keyspace, range: KeyRange, limit: usize, direction: Direction) -> Result<Page> {
-    let now = unix_ms();
-    let bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>) = (range.start, range.end);
-    let mut iter = kv.range(bounds);
-    let mut entries = Vec::new();
-    loop {
-        let guard = match direction {
-            Direction::Forward => iter.next(),
-            Direction::Reverse => iter.next_back(),
-        };
-        let Some(guard) = guard else { break };
-        let (k, v) = guard.into_inner().map_err(|e| backend_err("scanning", e))?;
-        let (revision, expires_ms) = decode_header(&v)?;
-        if expires_ms != 0 && expires_ms <= now {
-            continue;
-        }
-        entries.push(Entry { key: k.to_vec(), value: v[HEADER..].to_vec(), version: revision });
-        if entries.len() > limit {
-            break;
-        }
+/// One scan of the keyspace: the iterator (a snapshot of the keyspace taken when it was
+/// opened) and the entries read so far.
+struct Scan {
+    iter: fjall::Iter,
+    direction: Direction,
+    limit: usize,
+    now: u64,
+    entries: Vec<Entry>,
+}
+
+impl Scan {
+    fn open(kv: &Keyspace, range: KeyRange, limit: usize, direction: Direction) -> Self {
+        let bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>) = (range.start, range.end);
+        Scan { iter: kv.range(bounds), direction, limit, now: unix_ms(), entries: Vec::new() }
     }
-    let next = if entries.len() > limit { entries.pop().map(|e| e.key) } else { None };
-    Ok(Page { entries, next })
+
+    /// Reads entries until the page is full (one more than the limit, to tell the next key)
+    /// or the range ends: `Ok(true)`; or until `deadline` passes first: `Ok(false)`, and a
+    /// later call goes on where this one stopped.
+    fn run(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        while self.entries.len() <= self.limit {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            let guard = match self.direction {
+                Direction::Forward => self.iter.next(),
+                Direction::Reverse => self.iter.next_back(),
+            };
+            let Some(guard) = guard else { break };
+            let (k, v) = guard.into_inner().map_err(|e| backend_err("scanning", e))?;
+            let (revision, expires_ms) = decode_header(&v)?;
+            if expires_ms != 0 && expires_ms <= self.now {
+                continue;
+            }
+            self.entries.push(Entry { key: k.to_vec(), value: v[HEADER..].to_vec(), version: revision });
+        }
+        Ok(true)
+    }
+
+    fn finish(self) -> Page {
+        let mut entries = self.entries;
+        let next = if entries.len() > self.limit { entries.pop().map(|e| e.key) } else { None };
+        Page { entries, next }
+    }
 }
 
 /// An expired `ttl` index entry: (index key, key, revision of the expiring write).
