@@ -40,12 +40,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use meshwork_common::error::{ServiceError, ServiceResult};
 use meshwork_common::events::Event;
 use meshwork_common::record::Record;
 use meshwork_proto::pb::timeline::v1 as pb;
-use meshwork_storage::{Condition, Direction, KeyRange, Mutation, StoreError, scan_stream, transact};
+use meshwork_storage::{
+    Condition, Direction, Entry, EventKind, KeyRange, Mutation, StoreError, WatchEvent, scan_stream, transact,
+};
 use tokio::task::JoinSet;
 
 use crate::keys;
@@ -346,17 +348,20 @@ impl Timeline {
         let mut mine: HashSet<Vec<u8>> = HashSet::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let mut watch = None;
+        let mut floor = PendingFloor::default();
         loop {
             while let Ok(key) = done_rx.try_recv() {
                 mine.remove(&key);
             }
             while running.try_join_next().is_some() {}
             if watch.is_none() {
+                floor = PendingFloor::default();
                 watch = self.store.watch(&keys::pending_prefix(), None).await.ok();
             }
             let mut claimed = 0;
-            match self.store.scan(KeyRange::prefix(keys::pending_prefix()), 256, Direction::Forward).await {
+            match self.store.scan(floor.range(), 256, Direction::Forward).await {
                 Ok(page) => {
+                    floor.scanned(&page.entries);
                     for entry in page.entries {
                         if running.len() >= self.config.workers {
                             break;
@@ -399,8 +404,17 @@ impl Timeline {
                         None => futures::future::pending().await,
                     }
                 } => {
-                    if !matches!(changed, Some(Ok(_))) {
-                        watch = None;
+                    // This change and the others already delivered, then one scan.
+                    let mut next = Some(changed);
+                    while let Some(changed) = next.take() {
+                        match changed {
+                            Some(Ok(event)) => floor.changed(&event),
+                            _ => {
+                                watch = None;
+                                break;
+                            }
+                        }
+                        next = watch.as_mut().and_then(|w| w.next().now_or_never());
                     }
                 }
                 Some(key) = done_rx.recv() => { mine.remove(&key); }
@@ -491,13 +505,15 @@ impl Timeline {
                     conflicts = 0;
                     self.stats.inbox_writes.fetch_add(users.len() as u64, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    if finished {
+                        self.stats.tasks_done.fetch_add(1, Ordering::Relaxed);
+                    }
                     for user in users.iter().filter(|u| trim_due(u, task.post_id)) {
                         if let Err(e) = self.trim_inbox(user).await {
                             tracing::warn!(error = %e, %user, "inbox trim failed");
                         }
                     }
                     if finished {
-                        self.stats.tasks_done.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
                 }
@@ -583,5 +599,86 @@ mod tests {
         let hits = (0..100_000u64).filter(|i| trim_due("someone", i * 4096 + 17)).count() as u64;
         let expected = 100_000 / TRIM_EVERY;
         assert!(hits > expected / 2 && hits < expected * 2, "{hits} trims, expected about {expected}");
+    }
+}
+
+/// Where the workers' next scan of the pending markers starts. A marker is deleted when its
+/// task is done, and since marker keys grow with post ids, the tombstones of done tasks sit
+/// below the live markers: a scan from the start of the prefix steps over every fan-out not yet
+/// compacted away (about 6 M instructions a scan after a few thousand posts, four times a
+/// second and once per change). The floor keeps this invariant: no live marker lies below it.
+/// It starts at the prefix (and goes back there whenever the watch restarts); a scan that finds
+/// markers raises it to the first; a scan that finds none raises it past every key this worker
+/// has seen (all of them done); a marker put below it (another replica's clock behind, a retry)
+/// lowers it again, through the watch that was open before the scan.
+#[derive(Debug, Default)]
+struct PendingFloor {
+    floor: Option<Vec<u8>>,
+    highest_seen: Option<Vec<u8>>,
+}
+
+impl PendingFloor {
+    fn range(&self) -> KeyRange {
+        let prefix = keys::pending_prefix();
+        let end = end_of(&prefix);
+        KeyRange::between(self.floor.clone().unwrap_or(prefix), end)
+    }
+
+    fn saw(&mut self, key: &[u8]) {
+        if self.highest_seen.as_deref().is_none_or(|h| key > h) {
+            self.highest_seen = Some(key.to_vec());
+        }
+    }
+
+    fn scanned(&mut self, entries: &[Entry]) {
+        for e in entries {
+            self.saw(&e.key);
+        }
+        self.floor = match entries.first() {
+            Some(first) => Some(first.key.clone()),
+            // Nothing live: past everything seen (the key right after the highest).
+            None => self.highest_seen.as_ref().map(|h| [h.as_slice(), &[0]].concat()).or(self.floor.take()),
+        };
+    }
+
+    fn changed(&mut self, event: &WatchEvent) {
+        self.saw(&event.key);
+        if event.kind == EventKind::Put && self.floor.as_deref().is_some_and(|f| event.key.as_slice() < f) {
+            self.floor = Some(event.key.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+
+    fn entry(key: &[u8]) -> Entry {
+        Entry { key: key.to_vec(), value: Vec::new(), version: 1 }
+    }
+
+    fn event(kind: EventKind, key: &[u8]) -> WatchEvent {
+        WatchEvent { kind, key: key.to_vec(), value: Vec::new(), revision: 1 }
+    }
+
+    #[test]
+    fn the_floor_never_passes_a_live_marker() {
+        let (a, b, c) = (keys::pending(10, 0), keys::pending(20, 0), keys::pending(30, 0));
+        let mut f = PendingFloor::default();
+        assert!(f.range().contains(&a), "starts at the prefix");
+        f.scanned(&[entry(&b), entry(&c)]);
+        assert!(!f.range().contains(&a) && f.range().contains(&b));
+        // b and c done (deleted), nothing live: past c.
+        f.changed(&event(EventKind::Delete, &b));
+        f.changed(&event(EventKind::Delete, &c));
+        f.scanned(&[]);
+        assert!(!f.range().contains(&c));
+        // A new marker below the floor (a clock behind) lowers it.
+        f.changed(&event(EventKind::Put, &a));
+        assert!(f.range().contains(&a));
+        // One above it is in range anyway.
+        let d = keys::pending(40, 1);
+        f.changed(&event(EventKind::Put, &d));
+        assert!(f.range().contains(&a) && f.range().contains(&d));
     }
 }
