@@ -1,0 +1,112 @@
+//! Runs a connection: one task polls, in turn, its inbox (messages from the other side of its
+//! streams), its socket's read side and its write buffer, handling everything that is ready
+//! before writing once. No await point holds state: the whole connection is one poll function.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::conn::{Conn, HIGH_WATER};
+use crate::relay::Msg;
+
+/// Bytes read from the socket at a time (at least).
+const READ_CHUNK: usize = 32 * 1024;
+/// Inbox messages taken per poll.
+const INBOX_BATCH: usize = 128;
+
+/// Drives `conn` over `io` until it is done or the socket fails.
+pub(crate) async fn run<T>(mut io: T, conn: &mut Conn, inbox: &mut UnboundedReceiver<Msg>) -> std::io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut batch = Vec::with_capacity(INBOX_BATCH);
+    let mut inbox_open = true;
+    let mut need_flush = false;
+    let mut eof = false;
+    poll_fn(|cx| poll_conn(&mut io, conn, inbox, &mut inbox_open, &mut rbuf, &mut batch, &mut need_flush, &mut eof, cx))
+        .await
+}
+
+#[allow(clippy::too_many_arguments)]
+fn poll_conn<T>(
+    io: &mut T,
+    conn: &mut Conn,
+    inbox: &mut UnboundedReceiver<Msg>,
+    inbox_open: &mut bool,
+    rbuf: &mut BytesMut,
+    batch: &mut Vec<Msg>,
+    need_flush: &mut bool,
+    eof: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let mut progress = false;
+        if *inbox_open && !conn.closing {
+            match inbox.poll_recv_many(cx, batch, INBOX_BATCH) {
+                Poll::Ready(0) => {
+                    *inbox_open = false;
+                    conn.client_inbox_closed();
+                    progress = true;
+                }
+                Poll::Ready(_) => {
+                    for msg in batch.drain(..) {
+                        conn.on_msg(msg);
+                    }
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if !conn.closing && !*eof && conn.out.len() < HIGH_WATER {
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    *eof = true;
+                    conn.on_eof();
+                    progress = true;
+                }
+                Poll::Ready(Ok(_)) => {
+                    conn.on_read(rbuf);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        conn.before_write();
+        match conn.out.poll_write(io, cx) {
+            Poll::Ready(Ok(true)) => {
+                *need_flush = true;
+                progress = true;
+            }
+            Poll::Ready(Ok(false)) | Poll::Pending => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        }
+        if *need_flush && conn.out.is_empty() {
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => *need_flush = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        if (conn.is_done() || *eof) && conn.out.is_empty() && !*need_flush {
+            return match Pin::new(&mut *io).poll_shutdown(cx) {
+                Poll::Ready(_) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if !progress {
+            return Poll::Pending;
+        }
+    }
+}

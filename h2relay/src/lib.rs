@@ -1,0 +1,76 @@
+//! A frame-level HTTP/2 relay for gRPC, after HAProxy's h2 mux: each request head is
+//! HPACK-decoded once, handed to a [`Router`], re-encoded for an upstream connection, and from
+//! then on DATA frames are forwarded between the two connections as `Bytes` split off the read
+//! buffer, with no task, channel or state machine per stream.
+//!
+//! # Task model
+//! One tokio task per connection, downstream ([`serve_connection`]) or upstream (spawned by an
+//! [`UpstreamPool`]). The task owns its socket, its HPACK encoder and decoder and its stream
+//! table, and is a single poll function (`driver.rs`) that takes, in turn, everything in its
+//! **inbox** (an unbounded channel per *connection* of messages from the other side of its
+//! streams: open, headers, data, reset, window credit), every whole frame in its read buffer,
+//! then writes all pending frames with one (vectored) write. Stream ids are reserved by the
+//! downstream task when it opens a stream on an upstream connection (under that connection's
+//! lock, so Opens arrive in id order), so both tasks know each other's stream id and no lookup
+//! table sits between them. An upstream pool keeps `connections` h2c connections per address
+//! (default: the runtime's worker count, at least 2), spreads streams by fewest outstanding,
+//! honours each upstream's SETTINGS_MAX_CONCURRENT_STREAMS (excess streams wait for a slot in
+//! the upstream task), replaces failed connections on the next request and drains on GOAWAY.
+//!
+//! # Flow control and the memory bound
+//! Stream windows are relayed end to end: the relay gives a sender stream window back
+//! (WINDOW_UPDATE, batched by a quarter window) only for bytes the *other* connection has put
+//! into its write buffer, and that write buffer takes DATA only while it is under
+//! 256 KiB (`HIGH_WATER`), which is also when the socket is read. So a slow reader stops the
+//! writer at the far end, and the DATA the relay holds for one stream in one direction is at
+//! most the window it advertised for it: [`ServerConfig::initial_stream_window`] for request
+//! bodies, [`UpstreamConfig::initial_stream_window`] for responses (256 KiB each by default).
+//! Per downstream connection that is at most
+//! `max_concurrent_streams × (server window + upstream window)` plus 256 KiB of write buffer
+//! on each connection; inboxes carry only window-bounded DATA, so "unbounded" channels are
+//! bounded by that too. Connection windows are *not* relayed (one slow stream must not stall
+//! the other clients sharing an upstream connection): they are opened as frames are taken off
+//! the socket. [`Stats`] counts the bytes held so tests can check the bound.
+//!
+//! # Defences (downstream side)
+//! Preface and first-SETTINGS checks; SETTINGS_MAX_FRAME_SIZE enforced from the frame header
+//! (FRAME_SIZE_ERROR); a cap on a header block's compressed size and CONTINUATION count
+//! (ENHANCE_YOUR_CALM); HPACK table and decoded list bounds (COMPRESSION_ERROR, or 431 for a
+//! list over SETTINGS_MAX_HEADER_LIST_SIZE); SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM);
+//! rapid reset (streams the client resets before they complete, counted per period:
+//! ENHANCE_YOUR_CALM) and PING, SETTINGS and useless-frame floods (ENHANCE_YOUR_CALM). No
+//! input from a peer panics; every protocol error is a GOAWAY or an RST_STREAM with its
+//! RFC 9113 code.
+//!
+//! # Not implemented (yet)
+//! TLS is the caller's (any `AsyncRead + AsyncWrite` is served, ALPN is not checked);
+//! `grpc-timeout` is parsed out for the router but no deadline is enforced; no retries
+//! (retriable failures reach the client as RST_STREAM(REFUSED_STREAM)); no keepalive PINGs,
+//! idle or handshake timeouts, SETTINGS-ack timeout or graceful GOAWAY on shutdown; no
+//! reconnect backoff; stream priorities are ignored; server push is refused; request
+//! methods other than CONNECT are relayed but the relay is meant and tested for gRPC.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod conn;
+mod driver;
+pub mod error;
+mod flow;
+pub mod frame;
+pub mod head;
+pub mod hpack;
+pub mod limits;
+mod pool;
+mod relay;
+mod server;
+mod upstream;
+pub mod wbuf;
+
+pub use config::{ServerConfig, UpstreamConfig};
+pub use error::{H2Error, Reason};
+pub use head::RequestHead;
+pub use limits::{Limits, RateLimit};
+pub use pool::UpstreamPool;
+pub use relay::{Reject, Route, Router, Stats};
+pub use server::serve_connection;

@@ -1,0 +1,204 @@
+//! The downstream (server) side: [`serve_connection`] checks the client preface, exchanges
+//! SETTINGS, decodes each request head once, asks the [`Router`] and opens the stream on an
+//! upstream connection (or answers it itself).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::config::{LocalSettings, ServerConfig};
+use crate::conn::{Conn, Out, Side, Stream};
+use crate::error::{H2Error, Reason};
+use crate::frame::{self, PREFACE};
+use crate::head::{self, parse_request, trailers_only, upstream_fields};
+use crate::hpack::{DecodeError, HeaderList};
+use crate::relay::{Open, Peer, Refusal, Router};
+
+/// gRPC's UNAVAILABLE.
+const GRPC_UNAVAILABLE: u32 = 14;
+
+pub(crate) struct ServerSide {
+    router: Arc<dyn Router>,
+    config: Arc<ServerConfig>,
+    preface_done: bool,
+    settings_seen: bool,
+    /// The highest stream id the client has opened.
+    pub last_peer_sid: u32,
+    /// The client sent GOAWAY: no new streams; the connection ends with the last one.
+    pub peer_goaway: bool,
+}
+
+/// Serves one HTTP/2 client connection (h2c, or h2 over TLS once ALPN picked it) until it
+/// closes: one task, no task per stream. Returns the socket's I/O error, if any; protocol
+/// errors are answered with GOAWAY and end the connection normally.
+pub async fn serve_connection<T, R>(io: T, config: Arc<ServerConfig>, router: Arc<R>) -> std::io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    R: Router,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let side = ServerSide {
+        router,
+        config: config.clone(),
+        preface_done: false,
+        settings_seen: false,
+        last_peer_sid: 0,
+        peer_goaway: false,
+    };
+    let local = LocalSettings::from(&*config);
+    let mut conn = Conn::new(Side::Server(Box::new(side)), local, Some(tx), Some(config.stats.clone()));
+    conn.write_preamble(&[(frame::setting::MAX_CONCURRENT_STREAMS, config.max_concurrent_streams)]);
+    let mut rx = rx;
+    let result = crate::driver::run(io, &mut conn, &mut rx).await;
+    conn.on_eof();
+    result
+}
+
+impl Conn {
+    fn server(&mut self) -> &mut ServerSide {
+        match &mut self.side {
+            Side::Server(s) => s,
+            Side::Client(_) => unreachable!("server code on an upstream connection"),
+        }
+    }
+
+    /// Consumes the client preface; `false` while it is incomplete or when it is wrong (the
+    /// connection then fails).
+    pub(crate) fn server_preface(&mut self, rbuf: &mut BytesMut) -> bool {
+        if self.server().preface_done {
+            return true;
+        }
+        let n = rbuf.len().min(PREFACE.len());
+        if rbuf[..n] != PREFACE[..n] {
+            self.fail(Reason::PROTOCOL_ERROR, "invalid connection preface");
+            return false;
+        }
+        if n < PREFACE.len() {
+            return false;
+        }
+        rbuf.advance(PREFACE.len());
+        self.server().preface_done = true;
+        true
+    }
+
+    /// The client's first frame must be SETTINGS.
+    pub(crate) fn server_first_frame(&mut self, is_settings: bool) -> Result<(), H2Error> {
+        let s = self.server();
+        if !s.settings_seen {
+            if !is_settings {
+                return Err(H2Error::protocol("first frame is not SETTINGS"));
+            }
+            s.settings_seen = true;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn server_header_block(
+        &mut self,
+        sid: u32,
+        decoded: Result<(), DecodeError>,
+        fields: HeaderList,
+        end_stream: bool,
+    ) -> Result<(), H2Error> {
+        if let Err(DecodeError::Compression(why)) = decoded {
+            return Err(H2Error::conn(Reason::COMPRESSION_ERROR, why));
+        }
+        if sid <= self.server().last_peer_sid {
+            return self.server_trailers(sid, decoded, fields, end_stream);
+        }
+        self.server().last_peer_sid = sid;
+        let config = self.server().config.clone();
+        let mut stream = Stream::new(None, self.peer_initial_window, self.local.initial_stream_window);
+        stream.recv_end = end_stream;
+        if decoded == Err(DecodeError::ListTooLarge) {
+            let status = vec![(Bytes::from_static(b":status"), Bytes::from_static(b"431"))];
+            return self.answer(sid, stream, status);
+        }
+        if self.streams.len() >= config.max_concurrent_streams as usize {
+            frame::write_rst(&mut self.out, sid, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
+        config.stats.streams.fetch_add(1, Ordering::Relaxed);
+        let head = parse_request(sid, fields, end_stream).map_err(|_| H2Error::Stream(sid, Reason::PROTOCOL_ERROR))?;
+        let route = match self.server().router.route(&head) {
+            Ok(route) => route,
+            Err(reject) => return self.answer(sid, stream, trailers_only(reject.grpc_status, &reject.message)),
+        };
+        let Some(tx) = self.self_tx.clone() else { return Ok(()) };
+        let open = Open {
+            sid: 0,
+            peer: Peer { tx, sid },
+            fields: upstream_fields(&head, &route, &route.upstream.config().scheme),
+            end_stream,
+        };
+        match route.upstream.open(open) {
+            Ok(peer) => {
+                stream.peer = Some(peer);
+                self.streams.insert(sid, stream);
+            }
+            Err(why) => {
+                return self.answer(sid, stream, trailers_only(GRPC_UNAVAILABLE, why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a stream with a complete response of headers only.
+    fn answer(&mut self, sid: u32, mut stream: Stream, fields: HeaderList) -> Result<(), H2Error> {
+        stream.queue.push_back(Out::Headers(fields, true));
+        self.streams.insert(sid, stream);
+        self.schedule(sid);
+        Ok(())
+    }
+
+    fn server_trailers(
+        &mut self,
+        sid: u32,
+        decoded: Result<(), DecodeError>,
+        fields: HeaderList,
+        end_stream: bool,
+    ) -> Result<(), H2Error> {
+        let Some(stream) = self.streams.get_mut(&sid) else {
+            return Err(H2Error::Stream(sid, Reason::STREAM_CLOSED));
+        };
+        if stream.recv_end {
+            return Err(H2Error::Stream(sid, Reason::STREAM_CLOSED));
+        }
+        let malformed = !end_stream
+            || decoded.is_err()
+            || fields.iter().any(|(n, v)| n.first() == Some(&b':') || !head::valid_field(n, v));
+        if malformed {
+            return Err(H2Error::Stream(sid, Reason::PROTOCOL_ERROR));
+        }
+        stream.recv_end = true;
+        if let Some(peer) = &stream.peer {
+            peer.send(crate::relay::Msg::Headers { sid: peer.sid, fields, end_stream: true });
+        }
+        self.maybe_finish(sid);
+        Ok(())
+    }
+
+    /// The upstream could not take a stream.
+    pub(crate) fn server_refused(&mut self, sid: u32, why: Refusal) {
+        let Some(stream) = self.streams.get_mut(&sid) else { return };
+        stream.peer = None;
+        // Request bytes the upstream never took are the relay's to give back now.
+        let forwarded = std::mem::take(&mut stream.forwarded);
+        stream.recv_unacked += forwarded as u32;
+        if let Some(stats) = &self.stats {
+            stats.add_buffered(-(forwarded as i64));
+        }
+        match why {
+            Refusal::Unavailable(message) if !stream.headers_sent => {
+                stream.queue.clear();
+                stream.queue.push_back(Out::Headers(trailers_only(GRPC_UNAVAILABLE, message), true));
+                self.schedule(sid);
+            }
+            Refusal::Retriable if !stream.headers_sent => self.reset_stream(sid, Reason::REFUSED_STREAM),
+            _ => self.reset_stream(sid, Reason::INTERNAL_ERROR),
+        }
+    }
+}
