@@ -49,6 +49,8 @@ pub const TARGETS: &[Target] = &[
     ("logql", logql),
     ("loki_push", loki_push),
     ("gaen_export", gaen_export),
+    ("h2_frames", h2_frames),
+    ("hpack", hpack),
 ];
 
 /// Splits `data` into chunks whose sizes come from its first byte (1 to 64, or one chunk),
@@ -744,4 +746,57 @@ fn gaen_observations(text: &str) {
     assert!(report.matched <= report.observations, "more matches than sightings");
     assert!(report.days.windows(2).all(|w| w[0].day < w[1].day), "days not oldest first, once each");
     assert_eq!(report.exposed, report.days.iter().any(|d| d.exposed), "verdict and days disagree");
+}
+
+/// HTTP/2 frames as the gateway's relay reads them off a socket (`meshwork_h2relay::frame`):
+/// any chunking of the bytes gives the same frames, then the same error or the same wait for
+/// more, as the bytes in one piece; never a panic.
+pub fn h2_frames(data: &[u8]) {
+    use bytes::BytesMut;
+    use meshwork_h2relay::frame;
+    // The largest frame allowed, from the input: both sides of the limit are reached.
+    let max = 16_384 + u32::from(data.first().copied().unwrap_or(0)) * 64;
+    let (chunks, whole) = chunked(data);
+    let read_all = |pieces: &[&[u8]]| {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                match frame::decode(&mut buf, max) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    };
+    assert_eq!(read_all(&chunks), read_all(&[whole]), "chunking changed the frames");
+}
+
+/// HPACK header blocks (`meshwork_h2relay::hpack`), two on one connection so that the second
+/// refers to the first's table entries: a decoder with a list bound never panics, and a list
+/// it decodes re-encodes and decodes back to itself.
+pub fn hpack(data: &[u8]) {
+    use bytes::{Bytes, BytesMut};
+    use meshwork_h2relay::hpack::{Decoder, Encoder, HeaderList};
+    let Some((&split, rest)) = data.split_first() else { return };
+    // Two blocks on one connection, so dynamic table entries of the first are referenced by
+    // the second.
+    let at = usize::from(split).min(rest.len());
+    let (first, second) = rest.split_at(at);
+    let mut decoder = Decoder::new(4_096, 1_024);
+    for block in [first, second] {
+        let mut list = HeaderList::new();
+        if decoder.decode(&Bytes::copy_from_slice(block), &mut list).is_err() {
+            return;
+        }
+        let mut encoder = Encoder::default();
+        let mut encoded = BytesMut::new();
+        encoder.encode(list.iter().map(|(n, v)| (n, v)), &mut encoded);
+        let mut again = HeaderList::new();
+        Decoder::new(4_096, usize::MAX).decode(&encoded.freeze(), &mut again).expect("our own encoding decodes");
+        assert_eq!(again, list, "re-encoding changed the list");
+    }
 }
