@@ -1,7 +1,14 @@
 //! The read caches of the home timeline, each kept coherent by the Store's watch in the way
-//! of the kit's `WatchedCache` (which caches single keys; these cache a post with its counter
-//! shards, and the set of pulled authors):
+//! of the kit's `WatchedCache` (which caches single keys; these cache what several keys under
+//! one entity's prefix add up to: a post with its counter shards, an author's newest ids, the
+//! celebrities a user follows, and the set of pulled authors):
 //!
+//! - [`NewestCache`]: author -> its newest [`NEWEST_KEPT`] post ids, for the pulls of
+//!   celebrities' posts; dropped on any change under `timeline/by-author/<author>/`, and by
+//!   this replica right after it writes a pulled post.
+//! - [`FollowedCelebsCache`]: user -> the celebrities it follows, for the current celebrity
+//!   set (recomputed when the set differs); dropped on any change under
+//!   `timeline/following/<user>/`, and by this replica right after its own Follow and Unfollow.
 //! - [`PostCache`]: post id -> the post as the wire has it (record, like and repost counts),
 //!   or its absence. Every change under `timeline/posts/<id>` (the record, a counter shard)
 //!   seen by the watch drops the entry, and this replica drops it itself right after its own
@@ -17,6 +24,7 @@
 //! stripe of keys, checked under the stripe's lock), so an old value read just before a
 //! change cannot land after the change's invalidation.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -87,38 +95,38 @@ async fn follow(store: DynStore, prefix: Vec<u8>, cache: Arc<dyn Invalidate>) {
     }
 }
 
-/// Post id -> the post (with its counts) or its absence; see the module docs.
-pub struct PostCache {
-    entries: moka::sync::Cache<u64, Option<Arc<pb::Post>>>,
-    /// Changes applied per stripe of ids (the fill guard).
+/// A map from a key to what the Store holds for it, kept coherent by the watch of a prefix:
+/// every change under the prefix drops the entry of the key it belongs to (`key_of`), and the
+/// fill guard (a change counter per stripe of keys) keeps a read that raced a change from
+/// filling the map. Bypassed while its watch is not running. See the module docs.
+pub struct WatchedMap<K, V> {
+    entries: moka::sync::Cache<K, V>,
+    /// Changes applied per stripe of keys (the fill guard).
     stripes: Box<[Mutex<u64>]>,
     live: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
+    prefix: Vec<u8>,
+    key_of: fn(&[u8]) -> Option<K>,
 }
 
-impl std::fmt::Debug for PostCache {
+impl<K, V> std::fmt::Debug for WatchedMap<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostCache").field("live", &self.live.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("WatchedMap")
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
-impl Default for PostCache {
-    fn default() -> Self {
-        PostCache {
-            entries: moka::sync::Cache::builder().max_capacity(POST_CAPACITY).time_to_live(POST_TTL).build(),
-            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
-            live: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Invalidate for PostCache {
+impl<K, V> Invalidate for WatchedMap<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     fn changed(&self, key: &[u8]) {
-        if let Some(id) = keys::post_id_of_key(key) {
-            self.invalidate(id);
+        if let Some(k) = (self.key_of)(key) {
+            self.invalidate(&k);
         }
     }
 
@@ -134,18 +142,37 @@ impl Invalidate for PostCache {
     }
 }
 
-impl PostCache {
-    fn stripe(&self, id: u64) -> &Mutex<u64> {
-        &self.stripes[(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % STRIPES]
+impl<K, V> WatchedMap<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A map of at most `capacity` entries over the keys under `prefix`, each kept at most `ttl`.
+    pub fn new(prefix: Vec<u8>, key_of: fn(&[u8]) -> Option<K>, capacity: u64, ttl: Duration) -> Self {
+        WatchedMap {
+            entries: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            live: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            prefix,
+            key_of,
+        }
     }
 
-    /// Returns the task that keeps the cache coherent (one per cache).
+    fn stripe(&self, key: &K) -> &Mutex<u64> {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() >> 56) as usize % STRIPES]
+    }
+
+    /// Returns the task that keeps the map coherent (one per map).
     pub fn watch_task(self: &Arc<Self>, store: DynStore) -> impl Future<Output = ()> + Send + 'static {
         let cache: Arc<dyn Invalidate> = self.clone();
-        follow(store, b"timeline/posts/".to_vec(), cache)
+        follow(store, self.prefix.clone(), cache)
     }
 
-    /// Returns true while the watch runs (reads may be served from the cache).
+    /// Returns true while the watch runs (reads may be served from the map).
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::Acquire)
     }
@@ -155,49 +182,110 @@ impl PostCache {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
-    /// Drops what the cache knows of post `id`; a read in flight does not fill it afterwards.
-    pub fn invalidate(&self, id: u64) {
-        let mut guard = lock(self.stripe(id));
+    /// Drops what the map knows of `key`; a read in flight does not fill it afterwards.
+    pub fn invalidate(&self, key: &K) {
+        let mut guard = lock(self.stripe(key));
         *guard += 1;
-        self.entries.invalidate(&id);
+        self.entries.invalidate(key);
     }
 
-    /// Returns the posts of `ids` that exist, in the order given: cached ones from the cache,
-    /// the others by `load` (each read once, concurrently), which then fill the cache.
-    pub async fn get_many<F, Fut>(&self, ids: &[u64], load: F) -> ServiceResult<Vec<pb::Post>>
+    /// Returns the value of every key, in the order given: cached ones from the map, the
+    /// others by `load` (each read once, concurrently), which then fill the map.
+    pub async fn get_many<Q, F, Fut>(&self, keys: &[Q], load: F) -> ServiceResult<Vec<V>>
     where
-        F: Fn(u64) -> Fut,
-        Fut: Future<Output = ServiceResult<Option<pb::Post>>>,
+        Q: std::borrow::Borrow<K>,
+        K: Clone,
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = ServiceResult<V>>,
     {
         let live = self.is_live();
-        let mut found: Vec<Option<Option<Arc<pb::Post>>>> = Vec::with_capacity(ids.len());
+        let mut found: Vec<Option<V>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let hit = if live { self.entries.get(id) } else { None };
+        for (i, key) in keys.iter().enumerate() {
+            let hit = if live { self.entries.get(key.borrow()) } else { None };
             if hit.is_none() {
                 missing.push(i);
             }
             found.push(hit);
         }
-        self.hits.fetch_add((ids.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.hits.fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
         self.misses.fetch_add(missing.len() as u64, Ordering::Relaxed);
         if !missing.is_empty() {
-            let before: Vec<u64> = missing.iter().map(|i| *lock(self.stripe(ids[*i]))).collect();
-            let loaded = futures::future::try_join_all(missing.iter().map(|i| load(ids[*i]))).await?;
-            for ((i, seen), post) in missing.iter().zip(before).zip(loaded) {
-                let (id, post) = (ids[*i], post.map(Arc::new));
-                let guard = lock(self.stripe(id));
+            let before: Vec<u64> = missing.iter().map(|i| *lock(self.stripe(keys[*i].borrow()))).collect();
+            let loaded = futures::future::try_join_all(missing.iter().map(|i| load(keys[*i].borrow().clone()))).await?;
+            for ((i, seen), value) in missing.iter().zip(before).zip(loaded) {
+                let key = keys[*i].borrow();
+                let guard = lock(self.stripe(key));
                 // No change of this stripe while it was read: the value is current as far as
                 // the watch knows (`live` re-checked under the lock a reset takes).
                 if *guard == seen && self.live.load(Ordering::Acquire) {
-                    self.entries.insert(id, post.clone());
+                    self.entries.insert(key.clone(), value.clone());
                 }
                 drop(guard);
-                found[*i] = Some(post);
+                found[*i] = Some(value);
             }
         }
-        Ok(found.into_iter().flatten().flatten().map(|p| (*p).clone()).collect())
+        Ok(found.into_iter().flatten().collect())
     }
+
+    /// Returns the value of `key`: cached, or from `load` (which then fills the map).
+    pub async fn get<F, Fut>(&self, key: &K, load: F) -> ServiceResult<V>
+    where
+        K: Clone,
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = ServiceResult<V>>,
+    {
+        let mut values = self.get_many(std::slice::from_ref(key), load).await?;
+        Ok(values.pop().expect("get_many answers one value per key"))
+    }
+}
+
+/// Post id -> the post as the wire has it (record, like and repost counts), or its absence.
+pub type PostCache = WatchedMap<u64, Option<Arc<pb::Post>>>;
+
+/// Returns the post cache (changes under `timeline/posts/<id>`: the record, a counter shard).
+pub fn post_cache() -> PostCache {
+    WatchedMap::new(b"timeline/posts/".to_vec(), keys::post_id_of_key, POST_CAPACITY, POST_TTL)
+}
+
+/// An author's newest post ids (newest first), and whether they are all the author has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest {
+    pub ids: Vec<u64>,
+    pub complete: bool,
+}
+
+/// How many of an author's newest post ids [`NewestCache`] keeps.
+pub const NEWEST_KEPT: usize = 64;
+
+/// Author -> [`Newest`]: the pulls of celebrities' posts at read time (changes under
+/// `timeline/by-author/<author>/`).
+pub type NewestCache = WatchedMap<String, Arc<Newest>>;
+
+/// Returns the cache of authors' newest post ids.
+pub fn newest_cache() -> NewestCache {
+    WatchedMap::new(b"timeline/by-author/".to_vec(), |key| segment_after(key, b"timeline/by-author/"), 50_000, POST_TTL)
+}
+
+/// User -> (the celebrity set it was computed for, the celebrities of it the user follows)
+/// (changes under `timeline/following/<user>/`).
+pub type FollowedCelebsCache = WatchedMap<String, Arc<(Arc<Vec<String>>, Vec<String>)>>;
+
+/// Returns the cache of the celebrities each user follows.
+pub fn followed_celebs_cache() -> FollowedCelebsCache {
+    WatchedMap::new(
+        b"timeline/following/".to_vec(),
+        |key| segment_after(key, b"timeline/following/"),
+        100_000,
+        POST_TTL,
+    )
+}
+
+/// The path segment right after `prefix` in `key`.
+fn segment_after(key: &[u8], prefix: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(prefix)?;
+    let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
 }
 
 /// The authors whose posts are pulled at read time; see the module docs.

@@ -23,7 +23,10 @@ use meshwork_common::settings::Settings;
 use meshwork_proto::pb::timeline::v1 as pb;
 use meshwork_storage::{Direction, DynStore, KeyRange, Txn, prefix_end, transact};
 
-use crate::cache::{CelebCache, PostCache};
+use crate::cache::{
+    CelebCache, FollowedCelebsCache, NEWEST_KEPT, Newest, NewestCache, PostCache, followed_celebs_cache, newest_cache,
+    post_cache,
+};
 use crate::counts;
 use crate::fanout::FanoutStats;
 use crate::home;
@@ -114,6 +117,10 @@ pub struct Timeline {
     pub(crate) stats: FanoutStats,
     /// Posts with their counts, for pages ([`crate::cache`]).
     pub(crate) posts: Arc<PostCache>,
+    /// Authors' newest post ids (the pulls), kept by the watch of `timeline/by-author/`.
+    pub(crate) newest: Arc<NewestCache>,
+    /// The celebrities each user follows, kept by the watch of `timeline/following/`.
+    pub(crate) followed: Arc<FollowedCelebsCache>,
     /// The authors pulled at read time ([`crate::cache`]).
     pub(crate) celebs: Arc<CelebCache>,
     /// Handles known to exist (users are never deleted, so this needs no invalidation).
@@ -232,7 +239,9 @@ impl Timeline {
             snowflake: tokio::sync::OnceCell::new(),
             worker_id: meshwork_common::random_id("w", 10),
             stats: FanoutStats::default(),
-            posts: Arc::new(PostCache::default()),
+            posts: Arc::new(post_cache()),
+            newest: Arc::new(newest_cache()),
+            followed: Arc::new(followed_celebs_cache()),
             celebs: Arc::new(CelebCache::default()),
             known_users: moka::sync::Cache::new(1_000_000),
             post_queue: PostQueue::default(),
@@ -247,7 +256,12 @@ impl Timeline {
     /// Returns the tasks that keep the read caches coherent with the Store's watch, for the
     /// hosted service (without them the caches stay bypassed).
     pub fn cache_tasks(&self) -> Vec<futures::future::BoxFuture<'static, ()>> {
-        vec![Box::pin(self.posts.watch_task(self.store.clone())), Box::pin(self.celebs.watch_task(self.store.clone()))]
+        vec![
+            Box::pin(self.posts.watch_task(self.store.clone())),
+            Box::pin(self.newest.watch_task(self.store.clone())),
+            Box::pin(self.followed.watch_task(self.store.clone())),
+            Box::pin(self.celebs.watch_task(self.store.clone())),
+        ]
     }
 
     /// Fails with NOT_FOUND unless `handle` exists (known handles are remembered: users are
@@ -367,6 +381,10 @@ impl Timeline {
             })
         })
         .await?;
+        if changed {
+            // This replica's pages follow the change at once (others through their watch).
+            self.followed.invalidate(&user);
+        }
         if changed && let Err(e) = self.backfill(&user, &target).await {
             // The event consumer does it again; the follow itself is committed.
             tracing::warn!(error = %e, %user, %target, "backfill after follow failed");
@@ -397,6 +415,10 @@ impl Timeline {
             })
         })
         .await?;
+        if changed {
+            // This replica's pages follow the change at once (others through their watch).
+            self.followed.invalidate(&user);
+        }
         if changed && let Err(e) = self.remove_from_inbox(&user, &target).await {
             tracing::warn!(error = %e, %user, %target, "inbox clean-up after unfollow failed");
         }
@@ -557,14 +579,19 @@ impl Timeline {
                 for record in &created {
                     self.write_new_post(&tx, record).await?;
                 }
-                Ok::<_, ServiceError>((answers, created.iter().any(|r| !r.pushed)))
+                let authors: Vec<String> = created.iter().map(|r| r.author.clone()).collect();
+                Ok::<_, ServiceError>((answers, created.iter().any(|r| !r.pushed), authors))
             })
         })
         .await;
         match outcome {
-            Ok((answers, pulled)) => {
+            Ok((answers, pulled, authors)) => {
                 if pulled {
                     self.celebs.invalidate();
+                }
+                // This replica's pulls show them at once (others when their watch sees them).
+                for author in &authors {
+                    self.newest.invalidate(author);
                 }
                 for (sender, answer) in senders.into_iter().zip(answers) {
                     let _ = sender.send(answer);
@@ -600,7 +627,8 @@ impl Timeline {
     /// Returns the posts of `ids` that still exist, in the order given, through the post
     /// cache (timelines; GetPost reads the Store).
     pub(crate) async fn load_posts(&self, ids: &[u64]) -> ServiceResult<Vec<pb::Post>> {
-        self.posts.get_many(ids, |id| self.load_post(id)).await
+        let posts = self.posts.get_many(ids, |id| async move { Ok(self.load_post(id).await?.map(Arc::new)) }).await?;
+        Ok(posts.into_iter().flatten().map(|p| (*p).clone()).collect())
     }
 
     /// GetPost.
@@ -616,7 +644,7 @@ impl Timeline {
         // The counter shards are blind-deleted with the record (no one adds to the counters
         // of a post that is gone: Like and Repost read the record in their transaction).
         let shards = self.store.scan(KeyRange::prefix(keys::post(id)), 64, Direction::Forward).await?;
-        let repost_of = transact(&self.store, |tx| {
+        let (repost_of, author) = transact(&self.store, |tx| {
             let shards = &shards;
             Box::pin(async move {
                 let record = match tx.get(&keys::post(id)).await? {
@@ -647,14 +675,15 @@ impl Timeline {
                 }
                 let event = TimelineEvent::PostDeleted { post_id: id, author: record.author.clone() };
                 self.log.append(&tx, event_type::POST_DELETED, event.encode()?).await?;
-                Ok(record.repost_of)
+                Ok((record.repost_of, record.author))
             })
         })
         .await?;
         // This replica's pages drop it at once (others when their watch sees the delete).
-        self.posts.invalidate(id);
+        self.posts.invalidate(&id);
+        self.newest.invalidate(&author);
         if let Some(original) = repost_of {
-            self.posts.invalidate(original);
+            self.posts.invalidate(&original);
         }
         Ok(())
     }
@@ -698,7 +727,7 @@ impl Timeline {
         })
         .await?;
         if changed {
-            self.posts.invalidate(id);
+            self.posts.invalidate(&id);
         }
         Ok((counts::sum(&self.store, &prefix).await?, changed))
     }
@@ -752,7 +781,8 @@ impl Timeline {
         })
         .await?;
         if changed {
-            self.posts.invalidate(original);
+            self.posts.invalidate(&original);
+            self.newest.invalidate(&user);
             if !pushed {
                 self.celebs.invalidate();
             }
@@ -794,16 +824,48 @@ impl Timeline {
                 Ok(celebs.iter().filter_map(|e| keys::last_segment(&e.key).map(str::to_string)).collect())
             })
             .await?;
-        let checks =
-            futures::future::try_join_all(names.iter().map(|c| async move {
-                Ok::<_, ServiceError>(self.store.get(&keys::following(user, c)).await?.is_some())
-            }))
-            .await?;
-        Ok(names.iter().zip(checks).filter(|(_, followed)| *followed).map(|(name, _)| name.clone()).collect())
+        let check = |user: String| {
+            let names = names.clone();
+            async move {
+                let checks = futures::future::try_join_all(names.iter().map(|c| {
+                    let key = keys::following(&user, c);
+                    async move { Ok::<_, ServiceError>(self.store.get(&key).await?.is_some()) }
+                }))
+                .await?;
+                let followed = names.iter().zip(checks).filter(|(_, f)| *f).map(|(n, _)| n.clone()).collect();
+                Ok(Arc::new((names, followed)))
+            }
+        };
+        let user = user.to_string();
+        let mut known = self.followed.get(&user, check).await?;
+        // Computed for another celebrity set: again for this one (and kept).
+        if known.0 != names {
+            self.followed.invalidate(&user);
+            known = self.followed.get(&user, check).await?;
+        }
+        Ok(known.1.clone())
     }
 
     /// Returns up to `limit` post ids of `author` older than `cursor`, newest first.
     pub(crate) async fn pull(&self, author: &str, cursor: Option<u64>, limit: usize) -> ServiceResult<Vec<u64>> {
+        if limit <= NEWEST_KEPT {
+            let newest = self
+                .newest
+                .get(&author.to_string(), |author| {
+                    let prefix = keys::by_author_prefix(&author);
+                    async move {
+                        let page = self.store.scan(KeyRange::prefix(prefix), NEWEST_KEPT, Direction::Forward).await?;
+                        let ids = page.entries.iter().filter_map(|e| keys::id_of_inverted_key(&e.key)).collect();
+                        Ok(Arc::new(Newest { ids, complete: page.next.is_none() }))
+                    }
+                })
+                .await?;
+            let below: Vec<u64> =
+                newest.ids.iter().copied().filter(|id| cursor.is_none_or(|c| *id < c)).take(limit).collect();
+            if below.len() == limit || newest.complete {
+                return Ok(below);
+            }
+        }
         let page =
             self.store.scan(after_cursor(keys::by_author_prefix(author), cursor), limit, Direction::Forward).await?;
         Ok(page.entries.iter().filter_map(|e| keys::id_of_inverted_key(&e.key)).collect())

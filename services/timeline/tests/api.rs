@@ -20,6 +20,7 @@ use support::*;
 use tonic::Code;
 
 on_every_backend!(
+    celebrity_posts_and_follows_made_on_another_replica_reach_pages,
     users_follows_and_counts,
     follow_backfills_and_unfollow_cleans_the_inbox,
     user_timelines_replies_reposts_and_deletion,
@@ -354,6 +355,57 @@ async fn pages_see_likes_and_deletes_made_on_another_replica(backend: Backend) {
     // GetPost reads the store: exact at once on either replica.
     let got = cb.get_post(pb::GetPostRequest { post_id: one.post_id.clone() }).await.unwrap().into_inner();
     assert_eq!(got.post.unwrap().like_count, 1);
+}
+
+/// The pull caches (an author's newest ids, the celebrities a user follows) are dropped by the
+/// replica that changes them at once, and by the others when their watch brings the change.
+async fn celebrity_posts_and_follows_made_on_another_replica_reach_pages(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let ctx = context(store.clone());
+    // One follower makes a celebrity: every post here is pulled at read time.
+    let config = Config { celebrity_threshold: 1, ..Config::default() };
+    let (a, b) = (serve(&ctx, config.clone()).await, serve(&ctx, config).await);
+    caches_live(&a).await;
+    caches_live(&b).await;
+    let (mut ca, mut cb) = (a.client(), b.client());
+    let t = tag();
+    let (c1, c2, reader) = (format!("{t}c1"), format!("{t}c2"), format!("{t}r"));
+    for u in [&c1, &c2, &reader] {
+        user(&mut ca, u).await;
+    }
+    ca.follow(pb::FollowRequest { user: reader.clone(), target: c1.clone() }).await.unwrap();
+    ca.follow(pb::FollowRequest { user: c1.clone(), target: c2.clone() }).await.unwrap();
+    let ids = |posts: &[pb::Post]| posts.iter().map(|p| p.post_id.clone()).collect::<Vec<_>>();
+    let first = post(&mut ca, &c1, "first").await;
+    let elsewhere = post(&mut ca, &c2, "c2 news").await;
+    assert_eq!(status(&mut ca, &first.post_id).await.mode, pb::FanoutMode::Pull as i32);
+    // At once on the replica that wrote it; the reader does not follow c2.
+    assert_eq!(ids(&home_page(&mut ca, &reader, 10, "").await.posts), vec![first.post_id.clone()]);
+    // A post through the other replica, the pull of c1 cached here.
+    let second = post(&mut cb, &c1, "second").await;
+    let want = vec![second.post_id.clone(), first.post_id.clone()];
+    let posted = home_until(&mut ca, &reader, "a celebrity post on the other replica", |p| ids(p) == want).await;
+    // A follow and an unfollow through the other replica, the reader's celebrities cached here.
+    cb.follow(pb::FollowRequest { user: reader.clone(), target: c2.clone() }).await.unwrap();
+    let want = vec![elsewhere.post_id.clone(), second.post_id.clone(), first.post_id.clone()];
+    let want_sorted = {
+        let mut w = want.clone();
+        w.sort_by_key(|id| std::cmp::Reverse(id.parse::<u64>().unwrap()));
+        w
+    };
+    let followed = home_until(&mut ca, &reader, "a follow on the other replica", |p| ids(p) == want_sorted).await;
+    cb.unfollow(pb::UnfollowRequest { user: reader.clone(), target: c2.clone() }).await.unwrap();
+    let unfollowed = home_until(&mut ca, &reader, "an unfollow on the other replica", |p| {
+        !ids(p).contains(&elsewhere.post_id) && ids(p).len() == 2
+    })
+    .await;
+    eprintln!(
+        "[{}] another replica's celebrity post seen after {posted:?}, follow after {followed:?}, unfollow after {unfollowed:?}",
+        store.backend()
+    );
+    // And this replica's own follow shows on its very next page.
+    ca.follow(pb::FollowRequest { user: reader.clone(), target: c2.clone() }).await.unwrap();
+    assert_eq!(ids(&home_page(&mut ca, &reader, 10, "").await.posts), want_sorted);
 }
 
 async fn concurrent_posts_are_written_together_and_once_each(backend: Backend) {
