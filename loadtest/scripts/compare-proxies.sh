@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One tonic backend (`meshwork serve urlshortener`, embedded store) measured directly and
 # behind the meshwork gateway, a bare Pingora proxy with the gateway's server settings and no
-# logic (gateway/examples/bare_pingora.rs: the floor Pingora itself sets), nginx `grpc_pass` and
-# HAProxy (h2 both sides), in one run with
+# logic (gateway/examples/bare_pingora.rs: the floor Pingora itself sets), the h2relay crate's
+# frame-level relay with no gateway features (h2relay/examples/h2relay_proxy.rs: 2 worker threads,
+# 2 upstream connections), nginx `grpc_pass` and HAProxy (h2 both sides), in one run with
 # the same load: Resolve{code:"bench01", skip_click:true} (a cache hit, no click written).
 #
 # Per target: throughput at saturation with `meshwork load` and with h2load, p50/p99 at a
@@ -20,8 +21,10 @@ C=${3:-256}
 CONNS=${4:-8}
 BIN=target/release/meshwork
 BARE=target/release/examples/bare_pingora
+HREL=target/release/examples/h2relay_proxy
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
 [ -x "$BARE" ] || cargo build --release --locked -p meshwork-gateway --example bare_pingora
+[ -x "$HREL" ] || cargo build --release --locked -p meshwork-h2relay --example h2relay_proxy
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -41,11 +44,11 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 work=$(mktemp -d)
 pids=()
-cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 . loadtest/scripts/lib.sh
-SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port)
+SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port); HREL_PORT=$(free_port)
 
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
 SVC_PID=$!; pids+=("$SVC_PID")
@@ -62,6 +65,8 @@ RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 GW_PID=$!; pids+=("$GW_PID")
 "$BARE" 127.0.0.1:$BARE_PORT 127.0.0.1:$SVC_PORT 2 >"$work/bare.log" 2>&1 &
 BARE_PID=$!; pids+=("$BARE_PID")
+"$HREL" 127.0.0.1:$HREL_PORT 127.0.0.1:$SVC_PORT 2 >"$work/h2relay.log" 2>&1 &
+HREL_PID=$!; pids+=("$HREL_PID")
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<NGX
@@ -109,9 +114,11 @@ HAP
 HAP_PID=$!; pids+=("$HAP_PID")
 
 SVC=meshwork.urlshortener.v1.UrlShortener
-for port in $SVC_PORT $GW_PORT $BARE_PORT $NGX_PORT $HAP_PORT; do
+for port in $SVC_PORT $GW_PORT $BARE_PORT $HREL_PORT $NGX_PORT $HAP_PORT; do
   for _ in $(seq 100); do
-    grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 | grep -q -i 'not.found' && break
+    # Not a pipeline: with pipefail, grpcurl's NotFound exit status would fail it.
+    out=$(grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 || true)
+    grep -q -i 'not.found' <<<"$out" && break
     sleep 0.1
   done
 done
@@ -157,6 +164,7 @@ PY
 measure direct "$SVC_PORT" "$SVC_PID"
 measure meshwork-gateway "$GW_PORT" "$GW_PID"
 measure bare-pingora "$BARE_PORT" "$BARE_PID"
+measure h2relay "$HREL_PORT" "$HREL_PID"
 measure nginx "$NGX_PORT" "$NGX_PID"
 measure haproxy "$HAP_PORT" "$HAP_PID"
 echo
