@@ -313,13 +313,17 @@ fn hostile_clients_are_stopped_while_a_well_behaved_client_keeps_calling() {
     // answers leave (a flooder that does not read is stalled by TCP), so the connection stays
     // open and costs CPU only; the bound is on memory and on the well-behaved client. On a
     // slow host the flood can outlast the idle timeout (no stream was ever opened), and then
-    // the close is the idle timeout's, after every frame was answered: that passes too.
+    // the close is the idle timeout's: that passes too, and the answers still queued when it
+    // closed are cut (seen in CI beside a fuzzer: 491,427 of 500,000 answered at 3.6 s).
     for name in ["settings_flood", "ping_flood"] {
         let (r, f) = attack(&mut gateway, &caller, name, RSS_BOUND_MIB);
         let closed_at = r["closed_after_s"].as_f64().unwrap_or(0.0);
         let idle_close = s(&r, "outcome") == "closed" && closed_at >= IDLE_TIMEOUT.as_secs_f64() - 0.05;
         assert!(s(&r, "outcome") == "open" || idle_close, "{name} closed before the idle timeout: {r}");
-        assert!(n(&r, &["frames_in"]) >= n(&r, &["frames_sent"]), "{name}: not every frame was answered: {r}");
+        assert!(
+            idle_close || n(&r, &["frames_in"]) >= n(&r, &["frames_sent"]),
+            "{name}: not every frame was answered on an open connection: {r}"
+        );
         table.push(f);
     }
 
