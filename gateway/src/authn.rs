@@ -315,6 +315,17 @@ impl Authn {
         verdict
     }
 
+    /// Whether a verified call keeps its credential headers on the way upstream.
+    pub fn forwards_credentials(&self) -> bool {
+        self.forward_credentials
+    }
+
+    /// The verdict on the credential in `headers`, with the encoded identity when verified
+    /// (the fast path's check: it edits its request headers itself).
+    pub fn check_headers(&self, headers: &HeaderMap, now: SystemTime) -> (Verdict, Option<HeaderValue>) {
+        self.check(headers, now)
+    }
+
     /// The verdict on the credential in `headers`, with the encoded identity when verified.
     fn check(&self, headers: &HeaderMap, now: SystemTime) -> (Verdict, Option<HeaderValue>) {
         match self.credential(headers) {

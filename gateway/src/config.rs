@@ -230,6 +230,19 @@ pub struct GatewayConfig {
     /// internal services should not be callable from every site a user's browser visits.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// The gRPC fast path (opt-in): plaintext connections that open with the HTTP/2 preface
+    /// (h2c with prior knowledge) are served by the frame-level relay of `meshwork-h2relay`
+    /// instead of Pingora's generic HTTP/2 proxy. Its calls get routing (method overrides,
+    /// header matches, weighted splits), authentication, the per-client rate limit, every
+    /// balancing policy with health, outlier ejection, slow start and concurrency caps,
+    /// `grpc-timeout` and route deadlines, metrics, and the gateway's own reflection and
+    /// health. Not yet on it: retries, spans and trace propagation, message size caps, and
+    /// anything but native gRPC on such a connection (gRPC-Web and the HTTP routes over h2c
+    /// are answered UNIMPLEMENTED; over HTTP/1.1 they work as before). TLS listeners and pools
+    /// with `[pools.NAME.tls]` are not served by it (the latter is refused by `validate`).
+    /// HTTP/1.1 and TLS connections take the usual path. Default false.
+    #[serde(default)]
+    pub fast_path: bool,
 }
 
 /// A pool of interchangeable replicas of one or more services.
@@ -824,6 +837,7 @@ impl GatewayConfig {
             auth: None,
             propagate_unsampled: default_propagate_unsampled(),
             cors: None,
+            fast_path: false,
         }
     }
 
@@ -997,6 +1011,12 @@ impl GatewayConfig {
             pool.health_check.over(&self.health_check).check().map_err(in_pool("health_check"))?;
             pool.retry_budget.over(&self.retry_budget).check().map_err(in_pool("retry_budget"))?;
             pool.outlier.over(&self.outlier).check().map_err(in_pool("outlier"))?;
+            if self.fast_path && pool.tls.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "pool \"{name}\": fast_path = true relays to replicas over h2c only; remove [pools.{name}.tls] \
+                     or turn fast_path off"
+                )));
+            }
         }
         Ok(())
     }

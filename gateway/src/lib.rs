@@ -16,7 +16,10 @@
 //! methods with `google.api.http` annotations (gRPC-JSON transcoding) and redirect through a
 //! unary call (`GET /{code}` -> `302 Location`); the gateway knows no service's domain. Browsers
 //! call any routed service on the same port with gRPC-Web (binary or base64 text), with CORS
-//! for the origins listed in `[cors]`.
+//! for the origins listed in `[cors]`. With `fast_path = true`, h2c connections are served by
+//! the frame-level relay of `meshwork-h2relay` with the gateway's routing, auth, rate limits,
+//! balancing, health, deadlines and metrics, but not yet retries, spans or size caps (see the
+//! `fastpath` module).
 //!
 //! ```no_run
 //! let config = meshwork_gateway::GatewayConfig::from_file("gateway/examples/gateway.toml")?;
@@ -33,6 +36,7 @@ mod admin;
 mod authn;
 pub mod balance;
 mod config;
+mod fastpath;
 mod grpc_errors;
 mod grpc_web;
 mod guard;

@@ -65,7 +65,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 pub(crate) struct InflightGuard(Arc<AtomicUsize>);
 
 impl InflightGuard {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Self {
         counter.fetch_add(1, Ordering::AcqRel);
         Self(counter.clone())
     }
@@ -157,7 +157,7 @@ pub(crate) struct GatewayProxy {
     inflight: Arc<AtomicUsize>,
     settings: ProxySettings,
     metrics: Arc<Metrics>,
-    rate_limit: Option<RateLimit>,
+    rate_limit: Option<Arc<RateLimit>>,
     /// Cross-origin gRPC-Web; None lets only same-origin pages call.
     cors: Option<Cors>,
     /// Authentication (`[auth]`); None lets every call through, as before.
@@ -173,7 +173,7 @@ impl GatewayProxy {
         inflight: Arc<AtomicUsize>,
         settings: ProxySettings,
         metrics: Arc<Metrics>,
-        rate_limit: Option<RateLimit>,
+        rate_limit: Option<Arc<RateLimit>>,
         cors: Option<Cors>,
     ) -> Self {
         let clock: Arc<dyn meshwork_clock::Clock> = Arc::new(meshwork_clock::SystemClock);

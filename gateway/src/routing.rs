@@ -110,8 +110,8 @@ impl Route {
         &self.headers
     }
 
-    fn matches(&self, headers: &HeaderMap) -> bool {
-        self.headers.iter().all(|(name, value)| headers.get(name) == Some(value))
+    fn matches<'h>(&self, header: &impl Fn(&HeaderName) -> Option<&'h [u8]>) -> bool {
+        self.headers.iter().all(|(name, value)| header(name) == Some(value.as_bytes()))
     }
 
     /// Marks methods (names, or `"*"`) as idempotent.
@@ -181,15 +181,26 @@ impl Router {
     /// else the longest service or package route equal to the service or a prefix of it ending
     /// at a `.`; at each name the first route whose header matches hold.
     pub fn lookup(&self, service: &str, method: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
+        self.lookup_by(service, method, |name| headers.get(name).map(HeaderValue::as_bytes))
+    }
+
+    /// [`Router::lookup`] with the request's headers read through `header` (the first value of
+    /// a header, by lowercase name): the fast path's requests are not `HeaderMap`s.
+    pub fn lookup_by<'h>(
+        &self,
+        service: &str,
+        method: &str,
+        header: impl Fn(&HeaderName) -> Option<&'h [u8]>,
+    ) -> Option<&Arc<Route>> {
         if !self.methods.is_empty()
             && let Some(route) =
-                self.methods.get(service).and_then(|m| m.get(method)).and_then(|l| first_match(l, headers))
+                self.methods.get(service).and_then(|m| m.get(method)).and_then(|l| first_match(l, &header))
         {
             return Some(route);
         }
         let mut candidate = service;
         loop {
-            if let Some(route) = self.routes.get(candidate).and_then(|l| first_match(l, headers)) {
+            if let Some(route) = self.routes.get(candidate).and_then(|l| first_match(l, &header)) {
                 return Some(route);
             }
             candidate = &candidate[..candidate.rfind('.')?];
@@ -198,8 +209,11 @@ impl Router {
 }
 
 /// The first route of `list` whose header matches hold.
-fn first_match<'a>(list: &'a [Arc<Route>], headers: &HeaderMap) -> Option<&'a Arc<Route>> {
-    list.iter().find(|r| r.matches(headers))
+fn first_match<'a, 'h>(
+    list: &'a [Arc<Route>],
+    header: &impl Fn(&HeaderName) -> Option<&'h [u8]>,
+) -> Option<&'a Arc<Route>> {
+    list.iter().find(|r| r.matches(header))
 }
 
 /// Splits a gRPC request path `/<package>.<Service>/<Method>` into service and method.

@@ -266,6 +266,15 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Drainable<S> {
     }
 }
 
+/// The relay's downstream settings for the fast path: the gateway's stream and header limits.
+fn fast_path_server_config(config: &GatewayConfig) -> meshwork_h2relay::ServerConfig {
+    meshwork_h2relay::ServerConfig {
+        max_concurrent_streams: config.max_concurrent_streams,
+        max_header_list_size: config.max_header_list_bytes,
+        ..meshwork_h2relay::ServerConfig::default()
+    }
+}
+
 /// The runtime settings of a configured pool: its `[pools.NAME.outlier]` and
 /// `[pools.NAME.retry_budget]` merged over `[outlier]` and `[retry_budget]`.
 fn pool_settings(config: &GatewayConfig, pool: &PoolConfig) -> PoolSettings {
@@ -499,13 +508,31 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
         }
     }
 
-    let rate_limit = config.rate_limit.as_ref().map(|limit| RateLimit {
-        limiter: RateLimiter::new(limit.requests_per_second, limit.burst.unwrap_or(limit.requests_per_second))
-            .with_clock(clock.clone()),
-        key: limit.key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
+    let rate_limit = config.rate_limit.as_ref().map(|limit| {
+        Arc::new(RateLimit {
+            limiter: RateLimiter::new(limit.requests_per_second, limit.burst.unwrap_or(limit.requests_per_second))
+                .with_clock(clock.clone()),
+            key: limit.key.as_deref().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok()),
+        })
     });
     let inflight = Arc::new(AtomicUsize::new(0));
     let authn = config.auth.as_ref().map(crate::authn::Authn::load).transpose()?.map(Arc::new);
+    let fast_path = config.fast_path.then(|| {
+        Arc::new(crate::fastpath::Shared::new(
+            router.clone(),
+            metrics.clone(),
+            rate_limit.clone(),
+            authn.clone(),
+            clock.clone(),
+            inflight.clone(),
+            fast_path_server_config(&config),
+            meshwork_h2relay::UpstreamConfig {
+                connections: config.threads.max(2),
+                connect_timeout,
+                ..meshwork_h2relay::UpstreamConfig::default()
+            },
+        ))
+    });
     let proxy = GatewayProxy::new(
         router,
         http_routes,
@@ -561,7 +588,10 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
         header_timeout: Duration::from_millis(config.header_read_timeout_ms),
         max_head_bytes: config.max_header_list_bytes as usize,
     };
-    let mut service = Service::new("meshwork-gateway".to_string(), Guarded::new(app, guard));
+    let mut service = Service::new(
+        "meshwork-gateway".to_string(),
+        Guarded::new(crate::fastpath::FastPath::new(app, fast_path), guard),
+    );
     match &tls.listener {
         Some(listener_tls) => {
             let settings = listener_tls.settings().map_err(|e| GatewayError::Start(format!("TLS listener: {e}")))?;

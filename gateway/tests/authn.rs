@@ -60,11 +60,16 @@ struct Mesh {
 /// The gateway with `[auth]` (development keys and one API key) in front of an [`Echo`]
 /// replica: the service's route needs credentials, its `Shorten` method does not.
 async fn mesh() -> Mesh {
-    mesh_with_clock(None).await
+    mesh_with(None, false).await
 }
 
 /// [`mesh`] whose gateway reads the time from `clock` (the system clock when `None`).
 async fn mesh_with_clock(clock: Option<std::sync::Arc<dyn meshwork_clock::Clock>>) -> Mesh {
+    mesh_with(clock, false).await
+}
+
+/// [`mesh`] on `clock`, with the gRPC fast path when `fast_path`.
+async fn mesh_with(clock: Option<std::sync::Arc<dyn meshwork_clock::Clock>>, fast_path: bool) -> Mesh {
     let data = tempfile::tempdir().unwrap();
     let keys = DevKeys::load_or_create(data.path()).unwrap();
     let (api_key, entry) = meshwork_identity::generate("ci-bot", &["deployer".into()]).unwrap();
@@ -87,6 +92,7 @@ async fn mesh_with_clock(clock: Option<std::sync::Arc<dyn meshwork_clock::Clock>
     config.descriptor_sets.push(meshwork_proto::FILE_DESCRIPTOR_SET.into());
     config.http_routes.push(HttpRouteConfig::Transcode(TranscodeRouteConfig::new([SHORTENER])));
     config.auth = Some(AuthConfig { api_keys: Some(key_file), ..AuthConfig::dev(keys.jwks_path()) });
+    config.fast_path = fast_path;
     let gateway = match clock {
         Some(clock) => support::start_with_clock(config, clock).await,
         None => start(config).await,
@@ -136,7 +142,17 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_checked_and_only_verified_identities_reach_services() {
-    let mesh = mesh().await;
+    credentials_are_checked(false).await;
+}
+
+/// The same calls and verdicts on the gRPC fast path (`fast_path = true`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_on_the_fast_path() {
+    credentials_are_checked(true).await;
+}
+
+async fn credentials_are_checked(fast_path: bool) {
+    let mesh = mesh_with(None, fast_path).await;
     let mut client = client(mesh.gateway.listen_addr()).await;
     let token = mesh.keys.mint("alice", &["admin".into(), "editor".into()], Duration::from_secs(300)).unwrap();
 

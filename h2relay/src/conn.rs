@@ -3,8 +3,14 @@
 //! downstream side, opening streams and GOAWAY draining on the upstream side) lives in
 //! `server.rs` and `upstream.rs`; `driver.rs` runs it over a socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Context;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::{Bytes, BytesMut};
 
@@ -14,7 +20,7 @@ use crate::flow;
 use crate::frame::{self, Frame, MAX_WINDOW, Settings};
 use crate::hpack::{Decoder, Encoder, HeaderList};
 use crate::limits::Counters;
-use crate::relay::{Inbox, Msg, Peer, Stats};
+use crate::relay::{CallObserver, Inbox, Msg, Outcome, Peer, Stats};
 use crate::server::ServerSide;
 use crate::upstream::ClientSide;
 use crate::wbuf::WriteBuf;
@@ -60,6 +66,76 @@ pub(crate) struct Stream {
     /// Client side: HEADERS not yet written, waiting for a concurrency slot.
     pub pending_open: bool,
     pub in_ready: bool,
+    /// Server side: the router's observer of the call and what it will be told.
+    pub call: Option<CallState>,
+    /// Server side: when the call must be over (`Route::timeout`).
+    pub deadline: Option<Instant>,
+}
+
+/// An upstream's CANCELLED this close to the call's deadline is the upstream enforcing the
+/// forwarded `grpc-timeout` (tonic answers CANCELLED): the client is told DEADLINE_EXCEEDED.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Rewrites `grpc-status: 1` to 4 in a response's last header block.
+fn cancelled_to_deadline(fields: &mut HeaderList) {
+    for (name, value) in fields.iter_mut() {
+        if &name[..] == b"grpc-status" && &value[..] == b"1" {
+            *value = Bytes::from_static(b"4");
+        }
+    }
+}
+
+/// A routed call's observer and its outcome so far (server side).
+pub(crate) struct CallState {
+    observer: Box<dyn CallObserver>,
+    started: Instant,
+    pub outcome: Outcome,
+}
+
+impl std::fmt::Debug for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallState").field("outcome", &self.outcome).finish_non_exhaustive()
+    }
+}
+
+impl CallState {
+    pub fn new(observer: Box<dyn CallObserver>, started: Instant) -> Self {
+        CallState { observer, started, outcome: Outcome::default() }
+    }
+
+    /// Notes a header block going to the client: the response head's `:status`, a
+    /// `grpc-status` (trailers, or a trailers-only head).
+    fn on_headers(&mut self, fields: &HeaderList) {
+        for (name, value) in fields {
+            match &name[..] {
+                b":status" if self.outcome.http_status == 0 => {
+                    self.outcome.http_status = parse_u32(value).map_or(0, |s| s.min(999) as u16);
+                    self.outcome.headers_after = Some(self.started.elapsed());
+                }
+                b"grpc-status" => self.outcome.grpc_status = parse_u32(value),
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(mut self, sent_end: bool) {
+        let o = &mut self.outcome;
+        if !sent_end && o.reset.is_none() && !o.upstream_failed && !o.deadline_exceeded {
+            // Gone before the end without a reset of either side: the client's connection.
+            o.client_cancelled = true;
+        }
+        o.elapsed = self.started.elapsed();
+        let outcome = self.outcome;
+        self.observer.on_end(&outcome);
+    }
+}
+
+/// A small decimal number (`:status`, `grpc-status`).
+fn parse_u32(value: &[u8]) -> Option<u32> {
+    if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
 }
 
 impl Stream {
@@ -78,6 +154,8 @@ impl Stream {
             headers_received: false,
             pending_open: false,
             in_ready: false,
+            call: None,
+            deadline: None,
         }
     }
 }
@@ -121,6 +199,11 @@ pub(crate) struct Conn {
     pub counters: Counters,
     /// The server's counters (`None` on upstream connections).
     pub stats: Option<Arc<Stats>>,
+    /// Streams with a deadline (server side), earliest first; entries of streams gone since
+    /// are skipped when they come up (and swept when they pile up).
+    pub deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// The one timer of the connection, set to the earliest deadline.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -145,7 +228,73 @@ impl Conn {
             closing: false,
             self_tx,
             stats,
+            deadlines: BinaryHeap::new(),
+            timer: None,
         }
+    }
+
+    /// Notes a stream's deadline.
+    pub fn add_deadline(&mut self, sid: u32, at: Instant) {
+        if self.deadlines.len() >= 64 && self.deadlines.len() > 2 * self.streams.len() {
+            let streams = &self.streams;
+            self.deadlines.retain(|Reverse((_, sid))| streams.contains_key(sid));
+        }
+        self.deadlines.push(Reverse((at, sid)));
+    }
+
+    /// Ends the streams whose deadline passed; otherwise arms the timer for the next one.
+    /// Returns whether it did anything.
+    pub fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(&Reverse((first, _))) = self.deadlines.peek() else { return false };
+        let now = Instant::now();
+        if first <= now {
+            while let Some(&Reverse((at, sid))) = self.deadlines.peek() {
+                if at > now {
+                    break;
+                }
+                self.deadlines.pop();
+                self.expire(sid);
+            }
+            return true;
+        }
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first)));
+        if timer.deadline() != first {
+            timer.as_mut().reset(first);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// A stream's deadline passed: its upstream stream is reset (CANCEL) and the client gets
+    /// `grpc-status` 4, trailers-only or as trailers after the response head.
+    fn expire(&mut self, sid: u32) {
+        let Some(stream) = self.streams.get_mut(&sid) else { return };
+        if stream.sent_end {
+            return;
+        }
+        if let Some(peer) = stream.peer.take() {
+            peer.send(Msg::Reset { sid: peer.sid, reason: crate::error::Reason::CANCEL });
+        }
+        let held = std::mem::take(&mut stream.forwarded);
+        stream.recv_unacked += held as u32;
+        let held = held + std::mem::take(&mut stream.queued) as u64;
+        if let Some(stats) = &self.stats {
+            stats.add_buffered(-(held as i64));
+        }
+        stream.queue.clear();
+        if let Some(call) = &mut stream.call {
+            call.outcome.deadline_exceeded = true;
+        }
+        const MESSAGE: &str = "deadline exceeded at the gateway";
+        let fields = if stream.headers_sent {
+            vec![
+                (Bytes::from_static(b"grpc-status"), Bytes::from_static(b"4")),
+                (Bytes::from_static(b"grpc-message"), Bytes::from_static(MESSAGE.as_bytes())),
+            ]
+        } else {
+            crate::head::trailers_only(4, MESSAGE)
+        };
+        stream.queue.push_back(Out::Headers(fields, true));
+        self.schedule(sid);
     }
 
     /// Whether the connection has nothing left to do once `out` is written.
@@ -263,6 +412,9 @@ impl Conn {
 
     /// A stream error: RST_STREAM to the peer, the other side told.
     pub fn reset_stream(&mut self, sid: u32, reason: Reason) {
+        if let Some(call) = self.streams.get_mut(&sid).and_then(|s| s.call.as_mut()) {
+            call.outcome.reset = Some(reason);
+        }
         frame::write_rst(&mut self.out, sid, reason);
         if let Some(stream) = self.remove_stream(sid) {
             self.tell_peer_aborted(&stream, "upstream stream error");
@@ -456,6 +608,13 @@ impl Conn {
         if self.is_idle(sid) {
             return Err(H2Error::protocol("RST_STREAM on an idle stream"));
         }
+        if let Some(stream) = self.streams.get_mut(&sid)
+            && !stream.sent_end
+            && let Some(call) = stream.call.as_mut()
+        {
+            call.outcome.reset = Some(reason);
+            call.outcome.client_cancelled = true;
+        }
         let Some(stream) = self.remove_stream(sid) else { return Ok(()) };
         if let Some(peer) = &stream.peer {
             match self.side {
@@ -505,7 +664,13 @@ impl Conn {
     pub fn on_msg(&mut self, msg: Msg) {
         match msg {
             Msg::Open(open) => self.client_open(*open),
-            Msg::Headers { sid, fields, end_stream } => {
+            Msg::Headers { sid, mut fields, end_stream } => {
+                if end_stream
+                    && let Some(deadline) = self.streams.get(&sid).and_then(|s| s.deadline)
+                    && Instant::now() + DEADLINE_SLACK >= deadline
+                {
+                    cancelled_to_deadline(&mut fields);
+                }
                 self.enqueue(sid, Out::Headers(fields, end_stream));
             }
             Msg::Data { sid, data, end_stream } => {
@@ -519,6 +684,15 @@ impl Conn {
             Msg::Reset { sid, reason } => {
                 let is_server = self.is_server();
                 let Some(stream) = self.streams.get_mut(&sid) else { return };
+                if is_server && stream.peer.is_none() {
+                    return;
+                }
+                if let Some(call) = &mut stream.call
+                    && reason != Reason::NO_ERROR
+                {
+                    call.outcome.upstream_failed = true;
+                    call.outcome.reset = Some(reason);
+                }
                 if reason == Reason::NO_ERROR && !stream.queue.is_empty() {
                     stream.queue.push_back(Out::Reset(reason));
                     return;
@@ -534,9 +708,11 @@ impl Conn {
             Msg::Credit { sid, n } => {
                 let Some(stream) = self.streams.get_mut(&sid) else { return };
                 stream.recv_unacked += n;
-                stream.forwarded = stream.forwarded.saturating_sub(u64::from(n));
+                // Bytes given back already (a refused or timed-out stream) are not counted twice.
+                let credited = u64::from(n).min(stream.forwarded);
+                stream.forwarded -= credited;
                 if let Some(stats) = &self.stats {
-                    stats.add_buffered(-i64::from(n));
+                    stats.add_buffered(-(credited as i64));
                 }
                 self.maybe_window_update(sid);
             }
@@ -546,7 +722,12 @@ impl Conn {
 
     /// Queues output on a stream; `false` when the stream is gone.
     fn enqueue(&mut self, sid: u32, out: Out) -> bool {
+        let is_server = self.is_server();
         let Some(stream) = self.streams.get_mut(&sid) else { return false };
+        if is_server && stream.peer.is_none() {
+            // Cut from its upstream (refused, timed out): late messages are dropped.
+            return false;
+        }
         if let Out::Data(d, _) = &out {
             stream.queued += d.len();
         }
@@ -614,6 +795,9 @@ impl Conn {
             match front {
                 Out::Headers(..) => {
                     let Some(Out::Headers(fields, end)) = stream.queue.pop_front() else { break };
+                    if let Some(call) = &mut stream.call {
+                        call.on_headers(&fields);
+                    }
                     stream.headers_sent = true;
                     if end {
                         stream.sent_end = true;
@@ -625,6 +809,11 @@ impl Conn {
                 }
                 Out::Reset(reason) => {
                     let reason = *reason;
+                    if let Some(call) = &mut stream.call
+                        && reason != Reason::NO_ERROR
+                    {
+                        call.outcome.reset = Some(reason);
+                    }
                     frame::write_rst(&mut self.out, sid, reason);
                     stream.sent_end = true;
                     stream.recv_end = true;
@@ -700,7 +889,10 @@ impl Conn {
     /// Removes a stream and settles its accounts: bytes it still held, the upstream
     /// connection's outstanding count.
     pub fn remove_stream(&mut self, sid: u32) -> Option<Stream> {
-        let stream = self.streams.remove(&sid)?;
+        let mut stream = self.streams.remove(&sid)?;
+        if let Some(call) = stream.call.take() {
+            call.finish(stream.sent_end);
+        }
         if let Some(stats) = &self.stats {
             stats.add_buffered(-((stream.queued as u64 + stream.forwarded) as i64));
         }

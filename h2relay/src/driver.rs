@@ -2,7 +2,7 @@
 //! streams), its socket's read side and its write buffer, handling everything that is ready
 //! before writing once. No await point holds state: the whole connection is one poll function.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,8 +18,17 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Inbox messages taken per poll.
 const INBOX_BATCH: usize = 128;
 
-/// Drives `conn` over `io` until it is done or the socket fails.
-pub(crate) async fn run<T>(mut io: T, conn: &mut Conn, inbox: &mut UnboundedReceiver<Msg>) -> std::io::Result<()>
+/// A future that, once ready, starts a graceful shutdown of a downstream connection.
+pub(crate) type Shutdown = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// Drives `conn` over `io` until it is done or the socket fails; when `shutdown` fires, the
+/// (downstream) connection is told GOAWAY and ends with its last stream.
+pub(crate) async fn run<T>(
+    mut io: T,
+    conn: &mut Conn,
+    inbox: &mut UnboundedReceiver<Msg>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -28,8 +37,16 @@ where
     let mut inbox_open = true;
     let mut need_flush = false;
     let mut eof = false;
-    poll_fn(|cx| poll_conn(&mut io, conn, inbox, &mut inbox_open, &mut rbuf, &mut batch, &mut need_flush, &mut eof, cx))
-        .await
+    poll_fn(|cx| {
+        if let Some(fut) = shutdown.as_mut()
+            && fut.as_mut().poll(cx).is_ready()
+        {
+            shutdown = None;
+            conn.server_shutdown();
+        }
+        poll_conn(&mut io, conn, inbox, &mut inbox_open, &mut rbuf, &mut batch, &mut need_flush, &mut eof, cx)
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -82,6 +99,9 @@ where
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
+        }
+        if !conn.closing && conn.poll_deadlines(cx) {
+            progress = true;
         }
         conn.before_write();
         match conn.out.poll_write(io, cx) {

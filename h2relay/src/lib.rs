@@ -32,6 +32,17 @@
 //! the other clients sharing an upstream connection): they are opened as frames are taken off
 //! the socket. [`Stats`] counts the bytes held so tests can check the bound.
 //!
+//! # Calls: observers and deadlines
+//! A [`Route`] may carry a [`CallObserver`]: the downstream task keeps it with the stream (no
+//! allocation beyond the router's box), notes the `:status` and `grpc-status` of the header
+//! blocks it writes to the client, and calls it once with an [`Outcome`] when the stream is gone
+//! (complete, reset by either side, refused or failed upstream, timed out, or the connection
+//! closed). A route's `timeout` is kept in a heap per connection with one `Sleep`, re-armed for
+//! the earliest: at expiry the upstream stream is reset (CANCEL) and the client gets
+//! `grpc-status` 4, trailers-only or as trailers after the response head. An upstream's
+//! CANCELLED within 20 ms of the deadline (tonic enforcing the forwarded `grpc-timeout`) is
+//! passed on as DEADLINE_EXCEEDED.
+//!
 //! # Defences (downstream side)
 //! Preface and first-SETTINGS checks; SETTINGS_MAX_FRAME_SIZE enforced from the frame header
 //! (FRAME_SIZE_ERROR); a cap on a header block's compressed size and CONTINUATION count
@@ -44,9 +55,10 @@
 //!
 //! # Not implemented (yet)
 //! TLS is the caller's (any `AsyncRead + AsyncWrite` is served, ALPN is not checked);
-//! `grpc-timeout` is parsed out for the router but no deadline is enforced; no retries
+//! `grpc-timeout` is parsed out for the router, which turns it into [`Route::timeout`] (the
+//! relay does not enforce a header it was not told to); no retries
 //! (retriable failures reach the client as RST_STREAM(REFUSED_STREAM)); no keepalive PINGs,
-//! idle or handshake timeouts, SETTINGS-ack timeout or graceful GOAWAY on shutdown; no
+//! idle or handshake timeouts, SETTINGS-ack timeout (graceful GOAWAY on shutdown: [`serve_connection_until`]); no
 //! reconnect backoff; stream priorities are ignored; server push is refused; request
 //! methods other than CONNECT are relayed but the relay is meant and tested for gRPC.
 
@@ -72,5 +84,5 @@ pub use error::{H2Error, Reason};
 pub use head::RequestHead;
 pub use limits::{Limits, RateLimit};
 pub use pool::UpstreamPool;
-pub use relay::{Reject, Route, Router, Stats};
-pub use server::serve_connection;
+pub use relay::{CallObserver, Outcome, Reject, Route, Router, Stats};
+pub use server::{serve_connection, serve_connection_until};

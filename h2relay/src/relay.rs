@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,7 +21,6 @@ pub trait Router: Send + Sync + 'static {
 }
 
 /// Where a request goes and how its headers change on the way.
-#[derive(Clone)]
 pub struct Route {
     pub upstream: Arc<UpstreamPool>,
     /// Replaces `:authority` when set.
@@ -29,13 +29,67 @@ pub struct Route {
     pub remove_headers: Vec<Bytes>,
     /// Headers added to the request (after removal; lowercase names).
     pub add_headers: Vec<(Bytes, Bytes)>,
+    /// The call's deadline, from when it is routed: past it the relay resets the upstream
+    /// stream (CANCEL) and ends the client's with `grpc-status` 4 (DEADLINE_EXCEEDED). The
+    /// connection's task keeps one timer for all its streams.
+    pub timeout: Option<Duration>,
+    /// Told how the call ended (and dropped) when its stream is gone.
+    pub observer: Option<Box<dyn CallObserver>>,
 }
 
 impl Route {
-    /// A route to `upstream` with no header edits.
+    /// A route to `upstream` with no header edits, deadline or observer.
     pub fn to(upstream: Arc<UpstreamPool>) -> Self {
-        Route { upstream, authority: None, remove_headers: Vec::new(), add_headers: Vec::new() }
+        Route {
+            upstream,
+            authority: None,
+            remove_headers: Vec::new(),
+            add_headers: Vec::new(),
+            timeout: None,
+            observer: None,
+        }
     }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("upstream", &self.upstream.addr())
+            .field("authority", &self.authority)
+            .field("timeout", &self.timeout)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Learns how one relayed call ended. Called once, on the downstream connection's task, when
+/// the stream is gone from it (complete, reset, refused, timed out, or its connection closed);
+/// an observer whose connection task is dropped (runtime shutdown) is dropped without a call.
+/// It must not block.
+pub trait CallObserver: Send + 'static {
+    fn on_end(self: Box<Self>, outcome: &Outcome);
+}
+
+/// How a relayed call ended, as the client saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The response's `:status` (0 when no response head reached the client).
+    pub http_status: u16,
+    /// The `grpc-status` of the trailers, or of a trailers-only response (the relay's own
+    /// answers included).
+    pub grpc_status: Option<u32>,
+    /// The stream ended with RST_STREAM towards or from the client, with this reason.
+    pub reset: Option<Reason>,
+    /// The client cancelled (RST_STREAM, or its connection went away) before the response ended.
+    pub client_cancelled: bool,
+    /// The upstream failed the call: connect failure, connection lost, stream reset or refused.
+    pub upstream_failed: bool,
+    /// The relay ended the call at its deadline ([`Route::timeout`]).
+    pub deadline_exceeded: bool,
+    /// Time from routing to the response head (`None` when none came).
+    pub headers_after: Option<Duration>,
+    /// Time from routing to the end.
+    pub elapsed: Duration,
 }
 
 /// A refusal answered by the relay itself with a trailers-only gRPC response.

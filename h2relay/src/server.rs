@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::config::{LocalSettings, ServerConfig};
-use crate::conn::{Conn, Out, Side, Stream};
+use crate::conn::{CallState, Conn, Out, Side, Stream};
 use crate::error::{H2Error, Reason};
 use crate::frame::{self, PREFACE};
 use crate::head::{self, parse_request, trailers_only, upstream_fields};
@@ -27,14 +27,48 @@ pub(crate) struct ServerSide {
     settings_seen: bool,
     /// The highest stream id the client has opened.
     pub last_peer_sid: u32,
-    /// The client sent GOAWAY: no new streams; the connection ends with the last one.
+    /// The client sent GOAWAY, or we did (shutdown): no new streams; the connection ends with
+    /// the last one.
     pub peer_goaway: bool,
+    /// We sent GOAWAY for a shutdown: streams the client opens anyway are refused.
+    pub local_goaway: bool,
 }
 
 /// Serves one HTTP/2 client connection (h2c, or h2 over TLS once ALPN picked it) until it
 /// closes: one task, no task per stream. Returns the socket's I/O error, if any; protocol
 /// errors are answered with GOAWAY and end the connection normally.
 pub async fn serve_connection<T, R>(io: T, config: Arc<ServerConfig>, router: Arc<R>) -> std::io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    R: Router,
+{
+    serve(io, config, router, None).await
+}
+
+/// [`serve_connection`] with a graceful shutdown: once `shutdown` completes, the client is sent
+/// GOAWAY (NO_ERROR, last stream id = the last it opened), streams in flight finish, new ones
+/// are refused (RST_STREAM REFUSED_STREAM, safe for the client to retry elsewhere), and the
+/// connection closes with its last stream.
+pub async fn serve_connection_until<T, R, F>(
+    io: T,
+    config: Arc<ServerConfig>,
+    router: Arc<R>,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    R: Router,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    serve(io, config, router, Some(Box::pin(shutdown))).await
+}
+
+async fn serve<T, R>(
+    io: T,
+    config: Arc<ServerConfig>,
+    router: Arc<R>,
+    shutdown: crate::driver::Shutdown,
+) -> std::io::Result<()>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     R: Router,
@@ -47,12 +81,13 @@ where
         settings_seen: false,
         last_peer_sid: 0,
         peer_goaway: false,
+        local_goaway: false,
     };
     let local = LocalSettings::from(&*config);
     let mut conn = Conn::new(Side::Server(Box::new(side)), local, Some(tx), Some(config.stats.clone()));
     conn.write_preamble(&[(frame::setting::MAX_CONCURRENT_STREAMS, config.max_concurrent_streams)]);
     let mut rx = rx;
-    let result = crate::driver::run(io, &mut conn, &mut rx).await;
+    let result = crate::driver::run(io, &mut conn, &mut rx, shutdown).await;
     conn.on_eof();
     result
 }
@@ -63,6 +98,21 @@ impl Conn {
             Side::Server(s) => s,
             Side::Client(_) => unreachable!("server code on an upstream connection"),
         }
+    }
+
+    /// Starts a graceful shutdown: GOAWAY(NO_ERROR) with the last stream the client opened.
+    pub(crate) fn server_shutdown(&mut self) {
+        if self.closing {
+            return;
+        }
+        let s = self.server();
+        if s.local_goaway {
+            return;
+        }
+        s.local_goaway = true;
+        s.peer_goaway = true;
+        let last = s.last_peer_sid;
+        frame::write_goaway(&mut self.out, last, Reason::NO_ERROR, b"shutting down");
     }
 
     /// Consumes the client preface; `false` while it is incomplete or when it is wrong (the
@@ -117,16 +167,18 @@ impl Conn {
             let status = vec![(Bytes::from_static(b":status"), Bytes::from_static(b"431"))];
             return self.answer(sid, stream, status);
         }
-        if self.streams.len() >= config.max_concurrent_streams as usize {
+        if self.streams.len() >= config.max_concurrent_streams as usize || self.server().local_goaway {
             frame::write_rst(&mut self.out, sid, Reason::REFUSED_STREAM);
             return Ok(());
         }
         config.stats.streams.fetch_add(1, Ordering::Relaxed);
         let head = parse_request(sid, fields, end_stream).map_err(|_| H2Error::Stream(sid, Reason::PROTOCOL_ERROR))?;
-        let route = match self.server().router.route(&head) {
+        let mut route = match self.server().router.route(&head) {
             Ok(route) => route,
             Err(reject) => return self.answer(sid, stream, trailers_only(reject.grpc_status, &reject.message)),
         };
+        let now = tokio::time::Instant::now();
+        stream.call = route.observer.take().map(|observer| CallState::new(observer, now));
         let Some(tx) = self.self_tx.clone() else { return Ok(()) };
         let open = Open {
             sid: 0,
@@ -136,10 +188,18 @@ impl Conn {
         };
         match route.upstream.open(open) {
             Ok(peer) => {
+                let deadline = route.timeout.map(|t| now + t);
                 stream.peer = Some(peer);
+                stream.deadline = deadline;
                 self.streams.insert(sid, stream);
+                if let Some(deadline) = deadline {
+                    self.add_deadline(sid, deadline);
+                }
             }
             Err(why) => {
+                if let Some(call) = &mut stream.call {
+                    call.outcome.upstream_failed = true;
+                }
                 return self.answer(sid, stream, trailers_only(GRPC_UNAVAILABLE, why));
             }
         }
@@ -184,7 +244,13 @@ impl Conn {
     /// The upstream could not take a stream.
     pub(crate) fn server_refused(&mut self, sid: u32, why: Refusal) {
         let Some(stream) = self.streams.get_mut(&sid) else { return };
+        if stream.peer.is_none() {
+            return;
+        }
         stream.peer = None;
+        if let Some(call) = &mut stream.call {
+            call.outcome.upstream_failed = true;
+        }
         // Request bytes the upstream never took are the relay's to give back now.
         let forwarded = std::mem::take(&mut stream.forwarded);
         stream.recv_unacked += forwarded as u32;

@@ -82,7 +82,7 @@ pub(crate) async fn run(
     let mut conn = Conn::new(Side::Client(Box::new(side)), LocalSettings::from(&*config), None, None);
     conn.out.buf().extend_from_slice(PREFACE);
     conn.write_preamble(&[(frame::setting::ENABLE_PUSH, 0)]);
-    if let Err(e) = crate::driver::run(io, &mut conn, &mut rx).await {
+    if let Err(e) = crate::driver::run(io, &mut conn, &mut rx, None).await {
         tracing::debug!(%addr, error = %e, "h2relay: upstream connection error");
     }
     conn.on_eof();
