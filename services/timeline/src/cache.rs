@@ -288,61 +288,11 @@ fn segment_after(key: &[u8], prefix: &[u8]) -> Option<String> {
     std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
 }
 
-/// The authors whose posts are pulled at read time; see the module docs.
-#[derive(Debug, Default)]
-pub struct CelebCache {
-    /// The set as last scanned, and the change count it was scanned at.
-    set: Mutex<Option<Arc<Vec<String>>>>,
-    changes: Mutex<u64>,
-    live: AtomicBool,
-}
+/// The authors whose posts are pulled at read time (`timeline/celebs/`): one entry, which any
+/// change there drops; the next read scans again.
+pub type CelebCache = WatchedMap<(), Arc<Vec<String>>>;
 
-impl Invalidate for CelebCache {
-    fn changed(&self, _key: &[u8]) {
-        self.reset();
-    }
-
-    fn reset(&self) {
-        let mut changes = lock(&self.changes);
-        *changes += 1;
-        *lock(&self.set) = None;
-    }
-
-    fn live(&self) -> &AtomicBool {
-        &self.live
-    }
-}
-
-impl CelebCache {
-    /// Returns the task that keeps the set coherent.
-    pub fn watch_task(self: &Arc<Self>, store: DynStore) -> impl Future<Output = ()> + Send + 'static {
-        let cache: Arc<dyn Invalidate> = self.clone();
-        follow(store, keys::celebs_prefix(), cache)
-    }
-
-    /// Drops the set (after this replica wrote a marker).
-    pub fn invalidate(&self) {
-        self.reset();
-    }
-
-    /// Returns the set: cached, or from `load` (which then fills the cache).
-    pub async fn get<F, Fut>(&self, load: F) -> ServiceResult<Arc<Vec<String>>>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = ServiceResult<Vec<String>>>,
-    {
-        if self.live.load(Ordering::Acquire)
-            && let Some(set) = lock(&self.set).clone()
-        {
-            return Ok(set);
-        }
-        let before = *lock(&self.changes);
-        let set = Arc::new(load().await?);
-        let changes = lock(&self.changes);
-        if *changes == before && self.live.load(Ordering::Acquire) {
-            *lock(&self.set) = Some(set.clone());
-        }
-        drop(changes);
-        Ok(set)
-    }
+/// Returns the cache of the celebrity set.
+pub fn celeb_cache() -> CelebCache {
+    WatchedMap::new(keys::celebs_prefix(), |_| Some(()), 1, POST_TTL)
 }

@@ -24,8 +24,8 @@ use meshwork_proto::pb::timeline::v1 as pb;
 use meshwork_storage::{Direction, DynStore, KeyRange, Txn, prefix_end, transact};
 
 use crate::cache::{
-    CelebCache, FollowedCelebsCache, NEWEST_KEPT, Newest, NewestCache, PostCache, followed_celebs_cache, newest_cache,
-    post_cache,
+    CelebCache, FollowedCelebsCache, NEWEST_KEPT, Newest, NewestCache, PostCache, celeb_cache, followed_celebs_cache,
+    newest_cache, post_cache,
 };
 use crate::counts;
 use crate::fanout::FanoutStats;
@@ -242,7 +242,7 @@ impl Timeline {
             posts: Arc::new(post_cache()),
             newest: Arc::new(newest_cache()),
             followed: Arc::new(followed_celebs_cache()),
-            celebs: Arc::new(CelebCache::default()),
+            celebs: Arc::new(celeb_cache()),
             known_users: moka::sync::Cache::new(1_000_000),
             post_queue: PostQueue::default(),
         }
@@ -587,7 +587,7 @@ impl Timeline {
         match outcome {
             Ok((answers, pulled, authors)) => {
                 if pulled {
-                    self.celebs.invalidate();
+                    self.celebs.invalidate(&());
                 }
                 // This replica's pulls show them at once (others when their watch sees them).
                 for author in &authors {
@@ -784,7 +784,7 @@ impl Timeline {
             self.posts.invalidate(&original);
             self.newest.invalidate(&user);
             if !pushed {
-                self.celebs.invalidate();
+                self.celebs.invalidate(&());
             }
         }
         let repost = self
@@ -814,14 +814,14 @@ impl Timeline {
     pub(crate) async fn followed_celebrities(&self, user: &str) -> ServiceResult<Vec<String>> {
         let names = self
             .celebs
-            .get(|| async {
+            .get(&(), |()| async {
                 let celebs = meshwork_storage::scan_all(
                     &self.store,
                     KeyRange::prefix(keys::celebs_prefix()),
                     Direction::Forward,
                 )
                 .await?;
-                Ok(celebs.iter().filter_map(|e| keys::last_segment(&e.key).map(str::to_string)).collect())
+                Ok(Arc::new(celebs.iter().filter_map(|e| keys::last_segment(&e.key).map(str::to_string)).collect()))
             })
             .await?;
         let check = |user: String| {
