@@ -727,6 +727,10 @@ impl CorsConfig {
 fn default_cors_max_age_seconds() -> u32 {
     7200
 }
+fn default_fast_path() -> bool {
+    true
+}
+
 fn default_propagate_unsampled() -> bool {
     true
 }
@@ -837,7 +841,7 @@ impl GatewayConfig {
             auth: None,
             propagate_unsampled: default_propagate_unsampled(),
             cors: None,
-            fast_path: false,
+            fast_path: default_fast_path(),
         }
     }
 
@@ -1011,12 +1015,6 @@ impl GatewayConfig {
             pool.health_check.over(&self.health_check).check().map_err(in_pool("health_check"))?;
             pool.retry_budget.over(&self.retry_budget).check().map_err(in_pool("retry_budget"))?;
             pool.outlier.over(&self.outlier).check().map_err(in_pool("outlier"))?;
-            if self.fast_path && pool.tls.is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "pool \"{name}\": fast_path = true relays to replicas over h2c only; remove [pools.{name}.tls] \
-                     or turn fast_path off"
-                )));
-            }
         }
         Ok(())
     }

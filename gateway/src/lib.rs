@@ -16,10 +16,10 @@
 //! methods with `google.api.http` annotations (gRPC-JSON transcoding) and redirect through a
 //! unary call (`GET /{code}` -> `302 Location`); the gateway knows no service's domain. Browsers
 //! call any routed service on the same port with gRPC-Web (binary or base64 text), with CORS
-//! for the origins listed in `[cors]`. With `fast_path = true`, h2c connections are served by
-//! the frame-level relay of `meshwork-h2relay` with the gateway's routing, auth, rate limits,
-//! balancing, health, deadlines and metrics, but not yet retries, spans or size caps (see the
-//! `fastpath` module).
+//! for the origins listed in `[cors]`. HTTP/2 connections (h2c, or TLS with ALPN h2) are
+//! served by the frame-level relay of `meshwork-h2relay` with every data-plane feature of the
+//! proxy path; their requests that are not native gRPC go to the proxy path in process (see the
+//! `fastpath` module; `fast_path = false` serves them with Pingora's HTTP/2 proxy).
 //!
 //! ```no_run
 //! let config = meshwork_gateway::GatewayConfig::from_file("gateway/examples/gateway.toml")?;

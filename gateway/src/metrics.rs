@@ -75,6 +75,8 @@ pub struct Metrics {
     pub auth_refused: [AtomicU64; crate::authn::REASONS.len()],
     /// Calls with a verified credential: JWT, API key.
     pub auth_verified: [AtomicU64; 2],
+    /// The gRPC fast path's relay counters (set when the fast path is on).
+    pub fast_path: std::sync::OnceLock<Arc<meshwork_h2relay::Stats>>,
 }
 
 impl Default for Metrics {
@@ -88,6 +90,7 @@ impl Default for Metrics {
             overloaded: AtomicU64::new(0),
             auth_refused: Default::default(),
             auth_verified: Default::default(),
+            fast_path: std::sync::OnceLock::new(),
         }
     }
 }
@@ -166,6 +169,26 @@ impl Metrics {
             "Attempts beyond a call's first.",
             self.retries.load(Ordering::Relaxed),
         );
+        if let Some(relay) = self.fast_path.get() {
+            counter(
+                &mut out,
+                "meshwork_gateway_fast_path_streams_total",
+                "HTTP/2 streams the gRPC fast path accepted.",
+                relay.streams.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "meshwork_gateway_fast_path_goaways_total",
+                "Fast-path connections closed with GOAWAY for a protocol error or abuse.",
+                relay.goaways.load(Ordering::Relaxed),
+            );
+            let held = relay.buffered.load(Ordering::Relaxed).max(0);
+            let _ = writeln!(
+                out,
+                "# HELP meshwork_gateway_fast_path_buffered_bytes DATA bytes the fast path holds between client and replica.\n\
+                 # TYPE meshwork_gateway_fast_path_buffered_bytes gauge\nmeshwork_gateway_fast_path_buffered_bytes {held}"
+            );
+        }
         counter(
             &mut out,
             "meshwork_gateway_rate_limited_total",

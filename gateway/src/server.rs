@@ -271,6 +271,14 @@ fn fast_path_server_config(config: &GatewayConfig) -> meshwork_h2relay::ServerCo
     meshwork_h2relay::ServerConfig {
         max_concurrent_streams: config.max_concurrent_streams,
         max_header_list_size: config.max_header_list_bytes,
+        // The proxy path's windows, so that both paths let a client send as far ahead.
+        initial_stream_window: H2_STREAM_WINDOW,
+        connection_window: H2_CONNECTION_WINDOW,
+        idle_timeout: Some(Duration::from_millis(config.h2_idle_timeout_ms)),
+        limits: meshwork_h2relay::Limits {
+            error_resets: config.max_error_reset_streams,
+            ..meshwork_h2relay::Limits::default()
+        },
         ..meshwork_h2relay::ServerConfig::default()
     }
 }
@@ -518,6 +526,8 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
     let inflight = Arc::new(AtomicUsize::new(0));
     let authn = config.auth.as_ref().map(crate::authn::Authn::load).transpose()?.map(Arc::new);
     let fast_path = config.fast_path.then(|| {
+        let server = fast_path_server_config(&config);
+        let _ = metrics.fast_path.set(server.stats.clone());
         Arc::new(crate::fastpath::Shared::new(
             router.clone(),
             metrics.clone(),
@@ -525,12 +535,18 @@ pub fn spawn_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<
             authn.clone(),
             clock.clone(),
             inflight.clone(),
-            fast_path_server_config(&config),
+            server,
             meshwork_h2relay::UpstreamConfig {
                 connections: config.threads.max(2),
                 connect_timeout,
                 ..meshwork_h2relay::UpstreamConfig::default()
             },
+            crate::fastpath::Settings {
+                propagate_unsampled: config.propagate_unsampled,
+                max_request_message_bytes: config.max_request_message_bytes,
+                max_response_message_bytes: config.max_response_message_bytes,
+            },
+            all_pools.clone(),
         ))
     });
     let proxy = GatewayProxy::new(

@@ -122,6 +122,8 @@ pub(crate) struct UpstreamTls {
     /// The configured host of each endpoint, the default verification name.
     hosts: HashMap<SocketAddr, String>,
     tonic: ClientTlsConfig,
+    /// The gRPC fast path's client config (same CA and client certificate, ALPN h2).
+    relay: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -139,9 +141,15 @@ impl UpstreamTls {
         let field = |name: &str| format!("pools.{pool}.tls.{name}");
         let ca_error = |e| file_error(&field("ca"), &config.ca, e);
         let ca_pem = read_pem(&config.ca).map_err(ca_error)?;
-        parse_roots(&ca_pem).map_err(ca_error)?;
+        let roots = parse_roots(&ca_pem).map_err(ca_error)?;
+        let relay = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Invalid(format!("pools.{pool}.tls: {e}")))?
+            .with_root_certificates(roots);
         let ca_certs = parse_certs(&ca_pem).map_err(ca_error)?;
         let mut tonic = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        let mut relay = Some(relay);
+        let mut relay_config = None;
         let cert_key = match (&config.cert, &config.key) {
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
@@ -158,6 +166,14 @@ impl UpstreamTls {
                 PrivateKeyDer::try_from(key_der.clone()).map_err(|e| file_error(&field("key"), key, e))?;
                 let chain: Vec<Vec<u8>> = identity.cert_chain().iter().map(|c| c.to_vec()).collect();
                 tonic = tonic.identity(Identity::from_pem(identity.cert_pem(), identity.key_pem()));
+                if let Some(builder) = relay.take() {
+                    let chain = identity.cert_chain().to_vec();
+                    relay_config = Some(
+                        builder
+                            .with_client_auth_cert(chain, identity.private_key().clone_key())
+                            .map_err(|e| file_error(&field("key"), key, e))?,
+                    );
+                }
                 Some(Arc::new(CertKey::new(chain, key_der)))
             }
         };
@@ -173,6 +189,12 @@ impl UpstreamTls {
             ConfigError::Invalid(format!("pools.{pool}.tls: the gRPC client does not accept these files: {e}"))
         })?;
         let ca = ca_certs.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect::<Vec<_>>();
+        let mut relay = match (relay_config, relay) {
+            (Some(config), _) => config,
+            (None, Some(builder)) => builder.with_no_client_auth(),
+            (None, None) => unreachable!("the builder is taken only to make relay_config"),
+        };
+        relay.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             ca: ca.into(),
             cert_key,
@@ -180,12 +202,18 @@ impl UpstreamTls {
             server_name: config.server_name.clone(),
             hosts: HashMap::new(),
             tonic,
+            relay: Arc::new(relay),
         })
     }
 
     /// The same settings, with the configured host of each endpoint address.
     pub(crate) fn with_hosts(&self, hosts: HashMap<SocketAddr, String>) -> Self {
         Self { hosts, ..self.clone() }
+    }
+
+    /// Tells this pool's connections apart from other pools' to the same address.
+    pub(crate) fn group_key(&self) -> u64 {
+        self.group_key
     }
 
     /// The name sent as SNI to `addr` and checked against its certificate.
@@ -203,6 +231,12 @@ impl UpstreamTls {
         peer
     }
 
+    /// The fast path's connector to `addr`: TCP, then TLS with ALPN h2 (the same CA, client
+    /// certificate and name as [`Self::peer`]).
+    pub(crate) fn relay_connector(&self, addr: SocketAddr) -> Arc<dyn meshwork_h2relay::Connect> {
+        Arc::new(RelayTls { config: self.relay.clone(), name: self.server_name(addr) })
+    }
+
     /// A tonic endpoint for `addr` (`https://`, same CA, client certificate and name).
     fn endpoint(&self, addr: SocketAddr) -> Endpoint {
         let endpoint = Endpoint::from(https_uri(addr));
@@ -215,6 +249,29 @@ impl UpstreamTls {
                 endpoint
             }
         }
+    }
+}
+
+/// TLS to one replica for the fast path's relay.
+struct RelayTls {
+    config: Arc<rustls::ClientConfig>,
+    name: String,
+}
+
+impl meshwork_h2relay::Connect for RelayTls {
+    fn connect(&self, addr: SocketAddr) -> meshwork_h2relay::Connecting {
+        let config = self.config.clone();
+        let name = ServerName::try_from(self.name.clone());
+        Box::pin(async move {
+            let name = name.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(std::io::Error::other("the replica did not agree to HTTP/2 (ALPN h2)"));
+            }
+            Ok(Box::new(tls) as Box<dyn meshwork_h2relay::Io>)
+        })
     }
 }
 

@@ -180,6 +180,38 @@ pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -
     }
 }
 
+/// The header edits [`inject`] makes, for the gRPC fast path's relay: names removed from the
+/// caller's request, then fields added.
+pub fn inject_fields(
+    trace: &CallTrace,
+    span: &CallSpan,
+    remove: &mut Vec<bytes::Bytes>,
+    add: &mut Vec<(bytes::Bytes, bytes::Bytes)>,
+) {
+    const TRACEPARENT: bytes::Bytes = bytes::Bytes::from_static(b"traceparent");
+    const TRACESTATE: bytes::Bytes = bytes::Bytes::from_static(b"tracestate");
+    let value = |v: &http::HeaderValue| bytes::Bytes::copy_from_slice(v.as_bytes());
+    match trace {
+        CallTrace::Off => {}
+        CallTrace::Dropped => remove.extend([TRACEPARENT, TRACESTATE]),
+        CallTrace::Unsampled(traceparent) => {
+            remove.extend([TRACEPARENT, TRACESTATE]);
+            add.push((TRACEPARENT, value(traceparent)));
+        }
+        CallTrace::Declined(traceparent) => {
+            remove.push(TRACEPARENT);
+            add.push((TRACEPARENT, value(traceparent)));
+        }
+        CallTrace::Sampled(_) => {
+            let Some(sc) = span.span_context() else { return };
+            remove.extend([TRACEPARENT, TRACESTATE]);
+            add.extend(
+                propagation::headers_for(sc).map(|(name, v)| (bytes::Bytes::from_static(name.as_bytes()), value(&v))),
+            );
+        }
+    }
+}
+
 /// Records the gRPC outcome on a span (an error status for server-side failure codes).
 pub fn record_status(span: &mut CallSpan, code: u16) {
     let Some(span) = &mut span.0 else { return };

@@ -1,4 +1,4 @@
-//! The gRPC fast path (`fast_path = true`): h2c connections served by the frame-level relay,
+//! The gRPC fast path (`fast_path`, the default): h2c connections served by the frame-level relay,
 //! with the gateway's routing, balancing, outlier ejection, deadlines and metrics. Real tonic
 //! replicas on loopback, the real gateway, real tonic clients over h2c.
 
@@ -244,10 +244,12 @@ async fn unary_and_streaming_calls_are_relayed() {
     stop(gateway).await;
 }
 
-/// Non-gRPC requests on an h2c connection are refused by the fast path (a documented
-/// limitation); HTTP/1.1 on the same port is served by Pingora as before.
+/// Requests on an h2c connection that are not native gRPC (gRPC-Web, plain HTTP) go to the
+/// proxy path in process and are answered as over HTTP/1.1; HTTP/1.1 on the same port is
+/// served by Pingora as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_protocols_keep_their_path() {
+async fn other_protocols_take_the_proxy_path() {
+    use prost::Message as _;
     let shortener = shortener(0).await;
     let gateway = start(config(&[&shortener])).await;
 
@@ -258,15 +260,49 @@ async fn other_protocols_keep_their_path() {
     let tcp = tokio::net::TcpStream::connect(gateway.listen_addr()).await.unwrap();
     let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{}/v1/links", gateway.listen_addr()))
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
+    let uri = |path: &str| format!("http://{}{path}", gateway.listen_addr());
+    let read_body = |mut body: h2::RecvStream| async move {
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        out
+    };
+
+    // Plain HTTP over h2c.
+    let request = http::Request::builder().method("GET").uri(uri("/healthz")).body(()).unwrap();
     let (response, _) = h2.send_request(request, true).unwrap();
     let response = response.await.unwrap();
-    assert_eq!(response.headers()["grpc-status"], "12", "{response:?}");
+    assert_eq!(response.status(), 200, "{response:?}");
+
+    // gRPC-Web over h2c: the proxy path translates it (content type, trailers in the body).
+    let message = ResolveRequest { code: "web".into(), referrer: String::new(), skip_click: true }.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(uri(&format!("/{SHORTENER}/Resolve")))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(())
+        .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200, "{response:?}");
+    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto", "{response:?}");
+    let body = read_body(response.into_body()).await;
+    assert_eq!(body[0], 0, "a message frame first");
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let answer = ResolveResponse::decode(&body[5..5 + len]).unwrap();
+    assert_eq!(answer.long_url, "https://example.com/0/web");
+    assert_eq!(body[5 + len], 0x80, "then the trailers frame");
+    let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_ascii_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    assert_eq!(shortener.calls.load(Ordering::Relaxed), 1);
     stop(gateway).await;
 }
 
@@ -343,6 +379,7 @@ async fn metrics_count_fast_path_calls() {
     assert!(metrics.contains(&ok), "{metrics}");
     assert!(metrics.contains(&unavailable), "{metrics}");
     assert!(metrics.contains("meshwork_gateway_call_duration_seconds_count{"), "{metrics}");
+    assert!(metrics.contains("meshwork_gateway_fast_path_streams_total 8"), "the relay served them: {metrics}");
     assert_eq!(gateway.inflight(), 0, "every call's in-flight count was released");
     stop(gateway).await;
 }

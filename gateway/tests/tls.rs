@@ -312,6 +312,9 @@ async fn tls_listener_in_front_of_mtls_upstream() {
     let channel = tls_channel(gateway.listen_addr(), &pki.ca_pem, None).await.unwrap();
     assert_eq!(resolve(channel, "both", &[]).await.unwrap(), "https://example.com/both");
     assert_eq!(*replica.recorder.seen.lock().unwrap(), vec![pki.client_cert_der.clone()]);
+    // TLS with ALPN h2 in, mutual TLS out: the call took the gRPC fast path.
+    let metrics = (gateway.metrics_renderer())();
+    assert!(metrics.contains("meshwork_gateway_fast_path_streams_total 1"), "{metrics}");
     stop(gateway).await;
 }
 

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub max_continuation_frames: u32,
     /// Flood and rapid-reset limits.
     pub limits: Limits,
+    /// A connection without a stream this long is closed (GOAWAY NO_ERROR); `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Counters shared by every connection served with this config.
     pub stats: Arc<Stats>,
 }
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             max_header_block: 64 * 1024,
             max_continuation_frames: 32,
             limits: Limits::default(),
+            idle_timeout: None,
             stats: Arc::new(Stats::default()),
         }
     }
@@ -101,6 +104,7 @@ pub(crate) struct LocalSettings {
     pub max_header_block: usize,
     pub max_continuation_frames: u32,
     pub limits: Limits,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Windows below the protocol's initial 65,535 would make the peer's first bytes (sent before
@@ -118,6 +122,7 @@ impl From<&ServerConfig> for LocalSettings {
             max_header_block: c.max_header_block,
             max_continuation_frames: c.max_continuation_frames,
             limits: c.limits,
+            idle_timeout: c.idle_timeout,
         }
     }
 }
@@ -133,6 +138,7 @@ impl From<&UpstreamConfig> for LocalSettings {
             max_header_block: c.max_header_block,
             max_continuation_frames: u32::MAX,
             limits: Limits::default(),
+            idle_timeout: None,
         }
     }
 }

@@ -18,9 +18,10 @@ use crate::config::LocalSettings;
 use crate::error::{H2Error, Reason};
 use crate::flow;
 use crate::frame::{self, Frame, MAX_WINDOW, Settings};
+use crate::grpc::MessageMeter;
 use crate::hpack::{Decoder, Encoder, HeaderList};
 use crate::limits::Counters;
-use crate::relay::{CallObserver, Inbox, Msg, Outcome, Peer, Stats};
+use crate::relay::{AttemptFailure, CallObserver, Inbox, Msg, Outcome, Peer, Retry, Stats};
 use crate::server::ServerSide;
 use crate::upstream::ClientSide;
 use crate::wbuf::WriteBuf;
@@ -85,11 +86,50 @@ fn cancelled_to_deadline(fields: &mut HeaderList) {
     }
 }
 
-/// A routed call's observer and its outcome so far (server side).
+/// A request kept for retries: the upstream header fields and the DATA relayed so far.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    pub fields: HeaderList,
+    /// The request was a header block alone (END_STREAM on HEADERS).
+    pub headers_end: bool,
+    pub data: Vec<Bytes>,
+    /// The client's END_STREAM came on DATA.
+    pub data_end: bool,
+    pub bytes: usize,
+    cap: usize,
+}
+
+impl Replay {
+    pub fn new(fields: HeaderList, headers_end: bool, cap: usize) -> Box<Self> {
+        Box::new(Replay { fields, headers_end, data: Vec::new(), data_end: false, bytes: 0, cap })
+    }
+
+    /// Keeps a DATA frame's bytes; `false` once the request is larger than the buffer.
+    fn push(&mut self, data: &Bytes, end_stream: bool) -> bool {
+        self.bytes += data.len();
+        if self.bytes > self.cap {
+            return false;
+        }
+        if !data.is_empty() {
+            self.data.push(data.clone());
+        }
+        self.data_end |= end_stream;
+        true
+    }
+}
+
+/// A routed call's observer, its outcome so far, its retry buffer and size caps (server side).
 pub(crate) struct CallState {
-    observer: Box<dyn CallObserver>,
+    observer: Option<Box<dyn CallObserver>>,
     started: Instant,
     pub outcome: Outcome,
+    /// The request as sent, while it may still be sent again.
+    pub replay: Option<Box<Replay>>,
+    pub request_cap: Option<(MessageMeter, u32)>,
+    pub response_cap: Option<(MessageMeter, u32)>,
+    /// Credit the current attempt's upstream will give for replayed bytes whose window the
+    /// client got back already: not given twice.
+    pub skip_credit: u64,
 }
 
 impl std::fmt::Debug for CallState {
@@ -99,8 +139,33 @@ impl std::fmt::Debug for CallState {
 }
 
 impl CallState {
-    pub fn new(observer: Box<dyn CallObserver>, started: Instant) -> Self {
-        CallState { observer, started, outcome: Outcome::default() }
+    pub fn new(observer: Option<Box<dyn CallObserver>>, started: Instant) -> Self {
+        CallState {
+            observer,
+            started,
+            outcome: Outcome { attempts: 1, ..Outcome::default() },
+            replay: None,
+            request_cap: None,
+            response_cap: None,
+            skip_credit: 0,
+        }
+    }
+
+    /// Asks the observer where a failed attempt goes next.
+    pub fn retry(&mut self, failure: AttemptFailure) -> Option<Retry> {
+        self.observer.as_mut()?.retry(failure)
+    }
+
+    /// The `grpc-message` of the relay's UNAVAILABLE answer for this call.
+    pub fn unavailable_message(
+        &self,
+        failure: AttemptFailure,
+        relay_message: &'static str,
+    ) -> std::borrow::Cow<'static, str> {
+        match self.observer.as_ref().and_then(|o| o.unavailable_message(failure, relay_message)) {
+            Some(message) => message.into(),
+            None => relay_message.into(),
+        }
     }
 
     /// Notes a header block going to the client: the response head's `:status`, a
@@ -126,8 +191,15 @@ impl CallState {
         }
         o.elapsed = self.started.elapsed();
         let outcome = self.outcome;
-        self.observer.on_end(&outcome);
+        if let Some(observer) = self.observer {
+            observer.on_end(&outcome);
+        }
     }
+}
+
+/// The `grpc-status` of a header block, when it has one.
+pub(crate) fn grpc_status(fields: &HeaderList) -> Option<u32> {
+    fields.iter().find(|(n, _)| &n[..] == b"grpc-status").and_then(|(_, v)| parse_u32(v))
 }
 
 /// A small decimal number (`:status`, `grpc-status`).
@@ -204,6 +276,9 @@ pub(crate) struct Conn {
     pub deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
     /// The one timer of the connection, set to the earliest deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Since when the connection has had no stream (server side, with an idle timeout).
+    idle_since: Option<Instant>,
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -230,6 +305,8 @@ impl Conn {
             stats,
             deadlines: BinaryHeap::new(),
             timer: None,
+            idle_since: None,
+            idle_timer: None,
         }
     }
 
@@ -264,9 +341,49 @@ impl Conn {
         timer.as_mut().poll(cx).is_ready()
     }
 
+    /// Closes a downstream connection that has had no stream for the idle timeout (GOAWAY
+    /// NO_ERROR); otherwise arms the idle timer. Returns whether it closed the connection.
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.local.idle_timeout else { return false };
+        if !self.streams.is_empty() || self.closing {
+            self.idle_since = None;
+            return false;
+        }
+        let at = *self.idle_since.get_or_insert_with(|| Instant::now() + timeout);
+        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let last = match &self.side {
+            Side::Server(s) => s.last_peer_sid,
+            Side::Client(_) => 0,
+        };
+        frame::write_goaway(&mut self.out, last, Reason::NO_ERROR, b"idle");
+        self.closing = true;
+        true
+    }
+
     /// A stream's deadline passed: its upstream stream is reset (CANCEL) and the client gets
     /// `grpc-status` 4, trailers-only or as trailers after the response head.
     fn expire(&mut self, sid: u32) {
+        let Some(stream) = self.streams.get_mut(&sid) else { return };
+        if stream.sent_end {
+            return;
+        }
+        if let Some(call) = &mut stream.call {
+            call.outcome.deadline_exceeded = true;
+        }
+        self.end_call(sid, 4, "deadline exceeded at the gateway");
+    }
+
+    /// Ends a call at the relay (server side): the upstream stream is reset (CANCEL), what is
+    /// queued for the client is dropped, and the client gets `grpc-status` `status`,
+    /// trailers-only or as trailers after the response head, then RST_STREAM(NO_ERROR) if it
+    /// is still sending (RFC 9113 §8.1: the rest of its request is not wanted).
+    pub fn end_call(&mut self, sid: u32, status: u32, message: &str) {
         let Some(stream) = self.streams.get_mut(&sid) else { return };
         if stream.sent_end {
             return;
@@ -282,18 +399,20 @@ impl Conn {
         }
         stream.queue.clear();
         if let Some(call) = &mut stream.call {
-            call.outcome.deadline_exceeded = true;
+            call.replay = None;
         }
-        const MESSAGE: &str = "deadline exceeded at the gateway";
         let fields = if stream.headers_sent {
             vec![
-                (Bytes::from_static(b"grpc-status"), Bytes::from_static(b"4")),
-                (Bytes::from_static(b"grpc-message"), Bytes::from_static(MESSAGE.as_bytes())),
+                (Bytes::from_static(b"grpc-status"), Bytes::from(status.to_string())),
+                (Bytes::from_static(b"grpc-message"), crate::head::percent_encode(message)),
             ]
         } else {
-            crate::head::trailers_only(4, MESSAGE)
+            crate::head::trailers_only(status, message)
         };
         stream.queue.push_back(Out::Headers(fields, true));
+        if !stream.recv_end {
+            stream.queue.push_back(Out::Reset(Reason::NO_ERROR));
+        }
         self.schedule(sid);
     }
 
@@ -357,7 +476,15 @@ impl Conn {
     fn on_error(&mut self, e: H2Error) {
         match e {
             H2Error::Connection(reason, why) => self.fail(reason, why),
-            H2Error::Stream(sid, reason) => self.reset_stream(sid, reason),
+            H2Error::Stream(sid, reason) => {
+                self.reset_stream(sid, reason);
+                if self.is_server() {
+                    self.counters.error_resets += 1;
+                    if self.counters.error_resets > self.local.limits.error_resets {
+                        self.fail(Reason::ENHANCE_YOUR_CALM, "too many stream errors");
+                    }
+                }
+            }
         }
     }
 
@@ -404,7 +531,8 @@ impl Conn {
         match self.side {
             Side::Server(_) => peer.send(Msg::Reset { sid: peer.sid, reason: Reason::CANCEL }),
             Side::Client(_) if !stream.headers_received => {
-                peer.send(Msg::Refused { sid: peer.sid, why: crate::relay::Refusal::Unavailable(why) })
+                let why = crate::relay::Refusal::Unavailable { message: why, sent: stream.headers_sent };
+                peer.send(Msg::Refused { sid: peer.sid, why })
             }
             Side::Client(_) => peer.send(Msg::Reset { sid: peer.sid, reason: Reason::INTERNAL_ERROR }),
         }
@@ -585,6 +713,27 @@ impl Conn {
             self.useless_frame()?;
         }
         let Some(stream) = self.streams.get_mut(&sid) else { return Ok(()) };
+        let mut over = None;
+        if stream.peer.is_some()
+            && let Some(call) = &mut stream.call
+        {
+            if let Some((meter, cap)) = &mut call.request_cap
+                && let Err(n) = meter.feed(&data, *cap)
+            {
+                over = Some((n, *cap));
+            } else if let Some(replay) = &mut call.replay
+                && !replay.push(&data, end_stream)
+            {
+                call.replay = None;
+            }
+        }
+        if let Some((n, cap)) = over {
+            // Not relayed: the window is given back, the call ends here.
+            stream.recv_unacked += len;
+            stream.recv_end |= end_stream;
+            self.end_call(sid, 8, &format!("request message of {n} bytes is above the limit of {cap}"));
+            return Ok(());
+        }
         match &stream.peer {
             Some(peer) => {
                 stream.forwarded += u64::from(len);
@@ -665,6 +814,9 @@ impl Conn {
         match msg {
             Msg::Open(open) => self.client_open(*open),
             Msg::Headers { sid, mut fields, end_stream } => {
+                if self.is_server() && self.server_upstream_head(sid, &fields, end_stream) {
+                    return;
+                }
                 if end_stream
                     && let Some(deadline) = self.streams.get(&sid).and_then(|s| s.deadline)
                     && Instant::now() + DEADLINE_SLACK >= deadline
@@ -674,6 +826,16 @@ impl Conn {
                 self.enqueue(sid, Out::Headers(fields, end_stream));
             }
             Msg::Data { sid, data, end_stream } => {
+                if let Some(stream) = self.streams.get_mut(&sid)
+                    && stream.peer.is_some()
+                    && let Some(call) = &mut stream.call
+                    && let Some((meter, cap)) = &mut call.response_cap
+                    && let Err(n) = meter.feed(&data, *cap)
+                {
+                    let cap = *cap;
+                    self.end_call(sid, 8, &format!("response message of {n} bytes is above the limit of {cap}"));
+                    return;
+                }
                 let len = data.len();
                 if self.enqueue(sid, Out::Data(data, end_stream))
                     && let Some(stats) = &self.stats
@@ -687,6 +849,14 @@ impl Conn {
                 if is_server && stream.peer.is_none() {
                     return;
                 }
+                if is_server && !stream.headers_sent && stream.call.as_ref().is_some_and(|c| c.replay.is_some()) {
+                    let failure =
+                        if reason == Reason::REFUSED_STREAM { AttemptFailure::NotSent } else { AttemptFailure::Broken };
+                    if self.server_retry(sid, failure) {
+                        return;
+                    }
+                }
+                let Some(stream) = self.streams.get_mut(&sid) else { return };
                 if let Some(call) = &mut stream.call
                     && reason != Reason::NO_ERROR
                 {
@@ -707,7 +877,16 @@ impl Conn {
             }
             Msg::Credit { sid, n } => {
                 let Some(stream) = self.streams.get_mut(&sid) else { return };
-                stream.recv_unacked += n;
+                // Replayed bytes the client got its window back for already are not given twice.
+                let skip = match &mut stream.call {
+                    Some(call) if call.skip_credit > 0 => {
+                        let skip = call.skip_credit.min(u64::from(n));
+                        call.skip_credit -= skip;
+                        skip as u32
+                    }
+                    _ => 0,
+                };
+                stream.recv_unacked += n - skip;
                 // Bytes given back already (a refused or timed-out stream) are not counted twice.
                 let credited = u64::from(n).min(stream.forwarded);
                 stream.forwarded -= credited;
@@ -860,7 +1039,12 @@ impl Conn {
                 }
             }
             if finished {
-                break;
+                // A RST_STREAM(NO_ERROR) queued after the response (`end_call`) still goes out.
+                let reset_next = self.streams.get(&sid).is_some_and(|s| matches!(s.queue.front(), Some(Out::Reset(_))));
+                if !reset_next {
+                    break;
+                }
+                finished = false;
             }
         }
         if written > 0 {

@@ -103,6 +103,9 @@ where
         if !conn.closing && conn.poll_deadlines(cx) {
             progress = true;
         }
+        if conn.poll_idle(cx) {
+            progress = true;
+        }
         conn.before_write();
         match conn.out.poll_write(io, cx) {
             Poll::Ready(Ok(true)) => {

@@ -49,18 +49,30 @@
 //! (ENHANCE_YOUR_CALM); HPACK table and decoded list bounds (COMPRESSION_ERROR, or 431 for a
 //! list over SETTINGS_MAX_HEADER_LIST_SIZE); SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM);
 //! rapid reset (streams the client resets before they complete, counted per period:
-//! ENHANCE_YOUR_CALM) and PING, SETTINGS and useless-frame floods (ENHANCE_YOUR_CALM). No
+//! ENHANCE_YOUR_CALM), PING, SETTINGS and useless-frame floods (ENHANCE_YOUR_CALM) and too many
+//! stream errors over the connection's life (ENHANCE_YOUR_CALM). No
 //! input from a peer panics; every protocol error is a GOAWAY or an RST_STREAM with its
 //! RFC 9113 code.
 //!
+//! # Retries and size caps
+//! A route with a `retry_buffer` keeps the request (its upstream header block and the DATA
+//! relayed, as `Bytes` clones) while it fits; when an attempt fails before any of its answer
+//! went to the client (refused, connect failure, broken stream, trailers-only UNAVAILABLE) the
+//! observer is asked ([`CallObserver::retry`]) and may name another upstream: the request is
+//! replayed there, and the client's window is not given back twice for the replayed bytes.
+//! A route's `max_request_message` / `max_response_message` are read from each gRPC message's
+//! length prefix ([`MessageMeter`]): a message over its cap ends the call with
+//! RESOURCE_EXHAUSTED and cancels it upstream.
+//!
 //! # Not implemented (yet)
-//! TLS is the caller's (any `AsyncRead + AsyncWrite` is served, ALPN is not checked);
-//! `grpc-timeout` is parsed out for the router, which turns it into [`Route::timeout`] (the
-//! relay does not enforce a header it was not told to); no retries
-//! (retriable failures reach the client as RST_STREAM(REFUSED_STREAM)); no keepalive PINGs,
-//! idle or handshake timeouts, SETTINGS-ack timeout (graceful GOAWAY on shutdown: [`serve_connection_until`]); no
-//! reconnect backoff; stream priorities are ignored; server push is refused; request
-//! methods other than CONNECT are relayed but the relay is meant and tested for gRPC.
+//! TLS is the caller's (any `AsyncRead + AsyncWrite` is served, ALPN is not checked; upstream
+//! connections run over what a [`Connect`] opens, TCP by default); `grpc-timeout` is parsed
+//! out for the router, which turns it into [`Route::timeout`] (the relay does not enforce a
+//! header it was not told to); no keepalive PINGs, handshake timeouts, SETTINGS-ack timeout
+//! (an idle timeout: [`ServerConfig::idle_timeout`]; graceful GOAWAY on shutdown:
+//! [`serve_connection_until`]); no reconnect backoff; stream priorities are ignored; server
+//! push is refused; request methods other than CONNECT are relayed but the relay is meant and
+//! tested for gRPC.
 
 #![forbid(unsafe_code)]
 
@@ -70,6 +82,7 @@ mod driver;
 pub mod error;
 mod flow;
 pub mod frame;
+mod grpc;
 pub mod head;
 pub mod hpack;
 pub mod limits;
@@ -81,8 +94,9 @@ pub mod wbuf;
 
 pub use config::{ServerConfig, UpstreamConfig};
 pub use error::{H2Error, Reason};
+pub use grpc::MessageMeter;
 pub use head::RequestHead;
 pub use limits::{Limits, RateLimit};
-pub use pool::UpstreamPool;
-pub use relay::{CallObserver, Outcome, Reject, Route, Router, Stats};
+pub use pool::{Connect, Connecting, Io, UpstreamPool};
+pub use relay::{AttemptFailure, CallObserver, Outcome, Reject, Retry, Route, Router, Stats};
 pub use server::{serve_connection, serve_connection_until};

@@ -56,6 +56,9 @@ pub struct Limits {
     /// Frames that do nothing: empty DATA without END_STREAM, PRIORITY, unknown types,
     /// WINDOW_UPDATE on closed streams.
     pub useless: RateLimit,
+    /// Streams the relay resets for the client's protocol errors over the connection's life
+    /// (the `h2` crate's `max_local_error_reset_streams`); one more is GOAWAY(ENHANCE_YOUR_CALM).
+    pub error_resets: u32,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             pings: RateLimit::new(200, ten_s),
             settings: RateLimit::new(100, ten_s),
             useless: RateLimit::new(2000, ten_s),
+            error_resets: 1024,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Counters {
     pub pings: Counter,
     pub settings: Counter,
     pub useless: Counter,
+    /// Streams reset for the client's protocol errors so far.
+    pub error_resets: u32,
 }
 
 impl Counters {
@@ -86,6 +92,7 @@ impl Counters {
             pings: Counter::new(limits.pings),
             settings: Counter::new(limits.settings),
             useless: Counter::new(limits.useless),
+            error_resets: 0,
         }
     }
 }

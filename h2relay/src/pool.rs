@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::config::UpstreamConfig;
@@ -69,20 +73,53 @@ impl Handle {
     }
 }
 
+/// A byte stream an upstream connection runs over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What [`Connect::connect`] returns.
+pub type Connecting = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>>;
+
+/// Opens the byte streams of a pool's connections when they are not plain TCP to its address
+/// (TLS with ALPN h2, an in-process server): the future is bounded by the pool's
+/// `connect_timeout` like a TCP connect.
+pub trait Connect: Send + Sync + 'static {
+    fn connect(&self, addr: SocketAddr) -> Connecting;
+}
+
 /// Connections to one upstream address.
-#[derive(Debug)]
 pub struct UpstreamPool {
     addr: SocketAddr,
     config: Arc<UpstreamConfig>,
+    connector: Option<Arc<dyn Connect>>,
     slots: Vec<Mutex<Option<Arc<Handle>>>>,
     opened: AtomicU64,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("addr", &self.addr)
+            .field("connector", &self.connector.is_some())
+            .field("opened", &self.opened)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UpstreamPool {
     /// A pool of `config.connections` connections (made as streams need them) to `addr`.
     pub fn new(addr: SocketAddr, config: UpstreamConfig) -> Arc<Self> {
+        Self::build(addr, config, None)
+    }
+
+    /// A pool whose connections run over what `connector` opens (`addr` is passed to it).
+    pub fn with_connector(addr: SocketAddr, config: UpstreamConfig, connector: Arc<dyn Connect>) -> Arc<Self> {
+        Self::build(addr, config, Some(connector))
+    }
+
+    fn build(addr: SocketAddr, config: UpstreamConfig, connector: Option<Arc<dyn Connect>>) -> Arc<Self> {
         let slots = (0..config.connections.max(1)).map(|_| Mutex::new(None)).collect();
-        Arc::new(UpstreamPool { addr, config: Arc::new(config), slots, opened: AtomicU64::new(0) })
+        Arc::new(UpstreamPool { addr, config: Arc::new(config), connector, slots, opened: AtomicU64::new(0) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -120,7 +157,8 @@ impl UpstreamPool {
             peer_max: AtomicU32::new(self.config.assumed_max_concurrent_streams),
         });
         self.opened.fetch_add(1, Ordering::Relaxed);
-        runtime.spawn(crate::upstream::run(self.addr, self.config.clone(), handle.clone(), rx));
+        let connector = self.connector.clone();
+        runtime.spawn(crate::upstream::run(self.addr, self.config.clone(), connector, handle.clone(), rx));
         Some(handle)
     }
 

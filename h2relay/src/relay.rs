@@ -33,8 +33,17 @@ pub struct Route {
     /// stream (CANCEL) and ends the client's with `grpc-status` 4 (DEADLINE_EXCEEDED). The
     /// connection's task keeps one timer for all its streams.
     pub timeout: Option<Duration>,
-    /// Told how the call ended (and dropped) when its stream is gone.
+    /// Told how the call ended (and dropped) when its stream is gone; asked whether a failed
+    /// attempt goes to another upstream ([`CallObserver::retry`]).
     pub observer: Option<Box<dyn CallObserver>>,
+    /// Request bytes (DATA) kept so that a failed attempt can be sent again: retries are asked
+    /// for only while the whole request fits (0: none kept, no retries).
+    pub retry_buffer: usize,
+    /// The largest gRPC request message relayed (its 5-byte length prefix is read): a larger
+    /// one ends the call with RESOURCE_EXHAUSTED and cancels it upstream. `u32::MAX`: no cap.
+    pub max_request_message: u32,
+    /// The same for response messages.
+    pub max_response_message: u32,
 }
 
 impl Route {
@@ -47,6 +56,9 @@ impl Route {
             add_headers: Vec::new(),
             timeout: None,
             observer: None,
+            retry_buffer: 0,
+            max_request_message: u32::MAX,
+            max_response_message: u32::MAX,
         }
     }
 }
@@ -68,6 +80,49 @@ impl std::fmt::Debug for Route {
 /// It must not block.
 pub trait CallObserver: Send + 'static {
     fn on_end(self: Box<Self>, outcome: &Outcome);
+
+    /// An attempt failed before any of its answer reached the client, and the request is still
+    /// whole in the route's retry buffer: returns where to send it again, or `None` to pass
+    /// the failure on to the client. Called on the downstream connection's task; it must not
+    /// block. The default never retries.
+    fn retry(&mut self, failure: AttemptFailure) -> Option<Retry> {
+        let _ = failure;
+        None
+    }
+
+    /// The `grpc-message` of the UNAVAILABLE the relay answers when an attempt failed before
+    /// an answer and was not retried; `relay_message` is the relay's own ("upstream connect
+    /// failed"). `None` keeps it.
+    fn unavailable_message(&self, failure: AttemptFailure, relay_message: &str) -> Option<String> {
+        let _ = (failure, relay_message);
+        None
+    }
+}
+
+/// Why an attempt failed (see [`CallObserver::retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// The upstream never saw the request (connect failure, GOAWAY or REFUSED_STREAM before
+    /// it was processed): safe to send again whatever the method.
+    NotSent,
+    /// The upstream may have seen it: its connection or the stream broke before an answer.
+    Broken,
+    /// The upstream answered trailers-only `grpc-status: 14` (UNAVAILABLE).
+    Unavailable,
+}
+
+/// Where a failed attempt goes next.
+pub struct Retry {
+    pub upstream: Arc<UpstreamPool>,
+    /// Request headers replaced (or added) for this attempt (lowercase names), e.g. the new
+    /// attempt's `traceparent`.
+    pub set_headers: Vec<(Bytes, Bytes)>,
+}
+
+impl std::fmt::Debug for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry").field("upstream", &self.upstream.addr()).finish_non_exhaustive()
+    }
 }
 
 /// How a relayed call ended, as the client saw it.
@@ -90,6 +145,8 @@ pub struct Outcome {
     pub headers_after: Option<Duration>,
     /// Time from routing to the end.
     pub elapsed: Duration,
+    /// Attempts sent upstream (1 plus the retries).
+    pub attempts: u32,
 }
 
 /// A refusal answered by the relay itself with a trailers-only gRPC response.
@@ -160,8 +217,8 @@ pub(crate) enum Refusal {
     /// RST_STREAM(REFUSED_STREAM).
     Retriable,
     /// The upstream failed (connect error, connection lost): the client gets a trailers-only
-    /// UNAVAILABLE with this message.
-    Unavailable(&'static str),
+    /// UNAVAILABLE with this message. `sent`: the request may have reached the upstream.
+    Unavailable { message: &'static str, sent: bool },
 }
 
 /// What connection tasks send each other. `sid` is always the receiver's stream id.

@@ -10,12 +10,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::config::{LocalSettings, ServerConfig};
-use crate::conn::{CallState, Conn, Out, Side, Stream};
+use crate::conn::{CallState, Conn, Out, Replay, Side, Stream, grpc_status};
 use crate::error::{H2Error, Reason};
 use crate::frame::{self, PREFACE};
+use crate::grpc::MessageMeter;
 use crate::head::{self, parse_request, trailers_only, upstream_fields};
 use crate::hpack::{DecodeError, HeaderList};
-use crate::relay::{Open, Peer, Refusal, Router};
+use crate::relay::{AttemptFailure, Msg, Open, Peer, Refusal, Router};
 
 /// gRPC's UNAVAILABLE.
 const GRPC_UNAVAILABLE: u32 = 14;
@@ -178,32 +179,115 @@ impl Conn {
             Err(reject) => return self.answer(sid, stream, trailers_only(reject.grpc_status, &reject.message)),
         };
         let now = tokio::time::Instant::now();
-        stream.call = route.observer.take().map(|observer| CallState::new(observer, now));
+        let fields = upstream_fields(&head, &route, &route.upstream.config().scheme);
+        let capped = route.max_request_message != u32::MAX || route.max_response_message != u32::MAX;
+        if route.observer.is_some() || route.retry_buffer > 0 || capped {
+            let mut call = CallState::new(route.observer.take(), now);
+            if route.retry_buffer > 0 {
+                call.replay = Some(Replay::new(fields.clone(), end_stream, route.retry_buffer));
+            }
+            if route.max_request_message != u32::MAX {
+                call.request_cap = Some((MessageMeter::default(), route.max_request_message));
+            }
+            if route.max_response_message != u32::MAX {
+                call.response_cap = Some((MessageMeter::default(), route.max_response_message));
+            }
+            stream.call = Some(call);
+        }
         let Some(tx) = self.self_tx.clone() else { return Ok(()) };
-        let open = Open {
-            sid: 0,
-            peer: Peer { tx, sid },
-            fields: upstream_fields(&head, &route, &route.upstream.config().scheme),
-            end_stream,
-        };
-        match route.upstream.open(open) {
-            Ok(peer) => {
-                let deadline = route.timeout.map(|t| now + t);
-                stream.peer = Some(peer);
-                stream.deadline = deadline;
-                self.streams.insert(sid, stream);
-                if let Some(deadline) = deadline {
-                    self.add_deadline(sid, deadline);
-                }
+        let open = Open { sid: 0, peer: Peer { tx, sid }, fields, end_stream };
+        let opened = route.upstream.open(open);
+        let deadline = route.timeout.map(|t| now + t);
+        stream.deadline = deadline;
+        if let Ok(peer) = &opened {
+            stream.peer = Some(peer.clone());
+        }
+        self.streams.insert(sid, stream);
+        if let Some(deadline) = deadline {
+            self.add_deadline(sid, deadline);
+        }
+        if let Err(why) = opened
+            && !self.server_retry(sid, AttemptFailure::NotSent)
+            && let Some(stream) = self.streams.get_mut(&sid)
+        {
+            let mut message = std::borrow::Cow::Borrowed(why);
+            if let Some(call) = &mut stream.call {
+                call.outcome.upstream_failed = true;
+                message = call.unavailable_message(AttemptFailure::NotSent, why);
             }
-            Err(why) => {
-                if let Some(call) = &mut stream.call {
-                    call.outcome.upstream_failed = true;
-                }
-                return self.answer(sid, stream, trailers_only(GRPC_UNAVAILABLE, why));
-            }
+            stream.queue.push_back(Out::Headers(trailers_only(GRPC_UNAVAILABLE, &message), true));
+            self.schedule(sid);
         }
         Ok(())
+    }
+
+    /// Sends a failed attempt's request again where the call's observer says. `false` when it
+    /// says no, when the request is no longer whole in the retry buffer, or when part of an
+    /// answer went (or is on its way) to the client.
+    pub(crate) fn server_retry(&mut self, sid: u32, mut failure: AttemptFailure) -> bool {
+        let Some(tx) = self.self_tx.clone() else { return false };
+        let stats = self.stats.clone();
+        let Some(stream) = self.streams.get_mut(&sid) else { return false };
+        if stream.headers_sent || !stream.queue.is_empty() {
+            return false;
+        }
+        let Stream { call: Some(call), peer: current, forwarded, .. } = stream else { return false };
+        loop {
+            if call.replay.is_none() {
+                return false;
+            }
+            let Some(retry) = call.retry(failure) else { return false };
+            let Some(replay) = call.replay.as_deref() else { return false };
+            let mut fields = replay.fields.clone();
+            for (name, value) in retry.set_headers {
+                match fields.iter_mut().find(|(n, _)| *n == name) {
+                    Some(field) => field.1 = value,
+                    None => fields.push((name, value)),
+                }
+            }
+            let open = Open { sid: 0, peer: Peer { tx: tx.clone(), sid }, fields, end_stream: replay.headers_end };
+            let Ok(peer) = retry.upstream.open(open) else {
+                // Not even queued there: another attempt that never reached an upstream.
+                failure = AttemptFailure::NotSent;
+                continue;
+            };
+            let last = replay.data.len();
+            for (i, data) in replay.data.iter().enumerate() {
+                let end_stream = replay.data_end && i + 1 == last;
+                peer.send(Msg::Data { sid: peer.sid, data: data.clone(), end_stream });
+            }
+            if replay.data.is_empty() && replay.data_end {
+                peer.send(Msg::Data { sid: peer.sid, data: Bytes::new(), end_stream: true });
+            }
+            // Every replayed byte is outstanding again; the client got the window of those the
+            // failed upstream had taken back already, and does not get it twice.
+            let replayed = replay.bytes as u64;
+            call.skip_credit += replayed.saturating_sub(*forwarded);
+            if let Some(stats) = &stats {
+                stats.add_buffered(replayed as i64 - *forwarded as i64);
+            }
+            *forwarded = replayed;
+            if let Some(old) = current.replace(peer) {
+                old.send(Msg::Reset { sid: old.sid, reason: Reason::CANCEL });
+            }
+            call.outcome.attempts += 1;
+            return true;
+        }
+    }
+
+    /// A header block from the upstream (before it goes to the client): a trailers-only
+    /// UNAVAILABLE before anything reached the client may be retried (`true`: it was); a
+    /// response head ends the call's retry buffer.
+    pub(crate) fn server_upstream_head(&mut self, sid: u32, fields: &HeaderList, end_stream: bool) -> bool {
+        let Some(call) = self.streams.get_mut(&sid).and_then(|s| s.call.as_mut()) else { return false };
+        if call.replay.is_none() {
+            return false;
+        }
+        if end_stream && grpc_status(fields) == Some(GRPC_UNAVAILABLE) {
+            return self.server_retry(sid, AttemptFailure::Unavailable);
+        }
+        call.replay = None;
+        false
     }
 
     /// Answers a stream with a complete response of headers only.
@@ -247,6 +331,14 @@ impl Conn {
         if stream.peer.is_none() {
             return;
         }
+        let failure = match why {
+            Refusal::Retriable | Refusal::Unavailable { sent: false, .. } => AttemptFailure::NotSent,
+            Refusal::Unavailable { sent: true, .. } => AttemptFailure::Broken,
+        };
+        if self.server_retry(sid, failure) {
+            return;
+        }
+        let Some(stream) = self.streams.get_mut(&sid) else { return };
         stream.peer = None;
         if let Some(call) = &mut stream.call {
             call.outcome.upstream_failed = true;
@@ -258,9 +350,13 @@ impl Conn {
             stats.add_buffered(-(forwarded as i64));
         }
         match why {
-            Refusal::Unavailable(message) if !stream.headers_sent => {
+            Refusal::Unavailable { message, .. } if !stream.headers_sent => {
+                let message = match &stream.call {
+                    Some(call) => call.unavailable_message(failure, message),
+                    None => message.into(),
+                };
                 stream.queue.clear();
-                stream.queue.push_back(Out::Headers(trailers_only(GRPC_UNAVAILABLE, message), true));
+                stream.queue.push_back(Out::Headers(trailers_only(GRPC_UNAVAILABLE, &message), true));
                 self.schedule(sid);
             }
             Refusal::Retriable if !stream.headers_sent => self.reset_stream(sid, Reason::REFUSED_STREAM),

@@ -18,7 +18,7 @@ use crate::error::{H2Error, Reason};
 use crate::frame::{self, PREFACE};
 use crate::head::sanitize_response;
 use crate::hpack::{DecodeError, HeaderList};
-use crate::pool::Handle;
+use crate::pool::{Connect, Handle, Io};
 use crate::relay::{Msg, Open, Refusal};
 
 pub(crate) struct ClientSide {
@@ -58,18 +58,32 @@ impl ClientSide {
 pub(crate) async fn run(
     addr: SocketAddr,
     config: Arc<UpstreamConfig>,
+    connector: Option<Arc<dyn Connect>>,
     handle: Arc<Handle>,
     mut rx: UnboundedReceiver<Msg>,
 ) {
-    let io = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+    let connecting = async {
+        match &connector {
+            Some(connector) => connector.connect(addr).await,
+            None => {
+                let io = TcpStream::connect(addr).await?;
+                let _ = io.set_nodelay(true);
+                Ok(Box::new(io) as Box<dyn Io>)
+            }
+        }
+    };
+    let io = match tokio::time::timeout(config.connect_timeout, connecting).await {
         Ok(Ok(io)) => io,
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "h2relay: upstream connect failed");
-            return refuse_inbox(&handle, &mut rx, Refusal::Unavailable("upstream connect failed"));
+            let why = Refusal::Unavailable { message: "upstream connect failed", sent: false };
+            return refuse_inbox(&handle, &mut rx, why);
         }
-        Err(_) => return refuse_inbox(&handle, &mut rx, Refusal::Unavailable("upstream connect timed out")),
+        Err(_) => {
+            let why = Refusal::Unavailable { message: "upstream connect timed out", sent: false };
+            return refuse_inbox(&handle, &mut rx, why);
+        }
     };
-    let _ = io.set_nodelay(true);
     let side = ClientSide {
         handle: handle.clone(),
         last_opened: 0,

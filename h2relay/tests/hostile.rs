@@ -167,3 +167,43 @@ async fn protocol_errors_get_their_codes() {
     assert_eq!(raw.until_goaway().await, Some(Reason::PROTOCOL_ERROR));
     good.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_busy_ones_are_not() {
+    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(300)), ..ServerConfig::default() };
+    let (relay, good) = setup(config).await;
+    let mut idle = RawClient::connect(relay.addr).await;
+    let started = std::time::Instant::now();
+    assert_eq!(idle.until_goaway().await, Some(Reason::NO_ERROR));
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    // The good client calls every few milliseconds on one connection for longer than that.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    good.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_errors_past_the_limit_get_enhance_your_calm() {
+    let limits = Limits { error_resets: 5, ..Limits::default() };
+    let (relay, good) = setup(ServerConfig { limits, ..ServerConfig::default() }).await;
+    let mut bad = RawClient::connect(relay.addr).await;
+    // HEADERS without :path: a malformed request, RST_STREAM(PROTOCOL_ERROR) each.
+    let fields = [(bytes::Bytes::from_static(b":method"), bytes::Bytes::from_static(b"POST"))];
+    let mut out = BytesMut::new();
+    for i in 0..5u32 {
+        let mut block = BytesMut::new();
+        bad.encoder.encode(fields.iter().map(|(n, v)| (n, v)), &mut block);
+        out.extend_from_slice(&RawClient::frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
+            1 + 2 * i,
+            &block,
+        ));
+    }
+    let _ = bad.send_raw(&out).await;
+    assert_eq!(bad.until_rst(9).await, Reason::PROTOCOL_ERROR, "five are answered one by one");
+    let mut block = BytesMut::new();
+    bad.encoder.encode(fields.iter().map(|(n, v)| (n, v)), &mut block);
+    let _ = bad.send_raw(&RawClient::frame(kind::HEADERS, flags::END_HEADERS | flags::END_STREAM, 11, &block)).await;
+    assert_eq!(bad.until_goaway().await, Some(Reason::ENHANCE_YOUR_CALM), "the sixth ends the connection");
+    good.finish().await;
+}
