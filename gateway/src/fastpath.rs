@@ -34,7 +34,8 @@
 //! Requests on a fast-path connection that are not native gRPC (gRPC-Web, the HTTP routes,
 //! plain HTTP) go to the proxy application itself over an in-process HTTP/2 connection (a
 //! duplex pipe the application serves like any h2c client's), so they get everything the
-//! proxy path does; the rate limit sees them as one client (the pipe has no peer address).
+//! proxy path does; the client's address goes with each request in [`CLIENT_IP`] (the pipe
+//! has none), for the rate limit and IP hashing.
 //! Replicas of pools with `[pools.NAME.tls]` are reached over TLS (ALPN h2, the pool's CA and
 //! client certificate). On drain, fast-path connections get GOAWAY like Pingora's: calls in
 //! flight finish, new streams are refused (REFUSED_STREAM, which clients retry elsewhere).
@@ -77,6 +78,9 @@ const IDENTITY: Bytes = Bytes::from_static(b"meshwork-identity");
 const AUTHORIZATION: Bytes = Bytes::from_static(b"authorization");
 const API_KEY: Bytes = Bytes::from_static(b"x-api-key");
 const GRPC_TIMEOUT: Bytes = Bytes::from_static(b"grpc-timeout");
+/// The client's address on a request handed to the proxy path in process (which has no socket
+/// to read it from); whatever a client sends under this name is dropped.
+pub(crate) const CLIENT_IP: &str = "meshwork-client-ip";
 
 /// The gateway settings the fast path applies per call.
 #[derive(Debug, Clone, Copy)]
@@ -241,8 +245,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for FastPath<A> {
             let addr = SocketAddr::from(([127, 0, 0, 1], 0));
             UpstreamPool::with_connector(addr, shared.upstream.clone(), Arc::new(loopback))
         });
-        let client_ip = client_ip_hash(&stream);
-        let router = Arc::new(ConnRouter { shared: shared.clone(), client_ip });
+        let ip = client_ip(&stream);
+        let router = Arc::new(ConnRouter {
+            shared: shared.clone(),
+            client_ip: ip.map_or(0, ip_hash),
+            client_ip_text: ip.map(|ip| Bytes::from(ip.to_string())),
+        });
         // The gateway's drain (crate::server): GOAWAY, calls in flight finish.
         let mut drain = shutdown.clone();
         let drained = async move {
@@ -260,13 +268,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for FastPath<A> {
     }
 }
 
-/// Hash of the client's IP address (0 when unknown), as the proxy path takes it.
-fn client_ip_hash(stream: &Stream) -> u64 {
-    let addr = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())));
-    match addr {
-        Some(std::net::IpAddr::V4(ip)) => hash64(&ip.octets()),
-        Some(std::net::IpAddr::V6(ip)) => hash64(&ip.octets()),
-        None => 0,
+/// The client's IP address, when the socket knows it.
+fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
+    stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())))
+}
+
+/// Hash of a client's IP address, as the proxy path takes it.
+fn ip_hash(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
     }
 }
 
@@ -274,7 +285,9 @@ fn client_ip_hash(stream: &Stream) -> u64 {
 /// default key and IP hashing).
 pub(crate) struct ConnRouter {
     shared: Arc<Shared>,
+    /// Hash of the client's IP address (0 when unknown).
     client_ip: u64,
+    client_ip_text: Option<Bytes>,
 }
 
 fn reject(code: Code, message: impl Into<String>) -> Reject {
@@ -299,10 +312,16 @@ impl ConnRouter {
         let s = &*self.shared;
         if !head.is_grpc() {
             // gRPC-Web, the HTTP routes, plain HTTP: the proxy application's.
-            return match s.fallback.get() {
-                Some(fallback) => Ok(meshwork_h2relay::Route::to(fallback.clone())),
-                None => Err(reject(Code::Unavailable, "the gateway is starting")),
+            let Some(fallback) = s.fallback.get() else {
+                return Err(reject(Code::Unavailable, "the gateway is starting"));
             };
+            let mut route = meshwork_h2relay::Route::to(fallback.clone());
+            let name = Bytes::from_static(CLIENT_IP.as_bytes());
+            route.remove_headers.push(name.clone());
+            if let Some(ip) = &self.client_ip_text {
+                route.add_headers.push((name, ip.clone()));
+            }
+            return Ok(route);
         }
         let path = std::str::from_utf8(&head.path).unwrap_or("");
         let Some((service, method)) = parse_grpc_path(path) else {

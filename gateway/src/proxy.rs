@@ -946,7 +946,17 @@ pub fn parse_status(value: &[u8]) -> Option<u16> {
 
 /// Hash of the client's IP address (0 when unknown, e.g. a Unix socket).
 fn client_ip_hash(session: &Session) -> u64 {
-    match session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+    let ip = match session.client_addr() {
+        Some(addr) => addr.as_inet().map(|a| a.ip()),
+        // No socket: a request the fast path handed over in process, which names its client.
+        None => session
+            .req_header()
+            .headers
+            .get(crate::fastpath::CLIENT_IP)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+    match ip {
         Some(std::net::IpAddr::V4(ip)) => hash64(&ip.octets()),
         Some(std::net::IpAddr::V6(ip)) => hash64(&ip.octets()),
         None => 0,

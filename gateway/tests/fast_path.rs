@@ -244,65 +244,93 @@ async fn unary_and_streaming_calls_are_relayed() {
     stop(gateway).await;
 }
 
+/// An h2c connection to the gateway from `local` (any 127.0.0.0/8 address).
+async fn h2c_from(gateway: &GatewayHandle, local: std::net::IpAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(local, 0)).unwrap();
+    let tcp = socket.connect(gateway.listen_addr()).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    h2
+}
+
+/// A gRPC-Web Resolve over h2c: its grpc-status (trailers-only, or the trailers frame at the end
+/// of the body) and the long URL when it answered.
+async fn web_resolve(
+    h2: &mut h2::client::SendRequest<bytes::Bytes>,
+    code: &str,
+    headers: &[(&str, &str)],
+) -> (String, Option<String>) {
+    use prost::Message as _;
+    let message = ResolveRequest { code: code.into(), referrer: String::new(), skip_click: true }.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost/{SHORTENER}/Resolve"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = h2.send_request(request.body(()).unwrap(), false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200, "{response:?}");
+    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto", "{response:?}");
+    if let Some(status) = response.headers().get("grpc-status") {
+        return (status.to_str().unwrap().to_string(), None);
+    }
+    let mut stream = response.into_body();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.data().await {
+        let chunk = chunk.unwrap();
+        let _ = stream.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body[0], 0, "a message frame first");
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let answer = ResolveResponse::decode(&body[5..5 + len]).unwrap();
+    assert_eq!(body[5 + len], 0x80, "then the trailers frame");
+    let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_ascii_lowercase();
+    let status = trailers.split("grpc-status:").nth(1).unwrap_or_default();
+    (status.trim().split_whitespace().next().unwrap_or_default().to_string(), Some(answer.long_url))
+}
+
 /// Requests on an h2c connection that are not native gRPC (gRPC-Web, plain HTTP) go to the
-/// proxy path in process and are answered as over HTTP/1.1; HTTP/1.1 on the same port is
-/// served by Pingora as before.
+/// proxy path in process and are answered as over HTTP/1.1, with the client's own address
+/// for the rate limit; HTTP/1.1 on the same port is served by Pingora as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_protocols_take_the_proxy_path() {
-    use prost::Message as _;
     let shortener = shortener(0).await;
-    let gateway = start(config(&[&shortener])).await;
+    let mut config = config(&[&shortener]);
+    config.rate_limit = Some(RateLimitConfig { requests_per_second: 1, burst: Some(2), key: None });
+    let gateway = start(config).await;
 
     let answer =
         http1(gateway.listen_addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let tcp = tokio::net::TcpStream::connect(gateway.listen_addr()).await.unwrap();
-    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let uri = |path: &str| format!("http://{}{path}", gateway.listen_addr());
-    let read_body = |mut body: h2::RecvStream| async move {
-        let mut out = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            let _ = body.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
-        out
-    };
-
     // Plain HTTP over h2c.
-    let request = http::Request::builder().method("GET").uri(uri("/healthz")).body(()).unwrap();
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut h2 = h2c_from(&gateway, local).await;
+    let request = http::Request::builder().method("GET").uri("http://localhost/healthz").body(()).unwrap();
     let (response, _) = h2.send_request(request, true).unwrap();
-    let response = response.await.unwrap();
-    assert_eq!(response.status(), 200, "{response:?}");
+    assert_eq!(response.await.unwrap().status(), 200);
 
     // gRPC-Web over h2c: the proxy path translates it (content type, trailers in the body).
-    let message = ResolveRequest { code: "web".into(), referrer: String::new(), skip_click: true }.encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(uri(&format!("/{SHORTENER}/Resolve")))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .body(())
-        .unwrap();
-    let (response, mut send) = h2.send_request(request, false).unwrap();
-    send.send_data(body.into(), true).unwrap();
-    let response = response.await.unwrap();
-    assert_eq!(response.status(), 200, "{response:?}");
-    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto", "{response:?}");
-    let body = read_body(response.into_body()).await;
-    assert_eq!(body[0], 0, "a message frame first");
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let answer = ResolveResponse::decode(&body[5..5 + len]).unwrap();
-    assert_eq!(answer.long_url, "https://example.com/0/web");
-    assert_eq!(body[5 + len], 0x80, "then the trailers frame");
-    let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_ascii_lowercase();
-    assert!(trailers.contains("grpc-status:0"), "{trailers}");
-    assert_eq!(shortener.calls.load(Ordering::Relaxed), 1);
+    let (status, url) = web_resolve(&mut h2, "web", &[]).await;
+    assert_eq!((status.as_str(), url.as_deref()), ("0", Some("https://example.com/0/web")));
+    // The burst of 2 per client is spent by a second call; a third is refused, also when it
+    // claims another client's address.
+    assert_eq!(web_resolve(&mut h2, "web2", &[]).await.0, "0");
+    let spoofed = [("meshwork-client-ip", "10.9.9.9")];
+    assert_eq!(web_resolve(&mut h2, "web3", &spoofed).await.0, "8", "rate limited");
+    // Another client (another loopback address) has its own budget.
+    let mut other = h2c_from(&gateway, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(web_resolve(&mut other, "web4", &[]).await.0, "0", "another client's own budget");
+    assert_eq!(shortener.calls.load(Ordering::Relaxed), 3);
     stop(gateway).await;
 }
 
