@@ -295,7 +295,7 @@ async fn web_resolve(
     assert_eq!(body[5 + len], 0x80, "then the trailers frame");
     let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_ascii_lowercase();
     let status = trailers.split("grpc-status:").nth(1).unwrap_or_default();
-    (status.trim().split_whitespace().next().unwrap_or_default().to_string(), Some(answer.long_url))
+    (status.split_whitespace().next().unwrap_or_default().to_string(), Some(answer.long_url))
 }
 
 /// Requests on an h2c connection that are not native gRPC (gRPC-Web, plain HTTP) go to the
