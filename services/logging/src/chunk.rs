@@ -258,20 +258,68 @@ impl Columns {
 
     /// Decodes [`Columns::compress`]'s output.
     pub fn decompress(b: &[u8]) -> Result<Columns, CorruptChunk> {
+        RawBlock::decompress(b)?.decode()
+    }
+}
+
+/// A stored chunk decompressed but with its columns not decoded yet: a scan can search the
+/// text first and decode timestamps and line offsets only when the text holds a match.
+#[derive(Debug)]
+pub struct RawBlock {
+    raw: Vec<u8>,
+    text_len: usize,
+}
+
+impl RawBlock {
+    /// Decompresses [`Columns::compress`]'s output and checks its footer.
+    pub fn decompress(b: &[u8]) -> Result<RawBlock, CorruptChunk> {
         let raw = lz4_flex::decompress_size_prepended(b).map_err(|_| CorruptChunk("lz4"))?;
-        Columns::decode_owned(raw)
+        let len = raw.len();
+        if len < 9 || raw[len - 1] != FORMAT {
+            return Err(CorruptChunk("unknown block format"));
+        }
+        let text_len = u32::from_le_bytes([raw[len - 9], raw[len - 8], raw[len - 7], raw[len - 6]]) as usize;
+        if text_len > len - 9 {
+            return Err(CorruptChunk("block lengths"));
+        }
+        Ok(RawBlock { raw, text_len })
+    }
+
+    /// Returns the lines joined by `\n`.
+    pub fn text(&self) -> &[u8] {
+        &self.raw[..self.text_len]
+    }
+
+    /// Decodes the columns, keeping the buffer as the text.
+    pub fn decode(self) -> Result<Columns, CorruptChunk> {
+        Columns::decode_owned(self.raw)
     }
 }
 
 /// A bloom filter of the 4-byte grams of a chunk's text. A literal term of 4 bytes or more can
 /// only occur in the text when every one of its grams is in the filter.
+///
+/// Two hashings exist, told apart by the stored form. Version 2 (written since the third pass on
+/// issue 22) hashes each gram with one multiplication and sets its two bits in the same 64-bit
+/// word (a blocked bloom filter: one word to update per text byte, where version 1 multiplied
+/// twice and updated two words). Version 1 filters of chunks stored before stay readable and
+/// are queried with their own hashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bloom {
     bits: Vec<u64>,
     log2: u32,
+    version: u8,
 }
 
 const GRAM: usize = 4;
+
+/// Bits per filter of a version 2 filter: at least 4 Ki, at most 4 Mi (its word index and its
+/// two bit positions come from disjoint bits of one 64-bit hash).
+const V2_MIN_LOG2: u32 = 12;
+const V2_MAX_LOG2: u32 = 22;
+/// The first byte of a version 2 filter's stored form (a version 1 form starts with its log2,
+/// 6 to 30).
+const V2_TAG: u8 = 0xB2;
 
 fn gram_hashes(g: u32, log2: u32) -> (usize, usize) {
     let a = u64::from(g).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -279,10 +327,47 @@ fn gram_hashes(g: u32, log2: u32) -> (usize, usize) {
     ((a >> (64 - log2)) as usize, (b >> (64 - log2)) as usize)
 }
 
+/// A version 2 gram's word (from the hash's top 16 bits; the caller keeps the low `log2 - 6` of
+/// them) and the mask of its two bits (from hash bits 36-41 and 42-47, which every bit of the
+/// gram reaches through the multiplication).
+#[inline(always)]
+fn gram_word(g: u32) -> (usize, u64) {
+    let h = u64::from(g).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 48) as usize, (1u64 << ((h >> 36) & 63)) | (1u64 << ((h >> 42) & 63)))
+}
+
 impl Bloom {
     /// Builds the filter of `text`'s grams, sized at about half a bit per text byte (at least
-    /// 4 Ki bits, at most 4 Mi bits).
+    /// 4 Ki bits, at most 4 Mi bits), with the version 2 hashing.
     pub fn of(text: &[u8]) -> Bloom {
+        let want = (text.len() / 2).clamp(1 << V2_MIN_LOG2, 1 << V2_MAX_LOG2);
+        let log2 = usize::BITS - (want - 1).leading_zeros();
+        let mut bits = vec![0u64; (1usize << log2) / 64];
+        let words = bits.len() - 1;
+        // One multiplication and one word update per text byte; the grams at `i..i + 4` come
+        // from one unaligned 8-byte read.
+        let mut set = |g: u32| {
+            let (word, mask) = gram_word(g);
+            bits[word & words] |= mask;
+        };
+        let mut i = 0;
+        while let Some(w) = text.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let w = u64::from_le_bytes(*w);
+            set(w as u32);
+            set((w >> 8) as u32);
+            set((w >> 16) as u32);
+            set((w >> 24) as u32);
+            i += 4;
+        }
+        for w in text[i..].windows(GRAM) {
+            set(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        Bloom { bits, log2, version: 2 }
+    }
+
+    /// Builds the filter with the version 1 hashing (two words per gram), as chunks written
+    /// before version 2 carry (tests; comparisons).
+    pub fn of_v1(text: &[u8]) -> Bloom {
         let want = (text.len() / 2).clamp(4096, 1 << 22);
         let log2 = usize::BITS - (want - 1).leading_zeros();
         let mut bits = vec![0u64; (1usize << log2) / 64];
@@ -306,15 +391,21 @@ impl Bloom {
                 g = next;
             }
         }
-        Bloom { bits, log2 }
+        Bloom { bits, log2, version: 1 }
     }
 
     /// Returns false only when `term` certainly does not occur in the text (terms shorter than
     /// a gram are always possible).
     pub fn may_contain(&self, term: &[u8]) -> bool {
         term.windows(GRAM).all(|w| {
-            let (a, b) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), self.log2);
-            self.bits[a >> 6] & (1 << (a & 63)) != 0 && self.bits[b >> 6] & (1 << (b & 63)) != 0
+            let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            if self.version == 1 {
+                let (a, b) = gram_hashes(g, self.log2);
+                self.bits[a >> 6] & (1 << (a & 63)) != 0 && self.bits[b >> 6] & (1 << (b & 63)) != 0
+            } else {
+                let (word, mask) = gram_word(g);
+                self.bits[word & (self.bits.len() - 1)] & mask == mask
+            }
         })
     }
 
@@ -323,9 +414,12 @@ impl Bloom {
         self.bits.len() * 8
     }
 
-    /// Returns the stored form (LZ4-compressed bits).
+    /// Returns the stored form (LZ4-compressed: a version 2 filter's tag, log2, and the bits).
     pub fn encode(&self) -> Vec<u8> {
-        let mut raw = Vec::with_capacity(self.bits.len() * 8 + 1);
+        let mut raw = Vec::with_capacity(self.bits.len() * 8 + 2);
+        if self.version != 1 {
+            raw.push(V2_TAG);
+        }
         raw.push(self.log2 as u8);
         for w in &self.bits {
             raw.extend_from_slice(&w.to_le_bytes());
@@ -333,19 +427,24 @@ impl Bloom {
         lz4_flex::compress_prepend_size(&raw)
     }
 
-    /// Decodes [`Bloom::encode`]'s output.
+    /// Decodes [`Bloom::encode`]'s output (either version).
     pub fn decode(b: &[u8]) -> Result<Bloom, CorruptChunk> {
         let raw = lz4_flex::decompress_size_prepended(b).map_err(|_| CorruptChunk("bloom lz4"))?;
-        let (&log2, rest) = raw.split_first().ok_or(CorruptChunk("bloom"))?;
+        let (version, rest) = match raw.split_first() {
+            Some((&V2_TAG, rest)) => (2, rest),
+            _ => (1, raw.as_slice()),
+        };
+        let (&log2, rest) = rest.split_first().ok_or(CorruptChunk("bloom"))?;
         let log2 = u32::from(log2);
-        if !(6..=30).contains(&log2) || rest.len() != (1usize << log2) / 8 {
+        let sizes = if version == 1 { 6..=30 } else { V2_MIN_LOG2..=V2_MAX_LOG2 };
+        if !sizes.contains(&log2) || rest.len() != (1usize << log2) / 8 {
             return Err(CorruptChunk("bloom size"));
         }
         let bits = rest
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect();
-        Ok(Bloom { bits, log2 })
+        Ok(Bloom { bits, log2, version })
     }
 }
 
@@ -374,8 +473,8 @@ mod tests {
     fn bloom_sets_the_bits_of_every_window() {
         let mut text = b"aaaaaaaa 2026-01-01 sshd[123]: Failed password\nxyz".to_vec();
         text.extend((0..5000u32).flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes()));
-        for len in [0, 3, 4, 5, 9, text.len()] {
-            let b = Bloom::of(&text[..len]);
+        for len in [0, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, text.len() - 1, text.len()] {
+            let b = Bloom::of_v1(&text[..len]);
             let mut want = vec![0u64; b.bits.len()];
             for w in text[..len].windows(GRAM) {
                 let (x, y) = gram_hashes(u32::from_le_bytes([w[0], w[1], w[2], w[3]]), b.log2);
@@ -383,7 +482,39 @@ mod tests {
                 want[y >> 6] |= 1 << (y & 63);
             }
             assert_eq!(b.bits, want, "{len}");
+            let b2 = Bloom::of(&text[..len]);
+            let mut want = vec![0u64; b2.bits.len()];
+            for w in text[..len].windows(GRAM) {
+                let (word, mask) = gram_word(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                let words = want.len() - 1;
+                want[word & words] |= mask;
+            }
+            assert_eq!(b2.bits, want, "{len}");
         }
+    }
+
+    #[test]
+    fn bloom_versions_round_trip_and_answer_alike() {
+        let text = crate::generators::Generator::new(crate::generators::Format::OpenSsh, 7, 0, 1_000_000)
+            .take(4000)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v1 = Bloom::decode(&Bloom::of_v1(text.as_bytes()).encode()).unwrap();
+        let v2 = Bloom::decode(&Bloom::of(text.as_bytes()).encode()).unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(v1, Bloom::of_v1(text.as_bytes()));
+        assert_eq!(v2, Bloom::of(text.as_bytes()));
+        // Every term of the text is possible in both; absent terms are mostly ruled out by both.
+        for line in text.lines().take(200) {
+            for term in line.split(' ').filter(|t| t.len() >= 4) {
+                assert!(v1.may_contain(term.as_bytes()) && v2.may_contain(term.as_bytes()), "{term}");
+            }
+        }
+        let absent: Vec<String> = (0..2000u32).map(|i| format!("q{:x}z{}", i.wrapping_mul(2_654_435_761), i)).collect();
+        let fp = |b: &Bloom| absent.iter().filter(|t| b.may_contain(t.as_bytes())).count();
+        assert!(fp(&v1) < 100 && fp(&v2) < 100, "false positives: v1 {}, v2 {}", fp(&v1), fp(&v2));
     }
 
     #[test]

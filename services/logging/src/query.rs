@@ -3,7 +3,9 @@
 //! range scan (a stream's chunk keys sort by time) rather than one read per chunk, and
 //! decompresses and runs the pipeline over them in parallel (a bounded number of runs and
 //! in-memory blocks at once, each on a blocking thread), merging lines by time or samples into
-//! metric series.
+//! metric series. A stored chunk's text is searched for the query's leading `|=` term before its
+//! columns (timestamps, line offsets, metadata) are decoded: a chunk wholly in the range without
+//! a match is done after one `memmem` pass over its text (and is not cached).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::chunk::{Bloom, Columns};
+use crate::chunk::{Bloom, Columns, RawBlock};
 use crate::engine::{Candidate, ChunkPart, Engine, EngineError};
 use crate::labels::LabelSet;
 use crate::logql::ast::{LogQuery, MetricQuery};
@@ -179,18 +181,32 @@ async fn scan_blocks<R: Send + 'static>(
                             let data = data?;
                             let (engine, tenant, labels, query, f) =
                                 (engine.clone(), tenant.clone(), labels.clone(), query.clone(), f.clone());
-                            Some(tokio::task::spawn_blocking(move || match Columns::decompress(&data) {
-                                Ok(c) => {
+                            Some(tokio::task::spawn_blocking(move || {
+                                let decoded = RawBlock::decompress(&data).and_then(|block| {
                                     drop(data);
-                                    let c = Arc::new(c);
+                                    // A chunk wholly in the range whose text holds no match of
+                                    // the leading `|=` term has no line to emit: its columns
+                                    // are not decoded (nor is it cached), and its lines all
+                                    // count as scanned.
+                                    if meta.min_ts >= start
+                                        && meta.max_ts < end
+                                        && !Pipeline::new(&query).may_match_text(block.text())
+                                    {
+                                        let (none, _) = f(&query, &labels, &Columns::default(), start, end);
+                                        let stats = ScanStats {
+                                            lines: u64::from(meta.count),
+                                            bytes: block.text().len() as u64,
+                                        };
+                                        return Ok((none, stats));
+                                    }
+                                    let c = Arc::new(block.decode()?);
                                     let out = f(&query, &labels, &c, start, end);
                                     engine.cache_chunk(&tenant, fp, &meta, c);
-                                    Some(out)
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "log store: corrupt chunk skipped");
-                                    None
-                                }
+                                    Ok(out)
+                                });
+                                decoded
+                                    .inspect_err(|e| tracing::error!(error = %e, "log store: corrupt chunk skipped"))
+                                    .ok()
                             }))
                         });
                         let mut out = Vec::new();

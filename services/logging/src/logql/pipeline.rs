@@ -67,6 +67,13 @@ impl<'q> Pipeline<'q> {
         Pipeline { query, lead, finders, transforms: query.has_transforms() }
     }
 
+    /// Returns false when no line of a block whose lines joined by `\n` are `text` can pass:
+    /// the query's leading `|=` term (which holds no `\n`, so a match never spans two lines)
+    /// does not occur in it. True when there is no such term.
+    pub fn may_match_text(&self, text: &[u8]) -> bool {
+        self.lead.as_ref().is_none_or(|f| f.find(text).is_some())
+    }
+
     /// Runs the pipeline over the entries of `cols` with `start <= ts < end`, calling `emit`
     /// for each entry that passes.
     pub fn scan(
