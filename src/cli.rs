@@ -75,7 +75,8 @@ pub enum Args {
         /// Address of the gateway (gRPC h2c, HTTP/1.1 redirects).
         #[arg(long, default_value = "127.0.0.1:8080", env = "MESHWORK_LISTEN")]
         listen: SocketAddr,
-        /// Directory of the embedded store (used unless --store is given).
+        /// Directory of the embedded store (`<dir>/store`, used unless --store is given), the
+        /// trace store (`traces`) and, with an embedded store, the log store (`logs`).
         #[arg(long, default_value = "./data", env = "MESHWORK_DATA_DIR")]
         data_dir: PathBuf,
         /// Store URL: memory:, embedded:<dir>, etcd://host:port[,host:port...].

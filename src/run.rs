@@ -162,6 +162,22 @@ async fn open_trace_store(dir: &std::path::Path) -> Result<DynStore> {
     Ok(Arc::new(store))
 }
 
+/// Opens the log store's own embedded database in `dir` ([`meshwork_logging::store`]) and
+/// moves into it the log store's keys an earlier version kept in the mesh's `store` (once; a
+/// move a crash interrupted is finished at the next start).
+async fn open_log_store(dir: &std::path::Path, store: &DynStore) -> Result<DynStore> {
+    let logs = meshwork_logging::store::open_embedded(dir)
+        .await
+        .with_context(|| format!("opening the log store {}", dir.display()))?;
+    let moved = meshwork_logging::store::adopt(store, &logs)
+        .await
+        .with_context(|| format!("moving the log store's data into {}", dir.display()))?;
+    if moved > 0 {
+        tracing::info!(keys = moved, dir = %dir.display(), "log store: moved its data out of the shared store");
+    }
+    Ok(logs)
+}
+
 /// Resolves when the process gets SIGINT or SIGTERM.
 async fn shutdown_signal() -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -327,9 +343,21 @@ async fn up(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mesh = MeshClient::new(&format!("{scheme}://{}", listener_addr(listen))).context("the mesh client")?;
     let ctx = ServiceContext { store: store.clone(), clock: Arc::new(SystemClock), public_url, mesh, settings };
+    // Beside an embedded store, the log store keeps its data in an embedded database of its own,
+    // `<data-dir>/logs` (no changelog, no journal LZ4 of its already-compressed values; fsync as
+    // before), having moved in what an earlier version left in the shared store. With `memory:`
+    // or etcd it stays in the mesh's store.
+    let log_store = match &store_url {
+        StoreUrl::Embedded(_) => Some(open_log_store(&data_dir.join("logs"), &store).await?),
+        _ => None,
+    };
+    let log_ctx = match &log_store {
+        Some(logs) => ServiceContext { store: logs.clone(), ..ctx.clone() },
+        None => ctx.clone(),
+    };
     // The log store is one engine shared by its gRPC service, the Loki HTTP API, the OTLP
     // logs receivers and this process's own log lines.
-    let logging = meshwork_logging::instance(&ctx);
+    let logging = meshwork_logging::instance(&log_ctx);
     // The trace backend keeps its traces in a store of its own, so they survive a restart.
     let collector = match &traces {
         Some((flags, dir)) => {
@@ -369,7 +397,8 @@ async fn up(
     let mut pools = Vec::new();
     for spec in services::specs() {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a service listener")?;
-        let r = start(listener, vec![(spec.hosted)(&ctx)], None).await?;
+        let service_ctx = if spec.name == "logging" { &log_ctx } else { &ctx };
+        let r = start(listener, vec![(spec.hosted)(service_ctx)], None).await?;
         pools.push((spec, r.addr));
         running.push(r);
     }
@@ -417,6 +446,9 @@ async fn up(
         c.shutdown().await.context("flushing the trace store")?;
     }
     loki.abort();
+    if let Some(logs) = &log_store {
+        logs.flush().await.context("flushing the log store")?;
+    }
     store.flush().await.context("flushing the store")?;
     tracing::info!("meshwork stopped");
     Ok(())

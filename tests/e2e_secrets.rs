@@ -1,12 +1,13 @@
 //! End to end: the secrets `meshwork up` keeps in its data directory are its owner's alone.
 //! The development signing key (`identity/dev-signing-key.pem`) is 0600 in a 0700 folder; the
 //! URL shortener's code secret lives in the embedded store, whose files fjall creates with the
-//! process umask, so the store's directory is 0700 (as is the trace store's); a data directory
-//! that `meshwork up` creates is 0700 too. The first start runs under umask 000, where any file
-//! or folder created without an explicit mode would be open to everyone (`jwks.json`, the public
-//! half of the key, must still be 0644: the gateway trusts it); the second start finds
-//! everything loosened by hand and must tighten it back. `meshwork up` writes no TLS key: it
-//! only reads the `--tls-cert`/`--tls-key` files it is given.
+//! process umask, so the store's directory is 0700 (as are the trace store's and the log
+//! store's); a data directory that `meshwork up` creates is 0700 too. The first start runs
+//! under umask 000, where any file or folder created without an explicit mode would be open to
+//! everyone (`jwks.json`, the public half of the key, must still be 0644: the gateway trusts
+//! it); the second start finds everything loosened by hand and must tighten it back.
+//! `meshwork up` writes no TLS key: it only reads the `--tls-cert`/`--tls-key` files it is
+//! given.
 
 mod support;
 
@@ -33,6 +34,8 @@ fn private_paths(data: &Path) -> Vec<(std::path::PathBuf, u32)> {
         (data.join("identity").join("dev-signing-key.pem"), 0o600),
         (data.join("store"), 0o700),
         (data.join("traces"), 0o700),
+        // The log store's own database (log lines may carry anything).
+        (data.join("logs"), 0o700),
     ]
 }
 
@@ -48,7 +51,7 @@ fn assert_private(data: &Path, when: &str) {
     let mut names: Vec<String> =
         fs::read_dir(data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    assert_eq!(names, ["identity", "store", "traces"], "{when}: unexpected entries in the data directory");
+    assert_eq!(names, ["identity", "logs", "store", "traces"], "{when}: unexpected entries in the data directory");
 }
 
 /// `meshwork up` started through `sh` under umask 000 (the test process's own umask is shared

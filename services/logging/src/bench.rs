@@ -189,8 +189,13 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| e.to_string())?;
     let store_dir = opts.dir.join("store");
     let text_path = opts.dir.join("lines.txt");
-    let store: DynStore =
-        Arc::new(meshwork_storage::embedded::EmbeddedStore::open(&store_dir).await.map_err(|e| e.to_string())?);
+    // The log store's own database, as `meshwork up` opens it (no changelog, no journal LZ4,
+    // fsync per commit); not wrapped in storage spans, which record nothing outside a call.
+    let store: DynStore = Arc::new(
+        meshwork_storage::embedded::EmbeddedStore::open_with(&store_dir, crate::store::embedded_options())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let clock: Arc<dyn meshwork_common::Clock> = Arc::new(meshwork_common::SystemClock);
     let now = clock.unix_ns() as i64;
     // A decompressed-chunk cache large enough for the whole corpus, for the warm scan.

@@ -24,6 +24,7 @@ pub mod otlp;
 pub mod query;
 pub mod selflog;
 pub mod service;
+pub mod store;
 pub mod validate;
 
 use meshwork_common::server::{HostedService, ServiceContext};

@@ -369,13 +369,32 @@ on_every_backend!(
 /// clean shutdown while flushes were cutting chunks: every acknowledged line is there once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_reopen_on_the_same_dir() {
+    reopen_on_the_same_dir(|dir| async move {
+        let store: meshwork_storage::DynStore =
+            Arc::new(meshwork_storage::embedded::EmbeddedStore::open(&dir).await.unwrap());
+        store
+    })
+    .await;
+}
+
+/// The same on the log store's own embedded database (`meshwork up`'s `<data-dir>/logs`: no
+/// changelog, no journal compression).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_embedded_database_reopen_on_the_same_dir() {
+    reopen_on_the_same_dir(|dir| async move { meshwork_logging::store::open_embedded(&dir).await.unwrap() }).await;
+}
+
+async fn reopen_on_the_same_dir<F, Fut>(open: F)
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = meshwork_storage::DynStore>,
+{
     let dir = tempfile::tempdir().unwrap();
     let config = config();
     let t = unique("reopen");
     let lines = corpus(Format::Hdfs, 5, 4000);
     {
-        let store: meshwork_storage::DynStore =
-            Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
+        let store = open(dir.path().to_path_buf()).await;
         let weak = Arc::downgrade(&store);
         let first = logging(store, config.clone());
         let mut tasks = Vec::new();
@@ -400,8 +419,7 @@ async fn embedded_reopen_on_the_same_dir() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let store: meshwork_storage::DynStore =
-        Arc::new(meshwork_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap());
+    let store = open(dir.path().to_path_buf()).await;
     let second = logging(store, config);
     let got = support::lines(&second, &t, r#"{job="hdfs"}"#).await.unwrap();
     assert_eq!(sorted(got), sorted(lines.into_iter().map(|(_, l)| l).collect()));
