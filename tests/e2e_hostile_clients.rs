@@ -292,38 +292,33 @@ fn hostile_clients_are_stopped_while_a_well_behaved_client_keeps_calling() {
         assert!(after <= limit.as_secs_f64() + 1.5, "closed after {after} s, over {limit:?} + 1.5 s: {report}");
     };
 
-    // Rapid reset: the 21st stream reset before the gateway took it up ends the connection.
+    // Rapid reset: past 400 streams reset by the client within 10 s, the connection ends.
     let (r, f) = attack(&mut gateway, &caller, "rapid_reset", RSS_BOUND_MIB);
-    assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), ("ENHANCE_YOUR_CALM", "too_many_resets"), "{r}");
+    let expected = ("ENHANCE_YOUR_CALM", "too many streams reset (rapid reset)");
+    assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), expected, "{r}");
     assert!(n(&r, &["streams_reset"]) <= 1000, "rapid reset went on too long: {r}");
     table.push(f);
 
-    // A header block that never ends: stopped after a few frames, not buffered.
+    // A header block that never ends: stopped after a few frames (64 KiB), not buffered.
     let (r, f) = attack(&mut gateway, &caller, "continuation_flood", RSS_BOUND_MIB);
-    assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), ("ENHANCE_YOUR_CALM", "too_many_continuations"), "{r}");
+    assert_eq!(s(&r, "goaway"), "ENHANCE_YOUR_CALM", "{r}");
+    assert!(["header block too large", "CONTINUATION flood"].contains(&s(&r, "goaway_debug")), "{r}");
     assert!(n(&r, &["bytes_sent"]) < 1 << 20, "{r}");
     table.push(f);
 
-    // References to a 4 KiB table entry: decoding stops at the header-list cap.
+    // References to a 4 KiB table entry: decoding stops at four times the header-list cap.
     let (r, f) = attack(&mut gateway, &caller, "hpack_bomb", RSS_BOUND_MIB);
-    assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), ("ENHANCE_YOUR_CALM", "header_list_way_too_large"), "{r}");
+    let expected = ("ENHANCE_YOUR_CALM", "header list far over the limit");
+    assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), expected, "{r}");
     table.push(f);
 
-    // SETTINGS and PING floods are valid frames: h2 answers each and reads no faster than its
-    // answers leave (a flooder that does not read is stalled by TCP), so the connection stays
-    // open and costs CPU only; the bound is on memory and on the well-behaved client. On a
-    // slow host the flood can outlast the idle timeout (no stream was ever opened), and then
-    // the close is the idle timeout's: that passes too, and the answers still queued when it
-    // closed are cut (seen in CI beside a fuzzer: 491,427 of 500,000 answered at 3.6 s).
-    for name in ["settings_flood", "ping_flood"] {
+    // SETTINGS and PING floods are valid frames, but each makes the gateway answer: past 100
+    // SETTINGS or 200 PINGs within 10 s the connection ends (the GOAWAY reaches the flooder:
+    // the gateway reads and drops what it still sends for a moment before closing).
+    for (name, debug) in [("settings_flood", "SETTINGS flood"), ("ping_flood", "PING flood")] {
         let (r, f) = attack(&mut gateway, &caller, name, RSS_BOUND_MIB);
-        let closed_at = r["closed_after_s"].as_f64().unwrap_or(0.0);
-        let idle_close = s(&r, "outcome") == "closed" && closed_at >= IDLE_TIMEOUT.as_secs_f64() - 0.05;
-        assert!(s(&r, "outcome") == "open" || idle_close, "{name} closed before the idle timeout: {r}");
-        assert!(
-            idle_close || n(&r, &["frames_in"]) >= n(&r, &["frames_sent"]),
-            "{name}: not every frame was answered on an open connection: {r}"
-        );
+        assert_eq!((s(&r, "goaway"), s(&r, "goaway_debug")), ("ENHANCE_YOUR_CALM", debug), "{r}");
+        assert!(n(&r, &["frames_in"]) < 1000, "{name}: answered on too long: {r}");
         table.push(f);
     }
 
@@ -346,7 +341,8 @@ fn hostile_clients_are_stopped_while_a_well_behaved_client_keeps_calling() {
     table.push(f);
 
     // Headers over the 16 KiB cap: 20 KiB on HTTP/2 is answered 431 and the connection goes
-    // on serving; 64 KiB (far over) ends it; on HTTP/1.1 the head guard answers 431.
+    // on serving; 64 KiB (far over: a header block over four times the cap) ends it; on
+    // HTTP/1.1 the head guard answers 431.
     let (r, f) = attack(&mut gateway, &caller, "oversized_headers", RSS_BOUND_MIB);
     assert_eq!(
         (n(&r, &["h2", "statuses", "431"]), n(&r, &["h2", "grpc_status", "0"]), s(&r["h2"], "outcome")),
@@ -355,7 +351,7 @@ fn hostile_clients_are_stopped_while_a_well_behaved_client_keeps_calling() {
     );
     assert_eq!(
         (s(&r["h2_far_over"], "goaway"), s(&r["h2_far_over"], "goaway_debug")),
-        ("ENHANCE_YOUR_CALM", "header_list_way_too_large"),
+        ("ENHANCE_YOUR_CALM", "header block too large"),
         "{r}"
     );
     assert_eq!(n(&r, &["h1", "status"]), 431, "{r}");

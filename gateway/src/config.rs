@@ -230,18 +230,18 @@ pub struct GatewayConfig {
     /// internal services should not be callable from every site a user's browser visits.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
-    /// The gRPC fast path (opt-in): plaintext connections that open with the HTTP/2 preface
-    /// (h2c with prior knowledge) are served by the frame-level relay of `meshwork-h2relay`
-    /// instead of Pingora's generic HTTP/2 proxy. Its calls get routing (method overrides,
-    /// header matches, weighted splits), authentication, the per-client rate limit, every
-    /// balancing policy with health, outlier ejection, slow start and concurrency caps,
-    /// `grpc-timeout` and route deadlines, metrics, and the gateway's own reflection and
-    /// health. Not yet on it: retries, spans and trace propagation, message size caps, and
-    /// anything but native gRPC on such a connection (gRPC-Web and the HTTP routes over h2c
-    /// are answered UNIMPLEMENTED; over HTTP/1.1 they work as before). TLS listeners and pools
-    /// with `[pools.NAME.tls]` are not served by it (the latter is refused by `validate`).
-    /// HTTP/1.1 and TLS connections take the usual path. Default false.
-    #[serde(default)]
+    /// The gRPC fast path (on by default): HTTP/2 connections (h2c with prior knowledge, or
+    /// TLS with ALPN h2) are served by the frame-level relay of `meshwork-h2relay` instead of
+    /// Pingora's generic HTTP/2 proxy. Its gRPC calls get everything the proxy path gives:
+    /// routing (method overrides, header matches, weighted splits), authentication, the
+    /// per-client rate limit, every balancing policy with health, outlier ejection, slow start
+    /// and concurrency caps, retries within the retry budget, `grpc-timeout` and route
+    /// deadlines, message size caps, metrics, spans and trace propagation, TLS and mutual TLS
+    /// to replicas, and the gateway's own reflection and health. Requests on such a connection
+    /// that are not native gRPC (gRPC-Web, the HTTP routes) are handed to the proxy path in
+    /// process. HTTP/1.1 connections take the proxy path. `false` serves every connection
+    /// with Pingora's HTTP/2 proxy.
+    #[serde(default = "default_fast_path")]
     pub fast_path: bool,
 }
 

@@ -108,7 +108,7 @@ pub(crate) struct Shared {
     /// Every pool (to forget the relay pools of replicas no pool has any more).
     pools: Vec<Arc<Pool>>,
     /// The relay's connection pools, one per replica address (and pool TLS), made on first use.
-    relays: ArcSwap<HashMap<RelayKey, Arc<UpstreamPool>>>,
+    relays: ArcSwap<RelayTable>,
     relays_insert: Mutex<()>,
     /// The proxy application as an upstream: requests that are not native gRPC (gRPC-Web,
     /// HTTP routes) go to it over an in-process HTTP/2 connection. Made with the first
@@ -118,6 +118,7 @@ pub(crate) struct Shared {
 
 /// A replica address, and the pool's TLS group for a pool with `[pools.NAME.tls]`.
 type RelayKey = (SocketAddr, Option<u64>);
+type RelayTable = HashMap<RelayKey, Arc<UpstreamPool>, foldhash::fast::RandomState>;
 
 impl Shared {
     #[allow(clippy::too_many_arguments)]
@@ -144,7 +145,7 @@ impl Shared {
             upstream,
             settings,
             pools,
-            relays: ArcSwap::from_pointee(HashMap::new()),
+            relays: ArcSwap::from_pointee(RelayTable::default()),
             relays_insert: Mutex::new(()),
             fallback: OnceLock::new(),
         }
@@ -176,7 +177,7 @@ impl Shared {
             .iter()
             .flat_map(|p| p.members().replicas().iter().map(|r| r.addr()).collect::<Vec<_>>())
             .collect();
-        let mut next: HashMap<RelayKey, Arc<UpstreamPool>> =
+        let mut next: RelayTable =
             current.iter().filter(|((a, _), _)| live.contains(a)).map(|(k, v)| (*k, v.clone())).collect();
         next.insert(key, pool.clone());
         self.relays.store(Arc::new(next));

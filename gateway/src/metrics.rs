@@ -59,10 +59,13 @@ impl MethodStats {
     }
 }
 
+/// Per-method stats by request path (looked up on every call: a fast hasher).
+type MethodTable = HashMap<Box<str>, Arc<MethodStats>, foldhash::fast::RandomState>;
+
 /// All the gateway's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    methods: ArcSwap<HashMap<Box<str>, Arc<MethodStats>>>,
+    methods: ArcSwap<MethodTable>,
     insert: Mutex<()>,
     other: Arc<MethodStats>,
     /// Attempts beyond the first (connect failures and UNAVAILABLE on idempotent methods).
@@ -82,7 +85,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            methods: ArcSwap::from_pointee(HashMap::new()),
+            methods: ArcSwap::from_pointee(MethodTable::default()),
             insert: Mutex::new(()),
             other: Arc::new(MethodStats::new("other", "other")),
             retries: AtomicU64::new(0),

@@ -146,10 +146,13 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct Router {
     /// Service name or package prefix -> its routes (header-matching ones first).
-    routes: HashMap<String, Vec<Arc<Route>>>,
+    routes: HashMap<String, Vec<Arc<Route>>, Fast>,
     /// Service name -> method -> its routes (method-level overrides).
-    methods: HashMap<String, HashMap<String, Vec<Arc<Route>>>>,
+    methods: HashMap<String, HashMap<String, Vec<Arc<Route>>, Fast>, Fast>,
 }
+
+/// The router's maps are read on every call: a fast hasher.
+type Fast = foldhash::fast::RandomState;
 
 impl Router {
     /// An empty router.

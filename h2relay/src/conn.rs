@@ -606,7 +606,10 @@ impl Conn {
                 debug_assert_eq!(p.sid, stream_id);
                 p.frames += 1;
                 p.block.extend_from_slice(&block);
-                if p.block.len() > self.local.max_header_block || p.frames > self.local.max_continuation_frames {
+                if p.block.len() > self.local.max_header_block {
+                    return Err(H2Error::conn(Reason::ENHANCE_YOUR_CALM, "header block too large"));
+                }
+                if p.frames > self.local.max_continuation_frames {
                     return Err(H2Error::conn(Reason::ENHANCE_YOUR_CALM, "CONTINUATION flood"));
                 }
                 if !end_headers {

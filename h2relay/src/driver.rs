@@ -37,7 +37,7 @@ where
     let mut inbox_open = true;
     let mut need_flush = false;
     let mut eof = false;
-    poll_fn(|cx| {
+    let result = poll_fn(|cx| {
         if let Some(fut) = shutdown.as_mut()
             && fut.as_mut().poll(cx).is_ready()
         {
@@ -46,7 +46,33 @@ where
         }
         poll_conn(&mut io, conn, inbox, &mut inbox_open, &mut rbuf, &mut batch, &mut need_flush, &mut eof, cx)
     })
-    .await
+    .await;
+    if result.is_ok() && conn.closing && !eof && conn.is_server() {
+        linger(&mut io).await;
+    }
+    result
+}
+
+/// How long, and for how many bytes, a client we closed for an error is read after our GOAWAY.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// After a GOAWAY for an error (our write side shut) the client may still be sending: its bytes
+/// are read and dropped for a moment, so that the kernel does not answer them with a reset
+/// that can destroy the GOAWAY before the client reads it (a lingering close).
+async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if n >= left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -47,13 +47,32 @@ fn connection_specific(name: &[u8]) -> bool {
     matches!(name, b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade")
 }
 
+/// Bytes allowed in a field name after its first (RFC 9110 token characters, lowercase).
+const NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 /// Checks a field name (lowercase token characters) and value (no NUL, CR, LF; no
 /// leading or trailing whitespace).
 pub fn valid_field(name: &[u8], value: &[u8]) -> bool {
-    let name_ok = !name.is_empty()
-        && name.iter().enumerate().all(|(i, &c)| {
-            (c == b':' && i == 0) || c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&c)
-        });
+    let name_ok = match name.split_first() {
+        None => false,
+        Some((&first, rest)) => {
+            (first == b':' || NAME[usize::from(first)]) && rest.iter().all(|&c| NAME[usize::from(c)])
+        }
+    };
     let value_ok = !value.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n')
         && !value.first().is_some_and(|&c| c == b' ' || c == b'\t')
         && !value.last().is_some_and(|&c| c == b' ' || c == b'\t');

@@ -154,8 +154,12 @@ impl Conn {
         fields: HeaderList,
         end_stream: bool,
     ) -> Result<(), H2Error> {
-        if let Err(DecodeError::Compression(why)) = decoded {
-            return Err(H2Error::conn(Reason::COMPRESSION_ERROR, why));
+        match decoded {
+            Err(DecodeError::Compression(why)) => return Err(H2Error::conn(Reason::COMPRESSION_ERROR, why)),
+            Err(DecodeError::ListFarTooLarge) => {
+                return Err(H2Error::conn(Reason::ENHANCE_YOUR_CALM, "header list far over the limit"));
+            }
+            _ => {}
         }
         if sid <= self.server().last_peer_sid {
             return self.server_trailers(sid, decoded, fields, end_stream);

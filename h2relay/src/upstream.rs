@@ -168,8 +168,12 @@ impl Conn {
         mut fields: HeaderList,
         end_stream: bool,
     ) -> Result<(), H2Error> {
-        if let Err(DecodeError::Compression(why)) = decoded {
-            return Err(H2Error::conn(Reason::COMPRESSION_ERROR, why));
+        match decoded {
+            Err(DecodeError::Compression(why)) => return Err(H2Error::conn(Reason::COMPRESSION_ERROR, why)),
+            Err(DecodeError::ListFarTooLarge) => {
+                return Err(H2Error::conn(Reason::ENHANCE_YOUR_CALM, "response header list far over the limit"));
+            }
+            _ => {}
         }
         let Some(stream) = self.streams.get_mut(&sid) else { return Ok(()) };
         if stream.recv_end {

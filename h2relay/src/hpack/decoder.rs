@@ -96,8 +96,11 @@ impl Decoder {
 
     /// Decodes a whole header block, appending its fields to `out`. A list over the size limit
     /// is still decoded to the end (the dynamic table must stay in step with the peer's) and
-    /// then refused with [`DecodeError::ListTooLarge`], leaving `out` empty.
+    /// then refused with [`DecodeError::ListTooLarge`], leaving `out` empty; one over
+    /// `FAR_OVER` times the limit stops there ([`DecodeError::ListFarTooLarge`]).
     pub fn decode(&mut self, block: &Bytes, out: &mut HeaderList) -> Result<(), DecodeError> {
+        /// A list this many times over the limit ends the connection (the `h2` crate does the same).
+        const FAR_OVER: usize = 4;
         let mut cur = Cursor { block, pos: 0 };
         let mut list_size = 0usize;
         let mut too_large = false;
@@ -128,6 +131,10 @@ impl Decoder {
             list_size += name.len() + value.len() + ENTRY_OVERHEAD;
             if list_size > self.max_list_size {
                 too_large = true;
+                if list_size / FAR_OVER > self.max_list_size {
+                    out.clear();
+                    return Err(DecodeError::ListFarTooLarge);
+                }
             }
             if !too_large {
                 out.push((name, value));

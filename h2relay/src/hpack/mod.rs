@@ -25,6 +25,10 @@ pub enum DecodeError {
     /// The block decoded fine (the table is in step) but its list is over the size limit.
     #[error("header list over SETTINGS_MAX_HEADER_LIST_SIZE")]
     ListTooLarge,
+    /// The list is far over the size limit (an HPACK bomb): decoding stopped there, so the
+    /// table is out of step and the connection must end (ENHANCE_YOUR_CALM).
+    #[error("header list far over SETTINGS_MAX_HEADER_LIST_SIZE")]
+    ListFarTooLarge,
 }
 
 #[cfg(test)]
@@ -255,5 +259,22 @@ mod tests {
         e.encode(small.iter().map(|(n, v)| (n, v)), &mut block);
         d.decode(&block.freeze(), &mut out).unwrap();
         assert_eq!(out, small);
+    }
+
+    #[test]
+    fn a_list_far_over_the_limit_stops_decoding() {
+        // One 100-byte entry referenced 100 times: ~13 KB decoded against a limit of 200.
+        let mut e = Encoder::default();
+        let mut d = Decoder::new(4096, 200);
+        let one = list(&[("x-a", &"a".repeat(100))]);
+        let mut block = bytes::BytesMut::new();
+        e.encode(one.iter().map(|(n, v)| (n, v)), &mut block);
+        let mut out = HeaderList::new();
+        d.decode(&block.freeze(), &mut out).unwrap();
+        let bomb = bytes::Bytes::from(vec![0xbe; 100]);
+        assert_eq!(d.decode(&bomb, &mut out.clone()), Err(DecodeError::ListFarTooLarge));
+        // Twice the limit is only refused.
+        let twice = bytes::Bytes::from(vec![0xbe; 3]);
+        assert_eq!(d.decode(&twice, &mut HeaderList::new()), Err(DecodeError::ListTooLarge));
     }
 }

@@ -81,9 +81,10 @@ pub fn static_entry(index: usize) -> Option<(Bytes, Bytes)> {
 
 /// Finds `name` (and `value`) in the static table: `(exact match, name match)`, 1-based.
 pub fn static_find(name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
-    static BY_NAME: OnceLock<HashMap<&'static [u8], (usize, usize)>> = OnceLock::new();
+    type ByName = HashMap<&'static [u8], (usize, usize), foldhash::fast::FixedState>;
+    static BY_NAME: OnceLock<ByName> = OnceLock::new();
     let by_name = BY_NAME.get_or_init(|| {
-        let mut map: HashMap<&'static [u8], (usize, usize)> = HashMap::new();
+        let mut map = ByName::default();
         for (i, (name, _)) in STATIC.iter().enumerate() {
             map.entry(name.as_bytes()).and_modify(|r| r.1 = i + 1).or_insert((i, i + 1));
         }
