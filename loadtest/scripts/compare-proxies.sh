@@ -44,10 +44,10 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 work=$(mktemp -d)
 pids=()
-cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+. loadtest/scripts/lib.sh
+cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; stop_all "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-. loadtest/scripts/lib.sh
 SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port); HREL_PORT=$(free_port)
 
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &

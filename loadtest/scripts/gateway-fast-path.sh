@@ -13,7 +13,7 @@ BIN=target/release/meshwork
 work=$(mktemp -d)
 pids=()
 # SIGINT: the gateway drains at once (its SIGTERM path waits for Pingora).
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { stop_all "${pids[@]}"; rm -rf "$work"; }
 trap cleanup EXIT
 SVC_PORT=$(free_port); OFF_PORT=$(free_port); ON_PORT=$(free_port)
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &

@@ -72,3 +72,19 @@ start_collector() {
   pid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$G) 2>/dev/null && break; sleep 0.1; done
 }
+
+# stop_all PID... : stops benchmark processes: SIGINT first (Pingora's SIGTERM waits out a
+# grace period), then, after 2 s, SIGKILL to whatever is left and its children. A background
+# job of a non-interactive shell ignores SIGINT (haproxy, the relay example) and would keep
+# the script's output pipe open forever.
+stop_all() {
+  local p
+  for p in "$@"; do kill -INT "$p" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    local alive=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return
+    sleep 0.1
+  done
+  for p in "$@"; do pkill -KILL -P "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
+}
