@@ -40,14 +40,7 @@ OFFP=$!
 "${CG[@]}" "$HREL" 127.0.0.1:$HP 127.0.0.1:$SP 2 >"$work/hrel.log" 2>&1 &
 HRP=$!
 start=$(date +%s)
-for port in $SP $GP $OP $HP; do
-  for _ in $(seq 1200); do
-    # Not a pipeline: with pipefail, grpcurl's NotFound exit status would fail it.
-    out=$(grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 || true)
-    grep -q -i 'not.found' <<<"$out" && break
-    sleep 0.5
-  done
-done
+TRIES=1200 wait_resolving $SP $GP $OP $HP
 echo "ready after $(( $(date +%s) - start )) s" >&2
 grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$SP $SVC/Shorten >/dev/null
 DATA='{"code":"bench01","skip_click":true}'

@@ -95,33 +95,12 @@ NGX
 "$NGINX" -c "$work/nginx.conf" >"$work/nginx.out" 2>&1 &
 NGX_PID=$!; pids+=("$NGX_PID")
 
-cat >"$work/haproxy.cfg" <<HAP
-global
-  nbthread 2
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend grpc
-  bind 127.0.0.1:$HAP_PORT proto h2
-  default_backend backend
-backend backend
-  server s1 127.0.0.1:$SVC_PORT proto h2
-HAP
+haproxy_cfg "$HAP_PORT" "$SVC_PORT" >"$work/haproxy.cfg"
 "$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
 HAP_PID=$!; pids+=("$HAP_PID")
 
 SVC=meshwork.urlshortener.v1.UrlShortener
-for port in $SVC_PORT $GW_PORT $BARE_PORT $HREL_PORT $NGX_PORT $HAP_PORT; do
-  for _ in $(seq 100); do
-    # Not a pipeline: with pipefail, grpcurl's NotFound exit status would fail it.
-    out=$(grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 || true)
-    grep -q -i 'not.found' <<<"$out" && break
-    sleep 0.1
-  done
-done
+wait_resolving $SVC_PORT $GW_PORT $BARE_PORT $HREL_PORT $NGX_PORT $HAP_PORT
 grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$SVC_PORT $SVC/Shorten >/dev/null
 DATA='{"code":"bench01","skip_click":true}'
 # ResolveRequest{code:"bench01", skip_click:true}: 0a 07 "bench01" 18 01 -> 11 bytes.

@@ -88,3 +88,38 @@ stop_all() {
   done
   for p in "$@"; do pkill -KILL -P "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
 }
+
+# haproxy_cfg PORT BACKEND_PORT : prints an HAProxy config that proxies gRPC (h2 on both sides,
+# 2 threads) from PORT to BACKEND_PORT on loopback, as the proxy comparisons run it
+haproxy_cfg() {
+  cat <<HAP
+global
+  nbthread 2
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grpc
+  bind 127.0.0.1:$1 proto h2
+  default_backend backend
+backend backend
+  server s1 127.0.0.1:$2 proto h2
+HAP
+}
+
+# wait_resolving PORT... : waits (up to 10 s each, or TRIES x 0.1 s) until the URL shortener
+# answers Resolve through each port (NotFound for an unknown code)
+wait_resolving() {
+  local port out
+  for port in "$@"; do
+    for _ in $(seq "${TRIES:-100}"); do
+      # Not a pipeline: with pipefail, grpcurl's NotFound exit status would fail it.
+      out=$(grpcurl -plaintext -d '{"code":"x","skip_click":true}' "127.0.0.1:$port" \
+        meshwork.urlshortener.v1.UrlShortener/Resolve 2>&1 || true)
+      grep -q -i 'not.found' <<<"$out" && break
+      sleep 0.1
+    done
+  done
+}

@@ -33,30 +33,10 @@ pool = "urlshortener"
 TOML
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 pids+=($!)
-cat >"$work/haproxy.cfg" <<HAP
-global
-  nbthread 2
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend grpc
-  bind 127.0.0.1:$HP proto h2
-  default_backend backend
-backend backend
-  server s1 127.0.0.1:$SP proto h2
-HAP
+haproxy_cfg "$HP" "$SP" >"$work/haproxy.cfg"
 "$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
 pids+=($!)
-for port in $SP $GP $HP; do
-  for _ in $(seq 100); do
-    out=$(grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 || true)
-    grep -q -i 'not.found' <<<"$out" && break
-    sleep 0.1
-  done
-done
+wait_resolving $SP $GP $HP
 grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$SP $SVC/Shorten >/dev/null
 DATA='{"code":"bench01","skip_click":true}'
 one() { # name port round
