@@ -284,10 +284,11 @@ impl Conn {
     /// response head ends the call's retry buffer.
     pub(crate) fn server_upstream_head(&mut self, sid: u32, fields: &HeaderList, end_stream: bool) -> bool {
         let Some(call) = self.streams.get_mut(&sid).and_then(|s| s.call.as_mut()) else { return false };
-        if call.replay.is_none() {
-            return false;
-        }
-        if end_stream && grpc_status(fields) == Some(GRPC_UNAVAILABLE) {
+        let Some(replay) = &call.replay else { return false };
+        // Only once the whole request went to that upstream: one still sending may yet hear
+        // from it about this stream (a reset after its answer), which would reach the retry.
+        let whole = replay.headers_end || replay.data_end;
+        if end_stream && whole && grpc_status(fields) == Some(GRPC_UNAVAILABLE) {
             return self.server_retry(sid, AttemptFailure::Unavailable);
         }
         call.replay = None;
