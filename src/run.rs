@@ -87,7 +87,7 @@ pub fn run(command: Command) -> Result<()> {
 
 /// Log filter when RUST_LOG is not set: meshwork at info, the libraries' chatter off, and the
 /// per-call spans off for logs (they exist only when traces are exported, so cost nothing otherwise).
-const DEFAULT_LOG_FILTER: &str = "info,meshwork::grpc=warn,meshwork::gateway=warn,meshwork::storage=warn,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn";
+const DEFAULT_LOG_FILTER: &str = "info,meshwork::grpc=warn,meshwork::gateway=warn,meshwork_gateway::access=warn,meshwork::storage=warn,pingora_core=warn,pingora_proxy=warn,h2=warn,hyper=warn,tower=warn";
 
 /// Installs logging and, when an OTLP endpoint is known, span export as `service`: the
 /// `OTEL_*` variables, then the flags over them. Must run inside the runtime (the exporter's

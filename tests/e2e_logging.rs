@@ -129,6 +129,19 @@ async fn logs_through_the_gateway_loki_api_self_logs_and_a_kill_9() {
         assert!(Instant::now() < deadline, "no self-logs in tenant meshwork");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The gateway's access log: one line per call, with its method, grpc-status and duration.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let access = loop {
+        let query = r#"{service="gateway"} |= "meshwork.logging.v1.Logging/Push""#;
+        let found = lines_of(&mut client, "meshwork", query).await;
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no access-log line of the Push calls");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let line = &access[0];
+    assert!(line.contains("msg=call") && line.contains("grpc_status=0") && line.contains("duration_ms="), "{line}");
 
     // kill -9 in the middle of a sustained push: every acknowledged line survives, once.
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();

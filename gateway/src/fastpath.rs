@@ -537,7 +537,9 @@ impl CallObserver for CallEnd {
         } else if !outcome.client_cancelled && !outcome.deadline_exceeded {
             self.pool.record_success(replica);
         }
-        self.stats.record(code, self.started.elapsed());
+        let elapsed = self.started.elapsed();
+        self.stats.record(code, elapsed);
+        trace::access_log(std::str::from_utf8(&self.path).unwrap_or(""), code, elapsed, &self.trace);
         if outcome.upstream_failed && outcome.grpc_status.is_none() {
             trace::record_failed_attempt(&mut self.client_span, "upstream");
         }

@@ -212,6 +212,30 @@ pub fn inject_fields(
     }
 }
 
+/// The call's trace id (hex) when the gateway knows one it propagates: the sampled SERVER
+/// span's, or the `traceparent` it sends upstream for an unsampled or declined trace.
+pub fn trace_id(trace: &CallTrace) -> Option<String> {
+    match trace {
+        CallTrace::Sampled(span) => span.span_context().map(|sc| sc.trace_id().to_string()),
+        CallTrace::Unsampled(tp) | CallTrace::Declined(tp) => tp.to_str().ok()?.get(3..35).map(str::to_string),
+        CallTrace::Off | CallTrace::Dropped => None,
+    }
+}
+
+/// The access log's target: one INFO event per gRPC call (`meshwork up` ships them into its log
+/// store under `service="gateway"`; the console leaves them out unless `RUST_LOG` asks).
+pub const ACCESS: &str = "meshwork_gateway::access";
+
+/// Logs one gRPC call to the access log: method path, grpc-status, duration and trace id.
+pub fn access_log(path: &str, code: u16, elapsed: std::time::Duration, trace: &CallTrace) {
+    if !tracing::enabled!(target: ACCESS, tracing::Level::INFO) {
+        return;
+    }
+    let trace_id = trace_id(trace);
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    tracing::info!(target: ACCESS, method = path, grpc_status = code, duration_ms, trace_id = trace_id.as_deref(), "call");
+}
+
 /// Records the gRPC outcome on a span (an error status for server-side failure codes).
 pub fn record_status(span: &mut CallSpan, code: u16) {
     let Some(span) = &mut span.0 else { return };
