@@ -37,8 +37,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use meshwork_common::error::{ServiceError, ServiceResult};
@@ -61,6 +62,9 @@ pub const TRIM_EVERY: u64 = 128;
 /// Most inbox entries one fan-out batch writes.
 const MAX_BATCH: usize = 500;
 
+/// A worker loop advances the persisted pending mark at most once in this long.
+const MARK_EVERY: Duration = Duration::from_secs(1);
+
 /// What this replica's fan-out workers did (for tests, logs and benchmarks).
 #[derive(Debug, Default)]
 pub struct FanoutStats {
@@ -68,6 +72,8 @@ pub struct FanoutStats {
     batches: AtomicU64,
     tasks_done: AtomicU64,
     takeovers: AtomicU64,
+    mark_advances: AtomicU64,
+    first_scan_from: OnceLock<Vec<u8>>,
 }
 
 impl FanoutStats {
@@ -89,6 +95,17 @@ impl FanoutStats {
     /// Returns the tasks this replica's workers took over from another worker's lapsed lease.
     pub fn takeovers(&self) -> u64 {
         self.takeovers.load(Ordering::Relaxed)
+    }
+
+    /// Returns how often this replica's workers raised the persisted pending mark.
+    pub fn mark_advances(&self) -> u64 {
+        self.mark_advances.load(Ordering::Relaxed)
+    }
+
+    /// Returns the key this replica's first scan of the pending markers started at (the
+    /// persisted mark it read at start, or the prefix), once it has scanned.
+    pub fn first_scan_from(&self) -> Option<&[u8]> {
+        self.first_scan_from.get().map(Vec::as_slice)
     }
 }
 
@@ -176,6 +193,7 @@ impl Timeline {
                 planned_ms: self.clock.now_ms(),
             };
             let mut mutations = vec![Mutation::put(keys::job(id), job.encode()?)];
+            let lowest = (!chunks.is_empty()).then(|| keys::pending(id, 0));
             for (i, chunk) in chunks.iter().enumerate() {
                 let task = FanoutTask {
                     post_id: id,
@@ -197,14 +215,32 @@ impl Timeline {
                 mutations.push(Mutation::put(keys::pending(id, i as u32), Vec::new()));
             }
             let conditions = vec![Condition::Absent(keys::job(id)), Condition::Version(keys::post(id), post.version)];
-            match self.store.write(conditions, mutations).await {
-                Ok(_) => {
-                    tracing::debug!(post = id, followers = job.followers, chunks = job.chunks, "fan-out planned");
-                    return Ok(());
+            // The markers go in with the pending mark's condition (see [`PendingMark`]); a
+            // conflict on the mark alone (a worker advanced it) retries just the write.
+            for _ in 0..16 {
+                let (mut conditions, mut mutations) = (conditions.clone(), mutations.clone());
+                let mut version = 0;
+                if let Some(lowest) = &lowest {
+                    let mark;
+                    (mark, version) = PendingMark::read(&self.store).await?;
+                    conditions.push(PendingMark::condition(version));
+                    if let Some(lowered) = mark.lowered_for(lowest) {
+                        mutations.push(Mutation::put(keys::pending_mark(), lowered.encode()));
+                    }
                 }
-                // Planned by another replica, or the post changed: look again.
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                match self.store.write(conditions, mutations).await {
+                    Ok(_) => {
+                        tracing::debug!(post = id, followers = job.followers, chunks = job.chunks, "fan-out planned");
+                        return Ok(());
+                    }
+                    Err(StoreError::Conflict { .. }) => {
+                        if lowest.is_some() && PendingMark::read(&self.store).await?.1 != version {
+                            continue;
+                        }
+                        break; // planned by another replica, or the post changed: look again
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Err(ServiceError::Aborted(format!("could not plan the fan-out of post {id}")))
@@ -349,6 +385,10 @@ impl Timeline {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let mut watch = None;
         let mut floor = PendingFloor::default();
+        // The persisted mark as this replica last read or wrote it, and when it last tried to
+        // advance it.
+        let mut mark = PendingMark::default();
+        let mut mark_tried = Instant::now();
         loop {
             while let Ok(key) = done_rx.try_recv() {
                 mine.remove(&key);
@@ -357,11 +397,40 @@ impl Timeline {
             if watch.is_none() {
                 floor = PendingFloor::default();
                 watch = self.store.watch(&keys::pending_prefix(), None).await.ok();
+                // Read after the watch is open: a marker put below the mark after this read
+                // comes through the watch; one put before it lowered the mark it was put with.
+                if watch.is_some() {
+                    match PendingMark::read(&self.store).await {
+                        Ok((m, _)) => {
+                            floor = PendingFloor::starting_at(m.confirmed.clone());
+                            mark = m;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the pending mark failed; scanning from the start")
+                        }
+                    }
+                }
             }
             let mut claimed = 0;
-            match self.store.scan(floor.range(), 256, Direction::Forward).await {
+            let range = floor.range();
+            if let std::ops::Bound::Included(start) = &range.start {
+                let _ = self.stats.first_scan_from.set(start.clone());
+            }
+            match self.store.scan(range, 256, Direction::Forward).await {
                 Ok(page) => {
                     floor.scanned(&page.entries);
+                    // Also now and then when it is not above the mark this worker knows: another
+                    // replica may have lowered the mark since.
+                    if let Some(target) =
+                        floor.floor.clone().filter(|f| *f > mark.confirmed || mark_tried.elapsed() >= 10 * MARK_EVERY)
+                        && mark_tried.elapsed() >= MARK_EVERY
+                    {
+                        mark_tried = Instant::now();
+                        match self.advance_pending_mark(target).await {
+                            Ok(m) => mark = m,
+                            Err(e) => tracing::debug!(error = %e, "advancing the pending mark failed"),
+                        }
+                    }
                     for entry in page.entries {
                         if running.len() >= self.config.workers {
                             break;
@@ -421,6 +490,68 @@ impl Timeline {
                 _ = poll => {}
             }
         }
+    }
+
+    /// Raises the persisted pending mark towards `target` (a key below which this worker's
+    /// floor knows no live marker) as far as is safe, in two steps (see [`PendingMark`]):
+    /// propose `target`, then scan from the confirmed mark up to it and confirm the first live
+    /// marker found, or `target` itself, unless a planner touched the mark meanwhile. Returns
+    /// the mark as it now stands (as far as this worker knows).
+    pub(crate) async fn advance_pending_mark(&self, target: Vec<u8>) -> ServiceResult<PendingMark> {
+        match self.propose_pending_mark(&target).await? {
+            (current, Some(proposed)) => self.confirm_pending_mark(current, target, proposed).await,
+            (current, None) => Ok(current),
+        }
+    }
+
+    /// The first step of [`Timeline::advance_pending_mark`]: returns the mark as read and
+    /// the version of the proposal written, or no version when the mark is at `target` already.
+    async fn propose_pending_mark(&self, target: &[u8]) -> ServiceResult<(PendingMark, Option<u64>)> {
+        let (current, version) = PendingMark::read(&self.store).await?;
+        if current.confirmed.as_slice() >= target {
+            return Ok((current, None));
+        }
+        let proposal = PendingMark { confirmed: current.confirmed.clone(), proposed: Some(target.to_vec()) };
+        let proposed = self
+            .store
+            .write(vec![PendingMark::condition(version)], vec![Mutation::put(keys::pending_mark(), proposal.encode())])
+            .await?;
+        Ok((current, Some(proposed)))
+    }
+
+    /// The second step of [`Timeline::advance_pending_mark`].
+    async fn confirm_pending_mark(
+        &self,
+        current: PendingMark,
+        target: Vec<u8>,
+        proposed: u64,
+    ) -> ServiceResult<PendingMark> {
+        // Every marker put before the proposal is visible to this scan; every one put after
+        // it (below the target) was written with the proposal's version and rewrote the mark.
+        let page = self
+            .store
+            .scan(KeyRange::between(current.confirmed.clone(), target.clone()), 1, Direction::Forward)
+            .await?;
+        let confirmed = match page.entries.into_iter().next() {
+            Some(live) => live.key,
+            None => target,
+        };
+        let mark = PendingMark { confirmed: confirmed.max(current.confirmed), proposed: None };
+        self.store
+            .write(
+                vec![Condition::Version(keys::pending_mark(), proposed)],
+                vec![Mutation::put(keys::pending_mark(), mark.encode())],
+            )
+            .await?;
+        self.stats.mark_advances.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(mark = %String::from_utf8_lossy(&mark.confirmed), "pending mark advanced");
+        Ok(mark)
+    }
+
+    /// Returns the persisted pending mark: no live pending marker lies below this key (the
+    /// prefix when there is no mark yet).
+    pub async fn pending_mark(&self) -> ServiceResult<Vec<u8>> {
+        Ok(PendingMark::read(&self.store).await?.0.confirmed)
     }
 
     /// Claims the task at `key` when it is not done and nobody holds a live lease on it;
@@ -602,15 +733,88 @@ mod tests {
     }
 }
 
+/// The pending markers' persisted low-water mark (`timeline/fanout/pending-mark`), shared by
+/// every replica, so that a replica starting up scans from it instead of from the start of
+/// the prefix, over every done task's tombstone. Invariant: no live marker lies below
+/// `confirmed` (an absent mark stands for the prefix).
+///
+/// - A planner reads the mark and writes its markers under the condition that the mark is
+///   still at that version (or still absent). When its lowest marker is below `confirmed`
+///   (a replica whose clock is behind, an old event planned late) or below a `proposed`
+///   key, the same write lowers `confirmed` to it and drops the proposal. The marker and the
+///   lowered mark land together or not at all: no crash in between.
+/// - A worker advances it in two conditional writes, at most once per [`MARK_EVERY`]: it
+///   writes `proposed` = the key it wants (its floor), then scans `[confirmed, proposed)`,
+///   and writes `confirmed` = the first live marker found, or `proposed` if none, under the
+///   condition that the mark is still at the proposal's version. A marker committed before
+///   the proposal is seen by that scan (reads are linearizable on every backend); a planner
+///   that commits after it was conditioned on the proposal's version or a later one, so it saw
+///   the proposal and, its marker being below it, rewrote the mark: the confirmation fails.
+///   A crash between the two writes leaves a proposal nobody confirmed, which changes
+///   nothing (`confirmed` is what starting replicas read).
+///
+/// Workers' floors keep lowering themselves on watched puts as before; the mark only sets
+/// where a fresh floor starts (read after the watch is open).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PendingMark {
+    confirmed: Vec<u8>,
+    proposed: Option<Vec<u8>>,
+}
+
+impl PendingMark {
+    /// Reads the mark and its version (0 = absent; an unreadable mark counts as the prefix).
+    async fn read(store: &meshwork_storage::DynStore) -> ServiceResult<(PendingMark, u64)> {
+        Ok(match store.get(&keys::pending_mark()).await? {
+            Some(v) => (PendingMark::decode(&v.value), v.version),
+            None => (PendingMark { confirmed: keys::pending_prefix(), proposed: None }, 0),
+        })
+    }
+
+    /// The condition that the mark is still as read (version 0: absent).
+    fn condition(version: u64) -> Condition {
+        match version {
+            0 => Condition::Absent(keys::pending_mark()),
+            v => Condition::Version(keys::pending_mark(), v),
+        }
+    }
+
+    /// `confirmed`, then a newline and `proposed` if any (keys hold no newline).
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.confirmed.clone();
+        if let Some(p) = &self.proposed {
+            v.push(b'\n');
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
+    fn decode(value: &[u8]) -> PendingMark {
+        let (prefix, end) = (keys::pending_prefix(), end_of(&keys::pending_prefix()));
+        let mut parts = value.splitn(2, |b| *b == b'\n');
+        let confirmed = parts.next().filter(|c| *c >= prefix.as_slice() && *c <= end.as_slice());
+        match confirmed {
+            Some(c) => PendingMark { confirmed: c.to_vec(), proposed: parts.next().map(<[u8]>::to_vec) },
+            None => PendingMark { confirmed: prefix, proposed: None },
+        }
+    }
+
+    /// Returns the mark to write with a marker at `lowest`, if that marker is below it.
+    fn lowered_for(&self, lowest: &[u8]) -> Option<PendingMark> {
+        let below = lowest < self.confirmed.as_slice() || self.proposed.as_deref().is_some_and(|p| lowest < p);
+        below.then(|| PendingMark { confirmed: self.confirmed.as_slice().min(lowest).to_vec(), proposed: None })
+    }
+}
+
 /// Where the workers' next scan of the pending markers starts. A marker is deleted when its
 /// task is done, and since marker keys grow with post ids, the tombstones of done tasks sit
 /// below the live markers: a scan from the start of the prefix steps over every fan-out not yet
 /// compacted away (about 6 M instructions a scan after a few thousand posts, four times a
 /// second and once per change). The floor keeps this invariant: no live marker lies below it.
-/// It starts at the prefix (and goes back there whenever the watch restarts); a scan that finds
-/// markers raises it to the first; a scan that finds none raises it past every key this worker
-/// has seen (all of them done); a marker put below it (another replica's clock behind, a retry)
-/// lowers it again, through the watch that was open before the scan.
+/// It starts at the persisted [`PendingMark`] read after the watch opened, or the prefix (and
+/// again whenever the watch restarts); a scan that finds markers raises it to the first; a
+/// scan that finds none raises it past every key this worker has seen (all of them done), or
+/// to the end of the prefix when it has seen none; a marker put below it (another replica's
+/// clock behind, a retry) lowers it again, through the watch that was open before the scan.
 #[derive(Debug, Default)]
 struct PendingFloor {
     floor: Option<Vec<u8>>,
@@ -618,6 +822,10 @@ struct PendingFloor {
 }
 
 impl PendingFloor {
+    fn starting_at(key: Vec<u8>) -> Self {
+        PendingFloor { floor: Some(key), highest_seen: None }
+    }
+
     fn range(&self) -> KeyRange {
         let prefix = keys::pending_prefix();
         let end = end_of(&prefix);
@@ -636,8 +844,18 @@ impl PendingFloor {
         }
         self.floor = match entries.first() {
             Some(first) => Some(first.key.clone()),
-            // Nothing live: past everything seen (the key right after the highest).
-            None => self.highest_seen.as_ref().map(|h| [h.as_slice(), &[0]].concat()).or(self.floor.take()),
+            // Nothing live: past everything seen (the key right after the highest), or past the
+            // whole prefix when nothing was seen (every marker put from now on is watched).
+            None => {
+                let past = match &self.highest_seen {
+                    Some(h) => [h.as_slice(), &[0]].concat(),
+                    None => end_of(&keys::pending_prefix()),
+                };
+                Some(match self.floor.take() {
+                    Some(f) => f.max(past),
+                    None => past,
+                })
+            }
         };
     }
 
@@ -680,5 +898,94 @@ mod floor_tests {
         let d = keys::pending(40, 1);
         f.changed(&event(EventKind::Put, &d));
         assert!(f.range().contains(&a) && f.range().contains(&d));
+    }
+
+    #[test]
+    fn a_floor_from_the_mark_goes_past_the_prefix_when_nothing_is_live_and_comes_back_on_a_put() {
+        let (a, b) = (keys::pending(10, 0), keys::pending(20, 0));
+        let mut f = PendingFloor::starting_at(b.clone());
+        assert!(!f.range().contains(&a) && f.range().contains(&b), "starts at the mark");
+        f.scanned(&[]);
+        assert!(!f.range().contains(&b), "nothing seen, nothing live: past the prefix");
+        f.changed(&event(EventKind::Put, &a));
+        assert!(f.range().contains(&a) && f.range().contains(&b));
+    }
+
+    #[test]
+    fn a_marker_below_the_mark_or_its_proposal_lowers_it() {
+        let (a, b, c) = (keys::pending(10, 0), keys::pending(20, 0), keys::pending(30, 0));
+        let mark = PendingMark { confirmed: b.clone(), proposed: None };
+        assert_eq!(mark.lowered_for(&c), None);
+        assert_eq!(mark.lowered_for(&a), Some(PendingMark { confirmed: a.clone(), proposed: None }));
+        // Between the confirmed mark and a proposal: the proposal goes, the mark stays.
+        let proposing = PendingMark { confirmed: a.clone(), proposed: Some(c.clone()) };
+        assert_eq!(proposing.lowered_for(&b), Some(PendingMark { confirmed: a.clone(), proposed: None }));
+        assert_eq!(PendingMark::decode(&proposing.encode()), proposing);
+        // Nonsense reads as the prefix (scan everything), never as a key past the markers.
+        for junk in [&b"zzz"[..], b"", b"timeline/a"] {
+            assert_eq!(PendingMark::decode(junk).confirmed, keys::pending_prefix());
+        }
+        let end = end_of(&keys::pending_prefix());
+        assert_eq!(PendingMark::decode(&end).confirmed, end);
+    }
+}
+
+#[cfg(test)]
+mod mark_tests {
+    use std::sync::Arc;
+
+    use meshwork_common::clock::{Clock, ManualClock, SystemClock};
+    use meshwork_storage::DynStore;
+
+    use super::*;
+    use crate::{Config, Graph, seed_graph};
+
+    async fn post(t: &Arc<Timeline>, author: &str, text: &str) -> u64 {
+        let req = pb::CreatePostRequest {
+            request_id: format!("r-{text}"),
+            author: author.into(),
+            text: text.into(),
+            reply_to: String::new(),
+        };
+        t.create_post(None, &req).await.unwrap().post_id.parse().unwrap()
+    }
+
+    /// A planner that commits between a worker's proposal and its confirmation, with a marker
+    /// below the proposal, lowers the mark and makes the confirmation fail; one that commits
+    /// before the proposal is found by the confirmation's scan.
+    #[tokio::test]
+    async fn a_marker_planned_during_an_advance_is_never_left_below_the_mark() {
+        let store: DynStore = meshwork_test_support::memory_store();
+        let graph = Graph::star("mk", 2);
+        seed_graph(&store, &SystemClock, &graph).await.unwrap();
+        let now = SystemClock.now_ms();
+        let replica = |ms: i64| {
+            let ctx = meshwork_test_support::context_with_clock(store.clone(), Arc::new(ManualClock::new(ms)));
+            Arc::new(Timeline::new(&ctx, Config { run_background: false, ..Config::default() }))
+        };
+        let (fresh, behind) = (replica(now), replica(now - 3_600_000));
+        let author = &graph.users[0];
+        let end = end_of(&keys::pending_prefix());
+
+        // A proposal past everything, then a planner (clock behind) puts a marker below it.
+        let (current, proposed) = fresh.propose_pending_mark(&end).await.unwrap();
+        let old = post(&behind, author, "old").await;
+        behind.plan(old, author).await.unwrap();
+        let marker = keys::pending(old, 0);
+        assert!(fresh.confirm_pending_mark(current, end.clone(), proposed.unwrap()).await.is_err());
+        assert!(fresh.pending_mark().await.unwrap() <= marker, "the mark passed a live marker");
+
+        // A marker committed before the proposal: the confirmation stops at it.
+        let newer = post(&fresh, author, "new").await;
+        fresh.plan(newer, author).await.unwrap();
+        let mark = fresh.advance_pending_mark(end.clone()).await.unwrap();
+        assert_eq!(mark.confirmed, marker, "stops at the first live marker");
+        // Both done: the mark goes past the prefix.
+        store.write(vec![], vec![Mutation::delete(marker), Mutation::delete(keys::pending(newer, 0))]).await.unwrap();
+        assert_eq!(fresh.advance_pending_mark(end.clone()).await.unwrap().confirmed, end);
+        // And a new marker (any clock) lowers it again in its own write.
+        let another = post(&fresh, author, "another").await;
+        fresh.plan(another, author).await.unwrap();
+        assert_eq!(fresh.pending_mark().await.unwrap(), keys::pending(another, 0));
     }
 }

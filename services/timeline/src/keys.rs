@@ -20,6 +20,8 @@
 //! - `timeline/fanout/jobs/<id>`                        -> fan-out job (the plan of one post)
 //! - `timeline/fanout/tasks/<id>/<chunk>`               -> fan-out task (one chunk of followers)
 //! - `timeline/fanout/pending/<id>/<chunk>`             -> empty while the task is not done
+//! - `timeline/fanout/pending-mark`                     -> the pending markers' low-water mark:
+//!   no live marker lies below its key (see `fanout::PendingMark`)
 //! - `timeline/node-counter`                            -> the snowflake node id allocator
 //! - `timeline/events/...`, `timeline/event-head`, `timeline/consumers/...` -> event log (kit)
 //! - `timeline/requests/...`                            -> idempotency records (kit)
@@ -193,6 +195,11 @@ pub fn pending_prefix() -> Vec<u8> {
 /// Returns the pending marker of one fan-out task.
 pub fn pending(id: u64, chunk: u32) -> Vec<u8> {
     format!("timeline/fanout/pending/{}/{chunk:05}", hex(id)).into_bytes()
+}
+
+/// Returns the key of the pending markers' low-water mark (outside [`pending_prefix`]).
+pub fn pending_mark() -> Vec<u8> {
+    b"timeline/fanout/pending-mark".to_vec()
 }
 
 /// Returns the (post id, chunk) of a pending marker key.

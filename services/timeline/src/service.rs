@@ -50,7 +50,9 @@ pub struct Config {
     /// Followers per fan-out task, at least (a big list gets bigger chunks, never more
     /// than [`Config::max_chunks`]).
     pub chunk_size: usize,
-    /// Most chunks one post is cut into (each is two writes in the one planning transaction).
+    /// Most chunks one post is cut into (each is two writes in the one planning transaction,
+    /// with the job, the job's, the post's and the pending mark's conditions and maybe the
+    /// mark: 2 x chunks + 5 operations, at most 128 on etcd).
     pub max_chunks: usize,
     /// Inboxes written per store transaction; 0 = as many as the backend allows (62 on etcd,
     /// 500 elsewhere).

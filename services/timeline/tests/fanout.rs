@@ -4,7 +4,9 @@
 //! home pages read while 1,000 posts arrive show no duplicate and no gap (past the bounded
 //! inbox too); 100 concurrent likes count 100 and a repeated like once; a worker killed in the
 //! middle of a fan-out is taken over from its checkpoint and every follower gets the post
-//! exactly once; two replicas on one store share a fan-out without writing any inbox twice.
+//! exactly once; two replicas on one store share a fan-out without writing any inbox twice; a
+//! restarted replica scans the pending markers from the persisted mark, and finds a marker
+//! another replica (its clock an hour behind) put below that mark.
 
 mod support;
 
@@ -28,6 +30,7 @@ on_every_backend!(
     concurrent_likes_count_exactly,
     a_killed_worker_is_taken_over_and_every_follower_gets_the_post_once,
     two_replicas_share_a_fan_out_without_writing_any_inbox_twice,
+    a_restarted_replica_scans_from_the_pending_mark_and_finds_a_marker_put_below_it,
 );
 
 /// Returns how many of `graph`'s users have post `id` in their inbox (each at most once: the
@@ -333,4 +336,108 @@ async fn two_replicas_share_a_fan_out_without_writing_any_inbox_twice(backend: B
     for t in tasks {
         t.abort();
     }
+}
+
+/// Starts a replica's consumer and/or workers; returns their tasks.
+fn start(r: &Running, consumer: bool, workers: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if consumer {
+        let t = r.timeline.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = t.run_consumer().await;
+        }));
+    }
+    if workers {
+        tasks.push(tokio::spawn(r.timeline.clone().run_workers()));
+    }
+    tasks
+}
+
+async fn stop(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+}
+
+/// Waits until the persisted pending mark is above `key`.
+async fn until_mark_above(running: &Running, key: &[u8]) -> Vec<u8> {
+    let started = Instant::now();
+    loop {
+        let mark = running.timeline.pending_mark().await.unwrap();
+        if mark.as_slice() > key {
+            return mark;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the pending mark stays at {:?}",
+            String::from_utf8_lossy(&mark)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_restarted_replica_scans_from_the_pending_mark_and_finds_a_marker_put_below_it(backend: Backend) {
+    let store = Namespaced::fresh(backend.store.clone());
+    let graph = Graph::star(&tag(), 3);
+    seed_graph(&store, &SystemClock, &graph).await.expect("seed the graph");
+    let config = Config { batch_pause: Duration::ZERO, ..slow_config() };
+    let author = graph.users[0].clone();
+
+    // Replica A fans out 40 posts: 40 done markers (tombstones) behind the mark it advances.
+    let a = serve(&context(store.clone()), config.clone()).await;
+    let tasks = start(&a, true, true);
+    let mut client = a.client();
+    let mut last = String::new();
+    for i in 0..40 {
+        last = post(&mut client, &author, &format!("post {i}")).await.post_id;
+    }
+    until_fanned_out(&mut client, &last, Duration::from_secs(20)).await;
+    let last_marker = keys::pending(last.parse().unwrap(), 0);
+    let mark = until_mark_above(&a, &last_marker).await;
+    assert!(a.timeline.stats().mark_advances() > 0);
+    stop(tasks).await;
+    let pending = scan_all(&store, KeyRange::prefix(keys::pending_prefix()), Direction::Forward).await.unwrap();
+    assert!(pending.is_empty(), "{} markers live", pending.len());
+
+    // (b) A restarted replica's first scan starts at the mark, above every done marker.
+    let b = serve(&context(store.clone()), config.clone()).await;
+    let tasks = start(&b, false, true);
+    let started = Instant::now();
+    while b.timeline.stats().first_scan_from().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no scan");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.timeline.stats().first_scan_from(), Some(mark.as_slice()), "the first scan starts at the mark");
+    stop(tasks).await;
+
+    // (a) A replica whose clock is an hour behind posts (its planner puts the marker below
+    // the mark) and dies before any worker of its own runs: the marker and the lowered mark
+    // went in together.
+    let behind = Arc::new(ManualClock::new(SystemClock.now_ms() - 3_600_000));
+    let old = serve(&context_with_clock(store.clone(), behind), config.clone()).await;
+    let tasks = start(&old, true, false);
+    let mut old_client = old.client();
+    let p = post(&mut old_client, &author, "from an old clock").await;
+    let old_marker = keys::pending(p.post_id.parse().unwrap(), 0);
+    assert!(old_marker < mark, "the old clock's marker is below the mark");
+    let started = Instant::now();
+    while store.get(&old_marker).await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not planned");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop(tasks).await;
+    let lowered = old.timeline.pending_mark().await.unwrap();
+    assert!(lowered <= old_marker, "the mark was not lowered to the marker below it");
+
+    // A restarted replica (right clock) finds it and fans it out.
+    let c = serve(&context(store.clone()), config).await;
+    let tasks = start(&c, true, true);
+    let mut client = c.client();
+    until_fanned_out(&mut client, &p.post_id, Duration::from_secs(20)).await;
+    assert_eq!(c.timeline.stats().first_scan_from(), Some(lowered.as_slice()));
+    assert_eq!(inboxes_with(&store, &graph, p.post_id.parse().unwrap()).await, 3);
+    // And the mark goes back up once it is done.
+    until_mark_above(&c, &old_marker).await;
+    stop(tasks).await;
 }
