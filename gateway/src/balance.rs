@@ -57,6 +57,14 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     mix64(h)
 }
 
+/// Hash of a client's IP address (its octets), for IP hashing and the rate limit's default key.
+pub fn ip_hash(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
+    }
+}
+
 /// The splitmix64 finaliser.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

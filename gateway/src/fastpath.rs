@@ -62,7 +62,7 @@ use pingora_core::server::ShutdownWatch;
 use tonic::Code;
 
 use crate::authn::{self, Authn, Refusal, Verdict};
-use crate::balance::{Policy, hash64};
+use crate::balance::{Policy, hash64, ip_hash};
 use crate::grpc_errors::grpc_code_for_http_status;
 use crate::metrics::{MethodStats, Metrics};
 use crate::pool::{InflightSlot, Members, PickError, PickInput, Pool};
@@ -272,14 +272,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for FastPath<A> {
 /// The client's IP address, when the socket knows it.
 fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
     stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())))
-}
-
-/// Hash of a client's IP address, as the proxy path takes it.
-fn ip_hash(ip: std::net::IpAddr) -> u64 {
-    match ip {
-        std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
-        std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
-    }
 }
 
 /// Routes one connection's requests (it knows the client's address, for the rate limit's
@@ -544,12 +536,10 @@ impl CallObserver for CallEnd {
             trace::record_failed_attempt(&mut self.client_span, "upstream");
         }
         trace::record_status(&mut self.client_span, code);
-        let attempts = i64::from(outcome.attempts);
-        let pool = self.pool.name().to_string();
         if let Some(span) = self.trace.server_mut() {
             trace::record_status(span, code);
-            span.set(opentelemetry::KeyValue::new("meshwork.attempts", attempts));
-            span.set(opentelemetry::KeyValue::new("meshwork.pool", pool));
+            span.set(opentelemetry::KeyValue::new("meshwork.attempts", i64::from(outcome.attempts)));
+            span.set(opentelemetry::KeyValue::new("meshwork.pool", self.pool.name().to_string()));
         }
     }
 

@@ -957,11 +957,7 @@ fn client_ip_hash(session: &Session) -> u64 {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
     };
-    match ip {
-        Some(std::net::IpAddr::V4(ip)) => hash64(&ip.octets()),
-        Some(std::net::IpAddr::V6(ip)) => hash64(&ip.octets()),
-        None => 0,
-    }
+    ip.map_or(0, crate::balance::ip_hash)
 }
 
 #[cfg(test)]

@@ -149,38 +149,43 @@ pub fn client_span(call: &CallTrace, path: &str, replica: std::net::SocketAddr, 
     CallSpan(Some(Box::new(span)))
 }
 
-/// Writes the call's trace context into the upstream request (`traceparent`, `tracestate`):
-/// the current attempt's CLIENT span when sampled, the unsampled root's `traceparent` otherwise.
-/// When the gateway roots the trace, whatever the caller sent (an invalid `traceparent`, a
-/// `tracestate` that belongs to no valid parent) does not go on, as W3C has it.
-pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -> Result<()> {
-    use propagation::{TRACEPARENT, TRACESTATE};
+/// The trace headers of the upstream request: the names removed from what the caller sent,
+/// then the fields added. The current attempt's CLIENT span when sampled, the unsampled root's
+/// `traceparent` otherwise. When the gateway roots the trace, whatever the caller sent (an
+/// invalid `traceparent`, a `tracestate` that belongs to no valid parent) does not go on, as
+/// W3C has it; a declined caller's trace goes on with its list.
+fn upstream_edits(
+    trace: &CallTrace,
+    span: &CallSpan,
+) -> (&'static [&'static str], Vec<(&'static str, http::HeaderValue)>) {
+    const BOTH: &[&str] = &["traceparent", "tracestate"];
     match trace {
-        CallTrace::Off => Ok(()),
-        CallTrace::Dropped => {
-            request.remove_header(&TRACEPARENT);
-            request.remove_header(&TRACESTATE);
-            Ok(())
-        }
-        CallTrace::Unsampled(traceparent) => {
-            request.remove_header(&TRACESTATE);
-            request.insert_header("traceparent", traceparent.clone())
-        }
-        // The caller's trace goes on, with its list.
-        CallTrace::Declined(traceparent) => request.insert_header("traceparent", traceparent.clone()),
-        CallTrace::Sampled(_) => {
-            let Some(sc) = span.span_context() else { return Ok(()) };
-            // A child carries its caller's list (written below); a new root, none.
-            request.remove_header(&TRACESTATE);
-            for (name, value) in propagation::headers_for(sc) {
-                request.insert_header(name, value)?;
-            }
-            Ok(())
-        }
+        CallTrace::Off => (&[], Vec::new()),
+        CallTrace::Dropped => (BOTH, Vec::new()),
+        CallTrace::Unsampled(traceparent) => (BOTH, vec![("traceparent", traceparent.clone())]),
+        CallTrace::Declined(traceparent) => (&["traceparent"], vec![("traceparent", traceparent.clone())]),
+        // A child carries its caller's list (in `headers_for`); a new root, none.
+        CallTrace::Sampled(_) => match span.span_context() {
+            Some(sc) => (BOTH, propagation::headers_for(sc).collect()),
+            None => (&[], Vec::new()),
+        },
     }
 }
 
-/// The header edits [`inject`] makes, for the gRPC fast path's relay: names removed from the
+/// Writes the call's trace context into the upstream request (`traceparent`, `tracestate`),
+/// as [`upstream_edits`] has it.
+pub fn inject(trace: &CallTrace, span: &CallSpan, request: &mut RequestHeader) -> Result<()> {
+    let (remove, add) = upstream_edits(trace, span);
+    for name in remove {
+        request.remove_header(*name);
+    }
+    for (name, value) in add {
+        request.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
+/// The same edits as [`inject`], for the gRPC fast path's relay: names removed from the
 /// caller's request, then fields added.
 pub fn inject_fields(
     trace: &CallTrace,
@@ -188,28 +193,13 @@ pub fn inject_fields(
     remove: &mut Vec<bytes::Bytes>,
     add: &mut Vec<(bytes::Bytes, bytes::Bytes)>,
 ) {
-    const TRACEPARENT: bytes::Bytes = bytes::Bytes::from_static(b"traceparent");
-    const TRACESTATE: bytes::Bytes = bytes::Bytes::from_static(b"tracestate");
-    let value = |v: &http::HeaderValue| bytes::Bytes::copy_from_slice(v.as_bytes());
-    match trace {
-        CallTrace::Off => {}
-        CallTrace::Dropped => remove.extend([TRACEPARENT, TRACESTATE]),
-        CallTrace::Unsampled(traceparent) => {
-            remove.extend([TRACEPARENT, TRACESTATE]);
-            add.push((TRACEPARENT, value(traceparent)));
-        }
-        CallTrace::Declined(traceparent) => {
-            remove.push(TRACEPARENT);
-            add.push((TRACEPARENT, value(traceparent)));
-        }
-        CallTrace::Sampled(_) => {
-            let Some(sc) = span.span_context() else { return };
-            remove.extend([TRACEPARENT, TRACESTATE]);
-            add.extend(
-                propagation::headers_for(sc).map(|(name, v)| (bytes::Bytes::from_static(name.as_bytes()), value(&v))),
-            );
-        }
-    }
+    let (names, fields) = upstream_edits(trace, span);
+    remove.extend(names.iter().map(|n| bytes::Bytes::from_static(n.as_bytes())));
+    add.extend(
+        fields
+            .into_iter()
+            .map(|(n, v)| (bytes::Bytes::from_static(n.as_bytes()), bytes::Bytes::copy_from_slice(v.as_bytes()))),
+    );
 }
 
 /// The call's trace id (hex) when the gateway knows one it propagates: the sampled SERVER

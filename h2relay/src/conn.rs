@@ -357,10 +357,7 @@ impl Conn {
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
-        let last = match &self.side {
-            Side::Server(s) => s.last_peer_sid,
-            Side::Client(_) => 0,
-        };
+        let last = self.goaway_last_id();
         frame::write_goaway(&mut self.out, last, Reason::NO_ERROR, b"idle");
         self.closing = true;
         true
@@ -414,6 +411,15 @@ impl Conn {
             stream.queue.push_back(Out::Reset(Reason::NO_ERROR));
         }
         self.schedule(sid);
+    }
+
+    /// The last-stream-id of a GOAWAY we send: the last stream the client opened (0 upstream,
+    /// where we open the streams).
+    fn goaway_last_id(&self) -> u32 {
+        match &self.side {
+            Side::Server(s) => s.last_peer_sid,
+            Side::Client(_) => 0,
+        }
     }
 
     /// Whether the connection has nothing left to do once `out` is written.
@@ -494,10 +500,7 @@ impl Conn {
             return;
         }
         tracing::debug!(?reason, why, "h2relay: connection error");
-        let last = match &self.side {
-            Side::Server(s) => s.last_peer_sid,
-            Side::Client(_) => 0,
-        };
+        let last = self.goaway_last_id();
         frame::write_goaway(&mut self.out, last, reason, why.as_bytes());
         if let Some(stats) = &self.stats {
             stats.goaways.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

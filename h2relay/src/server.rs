@@ -236,10 +236,10 @@ impl Conn {
             return false;
         }
         let Stream { call: Some(call), peer: current, forwarded, .. } = stream else { return false };
+        if call.replay.is_none() {
+            return false;
+        }
         loop {
-            if call.replay.is_none() {
-                return false;
-            }
             let Some(retry) = call.retry(failure) else { return false };
             let Some(replay) = call.replay.as_deref() else { return false };
             let mut fields = replay.fields.clone();
