@@ -53,26 +53,19 @@ where
     result
 }
 
-/// How long, and for how many bytes, a client we closed for an error is read after our GOAWAY.
+/// How long a client we closed for an error is read after our GOAWAY.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-const LINGER_BYTES: usize = 1 << 20;
 
 /// After a GOAWAY for an error (our write side shut) the client may still be sending: its bytes
-/// are read and dropped for a moment, so that the kernel does not answer them with a reset
-/// that can destroy the GOAWAY before the client reads it (a lingering close).
+/// are read and dropped until it closes or for a moment at most (a lingering close, as nginx's
+/// `lingering_close`). Closing with its bytes unread would make the kernel answer with a reset,
+/// and a reset can destroy the GOAWAY before the client reads it. No byte cap: a flooder on
+/// loopback sends megabytes before it reads the GOAWAY, and stopping at any count it can pass
+/// brings the reset back; the time bound is what limits the work.
 async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut left = LINGER_BYTES;
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n @ 1..) = io.read(&mut buf).await {
-            if n >= left {
-                break;
-            }
-            left -= n;
-        }
-    })
-    .await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(LINGER, async { while let Ok(1..) = io.read(&mut buf).await {} }).await;
 }
 
 #[allow(clippy::too_many_arguments)]
