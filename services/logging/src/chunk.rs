@@ -266,23 +266,55 @@ impl Columns {
 /// text first and decode timestamps and line offsets only when the text holds a match.
 #[derive(Debug)]
 pub struct RawBlock {
+    /// The decompressed block in its first `len` bytes; past them, whatever an earlier, larger
+    /// block left in a reused buffer.
     raw: Vec<u8>,
+    len: usize,
     text_len: usize,
 }
 
 impl RawBlock {
     /// Decompresses [`Columns::compress`]'s output and checks its footer.
     pub fn decompress(b: &[u8]) -> Result<RawBlock, CorruptChunk> {
-        let raw = lz4_flex::decompress_size_prepended(b).map_err(|_| CorruptChunk("lz4"))?;
-        let len = raw.len();
-        if len < 9 || raw[len - 1] != FORMAT {
-            return Err(CorruptChunk("unknown block format"));
+        RawBlock::decompress_in(b, Vec::new())
+    }
+
+    /// Like [`RawBlock::decompress`], into `buf` (the buffer of an earlier block, from
+    /// [`RawBlock::into_buffer`]): a cold scan decompresses chunk after chunk into the same few
+    /// buffers, whose pages are mapped and in cache already, where a fresh ~1 MiB allocation per
+    /// chunk is faulted in and zeroed by the kernel page by page (under perf, page zeroing was a
+    /// fifth of a 10M-line cold scan's CPU time, which instruction counts do not show; what is
+    /// left of it comes from the store's reads of the compressed values).
+    ///
+    /// The decoder is liblz4's (the `lz4` crate): the same LZ4 block format as lz4_flex, which
+    /// still compresses chunks, so every chunk reads as before; on chunk data it retires 16-17%
+    /// fewer instructions than lz4_flex's fast decoder and runs 15-30% faster (both decoding the
+    /// generators' 1 MiB chunks into a reused buffer; in the benchmark's cold scan, 240 -> 199
+    /// instructions per line). `LZ4_decompress_safe` is made for
+    /// untrusted input: a corrupt block is an error, never a read or write out of bounds.
+    pub fn decompress_in(b: &[u8], mut buf: Vec<u8>) -> Result<RawBlock, CorruptChunk> {
+        let (&prefix, block) = b.split_first_chunk::<4>().ok_or(CorruptChunk("lz4 size"))?;
+        let len = u32::from_le_bytes(prefix) as usize;
+        // An LZ4 block expands at most ~255 times (a match of 255 bytes costs one more input
+        // byte): a larger size is corruption, refused before it becomes an allocation.
+        if block.len() > i32::MAX as usize || len > block.len().saturating_mul(255).min(i32::MAX as usize) {
+            return Err(CorruptChunk("lz4 size"));
         }
-        let text_len = u32::from_le_bytes([raw[len - 9], raw[len - 8], raw[len - 7], raw[len - 6]]) as usize;
+        // Grown, never shrunk nor cleared: the decoder writes exactly the block's `len` bytes
+        // (checked below), and nothing reads past them.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let n = lz4::block::decompress_to_buffer(block, Some(len as i32), &mut buf[..len])
+            .map_err(|_| CorruptChunk("lz4"))?;
+        if n != len || len < 9 || buf[len - 1] != FORMAT {
+            return Err(CorruptChunk(if n != len { "lz4 size" } else { "unknown block format" }));
+        }
+        let text_len = u32::from_le_bytes([buf[len - 9], buf[len - 8], buf[len - 7], buf[len - 6]]) as usize;
         if text_len > len - 9 {
             return Err(CorruptChunk("block lengths"));
         }
-        Ok(RawBlock { raw, text_len })
+        Ok(RawBlock { raw: buf, len, text_len })
     }
 
     /// Returns the lines joined by `\n`.
@@ -291,8 +323,14 @@ impl RawBlock {
     }
 
     /// Decodes the columns, keeping the buffer as the text.
-    pub fn decode(self) -> Result<Columns, CorruptChunk> {
+    pub fn decode(mut self) -> Result<Columns, CorruptChunk> {
+        self.raw.truncate(self.len);
         Columns::decode_owned(self.raw)
+    }
+
+    /// Returns the buffer, for [`RawBlock::decompress_in`] to reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.raw
     }
 }
 
@@ -467,6 +505,52 @@ mod tests {
         assert_eq!(s.metadata(0), vec![("trace_id".to_string(), "abc".to_string())]);
         assert!(s.metadata(1).is_empty());
         assert!(Columns::decode(&[9, 1]).is_err());
+    }
+
+    #[test]
+    fn raw_blocks_reuse_buffers_and_refuse_corrupt_chunks() {
+        let chunk = |n: usize| {
+            let mut c = Columns::default();
+            for (ts, line) in crate::generators::Generator::new(crate::generators::Format::Hdfs, 3, 0, 1000).take(n) {
+                c.push(ts, &line, &[("k".into(), "v".into())]);
+            }
+            c
+        };
+        let (big, small) = (chunk(3000), chunk(10));
+        // liblz4 reads what lz4_flex wrote (every stored chunk), into a buffer a larger chunk
+        // left behind.
+        let block = RawBlock::decompress_in(&big.compress(), Vec::new()).unwrap();
+        assert_eq!(block.text(), big.text.as_slice());
+        let block = RawBlock::decompress_in(&small.compress(), block.into_buffer()).unwrap();
+        assert_eq!(block.text(), small.text.as_slice());
+        assert_eq!(block.decode().unwrap(), small);
+        assert_eq!(Columns::decompress(&big.compress()).unwrap(), big);
+        // Corruption is an error whatever the buffer: truncated, flipped bytes, sizes that lie.
+        let good = big.compress();
+        let mut buf = Vec::new();
+        for bad in [
+            Vec::new(),
+            good[..3].to_vec(),
+            good[..good.len() / 2].to_vec(),
+            [&u32::MAX.to_le_bytes()[..], &good[4..]].concat(),
+            [&(u32::from_le_bytes(good[..4].try_into().unwrap()) - 1).to_le_bytes()[..], &good[4..]].concat(),
+            [&(u32::from_le_bytes(good[..4].try_into().unwrap()) + 1).to_le_bytes()[..], &good[4..]].concat(),
+        ] {
+            assert!(RawBlock::decompress_in(&bad, std::mem::take(&mut buf)).is_err());
+        }
+        let mut rng = crate::generators::Rng::new(9);
+        for _ in 0..2000 {
+            let mut bad = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = 4 + rng.below(bad.len() as u64 - 4) as usize;
+                bad[at] ^= 1 << rng.below(8);
+            }
+            // Either an error or a block whose footer checks out; never a panic.
+            if let Ok(block) = RawBlock::decompress_in(&bad, std::mem::take(&mut buf)) {
+                let _ = block.text().len();
+                buf = block.into_buffer();
+            }
+        }
     }
 
     #[test]

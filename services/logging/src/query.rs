@@ -5,15 +5,16 @@
 //! in-memory blocks at once, each on a blocking thread), merging lines by time or samples into
 //! metric series. A stored chunk's text is searched for the query's leading `|=` term before its
 //! columns (timestamps, line offsets, metadata) are decoded: a chunk wholly in the range without
-//! a match is done after one `memmem` pass over its text (and is not cached).
+//! a match is done after one `memmem` pass over its text (and is not cached). Chunks are
+//! decompressed one per core at a time, into buffers a query reuses.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::chunk::{Bloom, Columns, RawBlock};
+use crate::chunk::{Bloom, Columns, CorruptChunk, RawBlock};
 use crate::engine::{Candidate, ChunkPart, Engine, EngineError};
 use crate::labels::LabelSet;
 use crate::logql::ast::{LogQuery, MetricQuery};
@@ -159,12 +160,21 @@ async fn scan_blocks<R: Send + 'static>(
         stats.chunks_skipped_by_bloom += skipped;
     }
     let f: Arc<ScanFn<R>> = Arc::new(f);
+    // Decompressing is the CPU-bound part of a cold scan: one chunk per core at a time (the
+    // reads of other runs go on meanwhile), each into a buffer of `buffers`, so that a scan
+    // reuses as many ~1 MiB buffers as there are cores, mapped and in cache, instead of one
+    // fresh allocation per chunk (up to 8 per run in flight, times `parallelism` runs), each
+    // faulted in and zeroed again by the kernel (see `RawBlock::decompress_in`).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let decoders = Arc::new(tokio::sync::Semaphore::new(cores));
+    let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let results: Vec<Result<Vec<(R, ScanStats)>, EngineError>> = futures::stream::iter(units)
         .map(|unit| {
             let engine = engine.clone();
             let tenant = tenant.to_string();
             let query = query.clone();
             let f = f.clone();
+            let (decoders, buffers) = (decoders.clone(), buffers.clone());
             async move {
                 match unit {
                     Unit::Mem(labels, cols) => {
@@ -181,37 +191,25 @@ async fn scan_blocks<R: Send + 'static>(
                             let data = data?;
                             let (engine, tenant, labels, query, f) =
                                 (engine.clone(), tenant.clone(), labels.clone(), query.clone(), f.clone());
-                            Some(tokio::task::spawn_blocking(move || {
-                                let decoded = RawBlock::decompress(&data).and_then(|block| {
-                                    drop(data);
-                                    // A chunk wholly in the range whose text holds no match of
-                                    // the leading `|=` term has no line to emit: its columns
-                                    // are not decoded (nor is it cached), and its lines all
-                                    // count as scanned.
-                                    if meta.min_ts >= start
-                                        && meta.max_ts < end
-                                        && !Pipeline::new(&query).may_match_text(block.text())
-                                    {
-                                        let (none, _) = f(&query, &labels, &Columns::default(), start, end);
-                                        let stats = ScanStats {
-                                            lines: u64::from(meta.count),
-                                            bytes: block.text().len() as u64,
-                                        };
-                                        return Ok((none, stats));
-                                    }
-                                    let c = Arc::new(block.decode()?);
-                                    let out = f(&query, &labels, &c, start, end);
-                                    engine.cache_chunk(&tenant, fp, &meta, c);
-                                    Ok(out)
-                                });
-                                decoded
-                                    .inspect_err(|e| tracing::error!(error = %e, "log store: corrupt chunk skipped"))
-                                    .ok()
-                            }))
+                            let (decoders, buffers) = (decoders.clone(), buffers.clone());
+                            Some(async move {
+                                let permit = decoders.acquire_owned().await.map_err(|_| EngineError::Stopped)?;
+                                tokio::task::spawn_blocking(move || {
+                                    let _permit = permit;
+                                    let chunk = (fp, meta, data.as_slice());
+                                    scan_stored(&engine, &tenant, &labels, &query, &*f, chunk, &buffers, start, end)
+                                        .inspect_err(
+                                            |e| tracing::error!(error = %e, "log store: corrupt chunk skipped"),
+                                        )
+                                        .ok()
+                                })
+                                .await
+                                .map_err(|_| EngineError::Stopped)
+                            })
                         });
                         let mut out = Vec::new();
                         for r in futures::future::join_all(scans).await {
-                            out.extend(r.map_err(|_| EngineError::Stopped)?);
+                            out.extend(r?);
                         }
                         Ok(out)
                     }
@@ -231,6 +229,42 @@ async fn scan_blocks<R: Send + 'static>(
     }
     stats.exec_ns = started.elapsed().as_nanos() as u64;
     Ok((out, stats))
+}
+
+fn lock_buffers(m: &Mutex<Vec<Vec<u8>>>) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+    // A panic while holding the lock leaves a list of spare buffers, any of which is fine.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Decompresses a stored chunk (stream, metadata, stored bytes) into a buffer of `buffers` and
+/// runs `f` over it. A chunk wholly in the range whose text holds no match of the leading `|=`
+/// term has no line to emit: its columns are not decoded (nor is it cached), its lines all count
+/// as scanned, and the buffer goes back for the next chunk. Otherwise the buffer becomes the
+/// decoded chunk's text, which is cached.
+#[allow(clippy::too_many_arguments)]
+fn scan_stored<R>(
+    engine: &Engine,
+    tenant: &str,
+    labels: &LabelSet,
+    query: &LogQuery,
+    f: &ScanFn<R>,
+    (fp, meta, data): (u64, ChunkMeta, &[u8]),
+    buffers: &Mutex<Vec<Vec<u8>>>,
+    start: i64,
+    end: i64,
+) -> Result<(R, ScanStats), CorruptChunk> {
+    let buf = lock_buffers(buffers).pop().unwrap_or_default();
+    let block = RawBlock::decompress_in(data, buf)?;
+    if meta.min_ts >= start && meta.max_ts < end && !Pipeline::new(query).may_match_text(block.text()) {
+        let (none, _) = f(query, labels, &Columns::default(), start, end);
+        let stats = ScanStats { lines: u64::from(meta.count), bytes: block.text().len() as u64 };
+        lock_buffers(buffers).push(block.into_buffer());
+        return Ok((none, stats));
+    }
+    let c = Arc::new(block.decode()?);
+    let out = f(query, labels, &c, start, end);
+    engine.cache_chunk(tenant, fp, &meta, c);
+    Ok(out)
 }
 
 /// Runs a log query: at most `limit` lines in `[start, end)` in `direction`, grouped by their
