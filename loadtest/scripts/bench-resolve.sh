@@ -21,14 +21,7 @@ SVC_PORT=$(free_port)
 GW_PORT=$(free_port)
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" \
   --public-url "http://127.0.0.1:$GW_PORT" >"$work/serve.log" 2>&1 &
-cat >"$work/gw.toml" <<TOML
-listen = "127.0.0.1:$GW_PORT"
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$SVC_PORT"]
-[[routes]]
-service = "meshwork.urlshortener.v1.UrlShortener"
-pool = "urlshortener"
-TOML
+gateway_toml "$GW_PORT" "$SVC_PORT" >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 wait_healthy "$GW_PORT"
 

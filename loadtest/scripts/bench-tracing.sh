@@ -102,15 +102,7 @@ start_pair() {
   [[ $name == *@base ]] && bin=$BASE
   env "$@" "${SVC_ENV[@]}" RUST_LOG=warn "${WRAP[@]}" "$bin" serve urlshortener --listen 127.0.0.1:$sp --store "embedded:$work/$name" >"$work/$name-svc.log" 2>&1 &
   local svc_pid=$!
-  cat >"$work/$name.toml" <<TOML
-listen = "127.0.0.1:$gp"
-$GW_TOML
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$sp"]
-[[routes]]
-service = "$SVC"
-pool = "urlshortener"
-TOML
+  gateway_toml "$gp" "$sp" -- ${GW_TOML:+"$GW_TOML"} >"$work/$name.toml"
   env "$@" RUST_LOG=warn "${WRAP[@]}" "$bin" gateway --config "$work/$name.toml" >"$work/$name-gw.log" 2>&1 &
   echo "$svc_pid $!" >"$work/$name.pids"
   wait_healthy "$gp" 60

@@ -19,19 +19,8 @@ work_dir
 SVC=meshwork.urlshortener.v1.UrlShortener
 SP=$(free_port); GP=$(free_port); OP=$(free_port); HP=$(free_port)
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SP --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
-gateway_config() { # port fast_path
-  cat <<TOML
-listen = "127.0.0.1:$1"
-fast_path = $2
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$SP"]
-[[routes]]
-service = "$SVC"
-pool = "urlshortener"
-TOML
-}
-gateway_config "$GP" true >"$work/gw.toml"
-gateway_config "$OP" false >"$work/gw-off.toml"
+gateway_toml "$GP" "$SP" -- "fast_path = true" >"$work/gw.toml"
+gateway_toml "$OP" "$SP" -- "fast_path = false" >"$work/gw-off.toml"
 CG=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$work/%p.cg")
 RUST_LOG=warn "${CG[@]}" "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 GWP=$!

@@ -53,14 +53,7 @@ SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(f
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
 SVC_PID=$!; pids+=("$SVC_PID")
 
-cat >"$work/gw.toml" <<TOML
-listen = "127.0.0.1:$GW_PORT"
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$SVC_PORT"]
-[[routes]]
-service = "meshwork.urlshortener.v1.UrlShortener"
-pool = "urlshortener"
-TOML
+gateway_toml "$GW_PORT" "$SVC_PORT" >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 GW_PID=$!; pids+=("$GW_PID")
 "$BARE" 127.0.0.1:$BARE_PORT 127.0.0.1:$SVC_PORT 2 >"$work/bare.log" 2>&1 &

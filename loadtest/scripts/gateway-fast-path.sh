@@ -20,16 +20,7 @@ RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "em
 SVC_PID=$!; pids+=("$SVC_PID")
 for mode in off on; do
   port=$OFF_PORT; fp=false; [ $mode = on ] && { port=$ON_PORT; fp=true; }
-  cat >"$work/gw-$mode.toml" <<TOML
-listen = "127.0.0.1:$port"
-fast_path = $fp
-upgrade_sock = "$work/gw-$mode.sock"
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$SVC_PORT"]
-[[routes]]
-service = "meshwork.urlshortener.v1.UrlShortener"
-pool = "urlshortener"
-TOML
+  gateway_toml "$port" "$SVC_PORT" -- "fast_path = $fp" "upgrade_sock = \"$work/gw-$mode.sock\"" >"$work/gw-$mode.toml"
   RUST_LOG=warn "$BIN" gateway --config "$work/gw-$mode.toml" >"$work/gw-$mode.log" 2>&1 &
   pids+=("$!"); eval "PID_$mode=$!"
 done

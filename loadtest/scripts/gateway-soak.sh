@@ -29,16 +29,7 @@ serve "$A_PORT" "$work/a"
 serve "$B_PORT" "$work/b"
 B_PID=$!
 
-cat >"$work/gw.toml" <<TOML
-listen = "127.0.0.1:$GW_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$A_PORT", "127.0.0.1:$B_PORT"]
-[[routes]]
-service = "$SVC"
-pool = "urlshortener"
-idempotent_methods = ["Resolve"]
-TOML
+gateway_toml "$GW_PORT" "$A_PORT" "$B_PORT" -- "admin_listen = \"127.0.0.1:$ADMIN_PORT\"" 'idempotent_methods = ["Resolve"]' >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 
 for port in $A_PORT $B_PORT; do

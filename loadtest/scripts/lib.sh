@@ -89,6 +89,23 @@ stop_all() {
   for p in "$@"; do pkill -KILL -P "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
 }
 
+# gateway_toml PORT BACKEND_PORT... [-- EXTRA_LINE...] : prints a gateway config listening on PORT
+# that routes the URL shortener to a pool of the backend ports on loopback; extra top-level
+# lines (fast_path = false, admin_listen = ..., ...) follow `--`, and lines starting with
+# `idempotent_methods` go to the route
+gateway_toml() {
+  local listen=$1 endpoints="" extra=() route=() p
+  shift
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do endpoints+="${endpoints:+, }\"127.0.0.1:$1\""; shift; done
+  [ "${1:-}" = "--" ] && shift
+  for p in "$@"; do if [[ $p == idempotent_methods* ]]; then route+=("$p"); else extra+=("$p"); fi; done
+  echo "listen = \"127.0.0.1:$listen\""
+  [ ${#extra[@]} -gt 0 ] && printf '%s\n' "${extra[@]}"
+  printf '[pools.urlshortener]\nendpoints = [%s]\n[[routes]]\nservice = "meshwork.urlshortener.v1.UrlShortener"\npool = "urlshortener"\n' "$endpoints"
+  [ ${#route[@]} -gt 0 ] && printf '%s\n' "${route[@]}"
+  return 0
+}
+
 # haproxy_cfg PORT BACKEND_PORT : prints an HAProxy config that proxies gRPC (h2 on both sides,
 # 2 threads) from PORT to BACKEND_PORT on loopback, as the proxy comparisons run it
 haproxy_cfg() {

@@ -23,14 +23,7 @@ SVC=meshwork.urlshortener.v1.UrlShortener
 SP=$(free_port); GP=$(free_port); HP=$(free_port)
 RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SP --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
 pids+=($!)
-cat >"$work/gw.toml" <<TOML
-listen = "127.0.0.1:$GP"
-[pools.urlshortener]
-endpoints = ["127.0.0.1:$SP"]
-[[routes]]
-service = "$SVC"
-pool = "urlshortener"
-TOML
+gateway_toml "$GP" "$SP" -- ${GW_EXTRA:+"$GW_EXTRA"} >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 pids+=($!)
 haproxy_cfg "$HP" "$SP" >"$work/haproxy.cfg"
