@@ -531,7 +531,7 @@ impl CallObserver for CallEnd {
         }
         let elapsed = self.started.elapsed();
         self.stats.record(code, elapsed);
-        trace::access_log(std::str::from_utf8(&self.path).unwrap_or(""), code, elapsed, &self.trace);
+        trace::access_log(&self.path, code, elapsed, &self.trace);
         if outcome.upstream_failed && outcome.grpc_status.is_none() {
             trace::record_failed_attempt(&mut self.client_span, "upstream");
         }

@@ -871,7 +871,7 @@ impl ProxyHttp for GatewayProxy {
             let code =
                 ctx.grpc_status.unwrap_or(if e.is_some() { Code::Cancelled as u16 } else { Code::Unknown as u16 });
             stats.record(code, elapsed);
-            trace::access_log(session.req_header().uri.path(), code, elapsed, &ctx.trace);
+            trace::access_log(session.req_header().uri.path().as_bytes(), code, elapsed, &ctx.trace);
             if let Some(server_span) = ctx.trace.server_mut() {
                 trace::record_status(server_span, code);
                 server_span.set(opentelemetry::KeyValue::new("meshwork.attempts", ctx.attempts as i64));

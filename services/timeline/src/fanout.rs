@@ -413,7 +413,9 @@ impl Timeline {
             }
             let mut claimed = 0;
             let range = floor.range();
-            if let std::ops::Bound::Included(start) = &range.start {
+            if let std::ops::Bound::Included(start) = &range.start
+                && self.stats.first_scan_from.get().is_none()
+            {
                 let _ = self.stats.first_scan_from.set(start.clone());
             }
             match self.store.scan(range, 256, Direction::Forward).await {
