@@ -45,5 +45,5 @@ for n in ("default", "tuned"):
     a = [p(f"{work}/{n}-rate-{r}.json") for r in range(1, rounds + 1)]
     b = [p(f"{work}/{n}-rate2-{r}.json") for r in range(1, rounds + 1)]
     print(n, "p99 right after burst", " ".join(f"{x:.2f}" for x in a), "median %.2f" % statistics.median(a))
-    print(n, "p99 5 s later       ", " ".join(f"{x:.2f}" for x in b), "median %.2f" % statistics.median(b))
+    print(n, "p99 in the run after ", " ".join(f"{x:.2f}" for x in b), "median %.2f" % statistics.median(b))
 PY
