@@ -2,6 +2,10 @@
 //! [lines=10000000] [concurrency=8] [dir=/tmp/meshwork-logging-bench] [writer_shards=cores]`. See
 //! `meshwork_logging::bench`.
 
+// The allocator `meshwork up` links (src/main.rs), so that the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use meshwork_logging::bench::{BenchOptions, run};
 
 #[tokio::main]
