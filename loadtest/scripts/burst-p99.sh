@@ -13,13 +13,9 @@ ROUNDS=${1:-6}; SECS=${2:-5}
 BIN=target/release/meshwork
 [ -x "$BIN" ] || cargo build --release --locked --bin meshwork
 . loadtest/scripts/lib.sh
-work=$(mktemp -d); pids=()
-cleanup() { stop_all "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-SVC=meshwork.urlshortener.v1.UrlShortener
+proc_dir
 SP=$(free_port); AP=$(free_port); BP=$(free_port)
-RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SP --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
-pids+=($!)
+start_shortener "$SP"
 gateway_toml "$AP" "$SP" >"$work/a.toml"; gateway_toml "$BP" "$SP" >"$work/b.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/a.toml" >"$work/a.log" 2>&1 & pids+=($!)
 MIMALLOC_PURGE_DELAY=${B_DELAY:--1} RUST_LOG=warn "$BIN" gateway --config "$work/b.toml" >"$work/b.log" 2>&1 & pids+=($!)

@@ -42,16 +42,12 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-work=$(mktemp -d)
-pids=()
 . loadtest/scripts/lib.sh
-cleanup() { [ "${KEEP_LOGS:-}" ] && tail -n 20 "$work"/*.log "$work"/*.out >&2; stop_all "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+proc_dir
 
 SVC_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); HAP_PORT=$(free_port); BARE_PORT=$(free_port); HREL_PORT=$(free_port)
 
-RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
-SVC_PID=$!; pids+=("$SVC_PID")
+start_shortener "$SVC_PORT"
 
 gateway_toml "$GW_PORT" "$SVC_PORT" >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
@@ -92,7 +88,6 @@ haproxy_cfg "$HAP_PORT" "$SVC_PORT" >"$work/haproxy.cfg"
 "$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
 HAP_PID=$!; pids+=("$HAP_PID")
 
-SVC=meshwork.urlshortener.v1.UrlShortener
 wait_resolving $SVC_PORT $GW_PORT $BARE_PORT $HREL_PORT $NGX_PORT $HAP_PORT
 grpcurl -plaintext -d '{"long_url":"https://example.com/bench","custom_alias":"bench01"}' 127.0.0.1:$SVC_PORT $SVC/Shorten >/dev/null
 DATA='{"code":"bench01","skip_click":true}'

@@ -10,21 +10,16 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-5}; ROUNDS=${2:-3}
 BIN=target/release/meshwork
 . loadtest/scripts/lib.sh
-work=$(mktemp -d)
-pids=()
-# SIGINT: the gateway drains at once (its SIGTERM path waits for Pingora).
-cleanup() { stop_all "${pids[@]}"; rm -rf "$work"; }
-trap cleanup EXIT
+# stop_all sends SIGINT: the gateway drains at once (its SIGTERM path waits for Pingora).
+proc_dir
 SVC_PORT=$(free_port); OFF_PORT=$(free_port); ON_PORT=$(free_port)
-RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SVC_PORT --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
-SVC_PID=$!; pids+=("$SVC_PID")
+start_shortener "$SVC_PORT"
 for mode in off on; do
   port=$OFF_PORT; fp=false; [ $mode = on ] && { port=$ON_PORT; fp=true; }
   gateway_toml "$port" "$SVC_PORT" -- "fast_path = $fp" "upgrade_sock = \"$work/gw-$mode.sock\"" >"$work/gw-$mode.toml"
   RUST_LOG=warn "$BIN" gateway --config "$work/gw-$mode.toml" >"$work/gw-$mode.log" 2>&1 &
   pids+=("$!"); eval "PID_$mode=$!"
 done
-SVC=meshwork.urlshortener.v1.UrlShortener
 for port in $SVC_PORT $OFF_PORT $ON_PORT; do
   for _ in $(seq 100); do
     grpcurl -plaintext -d '{"code":"x","skip_click":true}' 127.0.0.1:$port $SVC/Resolve 2>&1 | grep -q -i 'not.found' && break

@@ -73,6 +73,31 @@ start_collector() {
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$G) 2>/dev/null && break; sleep 0.1; done
 }
 
+# proc_dir : sets $work to a fresh temporary directory and $pids to an empty list; on exit the
+# processes in $pids are stopped (stop_all), background jobs waited for and $work removed
+# (KEEP_LOGS=1 prints the tail of its logs first)
+proc_dir() {
+  work=$(mktemp -d)
+  pids=()
+  trap stop_procs EXIT
+}
+stop_procs() {
+  [ -z "${KEEP_LOGS:-}" ] || tail -n 20 "$work"/*.log "$work"/*.out >&2 || true
+  stop_all "${pids[@]}"
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# start_shortener PORT : starts `$BIN serve urlshortener` on loopback PORT over an embedded
+# store in $work (its log in $work/serve.log); adds it to $pids and sets SVC_PID and SVC (the
+# gRPC service's name)
+start_shortener() {
+  RUST_LOG=warn "$BIN" serve urlshortener --listen "127.0.0.1:$1" --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
+  SVC_PID=$!
+  pids+=("$SVC_PID")
+  SVC=meshwork.urlshortener.v1.UrlShortener
+}
+
 # stop_all PID... : stops benchmark processes: SIGINT first (Pingora's SIGTERM waits out a
 # grace period), then, after 2 s, SIGKILL to whatever is left and its children. A background
 # job of a non-interactive shell ignores SIGINT (haproxy, the relay example) and would keep

@@ -15,14 +15,9 @@ BIN=target/release/meshwork
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ -x "$HAPROXY" ] || { echo "haproxy is needed (compare-proxies.sh installs it)" >&2; exit 1; }
 . loadtest/scripts/lib.sh
-work=$(mktemp -d)
-pids=()
-cleanup() { stop_all "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-SVC=meshwork.urlshortener.v1.UrlShortener
+proc_dir
 SP=$(free_port); GP=$(free_port); HP=$(free_port)
-RUST_LOG=warn "$BIN" serve urlshortener --listen 127.0.0.1:$SP --store "embedded:$work/store" >"$work/serve.log" 2>&1 &
-pids+=($!)
+start_shortener "$SP"
 gateway_toml "$GP" "$SP" -- ${GW_EXTRA:+"$GW_EXTRA"} >"$work/gw.toml"
 RUST_LOG=warn "$BIN" gateway --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
 pids+=($!)
