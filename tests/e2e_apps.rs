@@ -163,10 +163,12 @@ async fn contact_tracing_journey(addr: std::net::SocketAddr, data_dir: std::path
     let code = client.issue_code(request).await.unwrap().into_inner().code;
     let verified = client.verify_code(ct::VerifyCodeRequest { code: code.clone() }).await.unwrap().into_inner();
 
-    // Two daily keys of the last two days (whole days, so both are past their embargo).
+    // Two daily keys of the two days before yesterday: both ended more than a day ago, past the
+    // 2-hour embargo at any time of day (yesterday's key ends at midnight UTC, so from 00:00 to
+    // 02:00 UTC it would still wait for a later export window).
     let today = meshwork_gaen::crypto::interval_number(now) / 144 * 144;
     let teks: Vec<[u8; 16]> = (0..2).map(|_| rand::random()).collect();
-    let starts = [today - 144, today - 288];
+    let starts = [today - 288, today - 432];
     let hmac_key: [u8; 16] = rand::random();
     let hmac_keys: Vec<meshwork_gaen::verification::HmacKey> = teks
         .iter()
@@ -229,7 +231,7 @@ async fn contact_tracing_journey(addr: std::net::SocketAddr, data_dir: std::path
     let pem = client.get_signing_key(ct::GetSigningKeyRequest {}).await.unwrap().into_inner().export_public_key_pem;
     std::fs::write(dir.path().join("public_key.pem"), pem).unwrap();
 
-    // A device that was close to the first key's owner for 30 minutes yesterday, and one that
+    // A device that was close to the first key's owner for 30 minutes two days ago, and one that
     // saw only strangers.
     let met = starts[0] + 60;
     let exposed_log: String = (0..6)
