@@ -413,10 +413,9 @@ impl Timeline {
             }
             let mut claimed = 0;
             let range = floor.range();
-            if let std::ops::Bound::Included(start) = &range.start
-                && self.stats.first_scan_from.get().is_none()
-            {
-                let _ = self.stats.first_scan_from.set(start.clone());
+            if let std::ops::Bound::Included(start) = &range.start {
+                // Recorded once: the key is cloned only by the first scan.
+                self.stats.first_scan_from.get_or_init(|| start.clone());
             }
             match self.store.scan(range, 256, Direction::Forward).await {
                 Ok(page) => {
